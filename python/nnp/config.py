@@ -1,0 +1,140 @@
+"""Run configuration: YAML -> validated dataclasses (unknown keys are errors, not silently ignored)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or dictionary is invalid."""
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "egnn"
+    cutoff: float = 5.0
+    hidden: int = 64
+    layers: int = 3
+    num_rbf: int = 16
+    update_vectors: bool = True
+
+
+@dataclass
+class DataConfig:
+    path: str = "bundled:water_tip3p_small"
+    format: str | None = None
+    max_frames: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 4
+    optimizer: str = "adamw"  # adam | adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # plateau | cosine | none
+    scheduler_patience: int = 5
+    scheduler_factor: float = 0.5
+    warmup_epochs: int = 0
+    min_lr: float = 1e-6
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    stress_weight: float = 0.0
+    grad_clip: float | None = 10.0
+    early_stopping_patience: int = 30
+    time_limit_minutes: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str | None = None  # default: runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or Path("runs") / self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"section '{where}' must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in section '{where}'; known keys: {', '.join(known)}"
+        )
+    return cls(**values)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a nested dict (as read from YAML) into a :class:`RunConfig`."""
+    values = dict(values or {})
+    top = {k: values.pop(k) for k in list(values) if k not in _SECTIONS}
+    sections = {name: _build(cls, values.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    try:
+        config = _build(RunConfig, {**top, **sections}, "top level")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    _check(config, source)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config; ``overrides`` are ``section.key=value`` strings (YAML-typed values)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        *parents, leaf = key.split(".")
+        target = values
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = yaml.safe_load(raw)
+    return config_from_dict(values, str(path))
+
+
+def _check(config: RunConfig, source: str) -> None:
+    problems = []
+    t, d, m = config.train, config.data, config.model
+    if t.optimizer not in ("adam", "adamw"):
+        problems.append(f"train.optimizer must be adam or adamw, not {t.optimizer!r}")
+    if t.scheduler not in ("plateau", "cosine", "none"):
+        problems.append(f"train.scheduler must be plateau, cosine or none, not {t.scheduler!r}")
+    if t.dtype not in ("float32", "float64"):
+        problems.append(f"train.dtype must be float32 or float64, not {t.dtype!r}")
+    if not 0 <= d.val_fraction < 1 or not 0 <= d.test_fraction < 1 or d.val_fraction + d.test_fraction >= 1:
+        problems.append("data.val_fraction and data.test_fraction must be in [0, 1) and sum to < 1")
+    if m.cutoff <= 0:
+        problems.append("model.cutoff must be positive (Å)")
+    if t.batch_size < 1 or t.epochs < 1:
+        problems.append("train.batch_size and train.epochs must be >= 1")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))

@@ -1,0 +1,41 @@
+"""Load a model file for evaluation from Python.
+
+``load_evaluator`` returns the C++ evaluator (``nnp._evaluator``, the code LAMMPS runs) when the
+compiled extension is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .export import load_exported
+
+
+class TorchScriptEvaluator:
+    """Runs a model file through ``torch.jit`` (used when the C++ extension is not built)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.module, self.metadata = load_exported(path, device)
+        self.species = self.metadata["species"].split()
+        self.cutoff = float(self.metadata["cutoff"])
+        self.num_interactions = int(self.metadata["num_interactions"])
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[self.metadata["dtype"]]
+        self.device = torch.device(device)
+
+    def evaluate(self, species: np.ndarray, edge_index: np.ndarray, edge_vectors: np.ndarray,
+                 num_local: int) -> dict[str, Any]:
+        out = self.module(
+            torch.as_tensor(species, dtype=torch.long, device=self.device),
+            torch.as_tensor(edge_index, dtype=torch.long, device=self.device),
+            torch.as_tensor(edge_vectors, dtype=self.dtype, device=self.device),
+            int(num_local),
+        )
+        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
+
+
+def load_evaluator(path: str | Path, device: str = "cpu"):
+    return TorchScriptEvaluator(path, device)

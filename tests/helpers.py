@@ -1,0 +1,45 @@
+"""Shared helpers for the tests: small float64 models and structures."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from nnp.config import ModelConfig
+from nnp.data.graph import atoms_to_graph, edge_vectors
+from nnp.models import build_potential
+
+
+def small_model(species=("H", "O"), cutoff=3.0, layers=3, hidden=16, seed=0, kind="egnn"):
+    """A float64 model with all weights random (including the zero-initialised coordinate heads)."""
+    torch.manual_seed(seed)
+    config = ModelConfig(kind=kind, cutoff=cutoff, hidden=hidden, layers=layers, num_rbf=8)
+    model = build_potential(config, list(species), avg_num_neighbors=8.0,
+                            reference_energies=torch.tensor([-13.6, -430.0][: len(species)]), scale=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model.double().eval()
+
+
+def water_box(n_side=2, spacing=3.1, seed=0, cell=None) -> Atoms:
+    """Slightly disordered water molecules on a cubic lattice, periodic."""
+    rng = np.random.default_rng(seed)
+    symbols, positions = [], []
+    for ix in range(n_side):
+        for iy in range(n_side):
+            for iz in range(n_side):
+                o = np.array([ix, iy, iz]) * spacing + rng.normal(0, 0.1, 3)
+                symbols += ["O", "H", "H"]
+                positions += [o, o + [0.96, 0, 0] + rng.normal(0, 0.05, 3), o + [-0.24, 0.93, 0] + rng.normal(0, 0.05, 3)]
+    atoms = Atoms(symbols, positions=positions, cell=cell if cell is not None else np.eye(3) * n_side * spacing,
+                  pbc=True)
+    atoms.wrap()
+    return atoms
+
+
+def predict(model, atoms: Atoms, cutoff=None):
+    graph = atoms_to_graph(atoms, model.species, cutoff or model.cutoff, torch.float64, with_labels=False)
+    out = model(graph.species, graph.edge_index, edge_vectors(graph), graph.num_nodes)
+    return {k: v.detach().numpy() for k, v in out.items()}
