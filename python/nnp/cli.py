@@ -1,0 +1,159 @@
+"""The ``nnp`` command: thin argument parsing over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a potential from a YAML config (resumes if the run exists)",
+                       description="Train a potential. A run directory that already holds last.ckpt is resumed.")
+    p.add_argument("--config", required=True, help="YAML run config (see training/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="energy/force errors of a model file on a dataset")
+    p.add_argument("--model", required=True, help="exported model file (.nnp.pt)")
+    p.add_argument("--data", required=True, help="dataset file (extxyz, ASE db, MD17/rMD17 .npz) or bundled:NAME")
+    p.add_argument("--format", default=None, help="ASE format name when the suffix is ambiguous")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="checkpoint -> TorchScript model file with metadata")
+    p.add_argument("--checkpoint", required=True, help="best.ckpt or last.ckpt of a run")
+    p.add_argument("--output", required=True, help="model file to write (conventionally *.nnp.pt)")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.set_defaults(func=cmd_export)
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="generate datasets and inspect dataset files")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    g = dsub.add_parser("generate", help="generate a dataset (resumable)")
+    g.add_argument("name", choices=["water-tip3p"], help="dataset to generate")
+    g.add_argument("--output", required=True, help="extxyz file to write; a .card.json is written beside it")
+    g.add_argument("--frames", type=int, default=200)
+    g.add_argument("--molecules", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=300.0)
+    g.add_argument("--interval", type=int, default=20, help="MD steps between recorded frames")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--positions-only", action="store_true", help="unlabelled frames (for self-supervised pretraining)")
+    g.set_defaults(func=cmd_data_generate)
+    i = dsub.add_parser("info", help="counts, species and label statistics of a dataset file")
+    i.add_argument("path")
+    i.set_defaults(func=cmd_data_info)
+
+
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the README's main job: data -> train -> evaluate -> export -> LAMMPS MD")
+    p.add_argument("--output", default="runs/quickstart", help="run directory")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--frames", type=int, default=300, help="TIP3P frames to generate")
+    p.add_argument("--md-steps", type=int, default=200, help="LAMMPS MD steps at the end (0 to skip)")
+    p.set_defaults(func=cmd_quickstart)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnp", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_export, _add_data, _add_quickstart):
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"nnp {__version__}"
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train.trainer import run_training
+
+    config = load_config(args.config, args.overrides)
+    summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
+    print(summary["table"])
+    print(f"stopped by {summary['stopped_by']} after {summary['epochs']} epochs; model: {summary['model_file']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.dataset import load_structures
+    from .train.evaluate import evaluate_model_file
+    from .train.predict import format_metrics_table
+
+    frames = load_structures(args.data, args.format, args.max_frames)
+    metrics = evaluate_model_file(args.model, frames, progress=True)
+    print(format_metrics_table({Path(args.data).name[:8]: metrics}))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+    from .train.trainer import load_checkpoint, model_from_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    path = export_model(model, args.output, dtype=args.dtype,
+                        provenance={"checkpoint": str(args.checkpoint), "config": checkpoint["config"],
+                                    "epoch": checkpoint["epoch"]})
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from .data.generate.tip3p import generate_tip3p
+
+    path = generate_tip3p(args.output, n_frames=args.frames, n_molecules=args.molecules,
+                          temperature=args.temperature, interval=args.interval, seed=args.seed,
+                          positions_only=args.positions_only)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from .data.info import dataset_info
+
+    print(dataset_info(args.path))
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from .quickstart import quickstart
+
+    quickstart(Path(args.output), minutes=args.minutes, frames=args.frames, md_steps=args.md_steps)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .data.errors import DatasetError
+    from .export import ModelFileError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, ModelFileError, FileNotFoundError) as err:
+        print(f"nnp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Errors of an exported model file on labelled structures (the same evaluator LAMMPS runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from tqdm.auto import tqdm
+
+
+def evaluate_model_file(model_path: str | Path, frames: Sequence[Atoms], progress: bool = False) -> dict[str, float]:
+    """Energy/atom and force-component MAE and RMSE of a model file on ``frames``."""
+    from ..calculator import NNPCalculator
+
+    calc = NNPCalculator(model_path)
+    e_err, f_err = [], []
+    for atoms in tqdm(frames, desc="evaluate", disable=not progress, leave=False):
+        ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
+        probe = atoms.copy()
+        probe.calc = calc
+        e_err.append((probe.get_potential_energy() - ref_e) / len(atoms))
+        f_err.append((probe.get_forces() - ref_f).ravel())
+    e, f = np.array(e_err), np.concatenate(f_err)
+    return {
+        "energy_per_atom_mae": float(np.abs(e).mean()),
+        "energy_per_atom_rmse": float(np.sqrt((e**2).mean())),
+        "forces_mae": float(np.abs(f).mean()),
+        "forces_rmse": float(np.sqrt((f**2).mean())),
+    }

@@ -1,0 +1,74 @@
+"""The exported TorchScript file equals the Python model and carries the contract's metadata."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import predict, small_model, water_box
+from nnp import contract
+from nnp.calculator import NNPCalculator
+from nnp.data.graph import atoms_to_graph, edge_vectors
+from nnp.export import ModelFileError, export_model, load_exported
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-4)])
+def test_exported_file_matches_python_model(model, tmp_path, dtype, tol):
+    path = export_model(model, tmp_path / "m.nnp.pt", dtype=dtype, provenance={"note": "test"})
+    module, metadata = load_exported(path)
+    atoms = water_box(seed=7, cell=np.array([[6.2, 0, 0], [0.4, 6.0, 0], [-0.3, 0.5, 6.4]]))
+    graph = atoms_to_graph(atoms, model.species, model.cutoff, torch.float64, with_labels=False)
+    ref = predict(model, atoms)
+    out = module(graph.species, graph.edge_index, edge_vectors(graph).to(getattr(torch, dtype)), graph.num_nodes)
+    assert set(out) == set(contract.OUTPUT_KEYS)
+    for key in contract.OUTPUT_KEYS:
+        assert out[key].dtype == getattr(torch, dtype)
+        np.testing.assert_allclose(out[key].detach().double().numpy(), ref[key], rtol=tol, atol=tol * 10)
+    assert metadata["species"] == "H O"
+    assert float(metadata["cutoff"]) == model.cutoff
+    assert int(metadata["num_interactions"]) == 3
+    assert metadata["dtype"] == dtype and metadata["units"] == "metal" and metadata["forces"] == "conservative"
+    assert json.loads(metadata["provenance"])["note"] == "test"
+    assert set(metadata) == set(contract.METADATA_KEYS)
+
+
+def test_ghost_atoms_do_not_count_but_send_messages(model, tmp_path):
+    """num_local < N: energy sums local atoms only, forces on ghosts are returned for their owners."""
+    atoms = water_box(seed=8)
+    atoms.pbc = False
+    graph = atoms_to_graph(atoms, model.species, model.cutoff, torch.float64, with_labels=False)
+    full = model(graph.species, graph.edge_index, edge_vectors(graph), graph.num_nodes)
+    part = model(graph.species, graph.edge_index, edge_vectors(graph), 10)
+    assert float(part["energy"]) == pytest.approx(float(full["atom_energy"][:10].sum()), abs=1e-12)
+    assert torch.allclose(part["atom_energy"], full["atom_energy"])
+    assert part["forces"][10:].abs().sum() > 0  # ghosts feel the local energy
+
+
+def test_ase_calculator_uses_the_file(model, tmp_path):
+    path = export_model(model, tmp_path / "m.nnp.pt")
+    atoms = water_box(seed=9)
+    ref = predict(model, atoms)
+    atoms.calc = NNPCalculator(path)
+    assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"], atol=1e-10)
+    stress = atoms.get_stress(voigt=False)
+    np.testing.assert_allclose(stress, -ref["virial"] / atoms.get_volume(), atol=1e-10)
+
+
+def test_bad_model_files_give_clear_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_exported(tmp_path / "missing.nnp.pt")
+    junk = tmp_path / "junk.nnp.pt"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelFileError, match="not a TorchScript model file"):
+        load_exported(junk)
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    with pytest.raises(ModelFileError, match="lacks nnp metadata"):
+        load_exported(plain)

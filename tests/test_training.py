@@ -1,0 +1,135 @@
+"""Training engine: learning happens, checkpoints are atomic, a killed run resumes exactly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from nnp.config import ConfigError, config_from_dict, load_config
+from nnp.data.dataset import fit_reference_energies, split_indices
+from nnp.train.trainer import Trainer, load_checkpoint, model_for_data, prepare_data, run_training
+
+
+def emt_dataset(path: Path, n_frames: int = 24, seed: int = 0) -> Path:
+    """Rattled Cu/Ni fcc cells labelled with ASE's EMT (a real, cheap many-body potential)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n_frames):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        symbols = atoms.get_chemical_symbols()
+        symbols[k % 4] = "Ni"
+        atoms.set_chemical_symbols(symbols)
+        atoms.rattle(0.08, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def small_config(tmp_path: Path, data: Path, **train) -> dict:
+    return {
+        "name": "t",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"kind": "egnn", "cutoff": 3.0, "hidden": 16, "layers": 2, "num_rbf": 8},
+        "data": {"path": str(data), "val_fraction": 0.2, "test_fraction": 0.2},
+        "train": {"epochs": 4, "batch_size": 4, "lr": 5e-3, "dtype": "float64", "scheduler": "cosine",
+                  "warmup_epochs": 1, **train},
+    }
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*learning_rate.*section 'train'"):
+        config_from_dict({"train": {"learning_rate": 1.0}})
+    with pytest.raises(ConfigError, match="optimizer"):
+        config_from_dict({"train": {"optimizer": "sgd"}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_splits_are_fixed_by_seed_and_disjoint():
+    a, b = split_indices(50, 0.1, 0.2, seed=3), split_indices(50, 0.1, 0.2, seed=3)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    every = np.concatenate(list(a.values()))
+    assert sorted(every.tolist()) == list(range(50)) and len(a["test"]) == 10 and len(a["val"]) == 5
+
+
+def test_reference_energies_least_squares():
+    from ase import Atoms
+
+    e = {"H": -0.5, "O": -75.0}
+    frames = []
+    for n_h, n_o in [(2, 1), (1, 1), (4, 2), (0, 2)]:
+        atoms = Atoms("H" * n_h + "O" * n_o, positions=np.random.rand(n_h + n_o, 3))
+        atoms.calc = SinglePointCalculator(atoms, energy=n_h * e["H"] + n_o * e["O"])
+        frames.append(atoms)
+    np.testing.assert_allclose(fit_reference_energies(frames, ["H", "O"]), [-0.5, -75.0], atol=1e-10)
+
+
+def test_training_reduces_error_and_writes_artifacts(tmp_path):
+    data = emt_dataset(tmp_path / "emt.extxyz")
+    config = config_from_dict(small_config(tmp_path, data, epochs=6))
+    prepared = prepare_data(config, progress=False)
+    model = model_for_data(config, prepared)
+    from nnp.train.trainer import evaluate
+
+    before = evaluate(model, prepared.splits["val"])["forces_rmse"]
+    summary = run_training(config, progress=False)
+    after = summary["metrics"]["val"]["forces_rmse"]
+    assert after < 0.7 * before
+    run = config.run_dir
+    for name in ("last.ckpt", "best.ckpt", "metrics.csv", "learning_curves.png", "results.json", "model.nnp.pt"):
+        assert (run / name).exists(), name
+    assert not list(run.glob("*.tmp"))
+    assert len((run / "metrics.csv").read_text().splitlines()) == 7
+    checkpoint = load_checkpoint(run / "last.ckpt")
+    assert checkpoint["epoch"] == 6
+
+
+def _final_parameters(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "last.ckpt")["model"]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=40)
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    cfg = small_config(straight, data, epochs=5)
+    config = config_from_dict(cfg)
+    Trainer(config, model_for_data(config, prepare_data(config, False)), prepare_data(config, False), False).fit()
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    cfg_path = killed / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(small_config(killed, data, epochs=5)))
+    command = [sys.executable, "-m", "nnp.cli", "train", "--config", str(cfg_path), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = killed / "run" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.exists() and load_checkpoint(last)["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted_at = load_checkpoint(last)["epoch"]
+    assert 2 <= interrupted_at < 5
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    resumed, reference = _final_parameters(killed / "run"), _final_parameters(straight / "run")
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-10)
