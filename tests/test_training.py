@@ -109,7 +109,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     straight.mkdir()
     cfg = small_config(straight, data, epochs=5)
     config = config_from_dict(cfg)
-    Trainer(config, model_for_data(config, prepare_data(config, False)), prepare_data(config, False), False).fit()
+    prepared = prepare_data(config, progress=False)
+    Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
 
     killed = tmp_path / "killed"
     killed.mkdir()

@@ -206,7 +206,7 @@ class Trainer:
             if self.t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
             self.optimizer.step()
-            total += float(loss) * len(ids)
+            total += float(loss.detach()) * len(ids)
             count += len(ids)
             bar.set_postfix(loss=f"{total / count:.4g}")
         return total / max(count, 1)
