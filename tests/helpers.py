@@ -11,10 +11,16 @@ from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.models import build_potential
 
 
+CONSERVATIVE_KINDS = ("egnn", "gns", "gemnet_t")
+ALL_KINDS = CONSERVATIVE_KINDS + ("gemnet_dt",)
+ROTATION_INVARIANT_KINDS = ("egnn", "gemnet_t", "gemnet_dt")
+
+
 def small_model(species=("H", "O"), cutoff=3.0, layers=3, hidden=16, seed=0, kind="egnn"):
     """A float64 model with all weights random (including the zero-initialised coordinate heads)."""
     torch.manual_seed(seed)
-    config = ModelConfig(kind=kind, cutoff=cutoff, hidden=hidden, layers=layers, num_rbf=8)
+    config = ModelConfig(kind=kind, cutoff=cutoff, hidden=hidden, layers=layers, num_rbf=8, emb_trip=8,
+                         emb_rbf=8, emb_cbf=8, num_spherical=4, num_radial=4)
     model = build_potential(config, list(species), avg_num_neighbors=8.0,
                             reference_energies=torch.tensor([-13.6, -430.0][: len(species)]), scale=0.5)
     with torch.no_grad():

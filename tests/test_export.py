@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import predict, small_model, water_box
+from helpers import ALL_KINDS, predict, small_model, water_box
 from nnp import contract
 from nnp.calculator import NNPCalculator
 from nnp.data.graph import atoms_to_graph, edge_vectors
@@ -18,8 +18,10 @@ def model():
     return small_model()
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-4)])
-def test_exported_file_matches_python_model(model, tmp_path, dtype, tol):
+def test_exported_file_matches_python_model(kind, tmp_path, dtype, tol):
+    model = small_model(kind=kind)
     path = export_model(model, tmp_path / "m.nnp.pt", dtype=dtype, provenance={"note": "test"})
     module, metadata = load_exported(path)
     atoms = water_box(seed=7, cell=np.array([[6.2, 0, 0], [0.4, 6.0, 0], [-0.3, 0.5, 6.4]]))
@@ -33,7 +35,8 @@ def test_exported_file_matches_python_model(model, tmp_path, dtype, tol):
     assert metadata["species"] == "H O"
     assert float(metadata["cutoff"]) == model.cutoff
     assert int(metadata["num_interactions"]) == 3
-    assert metadata["dtype"] == dtype and metadata["units"] == "metal" and metadata["forces"] == "conservative"
+    assert metadata["dtype"] == dtype and metadata["units"] == "metal" and metadata["model_kind"] == kind
+    assert metadata["forces"] == ("direct" if kind == "gemnet_dt" else "conservative")
     assert json.loads(metadata["provenance"])["note"] == "test"
     assert set(metadata) == set(contract.METADATA_KEYS)
 

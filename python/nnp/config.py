@@ -16,12 +16,20 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    kind: str = "egnn"
+    """Architecture. ``hidden``/``layers`` are the width and number of message-passing blocks of
+    every model; the ``emb_*``/``num_spherical``/``num_radial`` keys are GemNet's."""
+
+    kind: str = "egnn"  # egnn | gns | gemnet_t | gemnet_dt
     cutoff: float = 5.0
     hidden: int = 64
     layers: int = 3
     num_rbf: int = 16
-    update_vectors: bool = True
+    update_vectors: bool = True  # egnn: EGNN coordinate updates on edge vectors
+    emb_trip: int = 64
+    emb_rbf: int = 16
+    emb_cbf: int = 16
+    num_spherical: int = 7
+    num_radial: int = 6
 
 
 @dataclass
@@ -52,6 +60,7 @@ class TrainConfig:
     grad_clip: float | None = 10.0
     early_stopping_patience: int = 30
     time_limit_minutes: float | None = None
+    rotation_augmentation: bool | None = None  # None: on for models that are not rotation invariant (gns)
     seed: int = 0
     dtype: str = "float32"
 

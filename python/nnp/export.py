@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__, contract
-from .models.potential import Potential
+from .models.potential import DirectForcePotential, Potential
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -48,7 +48,7 @@ def model_metadata(model: Potential, dtype: str, provenance: dict[str, Any] | No
         "dtype": dtype,
         "units": contract.UNITS,
         "model_kind": model.model_kind,
-        "forces": "conservative",
+        "forces": "direct" if isinstance(model, DirectForcePotential) else "conservative",
         "nnp_version": __version__,
         "provenance": json.dumps(prov, default=str),
     }

@@ -9,9 +9,12 @@ from torch import nn
 
 from ..config import ModelConfig
 from .egnn import EGNN
-from .potential import Potential
+from .gemnet import GemNetT
+from .gns import GNS
+from .potential import DirectForcePotential, Potential
 
-ARCHITECTURES = ("egnn",)
+ARCHITECTURES = ("egnn", "gns", "gemnet_t", "gemnet_dt")
+ROTATION_INVARIANT = {"egnn": True, "gns": False, "gemnet_t": True, "gemnet_dt": True}
 
 
 def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: float) -> nn.Module:
@@ -25,6 +28,14 @@ def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: flo
             update_vectors=config.update_vectors,
             avg_num_neighbors=avg_num_neighbors,
         )
+    if config.kind == "gns":
+        return GNS(num_species, cutoff=config.cutoff, hidden=config.hidden, layers=config.layers,
+                   num_rbf=config.num_rbf, avg_num_neighbors=avg_num_neighbors)
+    if config.kind in ("gemnet_t", "gemnet_dt"):
+        return GemNetT(num_species, cutoff=config.cutoff, num_blocks=config.layers, emb_atom=config.hidden,
+                       emb_edge=config.hidden, emb_trip=config.emb_trip, emb_rbf=config.emb_rbf,
+                       emb_cbf=config.emb_cbf, num_spherical=config.num_spherical, num_radial=config.num_radial,
+                       avg_num_neighbors=avg_num_neighbors, direct_forces=config.kind == "gemnet_dt")
     raise ValueError(f"unknown model kind {config.kind!r}; available: {', '.join(ARCHITECTURES)}")
 
 
@@ -38,7 +49,8 @@ def build_potential(
 ) -> Potential:
     """Assemble a :class:`Potential` from a model config and dataset statistics."""
     backbone = build_backbone(config, len(species), avg_num_neighbors)
-    return Potential(
+    wrapper = DirectForcePotential if config.kind == "gemnet_dt" else Potential
+    return wrapper(
         backbone,
         species=list(species),
         cutoff=config.cutoff,

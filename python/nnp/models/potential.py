@@ -94,3 +94,36 @@ def atom_virial_from_edge_gradient(
     virial.index_add_(0, edge_index[0], half)
     virial.index_add_(0, edge_index[1], half)
     return virial
+
+
+class DirectForcePotential(Potential):
+    """A potential whose forces come from a head (GemNet-dT), not from the energy gradient.
+
+    The backbone provides ``energy_and_edge_forces(species, edge_index, edge_vectors)``: atom energies
+    and one force vector per edge, acting on the edge's centre atom. Not energy conserving in NVE;
+    ``virial`` and ``atom_virial`` are zero (the head gives no strain derivative).
+    """
+
+    def atom_energies_and_forces(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor]:
+        raw, edge_forces = self.backbone.energy_and_edge_forces(species, edge_index, edge_vectors)
+        atom_energy = raw * self.scale + self.shift + self.reference_energies[species]
+        forces = torch.zeros((species.shape[0], 3), dtype=edge_forces.dtype, device=edge_forces.device)
+        forces = forces.index_add_(0, edge_index[0], edge_forces * self.scale)
+        return atom_energy, forces
+
+    def forward(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int
+    ) -> Dict[str, Tensor]:
+        atom_energy, forces = self.atom_energies_and_forces(species, edge_index, edge_vectors)
+        n = species.shape[0]
+        # ghosts' own forces belong to another rank's local atom: only local forces are meaningful
+        local = (torch.arange(n, device=forces.device) < num_local).unsqueeze(-1)
+        forces = torch.where(local, forces, torch.zeros_like(forces))
+        zero_virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
+        return {
+            "energy": atom_energy[:num_local].sum(),
+            "atom_energy": atom_energy,
+            "forces": forces,
+            "virial": zero_virial,
+            "atom_virial": torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device),
+        }

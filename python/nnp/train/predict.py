@@ -9,7 +9,7 @@ from torch import Tensor
 from torch_geometric.data import Batch
 
 from ..data.graph import edge_vectors
-from ..models.potential import Potential, forces_from_edge_gradient
+from ..models.potential import DirectForcePotential, Potential, forces_from_edge_gradient
 
 
 def predict_batch(model: Potential, batch: Batch, create_graph: bool) -> Dict[str, Tensor]:
@@ -18,8 +18,12 @@ def predict_batch(model: Potential, batch: Batch, create_graph: bool) -> Dict[st
     if not vectors.requires_grad:
         vectors = vectors.requires_grad_(True)
     n = batch.num_nodes
-    atom_energy, grad = model.energy_and_gradient(batch.species, batch.edge_index, vectors, n, create_graph)
     num_graphs = batch.num_graphs
+    if isinstance(model, DirectForcePotential):
+        atom_energy, forces = model.atom_energies_and_forces(batch.species, batch.edge_index, vectors)
+        energy = torch.zeros(num_graphs, dtype=atom_energy.dtype).index_add_(0, batch.batch, atom_energy)
+        return {"energy": energy, "forces": forces}
+    atom_energy, grad = model.energy_and_gradient(batch.species, batch.edge_index, vectors, n, create_graph)
     energy = torch.zeros(num_graphs, dtype=atom_energy.dtype).index_add_(0, batch.batch, atom_energy)
     forces = forces_from_edge_gradient(grad, batch.edge_index, n)
     edge_graph = batch.batch[batch.edge_index[0]]
