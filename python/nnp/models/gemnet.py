@@ -32,11 +32,12 @@ def _rescale(x: Tensor) -> Tensor:
     return x * 0.7071067811865476
 
 
-def build_triplets(edge_index: Tensor, edge_vectors: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+def build_triplets(edge_index: Tensor, edge_vectors: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor, int]:
     """Pairs of edges ``(e_ji, e_kj)`` forming triplets k -> j -> i, excluding k = i (same image).
 
     Edge ``e = (c, n)`` has centre ``c`` and neighbour ``n``; the message of edge ``(i, j)`` flows from
-    ``j`` to ``i``, so its triplet partners are the edges centred on ``j``.
+    ``j`` to ``i``, so its triplet partners are the edges centred on ``j``. Also returns each triplet's
+    slot among the partners of its ``e_ji`` and the number of slots, for dense per-edge sums.
     """
     center, neighbor = edge_index[0], edge_index[1]
     num_edges = center.shape[0]
@@ -53,7 +54,8 @@ def build_triplets(edge_index: Tensor, edge_vectors: Tensor, num_nodes: int) -> 
             (edge_vectors[idx_kj] + edge_vectors[idx_ji]).abs().sum(-1) < 1e-6
         )
     keep = ~backtrack
-    return idx_ji[keep], idx_kj[keep]
+    slots = int(degree.max()) if num_edges > 0 else 0
+    return idx_ji[keep], idx_kj[keep], position[keep], slots
 
 
 def legendre(x: Tensor, num: int) -> Tensor:
@@ -86,13 +88,18 @@ class TripletInteraction(nn.Module):
         self.up = nn.Sequential(nn.Linear(emb_trip, emb_edge, bias=False), nn.SiLU())
         self.emb_cbf, self.emb_trip = emb_cbf, emb_trip
 
-    def forward(self, m: Tensor, rbf: Tensor, cbf: Tensor, idx_ji: Tensor, idx_kj: Tensor, norm: float) -> Tensor:
-        x = self.dense_kj(m) * self.rbf_weight(rbf)
-        x = self.down(x)[idx_kj]  # (T, emb_trip)
+    def forward(self, m: Tensor, rbf: Tensor, cbf: Tensor, idx_ji: Tensor, idx_kj: Tensor, slot: Tensor,
+                slots: int, norm: float) -> Tensor:
+        x = self.down(self.dense_kj(m) * self.rbf_weight(rbf))  # (E, emb_trip)
         weights = self.cbf_weight(cbf)  # (T, emb_cbf)
-        outer = (weights.unsqueeze(2) * x.unsqueeze(1)).reshape(-1, self.emb_cbf * self.emb_trip)
-        summed = torch.zeros((m.shape[0], outer.shape[1]), dtype=m.dtype, device=m.device)
-        summed = summed.index_add_(0, idx_ji, outer) / norm
+        # sum_k w_c(t) x_f(kj) for every edge ji as a batched matmul over dense (E, slots, .) blocks,
+        # instead of materialising a (T, emb_cbf * emb_trip) outer product
+        num_edges = m.shape[0]
+        dense_x = torch.zeros((num_edges, slots, self.emb_trip), dtype=m.dtype, device=m.device)
+        dense_x = dense_x.index_put((idx_ji, slot), x[idx_kj])
+        dense_w = torch.zeros((num_edges, slots, self.emb_cbf), dtype=m.dtype, device=m.device)
+        dense_w = dense_w.index_put((idx_ji, slot), weights)
+        summed = torch.bmm(dense_w.transpose(1, 2), dense_x).reshape(num_edges, -1) / norm
         return self.up(self.bilinear(summed))
 
 
@@ -122,9 +129,9 @@ class InteractionBlock(nn.Module):
         self.concat = nn.Sequential(nn.Linear(2 * emb_atom + emb_edge, emb_edge), nn.SiLU())
         self.edge_residual = ResidualLayer(emb_edge)
 
-    def forward(self, h: Tensor, m: Tensor, rbf: Tensor, cbf: Tensor, edge_index: Tensor,
-                idx_ji: Tensor, idx_kj: Tensor, norm_edges: float, norm_triplets: float) -> Tuple[Tensor, Tensor]:
-        x = _rescale(self.skip(m) + self.triplet(m, rbf, cbf, idx_ji, idx_kj, norm_triplets))
+    def forward(self, h: Tensor, m: Tensor, rbf: Tensor, cbf: Tensor, edge_index: Tensor, idx_ji: Tensor,
+                idx_kj: Tensor, slot: Tensor, slots: int, norm_edges: float, norm_triplets: float) -> Tuple[Tensor, Tensor]:
+        x = _rescale(self.skip(m) + self.triplet(m, rbf, cbf, idx_ji, idx_kj, slot, slots, norm_triplets))
         x = self.before_skip(x)
         m = self.after_skip(_rescale(m + x))
         h = _rescale(h + self.atom_update(h, m, rbf, edge_index[0], norm_edges))
@@ -186,7 +193,7 @@ class GemNetT(nn.Module):
         rbf_raw = self.radial(distance) * envelope.unsqueeze(-1)  # (E, num_radial), zero at the cutoff
         rbf = self.rbf_projection(rbf_raw)
 
-        idx_ji, idx_kj = build_triplets(edge_index, edge_vectors, num_nodes)
+        idx_ji, idx_kj, slot, slots = build_triplets(edge_index, edge_vectors, num_nodes)
         v_ji, v_kj = edge_vectors[idx_ji], edge_vectors[idx_kj]
         # angle at j between j->i (= -r_ij) and j->k (= r_jk)
         cosine = -(v_ji * v_kj).sum(-1) / (distance[idx_ji] * distance[idx_kj])
@@ -197,7 +204,8 @@ class GemNetT(nn.Module):
         m = self.edge_embedding(torch.cat([h[center], h[neighbor], rbf], -1))
         energy, edge_force = self.embedding_output(m, rbf, center, num_nodes, self.norm_edges)
         for block, output in zip(self.blocks, self.outputs):
-            h, m = block(h, m, rbf, cbf, edge_index, idx_ji, idx_kj, self.norm_edges, self.norm_triplets)
+            h, m = block(h, m, rbf, cbf, edge_index, idx_ji, idx_kj, slot, slots, self.norm_edges,
+                         self.norm_triplets)
             e_k, f_k = output(m, rbf, center, num_nodes, self.norm_edges)
             energy = energy + e_k
             edge_force = edge_force + f_k

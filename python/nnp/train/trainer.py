@@ -32,7 +32,7 @@ from ..data.dataset import (
     mean_num_neighbors,
     split_indices,
 )
-from ..models.build import build_potential
+from ..models.build import ROTATION_INVARIANT, build_potential
 from ..models.potential import Potential
 from .predict import MetricAccumulator, format_metrics_table, predict_batch
 
@@ -117,6 +117,28 @@ def evaluate(model: Potential, graphs: list[Data], batch_size: int = 8, progress
     return acc.result()
 
 
+def random_rotation(generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Uniformly random proper rotation matrix (QR of a Gaussian matrix with sign fix)."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q.to(dtype)
+
+
+def rotate_batch(batch: Batch, rotation: torch.Tensor) -> Batch:
+    """Rotate positions, cells, shifts and the vector/tensor labels of a batch (data augmentation)."""
+    batch = batch.clone()
+    batch.pos = batch.pos @ rotation.T
+    batch.shifts = batch.shifts @ rotation.T
+    batch.cell = batch.cell @ rotation.T
+    if hasattr(batch, "forces"):
+        batch.forces = batch.forces @ rotation.T
+    if hasattr(batch, "stress"):
+        batch.stress = rotation @ batch.stress @ rotation.T
+    return batch
+
+
 class Trainer:
     """Fits a :class:`Potential` on the splits of a :class:`PreparedData`."""
 
@@ -131,6 +153,8 @@ class Trainer:
         optim_cls = torch.optim.AdamW if self.t.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optim_cls(model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay)
         self.scheduler = self._make_scheduler()
+        augment = self.t.rotation_augmentation
+        self.augment_rotations = (not ROTATION_INVARIANT[config.model.kind]) if augment is None else augment
         self.epoch = 0
         self.best_val = math.inf
         self.epochs_since_best = 0
@@ -199,6 +223,8 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", disable=not self.progress, leave=False)
         for ids in bar:
             batch = Batch.from_data_list([graphs[k] for k in ids])
+            if self.augment_rotations:
+                batch = rotate_batch(batch, random_rotation(generator, batch.pos.dtype))
             pred = predict_batch(self.model, batch, create_graph=True)
             loss = self.loss(pred, batch)
             self.optimizer.zero_grad(set_to_none=True)
