@@ -99,6 +99,21 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
     assert checkpoint["epoch"] == 6
 
 
+@pytest.mark.parametrize("kind", ["gns", "gemnet_t", "gemnet_dt"])
+def test_every_architecture_trains_and_exports_with_the_same_code(tmp_path, kind):
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
+    cfg = small_config(tmp_path, data, epochs=3)
+    cfg["model"] = {"kind": kind, "cutoff": 3.0, "hidden": 16, "layers": 2, "emb_trip": 8, "emb_rbf": 8,
+                    "emb_cbf": 8, "num_spherical": 3, "num_radial": 4}
+    summary = run_training(config_from_dict(cfg), progress=False)
+    history = load_checkpoint(tmp_path / "run" / "last.ckpt")["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    from nnp.export import load_exported
+
+    _, metadata = load_exported(summary["model_file"])
+    assert metadata["model_kind"] == kind
+
+
 def _final_parameters(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "last.ckpt")["model"]
 
