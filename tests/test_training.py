@@ -81,7 +81,7 @@ def test_reference_energies_least_squares():
 
 def test_training_reduces_error_and_writes_artifacts(tmp_path):
     data = emt_dataset(tmp_path / "emt.extxyz")
-    config = config_from_dict(small_config(tmp_path, data, epochs=6))
+    config = config_from_dict(small_config(tmp_path, data, epochs=15, batch_size=2, lr=1e-2))
     prepared = prepare_data(config, progress=False)
     model = model_for_data(config, prepared)
     from nnp.train.trainer import evaluate
@@ -94,9 +94,9 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
     for name in ("last.ckpt", "best.ckpt", "metrics.csv", "learning_curves.png", "results.json", "model.nnp.pt"):
         assert (run / name).exists(), name
     assert not list(run.glob("*.tmp"))
-    assert len((run / "metrics.csv").read_text().splitlines()) == 7
+    assert len((run / "metrics.csv").read_text().splitlines()) == 16
     checkpoint = load_checkpoint(run / "last.ckpt")
-    assert checkpoint["epoch"] == 6
+    assert checkpoint["epoch"] == 15
 
 
 @pytest.mark.parametrize("kind", ["gns", "gemnet_t", "gemnet_dt"])

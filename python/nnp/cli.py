@@ -20,6 +20,26 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (masked atoms, denoising) on positions only",
+                       description="Pretrain a backbone with a vector head; the config's pretrain section picks the task.")
+    p.add_argument("--config", required=True, help="YAML run config with a pretrain section")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="train a potential starting from a pretrained backbone",
+                       description="Like train, with the backbone initialised from a pretraining (or training) checkpoint.")
+    p.add_argument("--config", required=True, help="YAML run config (same model section as the pretraining)")
+    p.add_argument("--from", dest="checkpoint", required=True, help="checkpoint of the pretraining run (best.ckpt)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="energy/force errors of a model file on a dataset")
     p.add_argument("--model", required=True, help="exported model file (.nnp.pt)")
@@ -69,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnp", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_export, _add_data, _add_quickstart):
+    for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_quickstart):
         add(sub)
     return parser
 
@@ -86,9 +106,26 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.overrides)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
+    if "table" not in summary:  # not the main process of a torchrun job
+        return 0
     print(summary["table"])
     print(f"stopped by {summary['stopped_by']} after {summary['epochs']} epochs; model: {summary['model_file']}")
     return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .config import load_config
+    from .train.trainer import run_pretraining
+
+    summary = run_pretraining(load_config(args.config, args.overrides), progress=not args.no_progress)
+    print(f"{summary['task']} pretraining stopped by {summary['stopped_by']} after {summary['epochs']} epochs; "
+          f"best validation loss {summary['best_val_loss']:.4f}; checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    args.overrides = [f"finetune.from_checkpoint={args.checkpoint}", *args.overrides]
+    return cmd_train(args)
 
 
 def cmd_evaluate(args) -> int:

@@ -61,8 +61,32 @@ class TrainConfig:
     early_stopping_patience: int = 30
     time_limit_minutes: float | None = None
     rotation_augmentation: bool | None = None  # None: on for models that are not rotation invariant (gns)
+    ema_decay: float | None = None  # e.g. 0.999: validate, checkpoint-select and export the EMA weights
     seed: int = 0
     dtype: str = "float32"
+
+
+@dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (``nnp pretrain``)."""
+
+    task: str = "masked"  # masked | denoise | masked+denoise
+    mask_ratio: float = 1.0  # fraction of molecules (>= 2 atoms) masked per frame
+    mask_heavy: bool = False  # also hide heavy atoms, not only hydrogens
+    distance_weight: float = 0.0  # extra term on the length of the predicted vector
+    noise_sigma: float = 0.04  # Å (0.2 is the other literature value)
+    denoise_weight: float = 1.0  # weight of the noise term in masked+denoise
+    bond_scale: float = 1.2  # bonds: d < bond_scale * (r_cov_i + r_cov_j)
+
+
+@dataclass
+class FinetuneConfig:
+    """Finetuning from a pretrained checkpoint (``nnp finetune --from``)."""
+
+    from_checkpoint: str | None = None
+    reinit_readout: bool = True  # re-initialise the energy readout of the backbone
+    freeze_backbone_epochs: int = 0  # train only the head (and readout) for this many epochs
+    backbone_lr_factor: float = 1.0  # backbone learning rate = factor x train.lr
 
 
 @dataclass
@@ -72,6 +96,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -81,7 +107,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "pretrain": PretrainConfig,
+             "finetune": FinetuneConfig}
 
 
 def _build(cls, values: dict[str, Any], where: str):
@@ -145,5 +172,11 @@ def _check(config: RunConfig, source: str) -> None:
         problems.append("model.cutoff must be positive (Å)")
     if t.batch_size < 1 or t.epochs < 1:
         problems.append("train.batch_size and train.epochs must be >= 1")
+    if config.pretrain.task not in ("masked", "denoise", "masked+denoise"):
+        problems.append(f"pretrain.task must be masked, denoise or masked+denoise, not {config.pretrain.task!r}")
+    if not 0 < config.pretrain.mask_ratio <= 1:
+        problems.append("pretrain.mask_ratio must be in (0, 1]")
+    if t.ema_decay is not None and not 0 < t.ema_decay < 1:
+        problems.append("train.ema_decay must be in (0, 1) or null")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))

@@ -9,12 +9,13 @@ forces are continuous when an atom crosses the cutoff.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import MLP, GaussianBasis, PolynomialEnvelope
+from ..nn.embedding import SpeciesEmbedding
 
 
 class EGNNLayer(nn.Module):
@@ -58,28 +59,24 @@ class EGNN(nn.Module):
         avg_num_neighbors: float = 20.0,
     ):
         super().__init__()
-        self.embedding = nn.Embedding(num_species, hidden)
+        self.embedding = SpeciesEmbedding(num_species, hidden)
         self.envelope = PolynomialEnvelope(cutoff)
         self.layers = nn.ModuleList(
             [EGNNLayer(hidden, num_rbf, cutoff, update_vectors, avg_num_neighbors) for _ in range(layers)]
         )
         self.readout = MLP([hidden, hidden, 1])
         self.num_interactions = layers
+        self.feature_size = hidden
 
-    def node_features(
-        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor
-    ) -> Tuple[Tensor, Tensor]:
-        """Final invariant node features and the accumulated equivariant displacement per node."""
+    def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+        """Final invariant node features (N, hidden)."""
         distance = torch.sqrt((edge_vectors * edge_vectors).sum(-1) + 1e-12)
         envelope = self.envelope(distance)
         h = self.embedding(species)
         vectors = edge_vectors
-        displacement = torch.zeros((h.shape[0], 3), dtype=edge_vectors.dtype, device=edge_vectors.device)
         for layer in self.layers:
-            h, vectors, shift = layer(h, edge_index, vectors, envelope)
-            displacement = displacement + shift
-        return h, displacement
+            h, vectors, _ = layer(h, edge_index, vectors, envelope)
+        return h
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
-        h, _ = self.node_features(species, edge_index, edge_vectors)
-        return self.readout(h).squeeze(-1)
+        return self.readout(self.node_features(species, edge_index, edge_vectors)).squeeze(-1)

@@ -183,9 +183,19 @@ class GemNetT(nn.Module):
         self.norm_edges = float(avg_num_neighbors)
         self.norm_triplets = float(avg_num_neighbors)
         self.num_interactions = num_blocks
+        self.feature_size = emb_atom
         self.direct_forces = direct_forces
 
     def energy_and_edge_forces(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor]:
+        energy, edge_forces, _ = self.run(species, edge_index, edge_vectors)
+        return energy, edge_forces
+
+    def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+        """Atom embeddings after the last interaction block (N, hidden)."""
+        return self.run(species, edge_index, edge_vectors)[2]
+
+    def run(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Atom energies, per-edge direct forces and final atom embeddings."""
         num_nodes = species.shape[0]
         center, neighbor = edge_index[0], edge_index[1]
         distance = torch.sqrt((edge_vectors * edge_vectors).sum(-1) + 1e-12)
@@ -210,7 +220,7 @@ class GemNetT(nn.Module):
             energy = energy + e_k
             edge_force = edge_force + f_k
         unit = edge_vectors / distance.unsqueeze(-1)
-        return energy, edge_force.unsqueeze(-1) * unit
+        return energy, edge_force.unsqueeze(-1) * unit, h
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         return self.energy_and_edge_forces(species, edge_index, edge_vectors)[0]

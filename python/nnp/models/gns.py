@@ -47,6 +47,7 @@ class GNS(nn.Module):
         self.processor = nn.ModuleList([InteractionNetwork(hidden, avg_num_neighbors) for _ in range(layers)])
         self.decoder = MLP([hidden, hidden, 1])
         self.num_interactions = layers
+        self.feature_size = hidden
 
     def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         distance = torch.sqrt((edge_vectors * edge_vectors).sum(-1) + 1e-12)
