@@ -61,15 +61,22 @@ def _add_export(sub) -> None:
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="generate datasets and inspect dataset files")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    g = dsub.add_parser("generate", help="generate a dataset (resumable)")
-    g.add_argument("name", choices=["water-tip3p"], help="dataset to generate")
+    g = dsub.add_parser(
+        "generate", help="generate a dataset (resumable: re-run the same command to continue)",
+        description="water-tip3p: classical flexible TIP3P water (LAMMPS). aspirin-xtb: GFN2-xTB NVT MD of aspirin "
+                    "(500 K, 0.5 fs). g2-xtb: GFN2-xTB MD of ASE's G2 molecules at 300/600/1000 K. water-xtb: TIP3P "
+                    "frames relabelled with periodic GFN2-xTB.")
+    g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "g2-xtb", "water-xtb"], help="dataset to generate")
     g.add_argument("--output", required=True, help="extxyz file to write; a .card.json is written beside it")
-    g.add_argument("--frames", type=int, default=200)
-    g.add_argument("--molecules", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=300.0)
-    g.add_argument("--interval", type=int, default=20, help="MD steps between recorded frames")
+    g.add_argument("--frames", type=int, default=None,
+                   help="frames (g2-xtb: per molecule and temperature); defaults: tip3p 200, aspirin 10000, g2 50, water-xtb 200")
+    g.add_argument("--molecules", type=int, default=None, help="water molecules (tip3p 64, water-xtb 32)")
+    g.add_argument("--max-molecules", type=int, default=None, help="g2-xtb: use only the first N G2 molecules")
+    g.add_argument("--temperature", type=float, default=None, help="K (tip3p/water-xtb 300, aspirin 500)")
+    g.add_argument("--interval", type=int, default=None, help="MD steps between recorded frames (tip3p 20, xtb 10)")
+    g.add_argument("--source", default=None, help="water-xtb: TIP3P file to relabel (default: generate one)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--positions-only", action="store_true", help="unlabelled frames (for self-supervised pretraining)")
+    g.add_argument("--positions-only", action="store_true", help="water-tip3p: unlabelled frames for pretraining")
     g.set_defaults(func=cmd_data_generate)
     i = dsub.add_parser("info", help="counts, species and label statistics of a dataset file")
     i.add_argument("path")
@@ -155,12 +162,30 @@ def cmd_export(args) -> int:
 
 
 def cmd_data_generate(args) -> int:
+    from .data.generate import xtb
     from .data.generate.tip3p import generate_tip3p
 
-    path = generate_tip3p(args.output, n_frames=args.frames, n_molecules=args.molecules,
-                          temperature=args.temperature, interval=args.interval, seed=args.seed,
-                          positions_only=args.positions_only)
-    print(f"wrote {path}")
+    def given(**values):
+        return {k: v for k, v in values.items() if v is not None}
+
+    if args.name == "water-tip3p":
+        path = generate_tip3p(args.output, seed=args.seed, positions_only=args.positions_only,
+                              **given(n_frames=args.frames, n_molecules=args.molecules,
+                                      temperature=args.temperature, interval=args.interval))
+    elif args.name == "aspirin-xtb":
+        path = xtb.generate_aspirin_xtb(args.output, seed=args.seed, **given(
+            n_frames=args.frames, temperature=args.temperature, interval=args.interval))
+    elif args.name == "g2-xtb":
+        path = xtb.generate_g2_xtb(args.output, seed=args.seed, **given(
+            frames_per_system=args.frames, max_molecules=args.max_molecules, interval=args.interval))
+    else:
+        source = args.source
+        if source is None:
+            source = str(Path(args.output).with_name(Path(args.output).stem + ".tip3p.extxyz"))
+            generate_tip3p(source, n_frames=args.frames or 200, n_molecules=args.molecules or 32, seed=args.seed,
+                           **given(temperature=args.temperature, interval=args.interval))
+        path = xtb.relabel_xtb(source, args.output, max_frames=args.frames)
+    print(f"wrote {path} (card: {path}.card.json)")
     return 0
 
 
