@@ -28,3 +28,71 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_analysis(curves: dict, output_dir: Path) -> list[Path]:
+    """Latent projections coloured by environment, and force-smoothness distributions."""
+    import numpy as np
+
+    paths = []
+    labels = np.asarray(curves["labels"])
+    names = list(curves["projections"])
+    if names:
+        fig, axes = plt.subplots(2, len(names), figsize=(4.5 * len(names), 8), squeeze=False)
+        for col, name in enumerate(names):
+            proj = curves["projections"][name]
+            sub = labels[proj["index"]]
+            for row, key in enumerate(("pca", "tsne")):
+                ax = axes[row][col]
+                for label in sorted(set(sub)):
+                    pts = proj[key][sub == label]
+                    ax.scatter(pts[:, 0], pts[:, 1], s=4, label=label)
+                ax.set_title(f"{name}: {key.upper()}")
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[0][-1].legend(fontsize=6, markerscale=2, loc="best")
+        fig.tight_layout()
+        paths.append(output_dir / "latent_projections.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if curves["smoothness"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, values in curves["smoothness"].items():
+            ax.hist(values, bins=30, histtype="step", density=True, label=name)
+        ax.set(xlabel="|ΔF| / |Δx| (eV/Å²)", ylabel="density", title="local force smoothness")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(output_dir / "force_smoothness.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) -> Path:
+    """Fraction of trajectories still stable against time, one curve per model."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.linspace(0, total_ps, 200)
+    for name, values in times.items():
+        values = np.asarray(values)
+        ax.step(grid, [(values > t).mean() for t in grid], where="post", label=name)
+    ax.set(xlabel="time (ps)", ylabel="fraction stable", ylim=(-0.02, 1.02), title="MD stability")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_overlay(x, curves: dict[str, "np.ndarray"], xlabel: str, ylabel: str, path: Path) -> Path:
+    """Several curves (RDFs, h(r)) on one axis."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, y in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -43,6 +43,11 @@ class Potential(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("shift", torch.tensor(float(shift)))
 
+    @torch.jit.export
+    def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
+        """Per-atom latent features of the backbone (for analyses; not part of the MD contract)."""
+        return self.backbone.node_features(species, edge_index, edge_vectors)
+
     def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         raw = self.backbone(species, edge_index, edge_vectors)
         return raw * self.scale + self.shift + self.reference_energies[species]
