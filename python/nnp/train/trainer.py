@@ -84,6 +84,8 @@ def prepare_data(config: RunConfig, progress: bool = True, labelled: bool = True
 
 
 def model_for_data(config: RunConfig, data: PreparedData) -> Potential:
+    """A freshly initialised potential (weights drawn from ``train.seed``) with the data's statistics."""
+    torch.manual_seed(config.train.seed)
     ref = None if data.reference_energies is None else torch.tensor(data.reference_energies)
     model = build_potential(config.model, data.species, avg_num_neighbors=data.avg_num_neighbors,
                             reference_energies=ref, scale=data.force_scale)
@@ -461,6 +463,7 @@ def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         for graph, atoms in zip(graphs, data.frames[split]):
             molecules[id(graph)] = find_molecules(atoms, config.pretrain.bond_scale)
             symbols[id(graph)] = atoms.get_chemical_symbols()
+    torch.manual_seed(config.train.seed)
     backbone = build_backbone(config.model, len(data.species), data.avg_num_neighbors)
     model = PretrainModel(backbone, config.model.cutoff).to(DTYPES[config.train.dtype])
     augment = config.train.rotation_augmentation
