@@ -1,0 +1,66 @@
+// Python binding of the evaluator: nnp._evaluator.Evaluator (numpy in, numpy out).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "evaluator.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::array_t<double> to_numpy(const torch::Tensor &t) {
+  std::vector<py::ssize_t> shape(t.sizes().begin(), t.sizes().end());
+  py::array_t<double> out(shape);
+  std::memcpy(out.mutable_data(), t.data_ptr<double>(), sizeof(double) * t.numel());
+  return out;
+}
+
+py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style | py::array::forcecast> species,
+                  py::array_t<int64_t, py::array::c_style | py::array::forcecast> edge_index,
+                  py::array_t<double, py::array::c_style | py::array::forcecast> edge_vectors, int64_t num_local) {
+  const int64_t n = species.size();
+  if (edge_index.ndim() != 2 || edge_index.shape(0) != 2)
+    throw py::value_error("edge_index must have shape (2, E)");
+  const int64_t e = edge_index.shape(1);
+  if (edge_vectors.ndim() != 2 || edge_vectors.shape(0) != e || edge_vectors.shape(1) != 3)
+    throw py::value_error("edge_vectors must have shape (E, 3) with E = edge_index.shape[1]");
+  if (num_local < 0 || num_local > n) throw py::value_error("num_local must be in [0, N]");
+  const auto n_species = static_cast<int64_t>(self.info().species.size());
+  for (int64_t k = 0; k < n; k++)
+    if (species.data()[k] < 0 || species.data()[k] >= n_species)
+      throw py::value_error("species index out of range for this model");
+  for (int64_t k = 0; k < 2 * e; k++)
+    if (edge_index.data()[k] < 0 || edge_index.data()[k] >= n) throw py::value_error("edge_index refers to a missing node");
+  nnp::Result r;
+  {
+    py::gil_scoped_release release;
+    r = self.evaluate(species.data(), n, edge_index.data(), edge_vectors.data(), e, num_local);
+  }
+  py::dict out;
+  out["energy"] = r.energy;
+  out["atom_energy"] = to_numpy(r.atom_energy);
+  out["forces"] = to_numpy(r.forces);
+  out["virial"] = to_numpy(r.virial);
+  out["atom_virial"] = to_numpy(r.atom_virial);
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_evaluator, m) {
+  m.doc() = "The C++ evaluator of nnp model files (the code pair_style nnp runs).";
+  py::register_exception<nnp::Error>(m, "ModelError", PyExc_ValueError);
+  py::class_<nnp::Evaluator>(m, "Evaluator")
+      .def(py::init<const std::string &, const std::string &>(), py::arg("path"), py::arg("device") = "cpu")
+      .def_property_readonly("species", [](const nnp::Evaluator &e) { return e.info().species; })
+      .def_property_readonly("cutoff", [](const nnp::Evaluator &e) { return e.info().cutoff; })
+      .def_property_readonly("num_interactions", [](const nnp::Evaluator &e) { return e.info().num_interactions; })
+      .def_property_readonly("dtype", [](const nnp::Evaluator &e) { return e.info().dtype; })
+      .def_property_readonly("direct_forces", [](const nnp::Evaluator &e) { return e.info().direct_forces; })
+      .def_property_readonly("metadata", [](const nnp::Evaluator &e) { return e.info().metadata; })
+      .def_property_readonly("device", &nnp::Evaluator::device)
+      .def("evaluate", &evaluate, py::arg("species"), py::arg("edge_index"), py::arg("edge_vectors"),
+           py::arg("num_local"),
+           "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial.");
+}

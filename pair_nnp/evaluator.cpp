@@ -1,0 +1,136 @@
+#include "evaluator.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <torch/cuda.h>
+
+#include "contract.h"
+
+namespace nnp {
+
+namespace {
+
+std::vector<std::string> split_words(const std::string &text) {
+  std::istringstream stream(text);
+  std::vector<std::string> words;
+  for (std::string word; stream >> word;) words.push_back(word);
+  return words;
+}
+
+std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
+
+}  // namespace
+
+torch::Device parse_device(const std::string &device) {
+  if (device == "cpu") return torch::Device(torch::kCPU);
+  if (device.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error("device " + device + " requested, but " +
+                  (torch::cuda::device_count() == 0 ? std::string("no CUDA GPU is visible")
+                                                    : std::string("CUDA is not usable")) +
+                  " (this torch may be a CPU-only build): use device cpu");
+    try {
+      return torch::Device(device);
+    } catch (const c10::Error &) {
+      throw Error("cannot parse device '" + device + "': use cpu, cuda or cuda:K");
+    }
+  }
+  throw Error("unknown device '" + device + "': use cpu, cuda or cuda:K");
+}
+
+Evaluator::Evaluator(const std::string &path, const std::string &device)
+    : device_(parse_device(device)), dtype_(torch::kFloat64) {
+  if (!std::ifstream(path).good()) throw Error("model file " + path + " does not exist or cannot be read");
+  std::unordered_map<std::string, std::string> extra;
+  for (const char *key : contract::METADATA_KEYS) extra[key] = "";
+  try {
+    module_ = torch::jit::load(path, device_, extra);
+  } catch (const c10::Error &err) {
+    throw Error(path + " is not a TorchScript model file (export one with `nnp export`): " +
+                first_line(err.what_without_backtrace()));
+  } catch (const std::exception &err) {
+    throw Error(path + " is not a TorchScript model file (export one with `nnp export`): " + first_line(err.what()));
+  }
+  module_.eval();
+  std::string missing;
+  for (const char *key : contract::METADATA_KEYS) {
+    if (extra[key].empty() && std::string(key) != "provenance") missing += std::string(missing.empty() ? "" : ", ") + key;
+    info_.metadata[key] = extra[key];
+  }
+  if (!missing.empty())
+    throw Error(path + " lacks nnp metadata (" + missing + "): it was not written by nnp export");
+  if (extra["format_version"] != std::to_string(contract::FORMAT_VERSION))
+    throw Error(path + " has model format version " + extra["format_version"] + ", this pair_nnp reads " +
+                std::to_string(contract::FORMAT_VERSION) + ": upgrade nnp or re-export the model");
+  if (extra["units"] != contract::UNITS)
+    throw Error(path + " declares units '" + extra["units"] + "'; format version 1 requires metal");
+  info_.dtype = extra["dtype"];
+  if (info_.dtype == "float64") dtype_ = torch::kFloat64;
+  else if (info_.dtype == "float32") dtype_ = torch::kFloat32;
+  else throw Error(path + " declares dtype '" + info_.dtype + "'; expected float32 or float64");
+  info_.species = split_words(extra["species"]);
+  if (info_.species.empty()) throw Error(path + " declares no species");
+  try {
+    info_.cutoff = std::stod(extra["cutoff"]);
+    info_.num_interactions = std::stoi(extra["num_interactions"]);
+  } catch (const std::exception &) {
+    throw Error(path + ": metadata cutoff '" + extra["cutoff"] + "' or num_interactions '" +
+                extra["num_interactions"] + "' is not a number");
+  }
+  if (!(info_.cutoff > 0.0) || info_.num_interactions < 1)
+    throw Error(path + ": cutoff and num_interactions must be positive");
+  info_.model_kind = extra["model_kind"];
+  if (extra["forces"] != "conservative" && extra["forces"] != "direct")
+    throw Error(path + " declares forces '" + extra["forces"] + "'; expected conservative or direct");
+  info_.direct_forces = extra["forces"] == "direct";
+}
+
+Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
+                           const double *edge_vectors, int64_t num_edges, int64_t num_local) {
+  auto as_long = torch::TensorOptions().dtype(torch::kInt64);
+  auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
+  // from_blob does not own the memory: .to() copies onto the device / into the model dtype
+  torch::Tensor t_species = torch::from_blob(const_cast<int64_t *>(species), {num_nodes}, as_long).to(device_);
+  torch::Tensor t_edges =
+      torch::from_blob(const_cast<int64_t *>(edge_index), {2, num_edges}, as_long).to(device_);
+  torch::Tensor t_vectors = torch::from_blob(const_cast<double *>(edge_vectors), {num_edges, 3}, as_double)
+                                .to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
+  std::vector<torch::jit::IValue> inputs{t_species, t_edges, t_vectors, num_local};
+  torch::jit::IValue output;
+  try {
+    output = module_.forward(inputs);
+  } catch (const std::exception &err) {
+    throw Error(std::string("model evaluation failed: ") + first_line(err.what()));
+  }
+  if (!output.isGenericDict()) throw Error("model output is not a dictionary (contract violation)");
+  auto out = output.toGenericDict();
+  auto get = [&](const char *key) {
+    auto it = out.find(std::string(key));
+    if (it == out.end()) throw Error(std::string("model output lacks '") + key + "' (contract violation)");
+    return it->value().toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  };
+  Result result;
+  result.energy = get("energy").item<double>();
+  result.atom_energy = get("atom_energy");
+  result.forces = get("forces");
+  result.virial = get("virial");
+  result.atom_virial = get("atom_virial");
+  if (result.forces.size(0) != num_nodes || result.atom_energy.size(0) != num_nodes)
+    throw Error("model returned outputs for " + std::to_string(result.forces.size(0)) + " nodes, expected " +
+                std::to_string(num_nodes) + " (contract violation)");
+  return result;
+}
+
+int64_t Evaluator::first_non_finite(const Result &result) {
+  const int64_t n = result.atom_energy.size(0);
+  const double *e = result.atom_energy.data_ptr<double>();
+  const double *f = result.forces.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(e[i]) || !std::isfinite(f[3 * i]) || !std::isfinite(f[3 * i + 1]) || !std::isfinite(f[3 * i + 2]))
+      return i;
+  return -1;
+}
+
+}  // namespace nnp

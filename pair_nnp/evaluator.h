@@ -1,0 +1,68 @@
+// Loads an nnp model file, validates its metadata against the contract, and evaluates it.
+// Shared by the LAMMPS pair style and the Python binding (and so by the ASE calculator).
+#ifndef NNP_EVALUATOR_H
+#define NNP_EVALUATOR_H
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+namespace nnp {
+
+// Every problem with a model file or an evaluation, with a message meant for the user.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ModelInfo {
+  std::vector<std::string> species;  // element symbols in species-index order
+  double cutoff = 0.0;               // Å
+  int num_interactions = 0;          // message-passing layers
+  std::string dtype;                 // float32 | float64
+  std::string model_kind;
+  bool direct_forces = false;        // forces from a head, not the energy gradient
+  std::map<std::string, std::string> metadata;  // every metadata key, as stored
+};
+
+// Outputs of one evaluation, as contiguous float64 CPU tensors.
+struct Result {
+  double energy = 0.0;
+  torch::Tensor atom_energy;  // (N,)
+  torch::Tensor forces;       // (N, 3)
+  torch::Tensor virial;       // (3, 3)
+  torch::Tensor atom_virial;  // (N, 3, 3)
+};
+
+class Evaluator {
+ public:
+  // device: "cpu", "cuda", "cuda:K"; throws Error on a missing/corrupt/foreign file or bad device.
+  Evaluator(const std::string &path, const std::string &device = "cpu");
+
+  const ModelInfo &info() const { return info_; }
+  std::string device() const { return device_.str(); }
+
+  // species: N indices; edge_index: 2*E (row 0 centres, row 1 neighbours); edge_vectors: E*3 (Å).
+  Result evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
+                  const double *edge_vectors, int64_t num_edges, int64_t num_local);
+
+  // Index of the first node with a non-finite energy or force, or -1 when all are finite.
+  static int64_t first_non_finite(const Result &result);
+
+ private:
+  ModelInfo info_;
+  torch::Device device_;
+  torch::ScalarType dtype_;
+  torch::jit::Module module_;
+};
+
+// Parse "cpu", "cuda", "cuda:K"; "cuda" on a machine without CUDA is an Error naming the problem.
+torch::Device parse_device(const std::string &device);
+
+}  // namespace nnp
+
+#endif
