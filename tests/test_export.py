@@ -58,6 +58,7 @@ def test_ase_calculator_uses_the_file(model, tmp_path):
     atoms = water_box(seed=9)
     ref = predict(model, atoms)
     atoms.calc = NNPCalculator(path)
+    assert type(atoms.calc.evaluator).__module__ == "nnp._evaluator"  # the C++ code LAMMPS runs
     assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), abs=1e-10)
     np.testing.assert_allclose(atoms.get_forces(), ref["forces"], atol=1e-10)
     stress = atoms.get_stress(voigt=False)

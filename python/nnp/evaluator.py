@@ -1,7 +1,8 @@
 """Load a model file for evaluation from Python.
 
-``load_evaluator`` returns the C++ evaluator (``nnp._evaluator``, the code LAMMPS runs) when the
-compiled extension is installed.
+``load_evaluator`` returns the C++ evaluator (``nnp._evaluator``, the code LAMMPS runs). The pure
+TorchScript evaluator is kept for environments where the extension was not built (for example a
+source checkout used without ``pip install``); it follows the same contract.
 """
 
 from __future__ import annotations
@@ -38,4 +39,14 @@ class TorchScriptEvaluator:
 
 
 def load_evaluator(path: str | Path, device: str = "cpu"):
-    return TorchScriptEvaluator(path, device)
+    """The C++ evaluator of ``path`` (model file errors raise :class:`nnp.export.ModelFileError`)."""
+    try:
+        from ._evaluator import Evaluator, ModelError
+    except ImportError:
+        return TorchScriptEvaluator(path, device)
+    from .export import ModelFileError
+
+    try:
+        return Evaluator(str(path), device)
+    except ModelError as err:
+        raise ModelFileError(str(err)) from None

@@ -1,0 +1,304 @@
+"""pair_style nnp inside real LAMMPS: agreement with Python, MPI, finite differences, units, bad input."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from helpers import ALL_KINDS, small_model, water_box
+from lammps_helpers import (
+    final_thermo,
+    lammps_results,
+    python_results,
+    read_dump_forces,
+    run_deck,
+    run_lammps,
+)
+from nnp.export import export_model
+from nnp.md.run import write_lammps_data
+
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    return export_model(small_model(cutoff=3.0, layers=3), tmp_path_factory.mktemp("m") / "egnn.nnp.pt")
+
+
+def triclinic_water():
+    cell = np.array([[6.3, 0, 0], [1.1, 6.1, 0], [-0.7, 0.9, 6.5]])
+    atoms = water_box(seed=11)
+    atoms.set_cell(cell, scale_atoms=True)
+    return atoms
+
+
+def molecule():
+    atoms = water_box(seed=12)
+    atoms.pbc = False
+    atoms.center(vacuum=5.0)
+    return atoms
+
+
+SYSTEMS = {
+    "periodic_water": (lambda: water_box(seed=10), "p p p"),
+    "triclinic": (triclinic_water, "p p p"),
+    "small_box": (lambda: Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0.1]], cell=np.eye(3) * 2.2,
+                                pbc=True), "p p p"),
+    "molecule": (molecule, "s s s"),
+}
+
+
+def assert_agree(lmp_out, py_out, tol=TOL):
+    assert lmp_out["energy"] == pytest.approx(float(py_out["energy"]), abs=tol * max(1, len(py_out["forces"])))
+    np.testing.assert_allclose(lmp_out["atom_energy"], py_out["atom_energy"], atol=tol)
+    np.testing.assert_allclose(lmp_out["forces"], py_out["forces"], atol=tol)
+    np.testing.assert_allclose(lmp_out["virial_voigt"], py_out["virial_voigt"], atol=tol * 10)
+    np.testing.assert_allclose(lmp_out["atom_virial_voigt"], py_out["atom_virial_voigt"], atol=tol)
+
+
+@pytest.mark.parametrize("system", list(SYSTEMS))
+def test_lammps_equals_python(model_file, tmp_path, system):
+    make, boundary = SYSTEMS[system]
+    lmp, atoms = run_lammps(make(), model_file, tmp_path, ["H", "O"], boundary=boundary)
+    assert_agree(lammps_results(lmp), python_results(model_file, atoms))
+    lmp.close()
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_every_architecture_runs_in_lammps(tmp_path, kind):
+    path = export_model(small_model(kind=kind, cutoff=3.0, layers=2), tmp_path / f"{kind}.nnp.pt")
+    lmp, atoms = run_lammps(triclinic_water(), path, tmp_path, ["H", "O"])
+    out, ref = lammps_results(lmp), python_results(path, atoms)
+    if kind == "gemnet_dt":  # direct forces: no virial
+        np.testing.assert_allclose(out["forces"], ref["forces"], atol=TOL)
+        assert out["energy"] == pytest.approx(float(ref["energy"]), abs=1e-9)
+    else:
+        assert_agree(out, ref)
+    lmp.close()
+
+
+def test_float32_model_agrees_to_single_precision(tmp_path):
+    path = export_model(small_model(cutoff=3.0), tmp_path / "f32.nnp.pt", dtype="float32")
+    lmp, atoms = run_lammps(water_box(seed=3), path, tmp_path, ["H", "O"])
+    out, ref = lammps_results(lmp), python_results(path, atoms)
+    np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-5)
+    assert out["energy"] == pytest.approx(float(ref["energy"]), rel=1e-6)
+
+
+def test_type_map_permutation_gives_identical_physics(model_file, tmp_path):
+    atoms = water_box(seed=4)
+    a, _ = run_lammps(atoms, model_file, tmp_path, ["H", "O"])
+    b, _ = run_lammps(atoms, model_file, tmp_path, ["O", "H"])
+    ra, rb = lammps_results(a), lammps_results(b)
+    assert ra["energy"] == pytest.approx(rb["energy"], abs=1e-12)
+    np.testing.assert_allclose(ra["forces"], rb["forces"], atol=1e-12)
+
+
+def test_units_real_is_converted(model_file, tmp_path):
+    atoms = water_box(seed=5)
+    metal, _ = run_lammps(atoms, model_file, tmp_path, ["H", "O"])
+    real, _ = run_lammps(atoms, model_file, tmp_path, ["H", "O"], units="real")
+    m, r = lammps_results(metal), lammps_results(real, units="real")
+    kcal = 23.060548012069496
+    assert r["energy"] == pytest.approx(kcal * m["energy"], rel=1e-12)
+    np.testing.assert_allclose(r["forces"], kcal * m["forces"], rtol=1e-12, atol=1e-12)
+
+
+def test_finite_differences_inside_lammps(model_file, tmp_path):
+    lmp, _ = run_lammps(water_box(seed=6), model_file, tmp_path, ["H", "O"])
+    forces = lammps_results(lmp)["forces"]
+    e0 = lmp.get_thermo("pe")
+    dx = np.array([1e-4, -2e-4, 1.5e-4])
+    lmp.command(f"displace_atoms all move 0 0 0")  # no-op keeps the box fixed
+    lmp.command("group one id 5")
+    lmp.command(f"displace_atoms one move {dx[0]} {dx[1]} {dx[2]} units box")
+    lmp.command("run 0")
+    de = lmp.get_thermo("pe") - e0
+    assert de == pytest.approx(-forces[4] @ dx, rel=1e-3, abs=1e-9)
+    # pressure (virial part) against the numerical volume derivative of the energy
+    lmp.command("displace_atoms one move %g %g %g units box" % tuple(-dx))
+    lmp.command("run 0")
+    volume = lmp.get_thermo("vol")
+    p_virial = np.array(lmp.numpy.extract_compute("virial", 0, 1))[:3].mean()
+    energies = []
+    for factor in (1 + 1e-5, 1 / (1 + 1e-5)):
+        lmp.command(f"change_box all x scale {factor} y scale {factor} z scale {factor} remap")
+        lmp.command("run 0")
+        energies.append((lmp.get_thermo("vol"), lmp.get_thermo("pe")))
+        lmp.command(f"change_box all x scale {1 / factor} y scale {1 / factor} z scale {1 / factor} remap")
+    (v1, e1), (v2, e2) = energies
+    numeric = -(e1 - e2) / (v1 - v2) * 1.6021765e6  # eV/Å^3 -> bar
+    assert p_virial == pytest.approx(numeric, rel=1e-4, abs=1e-2)
+    assert volume > 0
+    lmp.close()
+
+
+def test_atom_without_neighbours_and_empty_regions(model_file, tmp_path):
+    atoms = Atoms("OHHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0], [8.0, 8.0, 8.0]])
+    atoms.center(vacuum=4.0)
+    atoms.pbc = False
+    lmp, held = run_lammps(atoms, model_file, tmp_path, ["H", "O"], boundary="s s s")
+    out = lammps_results(lmp)
+    assert np.all(out["forces"][3] == 0.0)
+    assert_agree(out, python_results(model_file, held))
+
+
+def water_deck(data, model, dump, steps=0, extra=""):
+    return f"""units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data {data}
+pair_style nnp
+pair_coeff * * {model} H O
+neighbor 1.0 bin
+thermo_style custom step pe press
+thermo_modify format float %20.15g
+{extra}
+dump d all custom 1 {dump} id fx fy fz
+dump_modify d format float %20.15g
+run {steps}
+"""
+
+
+@pytest.mark.mpi
+def test_two_ranks_equal_one_rank(model_file, tmp_path):
+    """3 message-passing layers: the ghost shell must carry every layer for the local energies to be exact."""
+    atoms = water_box(n_side=3, seed=7)
+    data = tmp_path / "water.data"
+    write_lammps_data(atoms, data, ["H", "O"])
+    results = {}
+    for ranks in (1, 2):
+        dump = tmp_path / f"forces.{ranks}"
+        done = run_deck(water_deck(data, model_file, dump, steps=5,
+                                   extra="velocity all create 300 1\nfix nve all nve\ntimestep 0.0005"), tmp_path, ranks)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        grid = re.search(r"(\d+) by (\d+) by (\d+) MPI processor grid", done.stdout)
+        assert np.prod([int(g) for g in grid.groups()]) == ranks
+        results[ranks] = (final_thermo(done.stdout, "PotEng"), read_dump_forces(dump)[1])
+    assert results[2][0] == pytest.approx(results[1][0], abs=1e-10)
+    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-10)
+
+
+@pytest.mark.mpi
+def test_rank_without_atoms(model_file, tmp_path):
+    atoms = Atoms("OHH", positions=[[1, 1, 1], [1.96, 1, 1], [0.8, 1.9, 1]], cell=np.eye(3) * 16.0, pbc=True)
+    data = tmp_path / "one.data"
+    write_lammps_data(atoms, data, ["H", "O"])
+    energies = []
+    for ranks in (1, 2):
+        done = run_deck(water_deck(data, model_file, tmp_path / f"d{ranks}", steps=0), tmp_path, ranks)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        energies.append(final_thermo(done.stdout, "PotEng"))
+    assert energies[0] == pytest.approx(energies[1], abs=1e-10)
+
+
+def test_nve_energy_is_conserved(model_file, tmp_path):
+    """float64 model, 0.25 fs, 400 steps of hot water: |drift| < 1e-4 eV/atom.
+
+    The bound is ~100x above what velocity Verlet gives for a smooth potential at this step (errors
+    scale as dt^2 and do not accumulate); a missing force term or a non-smooth cutoff gives a drift orders
+    of magnitude larger.
+    """
+    atoms = water_box(n_side=2, seed=8)
+    data = tmp_path / "water.data"
+    write_lammps_data(atoms, data, ["H", "O"])
+    deck = water_deck(data, model_file, tmp_path / "d", steps=400, extra="""velocity all create 600 2 mom yes rot yes
+fix nve all nve
+timestep 0.00025
+thermo_style custom step pe ke etotal
+thermo 20""")
+    done = run_deck(deck, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:]
+    block = done.stdout.split("Step")[-1].split("Loop time")[0].strip().splitlines()[1:]
+    etotal = np.array([float(line.split()[3]) for line in block])
+    drift = np.abs(etotal - etotal[0]).max() / len(atoms)
+    print(f"NVE: max |E(t) - E(0)| = {drift:.2e} eV/atom over 400 steps of 0.25 fs")
+    assert drift < 1e-4
+
+
+BAD_INPUTS = {
+    "missing file": ("pair_coeff * * {missing} H O", "does not exist"),
+    "not torchscript": ("pair_coeff * * {junk} H O", "not a TorchScript model file"),
+    "unknown element": ("pair_coeff * * {model} H C", "element C (atom type 2) is not known to model"),
+    "argument count": ("pair_coeff * * {model} H", "one element per atom type"),
+    "not star star": ("pair_coeff 1 1 {model} H O", "must start with"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_a_clear_error(model_file, tmp_path, case):
+    from nnp.md.lammps import make_lammps
+
+    line, message = BAD_INPUTS[case]
+    junk = tmp_path / "junk.nnp.pt"
+    junk.write_text("this is not a model")
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])
+    lmp = make_lammps()
+    for setup in ("units metal", "atom_style atomic", f"read_data {data}", "pair_style nnp"):
+        lmp.command(setup)
+    with pytest.raises(Exception, match=re.escape(message)):
+        lmp.command(line.format(missing=tmp_path / "none.nnp.pt", junk=junk, model=model_file))
+    lmp.close()
+
+
+@pytest.mark.parametrize("setting,message", [("units lj", "supports units metal and real"),
+                                             ("newton off", "requires newton pair on")])
+def test_unsupported_run_settings_are_refused(model_file, tmp_path, setting, message):
+    from nnp.md.lammps import make_lammps
+
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])
+    lmp = make_lammps()
+    lines = ["units metal", "atom_style atomic", f"read_data {data}", "pair_style nnp",
+             f"pair_coeff * * {model_file} H O"]
+    if setting == "newton off":
+        lines.insert(0, "newton off")
+    else:
+        lines[0] = setting
+    for line in lines:
+        lmp.command(line)
+    with pytest.raises(Exception, match=message):
+        lmp.command("run 0")
+    lmp.close()
+
+
+def test_nan_output_stops_with_step_and_atom(tmp_path):
+    model = small_model(cutoff=3.0)
+    with torch.no_grad():
+        model.reference_energies[1] = float("nan")  # every O atom gets a NaN energy
+    path = export_model(model, tmp_path / "nan.nnp.pt")
+    with pytest.raises(Exception, match=r"NaN or infinite energy/force at step 0 for atom ID \d+"):
+        run_lammps(water_box(seed=1), path, tmp_path, ["H", "O"])
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(model_file, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from nnp.md.lammps import make_lammps
+
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])
+    lmp = make_lammps()
+    for line in ("units metal", "atom_style atomic", f"read_data {data}", "pair_style nnp device cuda"):
+        lmp.command(line)
+    with pytest.raises(Exception, match="device cuda.*requested.*use device cpu"):
+        lmp.command(f"pair_coeff * * {model_file} H O")
+    lmp.close()
+
+
+@pytest.mark.cuda
+def test_cuda_agrees_with_cpu(model_file, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from nnp._evaluator import Evaluator
+    from nnp.data.graph import atoms_to_graph, edge_vectors
+
+    atoms = water_box(seed=2)
+    graph = atoms_to_graph(atoms, ["H", "O"], 3.0, torch.float64, with_labels=False)
+    args = (graph.species.numpy(), graph.edge_index.numpy(), edge_vectors(graph).numpy(), len(atoms))
+    cpu, gpu = Evaluator(str(model_file), "cpu").evaluate(*args), Evaluator(str(model_file), "cuda").evaluate(*args)
+    np.testing.assert_allclose(gpu["forces"], cpu["forces"], atol=1e-9)
