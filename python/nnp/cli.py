@@ -83,6 +83,36 @@ def _add_data(sub) -> None:
     i.set_defaults(func=cmd_data_info)
 
 
+def _add_stability(sub) -> None:
+    p = sub.add_parser("stability", help="MD stability of a model in LAMMPS (MDsim protocols)",
+                       description="Run independent NVT trajectories with pair_style nnp until collapse or the "
+                                   "time limit. aspirin/molecule: 500 K, 0.5 fs, bond deviation > 0.5 Å; water: "
+                                   "300 K, 1 fs, RDF error > 3.0 over 1 ps windows.")
+    p.add_argument("--model", required=True, help="exported model file")
+    p.add_argument("--system", required=True, choices=["aspirin", "molecule", "water"])
+    p.add_argument("--reference", default=None,
+                   help="frames to start from and compare with (default: bundled aspirin-xtb test set / TIP3P water)")
+    p.add_argument("--trajectories", type=int, default=4)
+    p.add_argument("--time", default=None, help="length per trajectory, e.g. 300ps (default: 300ps molecule, 500ps water)")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--timestep-fs", type=float, default=None)
+    p.add_argument("--workers", type=int, default=1, help="trajectories run in parallel (separate LAMMPS processes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="directory for stability.json and plots")
+    p.set_defaults(func=cmd_stability)
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="compare models beyond force error: latent structure, force smoothness, dF")
+    p.add_argument("--model", action="append", required=True, help="model file (repeat for several)")
+    p.add_argument("--reference", required=True, help="labelled reference frames (e.g. a test trajectory)")
+    p.add_argument("--xtb", action="store_true", help="also measure the reference smoothness with GFN2-xTB")
+    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--displacements", type=int, default=20)
+    p.add_argument("--output", default="analysis")
+    p.set_defaults(func=cmd_analyze)
+
+
 def _add_quickstart(sub) -> None:
     p = sub.add_parser("quickstart", help="the README's main job: data -> train -> evaluate -> export -> LAMMPS MD")
     p.add_argument("--output", default="runs/quickstart", help="run directory")
@@ -93,10 +123,12 @@ def _add_quickstart(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nnp", description="Train, pretrain, export and run neural network potentials in LAMMPS.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_quickstart):
+    for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_stability,
+                _add_analyze, _add_quickstart):
         add(sub)
     return parser
 
@@ -193,6 +225,63 @@ def cmd_data_info(args) -> int:
     from .data.info import dataset_info
 
     print(dataset_info(args.path))
+    return 0
+
+
+def parse_time_ps(text: str) -> float:
+    """'300ps', '300 ps', '0.5ns', '2000fs' or a bare number of ps."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(fs|ps|ns)?\s*", text)
+    if not match:
+        raise ValueError(f"cannot read time {text!r}: write e.g. 300ps")
+    return float(match.group(1)) * {"fs": 1e-3, "ps": 1.0, "ns": 1e3, None: 1.0}[match.group(2)]
+
+
+def cmd_stability(args) -> int:
+    import numpy as np
+
+    from .data.dataset import load_structures
+    from .md.stability import format_stability_table, molecule_protocol, run_stability, water_protocol
+
+    water = args.system == "water"
+    default_reference = "bundled:water_tip3p_small" if water else "bundled:aspirin_xtb_test_small"
+    reference = load_structures(args.reference or default_reference, require_labels=False)
+    overrides = {k: v for k, v in (("temperature", args.temperature), ("timestep_fs", args.timestep_fs)) if v}
+    if args.time:
+        overrides["time_ps"] = parse_time_ps(args.time)
+    protocol = (water_protocol if water else molecule_protocol)(**overrides)
+    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
+    output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
+    summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
+                            seed=args.seed, workers=args.workers)
+    print(format_stability_table(summary))
+    for key in ("h_r_mae", "rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH", "oxygen_diffusivity_A2_per_ps"):
+        if key in summary:
+            print(f"{key}: {summary[key]:.4g}")
+    print(f"wrote {output}/stability.json and plots")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .data.dataset import load_structures
+    from .md.analysis import compare_models
+
+    reference = load_structures(args.reference)
+    calculator = None
+    if args.xtb:
+        from .data.generate.xtb import xtb_calculator as calculator
+    summary = compare_models(args.model, reference, args.output, reference_calculator=calculator,
+                             displacements=args.displacements, max_frames=args.frames)
+    keys = ["force_rmse", "delta_force_rmse", "relative_delta_force_rmse", "latent_silhouette", "smoothness_median"]
+    if args.xtb:
+        keys.append("smoothness_wasserstein_to_reference")
+    print(f"{'model':<28}" + "".join(f"{k:>28}" for k in keys))
+    for name, values in summary["models"].items():
+        print(f"{name:<28}" + "".join(f"{values[k]:>28.4g}" for k in keys))
+    if "reference_smoothness_median" in summary:
+        print(f"reference (xTB) smoothness median: {summary['reference_smoothness_median']:.4g} eV/Å²")
+    print(f"wrote {args.output}/analysis.json and plots")
     return 0
 
 

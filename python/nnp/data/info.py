@@ -15,8 +15,11 @@ def dataset_info(path: str) -> str:
     """Card (if any), frame/atom counts, species and energy/force statistics as text."""
     frames = load_structures(path, require_labels=False)
     lines = [f"file: {path}"]
-    card = Path(str(path) + ".card.json") if not path.startswith("bundled:") else None
-    if card is not None and card.exists():
+    from .readers import bundled_dataset
+
+    file = bundled_dataset(path.split(":", 1)[1]) if path.startswith("bundled:") else Path(path)
+    card = file.with_name(file.name + ".card.json")
+    if card.exists():
         lines.append("card: " + json.dumps(json.loads(card.read_text()), indent=2))
     species = Counter(s for atoms in frames for s in atoms.get_chemical_symbols())
     sizes = [len(a) for a in frames]

@@ -1,0 +1,257 @@
+"""MD stability in LAMMPS with pair_style nnp: the MDsim protocols (Fu et al. 2023).
+
+* molecules: Nosé–Hoover NVT at 500 K, 0.5 fs, up to 300 ps from test-set frames; a trajectory
+  collapses when a covalent bond of the first frame deviates by more than 0.5 Å (checked inside LAMMPS
+  by ``compute bond/deviation`` + ``fix halt``);
+* water: Nosé–Hoover NVT at 300 K, 1 fs, up to 500 ps; collapses when, over a 1 ps window, the largest
+  of the O–O, O–H, H–H RDF errors against the reference exceeds 3.0 (RDF from LAMMPS's ``compute rdf``
+  averaged over the window, checked after each window);
+* both stop when the temperature leaves (0.1 K, 1e5 K).
+
+Independent trajectories run in separate processes (LAMMPS instances) in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_mae
+
+
+@dataclass
+class Protocol:
+    system: str  # "molecule" or "water"
+    temperature: float
+    timestep_fs: float
+    time_ps: float
+    bond_tolerance: float = 0.5  # Å (molecules)
+    rdf_threshold: float = 3.0  # max over pairs of RDF MAE x 6 Å (water)
+    rdf_window_ps: float = 1.0
+    rdf_bins: int = 500
+    rdf_r_max: float = 6.0
+    t_min: float = 0.1
+    t_max: float = 1.0e5
+    check_every: int = 20  # steps between bond checks (molecules)
+    sample_every: int = 100  # steps between stored frames (observables)
+    damping_fs: float = 100.0  # Nosé–Hoover time constant
+    pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))
+
+
+def molecule_protocol(**overrides) -> Protocol:
+    return Protocol(**{"system": "molecule", "temperature": 500.0, "timestep_fs": 0.5, "time_ps": 300.0, **overrides})
+
+
+def water_protocol(**overrides) -> Protocol:
+    return Protocol(**{"system": "water", "temperature": 300.0, "timestep_fs": 1.0, "time_ps": 500.0, **overrides})
+
+
+@dataclass
+class Trajectory:
+    index: int
+    steps: int
+    time_ps: float
+    collapsed: bool
+    reason: str
+    frames: list = field(default_factory=list, repr=False)  # sampled Atoms of the stable part
+    window_errors: list = field(default_factory=list)  # water: RDF error of every window
+
+
+def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path) -> list[str]:
+    from .run import write_lammps_data
+
+    present = [s for s in species if s in set(atoms.get_chemical_symbols())]
+    if protocol.system == "water":
+        present = ["O", "H"]
+    data = tmp / "start.data"
+    if protocol.system == "molecule":
+        atoms = atoms.copy()
+        atoms.center(vacuum=50.0)
+        atoms.pbc = False
+    write_lammps_data(atoms, data, present)
+    boundary = "p p p" if protocol.system == "water" else "f f f"  # molecule: fixed box, 50 Å vacuum
+    dt = protocol.timestep_fs / 1000.0
+    for line in ("units metal", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}",
+                 f"read_data {data}", "pair_style nnp", f"pair_coeff * * {model} {' '.join(present)}",
+                 "neighbor 1.0 bin", f"comm_modify cutoff {protocol.rdf_r_max + 2.0}", f"timestep {dt}",
+                 f"velocity all create {protocol.temperature} {seed} mom yes rot yes dist gaussian",
+                 f"fix nvt all nvt temp {protocol.temperature} {protocol.temperature} {protocol.damping_fs / 1000.0}",
+                 "variable temp equal temp",
+                 f"fix hot all halt {protocol.check_every} v_temp > {protocol.t_max} error continue",
+                 f"fix cold all halt {protocol.check_every} v_temp < {protocol.t_min} error continue",
+                 "thermo_style custom step temp pe", f"thermo {max(protocol.sample_every, 1000)}"):
+        lmp.command(line)
+    return present
+
+
+def fix_rdf_column(lmp, fix_id: str, rows: int, column: int) -> np.ndarray:
+    """One column of a global array fix (``fix ave/time ... mode vector`` over ``compute rdf``)."""
+    return np.array([lmp.extract_fix(fix_id, 0, 2, row, column) for row in range(rows)])
+
+
+def _snapshot(lmp, symbols: list[str], unwrap: bool) -> Atoms:
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    x = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=float)
+    types = np.array(lmp.numpy.extract_atom("type")[:n][order])
+    boxlo, boxhi, *_ = lmp.extract_box()
+    cell = np.diag(np.array(boxhi) - np.array(boxlo))
+    atoms = Atoms([symbols[t - 1] for t in types], positions=x, cell=cell, pbc=unwrap)
+    if unwrap:
+        image = np.array(lmp.numpy.extract_atom("image")[:n][order], dtype=np.int64)
+        flags = np.stack([(image & 1023) - 512, ((image >> 10) & 1023) - 512, (image >> 20) - 512], axis=1)
+        atoms.info["unwrapped"] = x + flags @ cell
+    return atoms
+
+
+def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, seed: int,
+                   reference_rdfs: dict | None = None) -> Trajectory:
+    """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``."""
+    from ..evaluator import load_evaluator
+    from .lammps import make_lammps
+
+    species = load_evaluator(model).species
+    total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
+    lmp = make_lammps()
+    traj = Trajectory(index=index, steps=0, time_ps=0.0, collapsed=False, reason="stable for the full run")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            types = _setup(lmp, start, str(model), species, protocol, seed, Path(tmp))
+        if protocol.system == "molecule":
+            lmp.command(f"compute bd all bond/deviation {' '.join(types)}")
+            lmp.command("variable dev equal c_bd")
+            lmp.command(f"fix broken all halt {protocol.check_every} v_dev > {protocol.bond_tolerance} error continue")
+            chunk = protocol.sample_every
+        else:
+            chunk = int(round(protocol.rdf_window_ps * 1000.0 / protocol.timestep_fs))
+            pair_args = " ".join(f"{types.index(a) + 1} {types.index(b) + 1}" for a, b in protocol.pairs)
+            lmp.command(f"compute rdf all rdf {protocol.rdf_bins} {pair_args} cutoff {protocol.rdf_r_max}")
+            every = max(1, chunk // 100)
+            lmp.command(f"fix rdf all ave/time {every} {chunk // every} {chunk} c_rdf[*] mode vector")
+        lmp.command("run 0 post no")
+        while traj.steps < total_steps:
+            n = min(chunk, total_steps - traj.steps)
+            try:
+                lmp.command(f"run {n} post no")
+            except Exception as err:  # an exploding system ends in a LAMMPS error (NaN, lost atoms, bins)
+                traj.steps = int(lmp.get_thermo("step"))
+                traj.collapsed, traj.reason = True, "LAMMPS stopped: " + str(err).splitlines()[0][:120]
+                break
+            now = int(lmp.get_thermo("step"))
+            halted = now - traj.steps < n
+            traj.steps = now
+            temperature = lmp.get_thermo("temp")
+            if protocol.system == "molecule":
+                if halted or lmp.extract_variable("dev") > protocol.bond_tolerance:
+                    traj.collapsed, traj.reason = True, "bond deviation > %.2f Å" % protocol.bond_tolerance
+            in_range = math.isfinite(temperature) and protocol.t_min < temperature < protocol.t_max
+            if not traj.collapsed and not in_range:
+                traj.collapsed, traj.reason = True, f"temperature {temperature:.3g} K out of range"
+            if protocol.system == "water" and not traj.collapsed and not halted:
+                errors = {f"{a}-{b}": rdf_mae(fix_rdf_column(lmp, "rdf", protocol.rdf_bins, 1 + 2 * k),
+                                              reference_rdfs[(a, b)], protocol.rdf_r_max)
+                          for k, (a, b) in enumerate(protocol.pairs)}
+                traj.window_errors.append(errors)
+                if max(errors.values()) > protocol.rdf_threshold:
+                    traj.collapsed, traj.reason = True, f"RDF error {max(errors.values()):.2f} > {protocol.rdf_threshold}"
+            if traj.collapsed or halted:
+                if halted and not traj.collapsed:
+                    traj.collapsed, traj.reason = True, "halted (temperature out of range)"
+                break
+            traj.frames.append(_snapshot(lmp, types, unwrap=protocol.system == "water"))
+        traj.time_ps = traj.steps * protocol.timestep_fs / 1000.0
+    finally:
+        lmp.close()
+    return traj
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _run_one(args) -> Trajectory:
+    return run_trajectory(*args)
+
+
+def reference_rdf_table(frames: Sequence[Atoms], protocol: Protocol) -> dict:
+    return {pair: rdf(frames, pair, protocol.rdf_r_max, protocol.rdf_bins)[1] for pair in protocol.pairs}
+
+
+def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
+                  reference: Sequence[Atoms] | None = None, seed: int = 0, workers: int = 1,
+                  progress: bool = True) -> dict:
+    """Run ``len(starts)`` trajectories; write ``stability.json`` and plots; return the summary."""
+    from tqdm.auto import tqdm
+
+    from ..plotting import plot_overlay, plot_survival
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reference = list(reference or starts)
+    ref_rdfs = reference_rdf_table(reference, protocol) if protocol.system == "water" else None
+    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs) for k, start in enumerate(starts)]
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            trajectories = list(tqdm(pool.map(_run_one, jobs), total=len(jobs), desc="trajectories",
+                                     disable=not progress))
+    else:
+        trajectories = [run_trajectory(*job) for job in tqdm(jobs, desc="trajectories", disable=not progress)]
+
+    times = np.array([t.time_ps for t in trajectories])
+    summary = {
+        "model": str(model),
+        "protocol": asdict(protocol),
+        "trajectories": [{"index": t.index, "time_ps": t.time_ps, "collapsed": t.collapsed, "reason": t.reason}
+                         for t in trajectories],
+        "median_time_ps": float(np.median(times)),
+        "min_time_ps": float(times.min()),
+        "max_time_ps": float(times.max()),
+        "stable_fraction": float(np.mean([not t.collapsed for t in trajectories])),
+    }
+    stable_frames = [f for t in trajectories for f in t.frames]
+    name = Path(model).name
+    plots = [plot_survival({name: times.tolist()}, protocol.time_ps, output_dir / "survival.png")]
+    if stable_frames and protocol.system == "molecule":
+        r, h = distance_histogram(stable_frames)
+        _, h_ref = distance_histogram(reference)
+        summary["h_r_mae"] = h_r_mae(h, h_ref)
+        plots.append(plot_overlay(r, {name: h, "reference": h_ref}, "r (Å)", "h(r)", output_dir / "h_r.png"))
+    if stable_frames and protocol.system == "water":
+        rdfs = {}
+        for pair in protocol.pairs:
+            r, g = rdf(stable_frames, pair, protocol.rdf_r_max, protocol.rdf_bins)
+            rdfs[pair] = g
+            summary[f"rdf_mae_{pair[0]}{pair[1]}"] = rdf_mae(g, ref_rdfs[pair], protocol.rdf_r_max)
+        plots.append(plot_overlay(r, {f"{a}-{b} {who}": g for (a, b) in protocol.pairs
+                                      for who, g in ((name, rdfs[(a, b)]), ("reference", ref_rdfs[(a, b)]))},
+                                  "r (Å)", "g(r)", output_dir / "rdf.png"))
+        longest = max(trajectories, key=lambda t: len(t.frames))
+        dt_ps = protocol.rdf_window_ps
+        if longest.time_ps >= 100.0 and len(longest.frames) > 10:
+            oxygen = np.array([a.get_chemical_symbols() for a in longest.frames[:1]][0]) == "O"
+            unwrapped = np.array([f.info["unwrapped"][oxygen] for f in longest.frames])
+            summary["oxygen_diffusivity_A2_per_ps"] = diffusivity(unwrapped, dt_ps)
+    summary["plots"] = [str(p) for p in plots]
+    (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_stability_table(summary: dict) -> str:
+    lines = [f"{'traj':>5}{'time (ps)':>12}  outcome"]
+    for t in summary["trajectories"]:
+        lines.append(f"{t['index']:>5}{t['time_ps']:>12.2f}  {t['reason']}")
+    lines.append(f"median {summary['median_time_ps']:.2f} ps (min {summary['min_time_ps']:.2f}, "
+                 f"max {summary['max_time_ps']:.2f}); stable for the full run: {100 * summary['stable_fraction']:.0f}%")
+    return "\n".join(lines)

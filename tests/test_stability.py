@@ -1,0 +1,106 @@
+"""Stability protocols in LAMMPS: the bond-deviation compute, fix halt, the RDF criterion."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import small_model, water_box
+from nnp.data.generate.tip3p import SETTINGS, box_length, initial_water, write_data_file
+from nnp.export import export_model
+from nnp.md.lammps import make_lammps
+from nnp.md.observables import max_bond_deviation, rdf, rdf_mae, reference_bonds
+from nnp.md.stability import molecule_protocol, run_stability, run_trajectory, water_protocol  # noqa: E501
+
+
+def scrambled_model(tmp_path, scale=8.0):
+    """A deliberately broken model: the weights of a small model blown up."""
+    model = small_model(cutoff=3.0, layers=2)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.mul_(scale)
+    return export_model(model, tmp_path / "broken.nnp.pt")
+
+
+def tip3p_lammps(tmp_path, n_molecules=64):
+    data = tmp_path / "tip3p.data"
+    write_data_file(initial_water(n_molecules, box_length(n_molecules, 0.997), 0), data)
+    lmp = make_lammps()
+    lmp.commands_string(f"units real\natom_style full\natom_modify map yes\nboundary p p p\nread_data {data}\n{SETTINGS}")
+    return lmp
+
+
+def test_bond_deviation_compute_equals_python_and_does_not_halt_classical_water(tmp_path):
+    lmp = tip3p_lammps(tmp_path)
+    lmp.commands_string("""
+        compute bd all bond/deviation O H
+        variable dev equal c_bd
+        fix halt all halt 10 v_dev > 0.5 error continue
+        thermo_style custom step temp pe c_bd
+        thermo 50
+        run 0
+        velocity all create 300 5 mom yes rot yes
+        fix nvt all nvt temp 300 300 50
+        timestep 0.5
+    """)
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+
+    def snapshot():
+        from ase import Atoms
+
+        boxlo, boxhi, *_ = lmp.extract_box()
+        return Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
+                     cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+
+    bonds = reference_bonds(snapshot())
+    assert len(bonds[0]) == 128
+    lmp.command("run 400")
+    assert int(lmp.get_thermo("step")) == 400  # a classical reference run never halts
+    assert lmp.extract_compute("bd", 0, 0) == pytest.approx(max_bond_deviation(snapshot(), bonds), abs=1e-9)
+    assert 0.01 < lmp.extract_compute("bd", 0, 0) < 0.3
+    lmp.close()
+
+
+def test_halt_triggers_on_a_broken_model(tmp_path):
+    broken = scrambled_model(tmp_path, scale=2.0)
+    start = water_box(n_side=1, seed=0)[:3]
+    start.pbc = False
+    traj = run_trajectory(str(broken), start, molecule_protocol(time_ps=2.0, check_every=5, sample_every=20),
+                          index=0, seed=1)
+    assert traj.collapsed and traj.time_ps < 2.0
+    assert "bond deviation" in traj.reason
+
+
+def test_lammps_rdf_equals_python_rdf_and_self_error_is_zero(tmp_path):
+    lmp = tip3p_lammps(tmp_path)
+    lmp.commands_string("compute rdf all rdf 120 1 1 1 2 2 2 cutoff 6.0\nfix rdf all ave/time 1 1 1 c_rdf[*] mode vector\nrun 0")
+    from nnp.md.stability import fix_rdf_column
+
+    table = np.stack([fix_rdf_column(lmp, "rdf", 120, c) for c in range(7)], axis=1)
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    from ase import Atoms
+
+    boxlo, boxhi, *_ = lmp.extract_box()
+    atoms = Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
+                  cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+    lmp.close()
+    for k, pair in enumerate([("O", "O"), ("O", "H"), ("H", "H")]):
+        r, g = rdf([atoms], pair, 6.0, 120)
+        np.testing.assert_allclose(table[:, 0], r, atol=1e-9)
+        # LAMMPS excludes the bonded (special) pairs from its RDF: compare beyond the covalent range
+        far = r > 2.0
+        np.testing.assert_allclose(table[far, 1 + 2 * k], g[far], rtol=1e-6, atol=1e-6)
+        assert rdf_mae(g, g) == 0.0
+
+
+def test_water_protocol_on_a_broken_model_collapses(tmp_path):
+    from nnp.data.readers import bundled_dataset, read_structures
+
+    frames = read_structures(bundled_dataset())
+    broken = scrambled_model(tmp_path, scale=3.0)
+    protocol = water_protocol(time_ps=0.2, rdf_window_ps=0.05, timestep_fs=0.5, check_every=5)
+    summary = run_stability(broken, frames[-1:], protocol, tmp_path / "out", reference=frames, progress=False)
+    assert summary["trajectories"][0]["collapsed"]
+    assert summary["trajectories"][0]["time_ps"] < 0.2
+    assert (tmp_path / "out" / "survival.png").exists() and (tmp_path / "out" / "stability.json").exists()
