@@ -164,8 +164,10 @@ run {steps}
 
 
 @pytest.mark.mpi
-def test_two_ranks_equal_one_rank(model_file, tmp_path):
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_two_ranks_equal_one_rank(tmp_path, kind):
     """3 message-passing layers: the ghost shell must carry every layer for the local energies to be exact."""
+    model_file = export_model(small_model(kind=kind, cutoff=3.0, layers=3), tmp_path / f"{kind}.nnp.pt")
     atoms = water_box(n_side=3, seed=7)
     data = tmp_path / "water.data"
     write_lammps_data(atoms, data, ["H", "O"])

@@ -40,6 +40,7 @@ from ..data.dataset import (
     split_indices,
 )
 from ..models.build import ROTATION_INVARIANT, build_backbone, build_potential
+from ..data.graph import edge_vectors
 from ..models.heads import PretrainModel
 from ..models.potential import Potential
 from .predict import format_metrics_table
@@ -88,8 +89,26 @@ def model_for_data(config: RunConfig, data: PreparedData) -> Potential:
     torch.manual_seed(config.train.seed)
     ref = None if data.reference_energies is None else torch.tensor(data.reference_energies)
     model = build_potential(config.model, data.species, avg_num_neighbors=data.avg_num_neighbors,
-                            reference_energies=ref, scale=data.force_scale)
-    return model.to(DTYPES[config.train.dtype])
+                            reference_energies=ref, scale=data.force_scale).to(DTYPES[config.train.dtype])
+    if data.reference_energies is not None:
+        center_energy_shift(model, data.splits["train"][:32])
+    return model
+
+
+def center_energy_shift(model: Potential, graphs: list[Data]) -> None:
+    """Set the per-atom energy shift so that the untrained model has zero mean energy error on ``graphs``.
+
+    Without it the readout's initial offset (times the force scale) shows up as a constant energy
+    error that training removes only slowly.
+    """
+    residual, atoms = 0.0, 0
+    with torch.no_grad():
+        for graph in graphs:
+            predicted = model.atom_energies(graph.species, graph.edge_index, edge_vectors(graph)).sum()
+            residual += float(graph.energy.sum() - predicted)
+            atoms += graph.num_nodes
+    if atoms:
+        model.shift += residual / atoms
 
 
 def save_atomic(obj: Any, path: Path) -> None:
