@@ -19,7 +19,7 @@ from nnp.data.graph import atoms_to_graph
 from nnp.data.neighbors import neighbor_list
 from nnp.pretrain.denoising import noise_loss, noisy_graph
 from nnp.pretrain.masking import choose_masks, cosine_loss, masked_graph
-from nnp.pretrain.molecules import find_molecules
+from nnp.data.molecules import find_molecules
 from nnp.train.trainer import load_checkpoint, run_pretraining, run_training
 from test_training import emt_dataset, small_config
 

@@ -21,7 +21,7 @@ from ase.calculators.calculator import Calculator
 
 def environment_labels(atoms: Atoms) -> list[str]:
     """Chemical environment of each atom: its element and its bonded neighbours, e.g. ``C(CCO)``."""
-    from ..pretrain.molecules import bonds
+    from ..data.molecules import bonds
 
     i, j, _ = bonds(atoms)
     symbols = atoms.get_chemical_symbols()

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from ..data.molecules import reference_bonds  # noqa: F401  (re-exported for the analyses)
 from ..data.neighbors import neighbor_list
 
 
@@ -48,17 +49,6 @@ def distance_histogram(frames: Sequence[Atoms], r_max: float = 10.0, bins: int =
 def h_r_mae(h: np.ndarray, h_ref: np.ndarray, r_max: float = 10.0) -> float:
     """MDsim's h(r) error: mean |h - h_ref| over bins times the range."""
     return float(np.abs(np.asarray(h) - np.asarray(h_ref)).mean() * r_max)
-
-
-def reference_bonds(atoms: Atoms, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bonds (i < j) from covalent radii on a structure and their lengths there."""
-    from ..pretrain.molecules import bonds
-
-    i, j, shifts = bonds(atoms, scale)
-    keep = i < j
-    i, j, shifts = i[keep], j[keep], shifts[keep]
-    vectors = atoms.positions[j] - atoms.positions[i] + shifts @ np.asarray(atoms.cell)
-    return i, j, np.linalg.norm(vectors, axis=1)
 
 
 def max_bond_deviation(atoms: Atoms, bonds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:

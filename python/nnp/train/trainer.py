@@ -474,7 +474,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
 
 def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """`nnp pretrain`: self-supervised pretraining of a backbone with a vector head on unlabelled frames."""
-    from ..pretrain.molecules import find_molecules
+    from ..data.molecules import find_molecules
 
     data = prepare_data(config, progress, labelled=False)
     molecules, symbols = {}, {}

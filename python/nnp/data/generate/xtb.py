@@ -23,6 +23,7 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
+from ..molecules import reference_bonds
 from .resumable import ResumableTrajectory
 
 LEVEL_OF_THEORY = "GFN2-xTB (tblite), electronic temperature 300 K, SCF accuracy 0.01"
@@ -68,15 +69,6 @@ class Segment:
     atoms: Atoms
     temperature: float
     frames: int
-
-
-def _bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from ...pretrain.molecules import bonds
-
-    i, j, _ = bonds(atoms)
-    keep = i < j
-    i, j = i[keep], j[keep]
-    return i, j, np.linalg.norm(atoms.positions[j] - atoms.positions[i], axis=1)
 
 
 def exploded(atoms: Atoms, reference_bonds: tuple[np.ndarray, np.ndarray, np.ndarray], tolerance: float = 1.0) -> bool:
@@ -146,7 +138,7 @@ def sample_md(
         atoms = segment.atoms.copy()
         atoms.set_constraint(FixCom())
         atoms.calc = calculator()
-        reference = _bonds(segment.atoms)
+        reference = reference_bonds(segment.atoms)
         if state["positions"] is not None:
             atoms.positions = np.array(state["positions"])
             atoms.set_velocities(np.array(state["velocities"]))

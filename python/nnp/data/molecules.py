@@ -8,7 +8,7 @@ from ase.data import covalent_radii
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..data.neighbors import neighbor_list
+from .neighbors import neighbor_list
 
 
 def bonds(atoms: Atoms, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,3 +28,12 @@ def find_molecules(atoms: Atoms, scale: float = 1.2) -> list[np.ndarray]:
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     count, labels = connected_components(graph, directed=False)
     return [np.flatnonzero(labels == k) for k in range(count)]
+
+
+def reference_bonds(atoms: Atoms, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bonds (i < j) of a structure and their lengths there (minimum image when periodic)."""
+    i, j, shifts = bonds(atoms, scale)
+    keep = i < j
+    i, j, shifts = i[keep], j[keep], shifts[keep]
+    vectors = atoms.positions[j] - atoms.positions[i] + shifts @ np.asarray(atoms.cell)
+    return i, j, np.linalg.norm(vectors, axis=1)
