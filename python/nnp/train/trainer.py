@@ -101,6 +101,7 @@ def center_energy_shift(model: Potential, graphs: list[Data]) -> None:
     Without it the readout's initial offset (times the force scale) shows up as a constant energy
     error that training removes only slowly.
     """
+    model.shift.zero_()
     residual, atoms = 0.0, 0
     with torch.no_grad():
         for graph in graphs:
@@ -449,6 +450,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     model = model_for_data(config, data)
     if config.finetune.from_checkpoint and not (config.run_dir / "last.ckpt").exists():
         load_pretrained_backbone(model, config.finetune.from_checkpoint, config.finetune.reinit_readout)
+        center_energy_shift(model, data.splits["train"][:32])  # for the pretrained backbone
     trainer = Trainer(config, model, data, progress=progress)
     fit = trainer.fit()
     summary: dict[str, Any] = {"name": config.name, "species": data.species, **fit}
