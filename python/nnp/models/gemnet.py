@@ -19,12 +19,13 @@ Simplifications against the reference code, documented: no edge-direction swap s
 from __future__ import annotations
 
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import MLP, BesselBasis, PolynomialEnvelope
+from ..nn.angular import legendre
 from ..nn.embedding import SpeciesEmbedding
 
 def _rescale(x: Tensor) -> Tensor:
@@ -56,14 +57,6 @@ def build_triplets(edge_index: Tensor, edge_vectors: Tensor, num_nodes: int) -> 
     keep = ~backtrack
     slots = int(degree.max()) if num_edges > 0 else 0
     return idx_ji[keep], idx_kj[keep], position[keep], slots
-
-
-def legendre(x: Tensor, num: int) -> Tensor:
-    """``P_0(x) .. P_{num-1}(x)`` stacked on the last axis."""
-    values: List[Tensor] = [torch.ones_like(x), x]
-    for l in range(1, num - 1):
-        values.append(((2 * l + 1) * x * values[l] - l * values[l - 1]) / (l + 1))
-    return torch.stack(values[:num], dim=-1)
 
 
 class ResidualLayer(nn.Module):
