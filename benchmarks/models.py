@@ -1,8 +1,10 @@
-"""Per-model cost: parameters, forward+backward time per frame and peak memory (CPU or CUDA).
+"""Per-model cost: parameters, forward+backward time per frame, peak memory, LAMMPS steps/s (CPU or CUDA).
 
     python benchmarks/models.py [--device cpu|cuda] [--repeats 5] [--models egnn gns gemnet_t]
 
-Systems: 192-atom and 1536-atom water boxes (density 1 g/cm^3) and aspirin (21 atoms, gas phase).
+Systems: 192-atom and 1536-atom water boxes (density 1 g/cm^3) and aspirin (21 atoms, gas phase);
+LAMMPS steps/s with pair_style nnp on the 192-atom bundled water frame. Peak memory on CPU is the
+process's maximum resident size so far (it only grows down the table).
 Models use the default sizes of the recipes in training/ (EGNN/GNS: 64 wide, 3 layers, cutoff 5 Å;
 GemNet-T: the MD17 configuration, 4 blocks, 128/64/16/16, cutoff 5 Å).
 """
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +25,12 @@ from ase.build import molecule
 
 from nnp.config import ModelConfig
 from nnp.data.graph import atoms_to_graph, edge_vectors
+from nnp.export import export_model
 from nnp.models import build_potential
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lammps_speed import lammps_steps_per_second  # noqa: E402
+from lammps_speed import water as bundled_water  # noqa: E402
 
 SIZES = {
     "egnn": dict(hidden=64, layers=3),
@@ -79,7 +89,14 @@ def bench(kind: str, atoms: Atoms, device: str, repeats: int) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"params": sum(p.numel() for p in model.parameters()), "ms": 1000 * float(np.median(times)),
-            "edges": graph.edge_index.shape[1], "peak_mb": peak}
+            "edges": graph.edge_index.shape[1], "peak_mb": peak, "model": model}
+
+
+def lammps_rate(model, device: str) -> float:
+    """LAMMPS steps/s of pair_style nnp on the 192-atom bundled water frame (float32 export)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_model(model.cpu(), Path(tmp) / "m.nnp.pt", dtype="float32")
+        return lammps_steps_per_second(path, bundled_water(192), device, 10, Path(tmp))
 
 
 def main() -> None:
@@ -91,14 +108,17 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     systems = {"water-192": water(64), "water-1536": water(512), "aspirin-21": aspirin()}
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
-    print(f"{'model':<10}{'params':>10}{'system':>12}{'atoms':>7}{'edges':>9}{'fwd+bwd ms':>12}{'peak MB':>10}")
+    print(f"{'model':<10}{'params':>10}{'system':>12}{'atoms':>7}{'edges':>9}{'fwd+bwd ms':>12}{'peak MB':>10}"
+          f"{'LAMMPS steps/s':>16}")
     for kind in args.models:
         for name, atoms in systems.items():
             if kind.startswith("gemnet") and len(atoms) > 1000 and args.device == "cpu":
                 print(f"{kind:<10}{'':>10}{name:>12}{len(atoms):>7}   skipped: ~5M triplets exceed CPU memory")
                 continue
             r = bench(kind, atoms, args.device, args.repeats)
-            print(f"{kind:<10}{r['params']:>10}{name:>12}{len(atoms):>7}{r['edges']:>9}{r['ms']:>12.1f}{r['peak_mb']:>10.0f}")
+            rate = f"{lammps_rate(r['model'], args.device):.2f}" if name == "water-192" else ""
+            print(f"{kind:<10}{r['params']:>10}{name:>12}{len(atoms):>7}{r['edges']:>9}{r['ms']:>12.1f}{r['peak_mb']:>10.0f}"
+                  f"{rate:>16}", flush=True)
 
 
 if __name__ == "__main__":
