@@ -304,3 +304,13 @@ def test_cuda_agrees_with_cpu(model_file, tmp_path):
     args = (graph.species.numpy(), graph.edge_index.numpy(), edge_vectors(graph).numpy(), len(atoms))
     cpu, gpu = Evaluator(str(model_file), "cpu").evaluate(*args), Evaluator(str(model_file), "cuda").evaluate(*args)
     np.testing.assert_allclose(gpu["forces"], cpu["forces"], atol=1e-9)
+
+
+def test_npt_runs_on_the_model_virial(model_file, tmp_path):
+    lmp, _ = run_lammps(water_box(seed=9), model_file, tmp_path, ["H", "O"])
+    v0 = lmp.get_thermo("vol")
+    for line in ("velocity all create 300 3", "timestep 0.0002", "fix npt all npt temp 300 300 0.02 iso 1e4 1e4 0.2",
+                 "run 100"):
+        lmp.command(line)
+    assert np.isfinite(lmp.get_thermo("press")) and lmp.get_thermo("vol") != v0
+    lmp.close()
