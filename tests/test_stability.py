@@ -104,3 +104,13 @@ def test_water_protocol_on_a_broken_model_collapses(tmp_path):
     assert summary["trajectories"][0]["collapsed"]
     assert summary["trajectories"][0]["time_ps"] < 0.2
     assert (tmp_path / "out" / "survival.png").exists() and (tmp_path / "out" / "stability.json").exists()
+
+
+def test_stable_molecule_reports_nve_drift(tmp_path):
+    gentle = scrambled_model(tmp_path, scale=0.05)  # nearly the reference energies only: a smooth, soft potential
+    start = water_box(n_side=1, seed=0)[:3]
+    start.pbc = False
+    traj = run_trajectory(str(gentle), start, molecule_protocol(time_ps=0.05, temperature=50.0, nve_ps=0.05,
+                                                                bond_tolerance=5.0), index=0, seed=3)
+    assert not traj.collapsed and traj.time_ps == pytest.approx(0.05)
+    assert traj.nve_drift is not None and 0 <= traj.nve_drift < 1e-2

@@ -97,6 +97,8 @@ def _add_stability(sub) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--timestep-fs", type=float, default=None)
     p.add_argument("--workers", type=int, default=1, help="trajectories run in parallel (separate LAMMPS processes)")
+    p.add_argument("--nve-ps", type=float, default=0.0,
+                   help="after a stable run, this many ps of NVE to report the energy drift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
     p.set_defaults(func=cmd_stability)
@@ -247,7 +249,8 @@ def cmd_stability(args) -> int:
     water = args.system == "water"
     default_reference = "bundled:water_tip3p_small" if water else "bundled:aspirin_xtb_test_small"
     reference = load_structures(args.reference or default_reference, require_labels=False)
-    overrides = {k: v for k, v in (("temperature", args.temperature), ("timestep_fs", args.timestep_fs)) if v}
+    overrides = {k: v for k, v in (("temperature", args.temperature), ("timestep_fs", args.timestep_fs),
+                                   ("nve_ps", args.nve_ps)) if v}
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)

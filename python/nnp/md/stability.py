@@ -45,6 +45,7 @@ class Protocol:
     check_every: int = 20  # steps between bond checks (molecules)
     sample_every: int = 100  # steps between stored frames (observables)
     damping_fs: float = 100.0  # Nosé–Hoover time constant
+    nve_ps: float = 0.0  # > 0: after a stable NVT run, this long in NVE to measure the energy drift
     pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))
 
 
@@ -65,6 +66,7 @@ class Trajectory:
     reason: str
     frames: list = field(default_factory=list, repr=False)  # sampled Atoms of the stable part
     window_errors: list = field(default_factory=list)  # water: RDF error of every window
+    nve_drift: float | None = None  # eV/atom/ps, |E_end - E_start| over the NVE segment
 
 
 def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path) -> list[str]:
@@ -170,9 +172,21 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                 break
             traj.frames.append(_snapshot(lmp, types, unwrap=protocol.system == "water"))
         traj.time_ps = traj.steps * protocol.timestep_fs / 1000.0
+        if protocol.nve_ps > 0 and not traj.collapsed:
+            traj.nve_drift = _nve_drift(lmp, protocol)
     finally:
         lmp.close()
     return traj
+
+
+def _nve_drift(lmp, protocol: Protocol) -> float:
+    """Switch the thermostat off, run ``nve_ps`` and return |E_total(end) - E_total(start)| per atom per ps."""
+    steps = int(round(protocol.nve_ps * 1000.0 / protocol.timestep_fs))
+    for line in ("unfix nvt", "fix nve all nve", "run 0 post no"):
+        lmp.command(line)
+    start = lmp.get_thermo("etotal")
+    lmp.command(f"run {steps} post no")
+    return abs(lmp.get_thermo("etotal") - start) / lmp.get_natoms() / protocol.nve_ps
 
 
 def _worker_init(threads: int) -> None:
@@ -213,8 +227,8 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     summary = {
         "model": str(model),
         "protocol": asdict(protocol),
-        "trajectories": [{"index": t.index, "time_ps": t.time_ps, "collapsed": t.collapsed, "reason": t.reason}
-                         for t in trajectories],
+        "trajectories": [{"index": t.index, "time_ps": t.time_ps, "collapsed": t.collapsed, "reason": t.reason,
+                          "nve_drift_eV_per_atom_ps": t.nve_drift} for t in trajectories],
         "median_time_ps": float(np.median(times)),
         "min_time_ps": float(times.min()),
         "max_time_ps": float(times.max()),
