@@ -18,7 +18,8 @@ py::array_t<double> to_numpy(const torch::Tensor &t) {
 
 py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style | py::array::forcecast> species,
                   py::array_t<int64_t, py::array::c_style | py::array::forcecast> edge_index,
-                  py::array_t<double, py::array::c_style | py::array::forcecast> edge_vectors, int64_t num_local) {
+                  py::array_t<double, py::array::c_style | py::array::forcecast> edge_vectors, int64_t num_local,
+                  bool check_finite) {
   const int64_t n = species.size();
   if (edge_index.ndim() != 2 || edge_index.shape(0) != 2)
     throw py::value_error("edge_index must have shape (2, E)");
@@ -36,6 +37,12 @@ py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style 
   {
     py::gil_scoped_release release;
     r = self.evaluate(species.data(), n, edge_index.data(), edge_vectors.data(), e, num_local);
+  }
+  if (check_finite) {
+    const int64_t bad = nnp::Evaluator::first_non_finite(r, num_local);
+    if (bad >= 0)
+      throw nnp::Error(bad < n ? "model returned NaN or infinite energy/force for node " + std::to_string(bad)
+                               : std::string("model returned a NaN or infinite total energy or virial"));
   }
   py::dict out;
   out["energy"] = r.energy;
@@ -61,6 +68,7 @@ PYBIND11_MODULE(_evaluator, m) {
       .def_property_readonly("metadata", [](const nnp::Evaluator &e) { return e.info().metadata; })
       .def_property_readonly("device", &nnp::Evaluator::device)
       .def("evaluate", &evaluate, py::arg("species"), py::arg("edge_index"), py::arg("edge_vectors"),
-           py::arg("num_local"),
-           "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial.");
+           py::arg("num_local"), py::arg("check_finite") = false,
+           "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial as float64\n"
+           "numpy arrays. check_finite=True raises ModelError naming the first node with a NaN/inf output.");
 }

@@ -92,11 +92,17 @@ Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int6
   auto as_long = torch::TensorOptions().dtype(torch::kInt64);
   auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
   // from_blob does not own the memory: .to() copies onto the device / into the model dtype
-  torch::Tensor t_species = torch::from_blob(const_cast<int64_t *>(species), {num_nodes}, as_long).to(device_);
+  // (empty inputs may come with null pointers: build those tensors without from_blob)
+  torch::Tensor t_species =
+      num_nodes > 0 ? torch::from_blob(const_cast<int64_t *>(species), {num_nodes}, as_long).to(device_)
+                    : torch::empty({0}, as_long.device(device_));
   torch::Tensor t_edges =
-      torch::from_blob(const_cast<int64_t *>(edge_index), {2, num_edges}, as_long).to(device_);
-  torch::Tensor t_vectors = torch::from_blob(const_cast<double *>(edge_vectors), {num_edges, 3}, as_double)
-                                .to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
+      num_edges > 0 ? torch::from_blob(const_cast<int64_t *>(edge_index), {2, num_edges}, as_long).to(device_)
+                    : torch::empty({2, 0}, as_long.device(device_));
+  torch::Tensor t_vectors =
+      num_edges > 0 ? torch::from_blob(const_cast<double *>(edge_vectors), {num_edges, 3}, as_double)
+                          .to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true)
+                    : torch::empty({0, 3}, torch::TensorOptions().dtype(dtype_).device(device_));
   std::vector<torch::jit::IValue> inputs{t_species, t_edges, t_vectors, num_local};
   torch::jit::IValue output;
   try {
@@ -123,13 +129,19 @@ Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int6
   return result;
 }
 
-int64_t Evaluator::first_non_finite(const Result &result) {
+int64_t Evaluator::first_non_finite(const Result &result, int64_t num_local) {
   const int64_t n = result.atom_energy.size(0);
+  if (num_local < 0 || num_local > n) num_local = n;
   const double *e = result.atom_energy.data_ptr<double>();
   const double *f = result.forces.data_ptr<double>();
   for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(e[i]) || !std::isfinite(f[3 * i]) || !std::isfinite(f[3 * i + 1]) || !std::isfinite(f[3 * i + 2]))
+    if ((i < num_local && !std::isfinite(e[i])) || !std::isfinite(f[3 * i]) || !std::isfinite(f[3 * i + 1]) ||
+        !std::isfinite(f[3 * i + 2]))
       return i;
+  if (!std::isfinite(result.energy)) return n;
+  const double *w = result.virial.data_ptr<double>();
+  for (int k = 0; k < 9; ++k)
+    if (!std::isfinite(w[k])) return n;
   return -1;
 }
 

@@ -50,8 +50,10 @@ class Evaluator {
   Result evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
                   const double *edge_vectors, int64_t num_edges, int64_t num_local);
 
-  // Index of the first node with a non-finite energy or force, or -1 when all are finite.
-  static int64_t first_non_finite(const Result &result);
+  // Index of the first node with a non-finite force (any node) or energy (nodes < num_local; a negative
+  // num_local checks every node), or -1 when all are finite. A non-finite total energy or virial without
+  // a non-finite atom returns num_nodes.
+  static int64_t first_non_finite(const Result &result, int64_t num_local = -1);
 
  private:
   ModelInfo info_;

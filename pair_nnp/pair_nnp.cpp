@@ -1,5 +1,6 @@
 #include "pair_nnp.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -142,7 +143,14 @@ void PairNNP::init_style() {
   ghostneigh = ghost_mode ? 1 : 0;
   if (ghost_mode) {
     const double needed = model->info().num_interactions * cutoff + neighbor->skin;
-    if (comm->cutghostuser < needed) comm->cutghostuser = needed;
+    if (comm->mode != 0)  // Comm::SINGLE
+      error->all(FLERR, "pair_style nnp with several MPI ranks requires comm_modify mode single");
+    if (comm->cutghostuser < needed) {
+      if (comm->me == 0 && comm->cutghostuser > 0.0)
+        error->warning(FLERR, "pair_style nnp: raising comm_modify cutoff to {:.4g} (num_interactions * cutoff + skin)",
+                       needed);
+      comm->cutghostuser = needed;
+    }
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
   } else {
     neighbor->add_request(this, NeighConst::REQ_FULL);
@@ -180,7 +188,11 @@ void PairNNP::compute(int eflag, int vflag) {
   const int num_nodes = ghost_mode ? nall : nlocal;
   if (nlocal == 0) return;  // a rank without atoms contributes nothing
 
-  if (!ghost_mode && (neighbor->ago == 0 || static_cast<int>(owner.size()) != nall)) map_ghosts_to_owners();
+  // ghosts are re-created at every neighbour list build: rebuild the ghost -> owner map then
+  if (!ghost_mode && (neighbor->ncalls != owners_built_at || static_cast<int>(owner.size()) != nall)) {
+    map_ghosts_to_owners();
+    owners_built_at = neighbor->ncalls;
+  }
 
   species.resize(num_nodes);
   for (int i = 0; i < num_nodes; i++) species[i] = type_species[type[i]];
@@ -216,11 +228,15 @@ void PairNNP::compute(int eflag, int vflag) {
   } catch (const nnp::Error &err) {
     error->one(FLERR, std::string("pair_style nnp: ") + err.what());
   }
-  const int64_t bad = nnp::Evaluator::first_non_finite(out);
-  if (bad >= 0 && bad < nlocal)
+  const int64_t bad = nnp::Evaluator::first_non_finite(out, nlocal);
+  if (bad >= 0) {
+    const std::string where =
+        bad >= num_nodes ? std::string("in the total energy or virial")
+                         : "for atom ID " + std::to_string(atom->tag[bad]) + (bad >= nlocal ? " (a ghost image)" : "");
     error->one(FLERR, "pair_style nnp: model returned NaN or infinite energy/force at step " +
-                          std::to_string(update->ntimestep) + " for atom ID " + std::to_string(atom->tag[bad]) +
+                          std::to_string(update->ntimestep) + " " + where +
                           " (the structure may have left the model's training domain)");
+  }
 
   const double *fo = out.forces.data_ptr<double>();
   for (int i = 0; i < num_nodes; i++)

@@ -35,6 +35,7 @@ class PairNNP : public Pair {
   double energy_factor = 1.0;    // model eV -> LAMMPS energy units
   bool ghost_mode = false;       // several ranks: ghosts are nodes, neighbours of ghosts are needed
   bool warned_direct = false;
+  bigint owners_built_at = -1;  // neighbor->ncalls when the ghost->owner map was built
 
   // reused buffers
   std::vector<int64_t> species, edge_index, owner;
