@@ -61,6 +61,7 @@ def lammps_steps_per_second(model: Path, atoms, device: str, steps: int, tmp: Pa
 
 
 def bare_seconds(model: Path, atoms, device: str, repeats: int) -> float:
+    torch._C._set_graph_executor_optimize(False)  # as the C++ evaluator does (pair_nnp/evaluator.cpp)
     module, metadata = load_exported(model, device)
     dtype = getattr(torch, metadata["dtype"])
     graph = atoms_to_graph(atoms, metadata["species"].split(), float(metadata["cutoff"]), torch.float64,

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 
 #include "contract.h"
@@ -42,6 +43,9 @@ torch::Device parse_device(const std::string &device) {
 
 Evaluator::Evaluator(const std::string &path, const std::string &device)
     : device_(parse_device(device)), dtype_(torch::kFloat64) {
+  // Graph sizes change every MD step; the profiling executor would re-specialise the graph for each new
+  // shape (measured 2.2x slower per evaluation for aspirin). The plain executor runs the same ops.
+  torch::jit::setGraphExecutorOptimize(false);
   if (!std::ifstream(path).good()) throw Error("model file " + path + " does not exist or cannot be read");
   std::unordered_map<std::string, std::string> extra;
   for (const char *key : contract::METADATA_KEYS) extra[key] = "";

@@ -1,5 +1,7 @@
 """Readers round-trip small files written in each public format; malformed files give clear errors."""
 
+import sqlite3
+
 import ase.db
 import ase.io
 import numpy as np
@@ -13,26 +15,43 @@ from nnp.data.readers import bundled_dataset, read_structures, write_extxyz
 KCAL = units.kcal / units.mol
 
 
-def labelled_frames(n=3, seed=0):
+def test_kcal_per_mol_constant():
+    assert KCAL == pytest.approx(0.0433641, rel=1e-6)
+
+
+def labelled_frames(n=3, seed=0, stress=False):
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(n):
-        atoms = Atoms("OH2", positions=rng.normal(size=(3, 3)), cell=np.eye(3) * 5, pbc=True)
-        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()), forces=rng.normal(size=(3, 3)))
+        atoms = Atoms("OH2", positions=rng.normal(size=(3, 3)) + 2.5, cell=np.eye(3) * 5, pbc=True)
+        labels = {"energy": float(rng.normal()), "forces": rng.normal(size=(3, 3))}
+        if stress:
+            labels["stress"] = rng.normal(size=6) * 0.01
+        atoms.calc = SinglePointCalculator(atoms, **labels)
         frames.append(atoms)
     return frames
 
 
+def md17_arrays(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"R": rng.normal(size=(n, 3, 3)), "z": np.array([8, 1, 1], dtype=np.uint8),
+            "E": rng.normal(size=(n, 1)) * 100 - 47000, "F": rng.normal(size=(n, 3, 3)) * 30}
+
+
 def test_md17_npz_in_ev(tmp_path):
-    rng = np.random.default_rng(0)
-    R, z = rng.normal(size=(4, 3, 3)), np.array([8, 1, 1])
-    E, F = rng.normal(size=(4, 1)) * 100, rng.normal(size=(4, 3, 3))  # MD17 stores E as (n, 1)
-    np.savez(tmp_path / "md17_water.npz", R=R, z=z, E=E, F=F)
+    a = md17_arrays()  # as in the sGDML files: E is (n, 1), z uint8, plus metadata strings
+    np.savez(tmp_path / "md17_water.npz", **a, name=np.array("water"), theory=np.array("PBE+vdW-TS"))
     frames = read_structures(tmp_path / "md17_water.npz")
     assert len(frames) == 4 and frames[0].get_chemical_symbols() == ["O", "H", "H"]
-    assert frames[2].get_potential_energy() == pytest.approx(E[2, 0] * 0.0433641, rel=1e-5)
-    np.testing.assert_allclose(frames[3].get_forces(), F[3] * KCAL)
-    np.testing.assert_allclose(frames[1].positions, R[1])
+    for k, atoms in enumerate(frames):
+        assert isinstance(atoms.calc, SinglePointCalculator) and not atoms.pbc.any()
+        assert atoms.get_potential_energy() == pytest.approx(a["E"][k, 0] * 0.0433641, rel=1e-6)
+        np.testing.assert_allclose(atoms.get_forces(), a["F"][k] * KCAL)
+        np.testing.assert_allclose(atoms.positions, a["R"][k])
+    assert [f.get_potential_energy() for f in read_structures(tmp_path / "md17_water.npz", index="1:3")] == \
+        pytest.approx([a["E"][1, 0] * KCAL, a["E"][2, 0] * KCAL])
+    assert read_structures(tmp_path / "md17_water.npz", index=-1)[0].get_potential_energy() == \
+        pytest.approx(a["E"][3, 0] * KCAL)
 
 
 def test_revised_md17_npz_in_ev(tmp_path):
@@ -40,62 +59,118 @@ def test_revised_md17_npz_in_ev(tmp_path):
     coords, charges = rng.normal(size=(2, 3, 3)), np.array([6, 1, 8])
     energies, forces = rng.normal(size=2) * 1000, rng.normal(size=(2, 3, 3))
     np.savez(tmp_path / "rmd17.npz", coords=coords, nuclear_charges=charges, energies=energies, forces=forces,
-             old_indices=np.arange(2))
+             old_indices=np.arange(2), old_energies=energies)
     frames = read_structures(tmp_path / "rmd17.npz")
+    assert frames[0].get_chemical_symbols() == ["C", "H", "O"]
     assert frames[1].get_potential_energy() == pytest.approx(energies[1] * KCAL)
     np.testing.assert_allclose(frames[0].get_forces(), forces[0] * KCAL)
+    np.testing.assert_allclose(frames[1].positions, coords[1])
 
 
 def test_extxyz_and_ase_db_round_trip(tmp_path):
-    frames = labelled_frames()
+    frames = labelled_frames(stress=True)
     write_extxyz(tmp_path / "f.extxyz", frames)
     with ase.db.connect(tmp_path / "f.db") as db:
         for atoms in frames:
-            db.write(atoms)
+            db.write(atoms, tag="x")
     for name in ("f.extxyz", "f.db"):
         back = read_structures(tmp_path / name)
         assert len(back) == 3
         for a, b in zip(frames, back):
+            assert isinstance(b.calc, SinglePointCalculator)
             assert b.get_potential_energy() == pytest.approx(a.get_potential_energy())
             np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-7)
+            np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-7)
+            np.testing.assert_allclose(b.positions, a.positions, atol=1e-7)
             np.testing.assert_allclose(b.cell, a.cell)
+            assert b.pbc.all()
+    assert read_structures(tmp_path / "f.extxyz", index=1)[0].get_potential_energy() == \
+        pytest.approx(frames[1].get_potential_energy())
+
+
+def test_unlabelled_frames_need_require_labels_false(tmp_path):
+    ase.io.write(tmp_path / "plain.xyz", [Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]])] * 2)
+    with pytest.raises(DatasetError, match=r"plain.xyz: frame 0: no energy or forces label.*require_labels=False"):
+        read_structures(tmp_path / "plain.xyz")
+    frames = read_structures(tmp_path / "plain.xyz", require_labels=False)
+    assert len(frames) == 2 and "energy" not in frames[0].calc.results
 
 
 def test_bundled_dataset_reads():
     frames = read_structures(bundled_dataset())
     assert len(frames) >= 50 and set(frames[0].get_chemical_symbols()) == {"O", "H"}
+    with pytest.raises(DatasetError, match="no bundled dataset 'nope'; choose one of: .*water_tip3p_small"):
+        bundled_dataset("nope")
 
 
-def test_malformed_files_name_file_frame_and_problem(tmp_path):
-    with pytest.raises(DatasetError, match="missing.extxyz: file does not exist"):
-        read_structures(tmp_path / "missing.extxyz")
-    (tmp_path / "empty.extxyz").write_text("")
-    with pytest.raises(DatasetError, match="empty.extxyz: file is empty"):
-        read_structures(tmp_path / "empty.extxyz")
-    np.savez(tmp_path / "wrong.npz", positions=np.zeros((1, 2, 3)))
-    with pytest.raises(DatasetError, match=r"wrong.npz: keys \['positions'\] match no supported"):
-        read_structures(tmp_path / "wrong.npz")
-    np.savez(tmp_path / "shape.npz", R=np.zeros((2, 3, 3)), z=np.array([1, 1]), E=np.zeros(2), F=np.zeros((2, 3, 3)))
-    with pytest.raises(DatasetError, match="shape.npz: positions have shape"):
-        read_structures(tmp_path / "shape.npz")
-    np.savez(tmp_path / "elem.npz", R=np.zeros((1, 2, 3)), z=np.array([1, 200]), E=np.zeros(1), F=np.zeros((1, 2, 3)))
-    with pytest.raises(DatasetError, match="elem.npz: unknown element"):
-        read_structures(tmp_path / "elem.npz")
+def _npz(tmp_path, name, **changes):
+    arrays = {**md17_arrays(), **changes}
+    np.savez(tmp_path / name, **{k: v for k, v in arrays.items() if v is not None})
+    return tmp_path / name
+
+
+def _extxyz(tmp_path, name, change):
     frames = labelled_frames()
-    frames[1].calc.results["forces"][0, 0] = np.nan
-    write_extxyz(tmp_path / "nan.extxyz", frames)
-    with pytest.raises(DatasetError, match="nan.extxyz: frame 1: forces contain NaN"):
-        read_structures(tmp_path / "nan.extxyz")
-    frames = labelled_frames()
-    frames[2].positions[0, 1] = np.nan
-    write_extxyz(tmp_path / "nanpos.extxyz", frames)
-    with pytest.raises(DatasetError, match="nanpos.extxyz: frame 2: positions contain NaN"):
-        read_structures(tmp_path / "nanpos.extxyz")
-    unlabelled = [Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]])]
-    ase.io.write(tmp_path / "plain.xyz", unlabelled)
-    with pytest.raises(DatasetError, match="plain.xyz: frame 0: no energy or forces label"):
-        read_structures(tmp_path / "plain.xyz")
-    assert len(read_structures(tmp_path / "plain.xyz", require_labels=False)) == 1
-    (tmp_path / "trunc.extxyz").write_text("5\nProperties=species:S:1:pos:R:3\nH 0 0 0\n")
-    with pytest.raises(DatasetError, match="trunc.extxyz: cannot be read"):
-        read_structures(tmp_path / "trunc.extxyz")
+    change(frames)
+    return write_extxyz(tmp_path / name, frames)
+
+
+def _text(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def _bad_cases():
+    nan_pos = lambda fr: fr[2].positions.__setitem__((0, 1), np.nan)  # noqa: E731
+    nan_f = lambda fr: fr[1].calc.results["forces"].__setitem__((0, 0), np.nan)  # noqa: E731
+    inf_e = lambda fr: fr[1].calc.results.__setitem__("energy", np.inf)  # noqa: E731
+    zero_z = lambda fr: fr[0].numbers.__setitem__(0, 0)  # noqa: E731
+    nan_e = md17_arrays()["E"].copy()
+    nan_e[2, 0] = np.nan
+    return {
+        "missing": (lambda p: p / "missing.extxyz", "missing.extxyz: file does not exist"),
+        "empty": (lambda p: _text(p, "empty.extxyz", ""), "empty.extxyz: file is empty"),
+        "directory": (lambda p: p, "is a directory"),
+        "truncated extxyz": (lambda p: _text(p, "trunc.extxyz", "5\nProperties=species:S:1:pos:R:3\nH 0 0 0\n"),
+                             "trunc.extxyz: cannot be read .*truncated"),
+        "unknown symbol": (lambda p: _text(p, "sym.extxyz", "1\nProperties=species:S:1:pos:R:3\nXx 0 0 0\n"),
+                           "sym.extxyz: unknown element symbol 'Xx'"),
+        "atomic number 0": (lambda p: _extxyz(p, "z0.extxyz", zero_z), r"z0.extxyz: frame 0: unknown element .*\[0\]"),
+        "nan positions": (lambda p: _extxyz(p, "nanpos.extxyz", nan_pos),
+                          "nanpos.extxyz: frame 2: positions contain NaN"),
+        "nan forces": (lambda p: _extxyz(p, "nanf.extxyz", nan_f), "nanf.extxyz: frame 1: forces contain NaN"),
+        "inf energy": (lambda p: _extxyz(p, "infe.extxyz", inf_e), "infe.extxyz: frame 1: energy is NaN or infinite"),
+        "npz wrong keys": (lambda p: _npz(p, "wrong.npz", R=None, positions=np.zeros((1, 2, 3))),
+                           r"wrong.npz: keys \['E', 'F', 'positions', 'z'\] match no supported .npz format; "
+                           r"supported: MD17 with keys R, z, E, F and revised MD17 with keys coords, nuclear_charges"),
+        "npz atoms differ": (lambda p: _npz(p, "natoms.npz", z=np.array([8, 1])),
+                             "natoms.npz: positions R have shape .* but z lists 2 atoms"),
+        "npz forces shape": (lambda p: _npz(p, "fshape.npz", F=np.zeros((4, 3, 2))),
+                             r"fshape.npz: forces F have shape \(4, 3, 2\), expected \(4, 3, 3\)"),
+        "npz energies count": (lambda p: _npz(p, "ecount.npz", E=np.zeros((3, 1))),
+                               r"ecount.npz: E has shape \(3, 1\), expected \(4,\)"),
+        "npz element 200": (lambda p: _npz(p, "elem.npz", z=np.array([8, 1, 200])),
+                            r"elem.npz: unknown element \(atomic numbers \[200\]"),
+        "npz nan energy": (lambda p: _npz(p, "nane.npz", E=nan_e), "nane.npz: frame 2: energy is NaN"),
+        "npz truncated": (lambda p: _text(p, "cut.npz", "PK\x03\x04 not really a zip"),
+                          "cut.npz: not a readable .npz file"),
+        "db corrupt": (lambda p: _text(p, "bad.db", "this is not sqlite " * 20), "bad.db: not a readable ASE database"),
+        "db empty": (lambda p: _empty_db(p / "none.db"), "none.db: holds no frames"),
+        "index out of range": (lambda p: _npz(p, "few.npz"), "few.npz: index 10 is out of range; the file holds 4"),
+    }
+
+
+def _empty_db(path):
+    with ase.db.connect(path) as db:
+        db.write(Atoms("H"))
+    with sqlite3.connect(path) as con:
+        con.execute("DELETE FROM systems")
+    return path
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_malformed_input_names_file_frame_and_problem(tmp_path, case):
+    make, message = _bad_cases()[case]
+    path = make(tmp_path)
+    with pytest.raises(DatasetError, match=message):
+        read_structures(path, index=10 if case == "index out of range" else ":")

@@ -2,4 +2,8 @@
 
 
 class DatasetError(ValueError):
-    """A dataset file is missing, malformed or inconsistent; the message names the file and the frame."""
+    """A dataset file is missing, malformed or inconsistent.
+
+    The message always starts with the file (``<path>: ``), then the frame when one is at fault
+    (``frame <k>: ``), the problem, and what to do about it.
+    """
