@@ -197,31 +197,36 @@ void PairNNP::compute(int eflag, int vflag) {
   species.resize(num_nodes);
   for (int i = 0; i < num_nodes; i++) species[i] = type_species[type[i]];
 
-  // edges within the cutoff from the full neighbour list (the list is built with a skin)
+  // edges within the cutoff from the full neighbour list (the list is built with a skin). Hot loop:
+  // the buffers keep their capacity between steps and are written by index, not push_back; sources go
+  // to edge_index[0, max_edges), destinations to [max_edges, 2 max_edges) and are moved down after.
   const double cutsq_model = cutoff * cutoff;
   const int ncentres = ghost_mode ? list->inum + list->gnum : list->inum;
-  std::vector<int64_t> centres, neighbours;
-  edge_vectors.clear();
+  int64_t max_edges = 0;
+  for (int ii = 0; ii < ncentres; ii++) max_edges += list->numneigh[list->ilist[ii]];
+  edge_index.resize(2 * max_edges);
+  edge_vectors.resize(3 * max_edges);
+  int64_t *src = edge_index.data(), *dst = edge_index.data() + max_edges;
+  double *vec = edge_vectors.data();
+  int64_t num_edges = 0;
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
       if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-      centres.push_back(i);
-      neighbours.push_back(ghost_mode ? j : owner[j]);
-      edge_vectors.push_back(dx);
-      edge_vectors.push_back(dy);
-      edge_vectors.push_back(dz);
+      src[num_edges] = i;
+      dst[num_edges] = ghost_mode ? j : owner[j];
+      vec[3 * num_edges] = dx;
+      vec[3 * num_edges + 1] = dy;
+      vec[3 * num_edges + 2] = dz;
+      ++num_edges;
     }
   }
-  const int64_t num_edges = static_cast<int64_t>(centres.size());
-  edge_index.resize(2 * num_edges);
-  std::copy(centres.begin(), centres.end(), edge_index.begin());
-  std::copy(neighbours.begin(), neighbours.end(), edge_index.begin() + num_edges);
-
+  std::memmove(src + num_edges, dst, num_edges * sizeof(int64_t));  // -> [2, num_edges] layout (may overlap)
   nnp::Result out;
   try {
     out = model->evaluate(species.data(), num_nodes, edge_index.data(), edge_vectors.data(), num_edges, nlocal);
