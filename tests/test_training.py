@@ -18,6 +18,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from nnp.config import ConfigError, config_from_dict, load_config
 from nnp.data.dataset import fit_reference_energies, split_indices
+from nnp.data.graph import edge_vectors
+from nnp.export import load_exported
 from nnp.train.trainer import Trainer, load_checkpoint, model_for_data, prepare_data, run_training
 
 
@@ -97,6 +99,11 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
     assert len((run / "metrics.csv").read_text().splitlines()) == 16
     checkpoint = load_checkpoint(run / "last.ckpt")
     assert checkpoint["epoch"] == 15
+    # the energy shift is refitted to the trained model: no mean energy error left on the training frames
+    module, _ = load_exported(summary["model_file"])
+    errors = [float(module(g.species, g.edge_index, edge_vectors(g), g.num_nodes)["energy"] - g.energy.sum())
+              for g in prepared.splits["train"]]
+    assert abs(np.mean(errors)) < 1e-8
 
 
 @pytest.mark.parametrize("kind", ["gns", "gemnet_t", "gemnet_dt"])

@@ -456,7 +456,14 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     summary: dict[str, Any] = {"name": config.name, "species": data.species, **fit}
     if trainer.dist.main:
         best = load_checkpoint(config.run_dir / "best.ckpt")
-        model.load_state_dict(best["ema"] if best.get("ema") is not None else best["model"])
+        weights = "ema" if best.get("ema") is not None else "model"
+        model.load_state_dict(best[weights])
+        # The per-atom shift is a buffer, not a trained parameter: refit it in closed form to the trained
+        # model on training frames, so that a constant energy offset left by a force-dominated loss does
+        # not show up as energy error. best.ckpt keeps the same shift as the exported file.
+        center_energy_shift(model, data.splits["train"][:128])
+        best[weights] = model.state_dict()
+        save_atomic(best, config.run_dir / "best.ckpt")
         metrics = {split: evaluate(model, graphs) for split, graphs in data.splits.items() if graphs}
         model_path = export_model(
             model, config.run_dir / "model.nnp.pt", dtype=export_dtype,
