@@ -83,7 +83,10 @@ def test_float32_model_agrees_to_single_precision(tmp_path):
     path = export_model(small_model(cutoff=3.0), tmp_path / "f32.nnp.pt", dtype="float32")
     lmp, atoms = run_lammps(water_box(seed=3), path, tmp_path, ["H", "O"])
     out, ref = lammps_results(lmp), python_results(path, atoms)
-    np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-5)
+    # float32 sums come in a different order in LAMMPS (and on a GPU, with atomics): agree to
+    # single precision relative to the force scale, not to a fixed absolute 1e-5
+    scale = np.abs(ref["forces"]).max()
+    np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-4 * scale)
     assert out["energy"] == pytest.approx(float(ref["energy"]), rel=1e-6)
 
 
