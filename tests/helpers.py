@@ -45,6 +45,21 @@ def water_box(n_side=2, spacing=3.1, seed=0, cell=None) -> Atoms:
     return atoms
 
 
+def triclinic_water(seed: int) -> Atoms:
+    """A water box in a skewed cell (all three tilt factors non-zero)."""
+    atoms = water_box(seed=seed)
+    atoms.set_cell(np.array([[6.3, 0, 0], [1.1, 6.1, 0], [-0.7, 0.9, 6.5]]), scale_atoms=True)
+    return atoms
+
+
+def water_cluster(seed: int) -> Atoms:
+    """The water box cut out as a non-periodic cluster with 5 Å of vacuum."""
+    atoms = water_box(seed=seed)
+    atoms.pbc = False
+    atoms.center(vacuum=5.0)
+    return atoms
+
+
 def predict(model, atoms: Atoms, cutoff=None):
     graph = atoms_to_graph(atoms, model.species, cutoff or model.cutoff, torch.float64, with_labels=False)
     out = model(graph.species, graph.edge_index, edge_vectors(graph), graph.num_nodes)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from helpers import ALL_KINDS, small_model, water_box
+from helpers import ALL_KINDS, small_model, triclinic_water, water_box, water_cluster
 from lammps_helpers import (
     final_thermo,
     lammps_results,
@@ -27,26 +27,12 @@ def model_file(tmp_path_factory):
     return export_model(small_model(cutoff=3.0, layers=3), tmp_path_factory.mktemp("m") / "egnn.nnp.pt")
 
 
-def triclinic_water():
-    cell = np.array([[6.3, 0, 0], [1.1, 6.1, 0], [-0.7, 0.9, 6.5]])
-    atoms = water_box(seed=11)
-    atoms.set_cell(cell, scale_atoms=True)
-    return atoms
-
-
-def molecule():
-    atoms = water_box(seed=12)
-    atoms.pbc = False
-    atoms.center(vacuum=5.0)
-    return atoms
-
-
 SYSTEMS = {
     "periodic_water": (lambda: water_box(seed=10), "p p p"),
-    "triclinic": (triclinic_water, "p p p"),
+    "triclinic": (lambda: triclinic_water(11), "p p p"),
     "small_box": (lambda: Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0.1]], cell=np.eye(3) * 2.2,
                                 pbc=True), "p p p"),
-    "molecule": (molecule, "s s s"),
+    "molecule": (lambda: water_cluster(12), "s s s"),
 }
 
 
@@ -69,7 +55,7 @@ def test_lammps_equals_python(model_file, tmp_path, system):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_every_architecture_runs_in_lammps(tmp_path, kind):
     path = export_model(small_model(kind=kind, cutoff=3.0, layers=2), tmp_path / f"{kind}.nnp.pt")
-    lmp, atoms = run_lammps(triclinic_water(), path, tmp_path, ["H", "O"])
+    lmp, atoms = run_lammps(triclinic_water(11), path, tmp_path, ["H", "O"])
     out, ref = lammps_results(lmp), python_results(path, atoms)
     if kind == "gemnet_dt":  # direct forces: no virial
         np.testing.assert_allclose(out["forces"], ref["forces"], atol=TOL)

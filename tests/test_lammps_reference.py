@@ -14,7 +14,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from helpers import water_box
+from helpers import triclinic_water, water_box, water_cluster
 from lammps_helpers import final_thermo, lammps_results, run_deck, run_lammps
 from lammps_models import reference_results, write_model
 from nnp.md.run import write_lammps_data
@@ -29,19 +29,6 @@ def ref_model(tmp_path_factory):
     return write_model(tmp_path_factory.mktemp("ref") / "ref.nnp.pt", layers=3)
 
 
-def triclinic_water():
-    atoms = water_box(seed=21)
-    atoms.set_cell(np.array([[6.3, 0, 0], [1.1, 6.1, 0], [-0.7, 0.9, 6.5]]), scale_atoms=True)
-    return atoms
-
-
-def molecule():
-    atoms = water_box(seed=22)
-    atoms.pbc = False
-    atoms.center(vacuum=5.0)
-    return atoms
-
-
 def isolated_atoms():
     """No edge at all: two atoms further apart than the cutoff."""
     atoms = Atoms("OH", positions=[[0, 0, 0], [5.0, 1.0, 0.5]])
@@ -51,14 +38,14 @@ def isolated_atoms():
 
 SYSTEMS = {
     "periodic_water": (lambda: water_box(seed=20), "p p p"),
-    "triclinic": (triclinic_water, "p p p"),
+    "triclinic": (lambda: triclinic_water(21), "p p p"),
     # cell edge 2.2 Å < cutoff 3 Å: an atom sees several images of itself and of its neighbours
     "small_box": (lambda: Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0.1]],
                                 cell=np.eye(3) * 2.2, pbc=True), "p p p"),
     "small_triclinic": (lambda: Atoms("OHHO", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0.1], [1.5, 1.4, 1.2]],
                                       cell=[[2.6, 0, 0], [0.8, 2.5, 0], [0.3, -0.6, 2.7]], pbc=True), "p p p"),
-    "molecule_shrinkwrapped": (molecule, "s s s"),
-    "molecule_fixed": (molecule, "f f f"),
+    "molecule_shrinkwrapped": (lambda: water_cluster(22), "s s s"),
+    "molecule_fixed": (lambda: water_cluster(22), "f f f"),
     "no_edges": (isolated_atoms, "s s s"),
 }
 
@@ -93,7 +80,7 @@ def test_lammps_reports_exceptions():
 
 def test_float32_model(tmp_path):
     path = write_model(tmp_path / "f32.nnp.pt", dtype="float32")
-    lmp, atoms = run_lammps(triclinic_water(), path, tmp_path, ["H", "O"])
+    lmp, atoms = run_lammps(triclinic_water(21), path, tmp_path, ["H", "O"])
     out, ref = lammps_results(lmp), reference_results(path, atoms)
     # same float32 computation, different summation order (C++ vs Python graph): single-precision agreement
     np.testing.assert_allclose(out["forces"], ref["forces"], atol=2e-5)
@@ -106,7 +93,7 @@ def test_float32_model(tmp_path):
 @pytest.mark.parametrize("units", ["metal", "real"])
 def test_per_atom_virial_sums_to_the_global_virial(ref_model, tmp_path, units):
     """compute stress/atom (our vatom) summed over atoms = -pressure * volume (our virial), every component."""
-    lmp, _ = run_lammps(triclinic_water(), ref_model, tmp_path, ["H", "O"], units=units)
+    lmp, _ = run_lammps(triclinic_water(21), ref_model, tmp_path, ["H", "O"], units=units)
     n = lmp.get_natoms()
     stress = np.array(lmp.numpy.extract_compute("stress", 1, 2)[:n]).sum(0)
     pressure = np.array(lmp.numpy.extract_compute("virial", 0, 1))
@@ -165,7 +152,7 @@ def test_type_maps_give_identical_physics(ref_model, tmp_path):
 
 def test_forces_are_minus_the_energy_gradient_inside_lammps(ref_model, tmp_path):
     """Central differences of the LAMMPS energy over atom displacements (h = 1e-4 Å)."""
-    lmp, _ = run_lammps(triclinic_water(), ref_model, tmp_path, ["H", "O"])
+    lmp, _ = run_lammps(triclinic_water(21), ref_model, tmp_path, ["H", "O"])
     forces = lammps_results(lmp)["forces"]
     h = 1e-4
     for atom, axis in ((1, 0), (5, 1), (12, 2), (20, 0)):
@@ -184,7 +171,7 @@ def test_forces_are_minus_the_energy_gradient_inside_lammps(ref_model, tmp_path)
 
 def test_virial_is_minus_the_strain_derivative_inside_lammps(ref_model, tmp_path):
     """Deform the triclinic box with change_box ... remap: dE = sum_ab (dh h^-1)_ab G_ab with G = -W^T."""
-    lmp, _ = run_lammps(triclinic_water(), ref_model, tmp_path, ["H", "O"])
+    lmp, _ = run_lammps(triclinic_water(21), ref_model, tmp_path, ["H", "O"])
     w6 = lammps_results(lmp)["virial_voigt"]
     w = np.array([[w6[0], w6[3], w6[4]], [w6[3], w6[1], w6[5]], [w6[4], w6[5], w6[2]]])
     boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
@@ -420,7 +407,7 @@ def test_run_without_pair_coeff_is_an_error(lammps_with_box):
 def test_lammps_on_cuda_equals_cpu(ref_model, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    atoms = triclinic_water()
+    atoms = triclinic_water(21)
     cpu, held = run_lammps(atoms, ref_model, tmp_path, ["H", "O"])
     gpu, _ = run_lammps(atoms, ref_model, tmp_path, ["H", "O"], extra=["pair_style nnp device cuda",
                                                                         f"pair_coeff * * {ref_model} H O"])
