@@ -121,6 +121,15 @@ def test_every_architecture_trains_and_exports_with_the_same_code(tmp_path, kind
     assert metadata["model_kind"] == kind
 
 
+def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path):
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
+    config = config_from_dict(small_config(tmp_path, data, epochs=50, time_limit_minutes=1e-4))
+    prepared = prepare_data(config, progress=False)
+    fit = Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
+    assert fit == {"epochs": 1, "stopped_by": "time limit", "best_val_loss": fit["best_val_loss"]}
+    assert (config.run_dir / "best.ckpt").exists()
+
+
 def _final_parameters(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "last.ckpt")["model"]
 

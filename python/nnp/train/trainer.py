@@ -338,7 +338,9 @@ class Trainer:
         start_time = time.monotonic()
         stop_epoch = self.t.epochs if max_epochs is None else min(self.t.epochs, self.epoch + max_epochs)
         reason = "epochs"
-        epoch_bar = tqdm(total=self.t.epochs, initial=self.epoch, desc=self.task.name, disable=not self.progress)
+        limit = 60 * self.t.time_limit_minutes if self.t.time_limit_minutes else None
+        desc = self.task.name + (f" (stops within {self.t.time_limit_minutes:g} min)" if limit else "")
+        epoch_bar = tqdm(total=self.t.epochs, initial=self.epoch, desc=desc, disable=not self.progress)
         while self.epoch < stop_epoch:
             tick = time.monotonic()
             train_loss = self.train_epoch()
@@ -370,7 +372,9 @@ class Trainer:
             if self.epochs_since_best >= self.t.early_stopping_patience:
                 reason = "early stopping"
                 break
-            if self.t.time_limit_minutes and time.monotonic() - start_time > 60 * self.t.time_limit_minutes:
+            # a limit, not a target: stop when the next epoch (as long as this one) would end past it
+            elapsed = time.monotonic() - start_time
+            if limit is not None and elapsed + (time.monotonic() - tick) > limit:
                 reason = "time limit"
                 break
         epoch_bar.close()
