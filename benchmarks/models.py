@@ -107,9 +107,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(SIZES))
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    molecule_ = aspirin()
-    systems = {"water-192": water(64), "water-1536": water(512),
-               f"{'aspirin' if len(molecule_) == 21 else molecule_.get_chemical_formula()}-{len(molecule_)}": molecule_}
+    small = aspirin()
+    small_name = "aspirin" if len(small) == 21 else small.get_chemical_formula()
+    systems = {"water-192": water(64), "water-1536": water(512), f"{small_name}-{len(small)}": small}
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
     print(f"{'model':<10}{'params':>10}{'system':>12}{'atoms':>7}{'edges':>9}{'fwd+bwd ms':>12}{'peak MB':>10}"
           f"{'LAMMPS steps/s':>16}")

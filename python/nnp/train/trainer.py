@@ -373,8 +373,8 @@ class Trainer:
                 reason = "early stopping"
                 break
             # a limit, not a target: stop when the next epoch (as long as this one) would end past it
-            elapsed = time.monotonic() - start_time
-            if limit is not None and elapsed + (time.monotonic() - tick) > limit:
+            now = time.monotonic()
+            if limit is not None and (now - start_time) + (now - tick) > limit:
                 reason = "time limit"
                 break
         epoch_bar.close()
