@@ -8,7 +8,9 @@ the problem and the fix.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,46 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
     or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
     ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining).
     """
+    path = _check_file(path)
+    kind = _kind(path, format)
+    if kind == "npz":
+        with NpzFrames(path) as source:
+            indices = _selection(path, index, len(source))
+            frames = [source.frame(k) for k in indices]
+    else:
+        every = [atoms for _, atoms in (_iter_ase_db(path) if kind == "db" else _iter_ase(path, format))]
+        indices = _selection(path, index, len(every))
+        frames = [every[k] for k in indices]
+    for k, atoms in zip(indices, frames):
+        validate_frame(atoms, path, k, require_labels)
+    return frames
+
+
+def iter_structures(path: str | Path, format: str | None = None, require_labels: bool = True,
+                    start: int = 0) -> Iterator[tuple[int, Atoms]]:
+    """Stream ``(frame number, Atoms)`` for every frame of a dataset file, validated like
+    :func:`read_structures`; memory does not grow with the file. ``start`` skips the first frames
+    (they are still parsed for text formats, not validated)."""
+    path = _check_file(path)
+    kind = _kind(path, format)
+    if kind == "npz":
+        with NpzFrames(path) as source:
+            if len(source) == 0:
+                raise _no_frames(path)
+            for k in range(start, len(source)):
+                atoms = source.frame(k)
+                validate_frame(atoms, path, k, require_labels)
+                yield k, atoms
+        return
+    frames = _iter_ase_db(path) if kind == "db" else _iter_ase(path, format)
+    for k, atoms in frames:
+        if k >= start:
+            validate_frame(atoms, path, k, require_labels)
+            yield k, atoms
+
+
+def _check_file(path: str | Path) -> Path:
+    """``path`` as a Path, or a :class:`DatasetError` when it is missing, a directory or empty."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: file does not exist; check the path (relative paths are taken from "
@@ -55,19 +97,22 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: file is empty (0 bytes); the run that wrote it probably failed: "
                            "write or download it again")
+    return path
+
+
+def _kind(path: Path, format: str | None) -> str:
+    """Which reader: ``"npz"`` (MD17/rMD17), ``"db"`` (ASE database) or ``"ase"`` (ase.io)."""
     kind = (format or "").lower()
-    if kind in ("npz", *NPZ_FORMATS) or (format is None and path.suffix.lower() == ".npz"):
-        indices, frames = _read_npz(path, index)
-    else:
-        if kind in ("db", "ase-db") or (format is None and path.suffix.lower() == ".db"):
-            every = _read_ase_db(path)
-        else:
-            every = _read_ase(path, format)
-        indices = _selection(path, index, len(every))
-        frames = [every[k] for k in indices]
-    for k, atoms in zip(indices, frames):
-        validate_frame(atoms, path, k, require_labels)
-    return frames
+    suffix = path.suffix.lower() if format is None else ""
+    if kind in ("npz", *NPZ_FORMATS) or suffix == ".npz":
+        return "npz"
+    if kind in ("db", "ase-db") or suffix == ".db":
+        return "db"
+    return "ase"
+
+
+def _no_frames(path: Path) -> DatasetError:
+    return DatasetError(f"{path}: holds no frames; write or download the file again")
 
 
 def validate_frame(atoms: Atoms, path: str | Path, frame: int, require_labels: bool = True) -> None:
@@ -137,7 +182,7 @@ def _labelled(atoms: Atoms, energy=None, forces=None, stress=None) -> Atoms:
 def _selection(path: Path, index: Index, n: int) -> list[int]:
     """Frame numbers (in the file) that ``index`` selects out of ``n`` frames."""
     if n == 0:
-        raise DatasetError(f"{path}: holds no frames; write or download the file again")
+        raise _no_frames(path)
     if isinstance(index, str):
         from ase.io.formats import string2index
 
@@ -160,99 +205,179 @@ def _selection(path: Path, index: Index, n: int) -> list[int]:
     return selected
 
 
-def _read_ase(path: Path, format: str | None) -> list[Atoms]:
+def _iter_ase(path: Path, format: str | None) -> Iterator[tuple[int, Atoms]]:
+    """Frames of anything ``ase.io`` reads, one at a time (``ase.io.iread``), labels kept."""
     import ase.io
 
-    try:
-        frames = ase.io.read(path, index=":", format=format)
-    except KeyError as err:  # ASE's symbol lookup
-        raise DatasetError(f"{path}: unknown element symbol {err}; use standard chemical symbols "
-                           "(H, He, ..., Og)") from None
-    except Exception as err:  # ASE raises many types for malformed files
-        raise DatasetError(
-            f"{path}: cannot be read{f' as {format}' if format else ''} ({type(err).__name__}: {err}); the file "
-            "may be truncated or in another format: write it again or pass format=... (an ASE format name)"
-        ) from None
-    frames = frames if isinstance(frames, list) else [frames]
-    out = []
-    for atoms in frames:  # keep only the labels, as a plain single-point calculator
-        results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
-                      info=dict(atoms.info))
-        out.append(_labelled(clean, results.get("energy"), results.get("forces"), results.get("stress")))
-    return out
+    frames = ase.io.iread(path, index=":", format=format)
+    k = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            break
+        except KeyError as err:  # ASE's symbol lookup
+            raise DatasetError(f"{path}: frame {k}: unknown element symbol {err}; use standard chemical symbols "
+                               "(H, He, ..., Og)") from None
+        except Exception as err:  # ASE raises many types for malformed files
+            raise DatasetError(
+                f"{path}: frame {k}: cannot be read{f' as {format}' if format else ''} ({type(err).__name__}: "
+                f"{err}); the file may be truncated or in another format: write it again or pass format=... "
+                "(an ASE format name)"
+            ) from None
+        yield k, _plain_copy(atoms)
+        k += 1
+    if k == 0:
+        raise _no_frames(path)
 
 
-def _read_ase_db(path: Path) -> list[Atoms]:
+def _plain_copy(atoms: Atoms) -> Atoms:
+    """The structure with only its labels, as a plain single-point calculator."""
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc, info=dict(atoms.info))
+    return _labelled(clean, results.get("energy"), results.get("forces"), results.get("stress"))
+
+
+def _iter_ase_db(path: Path) -> Iterator[tuple[int, Atoms]]:
+    """Rows of an ASE SQLite database, one at a time, as labelled structures."""
     import ase.db
 
     try:
-        rows = list(ase.db.connect(path, type="db").select())
+        rows = ase.db.connect(path, type="db").select()
+        row = next(rows, None)
     except Exception as err:
         raise DatasetError(f"{path}: not a readable ASE database ({type(err).__name__}: {err}); the file may be "
                            "truncated or not an ASE SQLite database: write it again with ase.db") from None
-    out = []
-    for row in rows:
+    if row is None:
+        raise _no_frames(path)
+    k = 0
+    while row is not None:
         try:
             atoms = row.toatoms()
         except KeyError as err:
-            raise DatasetError(f"{path}: frame {row.id - 1}: unknown element {err}") from None
+            raise DatasetError(f"{path}: frame {k}: unknown element {err}") from None
         results = atoms.calc.results if atoms.calc is not None else {}
         atoms.calc = None
         atoms.info.update(row.key_value_pairs)
-        out.append(_labelled(atoms, results.get("energy"), results.get("forces"), results.get("stress")))
-    return out
+        yield k, _labelled(atoms, results.get("energy"), results.get("forces"), results.get("stress"))
+        k += 1
+        try:
+            row = next(rows, None)
+        except Exception as err:
+            raise DatasetError(f"{path}: frame {k}: cannot be read ({type(err).__name__}: {err}); the database "
+                               "may be corrupt: write it again with ase.db") from None
 
 
-def _read_npz(path: Path, index: Index) -> tuple[list[int], list[Atoms]]:
-    """MD17 / revised MD17 ``.npz``: kcal/mol and kcal/mol/Å converted to eV and eV/Å."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = sorted(data.files)
-            names = next((k for k in NPZ_FORMATS.values() if set(k) <= set(keys)), None)
-            if names is None:
+class NpyRows:
+    """One ``.npy`` array inside an ``.npz`` archive, read row by row (``array[k]``) without loading it.
+
+    ``np.load(..., mmap_mode="r")`` does not map the members of an ``.npz`` archive (numpy ignores
+    ``mmap_mode`` there), so the member is read as a stream: header first, then one row at a time.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, member: str):
+        self._file = archive.open(member)
+        version = np.lib.format.read_magic(self._file)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = header(self._file)
+        if dtype.hasobject:
+            raise ValueError(f"{member} holds Python objects (pickled), not numbers")
+        self.shape, self.dtype = tuple(shape), dtype
+        self._start = self._file.tell()
+        self._row_shape = self.shape[1:]
+        self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * dtype.itemsize
+        self._whole = np.lib.format.read_array(self._file, allow_pickle=False) if fortran_order else None
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if self._whole is not None:  # Fortran order: rows are not contiguous, the array is in memory
+            return self._whole[k]
+        self._file.seek(self._start + k * self._row_bytes)
+        data = self._file.read(self._row_bytes)
+        if len(data) != self._row_bytes:
+            raise EOFError(f"row {k}: {len(data)} of {self._row_bytes} bytes; the archive ends early")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self._row_shape)
+
+    def all(self) -> np.ndarray:
+        """The whole array (for small arrays such as the atomic numbers)."""
+        return np.stack([self[k] for k in range(self.shape[0])]) if self.shape else self[()]
+
+
+class NpzFrames:
+    """MD17 / revised MD17 ``.npz``, frame by frame; kcal/mol and kcal/mol/Å converted to eV and eV/Å.
+
+    Shapes and atomic numbers are checked on opening; ``frame(k)`` reads one frame from the archive.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._zip = zipfile.ZipFile(path)
+            keys = sorted(name.removesuffix(".npy") for name in self._zip.namelist())
+            self.names = next((k for k in NPZ_FORMATS.values() if set(k) <= set(keys)), None)
+            if self.names is None:
                 raise DatasetError(
                     f"{path}: keys {keys} match no supported .npz format; supported: MD17 with keys "
                     f"{', '.join(MD17_KEYS)} and revised MD17 with keys {', '.join(RMD17_KEYS)} (kcal/mol, Å). "
                     "Rename the arrays, or convert the data to extxyz with nnp.data.readers.write_extxyz"
                 )
-            arrays = [np.asarray(data[k]) for k in names]
-    except DatasetError:
-        raise
-    except Exception as err:
-        raise DatasetError(f"{path}: not a readable .npz file ({type(err).__name__}: {err}); the file may be "
-                           "truncated or corrupt: download or write it again") from None
-    r, z, e, f = names
-    positions, numbers, energies, forces = arrays
-    if numbers.ndim != 1 and numbers.squeeze().ndim == 1:
-        numbers = numbers.squeeze()
-    if numbers.ndim != 1 or numbers.size == 0:
-        raise DatasetError(f"{path}: {z} has shape {numbers.shape}, expected (n_atoms,) atomic numbers")
-    if not np.issubdtype(numbers.dtype, np.number) or np.any(numbers != np.round(numbers)):
-        raise DatasetError(f"{path}: {z} must hold integer atomic numbers, found dtype {numbers.dtype}")
-    numbers = numbers.astype(np.int64)
-    if np.any(numbers <= 0) or np.any(numbers > MAX_ATOMIC_NUMBER):
-        bad = sorted({int(x) for x in numbers if x <= 0 or x > MAX_ATOMIC_NUMBER})
-        raise DatasetError(f"{path}: unknown element (atomic numbers {bad} in {z}); atomic numbers must be 1..118")
-    n_atoms = len(numbers)
-    if positions.ndim != 3 or positions.shape[2] != 3:
-        raise DatasetError(f"{path}: {r} has shape {positions.shape}, expected (n_frames, {n_atoms}, 3)")
-    if positions.shape[1] != n_atoms:
-        raise DatasetError(f"{path}: positions {r} have shape {positions.shape} ({positions.shape[1]} atoms per frame) "
-                           f"but {z} lists {n_atoms} atoms; the number of atoms must agree between arrays")
-    n = positions.shape[0]
-    if energies.shape not in ((n,), (n, 1)):  # MD17 stores E as (n, 1)
-        raise DatasetError(f"{path}: {e} has shape {energies.shape}, expected ({n},) or ({n}, 1): one energy "
-                           f"per frame of {r} ({n} frames)")
-    energies = energies.reshape(n)
-    if forces.shape != positions.shape:
-        raise DatasetError(f"{path}: forces {f} have shape {forces.shape}, expected {positions.shape} like "
-                           f"positions {r}: one force vector per atom and frame")
-    indices = _selection(path, index, n)
-    frames = [
-        _labelled(Atoms(numbers, positions=np.asarray(positions[k], dtype=np.float64)),
-                  energy=float(energies[k]) * KCAL_PER_MOL,
-                  forces=np.asarray(forces[k], dtype=np.float64) * KCAL_PER_MOL)
-        for k in indices
-    ]
-    return indices, frames
+            positions, numbers, energies, forces = (NpyRows(self._zip, k + ".npy") for k in self.names)
+            numbers = numbers.all()
+        except DatasetError:
+            raise
+        except Exception as err:
+            raise DatasetError(f"{path}: not a readable .npz file ({type(err).__name__}: {err}); the file may be "
+                               "truncated or corrupt: download or write it again") from None
+        self.numbers = self._check_numbers(numbers)
+        self._positions, self._energies, self._forces = positions, energies, forces
+        self._check_shapes()
+
+    def __len__(self) -> int:
+        return self._positions.shape[0]
+
+    def __enter__(self) -> "NpzFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._zip.close()
+
+    def frame(self, k: int) -> Atoms:
+        """Frame ``k`` as labelled Atoms in eV and eV/Å."""
+        try:
+            positions = np.array(self._positions[k], dtype=np.float64)
+            energy = float(np.asarray(self._energies[k]).reshape(-1)[0]) * KCAL_PER_MOL
+            forces = np.array(self._forces[k], dtype=np.float64) * KCAL_PER_MOL
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+            raise DatasetError(f"{self.path}: frame {k}: cannot be read ({type(err).__name__}: {err}); the file "
+                               "may be truncated or corrupt: download or write it again") from None
+        return _labelled(Atoms(self.numbers, positions=positions), energy=energy, forces=forces)
+
+    def _check_numbers(self, numbers: np.ndarray) -> np.ndarray:
+        path, z = self.path, self.names[1]
+        if numbers.ndim != 1 and numbers.squeeze().ndim == 1:
+            numbers = numbers.squeeze()
+        if numbers.ndim != 1 or numbers.size == 0:
+            raise DatasetError(f"{path}: {z} has shape {numbers.shape}, expected (n_atoms,) atomic numbers")
+        if not np.issubdtype(numbers.dtype, np.number) or np.any(numbers != np.round(numbers)):
+            raise DatasetError(f"{path}: {z} must hold integer atomic numbers, found dtype {numbers.dtype}")
+        numbers = numbers.astype(np.int64)
+        if np.any(numbers <= 0) or np.any(numbers > MAX_ATOMIC_NUMBER):
+            bad = sorted({int(x) for x in numbers if x <= 0 or x > MAX_ATOMIC_NUMBER})
+            raise DatasetError(f"{path}: unknown element (atomic numbers {bad} in {z}); atomic numbers must be 1..118")
+        return numbers
+
+    def _check_shapes(self) -> None:
+        path, (r, z, e, f) = self.path, self.names
+        positions, energies, forces = self._positions.shape, self._energies.shape, self._forces.shape
+        n_atoms = len(self.numbers)
+        if len(positions) != 3 or positions[2] != 3:
+            raise DatasetError(f"{path}: {r} has shape {positions}, expected (n_frames, {n_atoms}, 3)")
+        if positions[1] != n_atoms:
+            raise DatasetError(f"{path}: positions {r} have shape {positions} ({positions[1]} atoms per frame) "
+                               f"but {z} lists {n_atoms} atoms; the number of atoms must agree between arrays")
+        n = positions[0]
+        if energies not in ((n,), (n, 1)):  # MD17 stores E as (n, 1)
+            raise DatasetError(f"{path}: {e} has shape {energies}, expected ({n},) or ({n}, 1): one energy "
+                               f"per frame of {r} ({n} frames)")
+        if forces != positions:
+            raise DatasetError(f"{path}: forces {f} have shape {forces}, expected {positions} like "
+                               f"positions {r}: one force vector per atom and frame")
