@@ -64,6 +64,9 @@ class TrainConfig:
     ema_decay: float | None = None  # e.g. 0.999: validate, checkpoint-select and export the EMA weights
     seed: int = 0
     dtype: str = "float32"
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun: GPU LOCAL_RANK
+    num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 4 for packs
+    tf32: bool = False  # CUDA only: TF32 matrix products for float32 models (see docs/training.md)
 
 
 @dataclass
@@ -164,6 +167,10 @@ def _check(config: RunConfig, source: str) -> None:
         problems.append(f"train.optimizer must be adam or adamw, not {t.optimizer!r}")
     if t.scheduler not in ("plateau", "cosine", "none"):
         problems.append(f"train.scheduler must be plateau, cosine or none, not {t.scheduler!r}")
+    if t.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"train.device must be auto, cpu or cuda, not {t.device!r}")
+    if t.num_workers is not None and t.num_workers < 0:
+        problems.append("train.num_workers must be >= 0 or null")
     if t.dtype not in ("float32", "float64"):
         problems.append(f"train.dtype must be float32 or float64, not {t.dtype!r}")
     if not 0 <= d.val_fraction < 1 or not 0 <= d.test_fraction < 1 or d.val_fraction + d.test_fraction >= 1:

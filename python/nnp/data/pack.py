@@ -105,14 +105,37 @@ class FrameSummary:
     n_edges: int
 
 
+    @classmethod
+    def of(cls, atoms: Atoms, n_edges: int) -> "FrameSummary":
+        """The row of a labelled (or unlabelled) structure whose graph has ``n_edges`` edges."""
+        results = atoms.calc.results if atoms.calc is not None else {}
+        energy = float(results["energy"]) if results.get("energy") is not None else np.nan
+        forces = results.get("forces")
+        force_sq_sum = float(np.sum(np.asarray(forces, dtype=np.float64) ** 2)) if forces is not None else np.nan
+        return cls(len(atoms), energy, atoms.numbers, force_sq_sum, int(n_edges))
+
+
 def summarize_frame(atoms: Atoms, cutoff: float) -> FrameSummary:
     """Summary row of a structure; edges counted like :func:`nnp.data.graph.atoms_to_graph`."""
     i, _, _ = neighbor_list(atoms.get_positions(), np.asarray(atoms.get_cell()), atoms.get_pbc(), cutoff)
-    results = atoms.calc.results if atoms.calc is not None else {}
-    energy = float(results["energy"]) if results.get("energy") is not None else np.nan
-    forces = results.get("forces")
-    force_sq_sum = float(np.sum(np.asarray(forces, dtype=np.float64) ** 2)) if forces is not None else np.nan
-    return FrameSummary(len(atoms), energy, atoms.numbers, force_sq_sum, len(i))
+    return FrameSummary.of(atoms, len(i))
+
+
+def summary_table(rows: Sequence[FrameSummary]) -> dict[str, np.ndarray]:
+    """Rows -> the table :func:`subset_statistics` reads (same layout as :meth:`PackedDataset.summary`)."""
+    present = sorted({int(z) for row in rows for z in row.numbers})
+    column = {z: k for k, z in enumerate(present)}
+    composition = np.zeros((len(rows), len(present)), dtype=np.int64)
+    for k, row in enumerate(rows):
+        np.add.at(composition[k], [column[int(z)] for z in row.numbers], 1)
+    return {
+        "n_atoms": np.array([row.n_atoms for row in rows], dtype=np.int64),
+        "energy": np.array([row.energy for row in rows], dtype=np.float64),
+        "composition": composition,
+        "force_sq_sum": np.array([row.force_sq_sum for row in rows], dtype=np.float64),
+        "n_edges": np.array([row.n_edges for row in rows], dtype=np.int64),
+        "elements": [chemical_symbols[z] for z in present],
+    }
 
 
 @dataclass

@@ -48,6 +48,8 @@ class EGNNLayer(nn.Module):
 class EGNN(nn.Module):
     """EGNN energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies."""
 
+    HEAD = ("readout",)  # task head: the energy readout; the rest transfers between tasks
+
     def __init__(
         self,
         num_species: int,

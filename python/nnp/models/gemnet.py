@@ -155,6 +155,8 @@ class GemNetT(nn.Module):
     vector per edge, ``f_ji * unit(r_ij)`` pointing along the edge, summed over the output blocks.
     """
 
+    HEAD = ("embedding_output", "outputs")  # task head: the output blocks (energy and direct forces)
+
     def __init__(self, num_species: int, cutoff: float = 5.0, num_blocks: int = 4, emb_atom: int = 128,
                  emb_edge: int = 128, emb_trip: int = 64, emb_rbf: int = 16, emb_cbf: int = 16,
                  num_spherical: int = 7, num_radial: int = 6, avg_num_neighbors: float = 20.0,

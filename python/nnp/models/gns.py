@@ -35,6 +35,8 @@ class InteractionNetwork(nn.Module):
 class GNS(nn.Module):
     """GNS energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies."""
 
+    HEAD = ("decoder",)  # task head: the energy decoder; the rest transfers between tasks
+
     def __init__(self, num_species: int, cutoff: float = 5.0, hidden: int = 64, layers: int = 3,
                  num_rbf: int = 16, avg_num_neighbors: float = 20.0):
         super().__init__()

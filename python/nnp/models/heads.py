@@ -37,6 +37,10 @@ class PretrainModel(nn.Module):
         self.backbone = backbone
         self.head = VectorHead(backbone.feature_size, cutoff)
 
+    def head_prefixes(self) -> tuple[str, ...]:
+        """The vector head and the backbone's own (energy) head: neither is part of the transferable backbone."""
+        return ("head",) + tuple(f"backbone.{name}" for name in self.backbone.HEAD)
+
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         h = self.backbone.node_features(species, edge_index, edge_vectors)
         return self.head(h, edge_index, edge_vectors)

@@ -3,11 +3,19 @@
 Forces come from one gradient over the edge vectors, ``g_e = dE/dr_e`` with ``r_e = x_j - x_i``:
 ``F_i += g_e``, ``F_j -= g_e``, ``W = -sum_e r_e (x) g_e``. Periodic images and LAMMPS ghost atoms are
 therefore handled the same way: they only ever enter through edge vectors.
+
+This module is the one force/virial path: the exported model (:meth:`Potential.forward`) and training
+(:func:`nnp.train.predict.predict_batch`) both call :meth:`Potential.energy_and_forces` and
+:func:`edge_virials`.
+
+Every backbone declares its task head as ``HEAD``: the names of its submodules that map latent features
+to the target (the energy readout). Everything else is the transferable backbone; optimiser groups,
+freezing and pretrained-weight transfer all read this one declaration (:func:`is_head`).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +51,10 @@ class Potential(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("shift", torch.tensor(float(shift)))
 
+    def head_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of the task head (the backbone's declared ``HEAD``)."""
+        return tuple(f"backbone.{name}" for name in self.backbone.HEAD)
+
     @torch.jit.export
     def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         """Per-atom latent features of the backbone (for analyses; not part of the MD contract)."""
@@ -52,50 +64,68 @@ class Potential(nn.Module):
         raw = self.backbone(species, edge_index, edge_vectors)
         return raw * self.scale + self.shift + self.reference_energies[species]
 
-    def energy_and_gradient(
+    def energy_and_forces(
         self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int, create_graph: bool
-    ) -> Tuple[Tensor, Tensor]:
-        """Per-atom energies and ``dE_local/dr_e`` for every edge."""
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Per-atom energies ``e_i``, forces on every node and ``g_e = dE_local/dr_e`` for every edge.
+
+        ``E_local`` sums the energies of nodes ``< num_local``. ``create_graph`` keeps the graph of the
+        gradient (training on forces needs it).
+        """
         if not edge_vectors.requires_grad:
             edge_vectors = edge_vectors.detach().requires_grad_(True)
         atom_energy = self.atom_energies(species, edge_index, edge_vectors)
         total = atom_energy[:num_local].sum()
-        grads = torch.autograd.grad(
-            [total], [edge_vectors], create_graph=create_graph, allow_unused=True
-        )
+        grads = torch.autograd.grad([total], [edge_vectors], create_graph=create_graph, allow_unused=True)
         grad = grads[0]
         if grad is None:  # no edges reach the energy
             grad = torch.zeros_like(edge_vectors)
-        return atom_energy, grad
+        return atom_energy, forces_from_edge_gradient(grad, edge_index, species.shape[0]), grad
 
     def forward(
         self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int
     ) -> Dict[str, Tensor]:
-        atom_energy, grad = self.energy_and_gradient(
-            species, edge_index, edge_vectors, num_local, self.training
-        )
+        atom_energy, forces, grad = self.energy_and_forces(species, edge_index, edge_vectors, num_local,
+                                                           self.training)
         n = species.shape[0]
+        if grad is None:  # direct forces: no strain derivative
+            virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
+            atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
+        else:
+            per_edge = edge_virials(grad, edge_vectors)
+            virial = per_edge.sum(0)
+            atom_virial = atom_virial_from_edge_virials(per_edge, edge_index, n)
         return {
             "energy": atom_energy[:num_local].sum(),
             "atom_energy": atom_energy,
-            "forces": forces_from_edge_gradient(grad, edge_index, n),
-            "virial": -torch.einsum("ea,eb->ab", edge_vectors, grad),
-            "atom_virial": atom_virial_from_edge_gradient(grad, edge_vectors, edge_index, n),
+            "forces": forces,
+            "virial": virial,
+            "atom_virial": atom_virial,
         }
 
 
+def is_head(name: str, head_prefixes: Tuple[str, ...]) -> bool:
+    """Whether parameter/buffer ``name`` belongs to one of the head modules ``head_prefixes``."""
+    return any(name == p or name.startswith(p + ".") for p in head_prefixes)
+
+
 def forces_from_edge_gradient(grad: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
+    """``F_i += g_e``, ``F_j -= g_e`` for every edge ``e = (i, j)``."""
     forces = torch.zeros((num_nodes, 3), dtype=grad.dtype, device=grad.device)
     forces.index_add_(0, edge_index[0], grad)
     forces.index_add_(0, edge_index[1], -grad)
     return forces
 
 
-def atom_virial_from_edge_gradient(
-    grad: Tensor, edge_vectors: Tensor, edge_index: Tensor, num_nodes: int
-) -> Tensor:
-    half = -0.5 * edge_vectors.unsqueeze(2) * grad.unsqueeze(1)
-    virial = torch.zeros((num_nodes, 3, 3), dtype=grad.dtype, device=grad.device)
+def edge_virials(grad: Tensor, edge_vectors: Tensor) -> Tensor:
+    """Each edge's virial ``-r_e (x) dE/dr_e`` (E, 3, 3); the total virial is their sum."""
+    return -edge_vectors.unsqueeze(2) * grad.unsqueeze(1)
+
+
+def atom_virial_from_edge_virials(per_edge: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Per-atom virials: each edge's virial split half to its centre, half to its neighbour."""
+    half = 0.5 * per_edge
+    virial = torch.zeros((num_nodes, 3, 3), dtype=per_edge.dtype, device=per_edge.device)
     virial.index_add_(0, edge_index[0], half)
     virial.index_add_(0, edge_index[1], half)
     return virial
@@ -109,26 +139,15 @@ class DirectForcePotential(Potential):
     ``virial`` and ``atom_virial`` are zero (the head gives no strain derivative).
     """
 
-    def atom_energies_and_forces(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor]:
+    def energy_and_forces(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int, create_graph: bool
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         raw, edge_forces = self.backbone.energy_and_edge_forces(species, edge_index, edge_vectors)
         atom_energy = raw * self.scale + self.shift + self.reference_energies[species]
-        forces = torch.zeros((species.shape[0], 3), dtype=edge_forces.dtype, device=edge_forces.device)
-        forces = forces.index_add_(0, edge_index[0], edge_forces * self.scale)
-        return atom_energy, forces
-
-    def forward(
-        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int
-    ) -> Dict[str, Tensor]:
-        atom_energy, forces = self.atom_energies_and_forces(species, edge_index, edge_vectors)
         n = species.shape[0]
+        forces = torch.zeros((n, 3), dtype=edge_forces.dtype, device=edge_forces.device)
+        forces = forces.index_add_(0, edge_index[0], edge_forces * self.scale)
         # ghosts' own forces belong to another rank's local atom: only local forces are meaningful
         local = (torch.arange(n, device=forces.device) < num_local).unsqueeze(-1)
         forces = torch.where(local, forces, torch.zeros_like(forces))
-        zero_virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
-        return {
-            "energy": atom_energy[:num_local].sum(),
-            "atom_energy": atom_energy,
-            "forces": forces,
-            "virial": zero_virial,
-            "atom_virial": torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device),
-        }
+        return atom_energy, forces, None

@@ -1,4 +1,8 @@
-"""Batched predictions and error metrics shared by training and evaluation."""
+"""Batched predictions and error metrics shared by training and evaluation.
+
+Predictions go through :meth:`nnp.models.potential.Potential.energy_and_forces` and
+:func:`nnp.models.potential.edge_virials`, the same path as the exported model.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +13,32 @@ from torch import Tensor
 from torch_geometric.data import Batch
 
 from ..data.graph import edge_vectors
-from ..models.potential import DirectForcePotential, Potential, forces_from_edge_gradient
+from ..models.potential import Potential, edge_virials
 
 
 def predict_batch(model: Potential, batch: Batch, create_graph: bool) -> Dict[str, Tensor]:
-    """Energy per structure, forces per atom and stress per structure (ASE sign, eV/Å^3)."""
+    """Energy per structure, forces per atom and, for conservative models, stress per structure
+    (ASE sign, eV/Å^3)."""
     vectors = edge_vectors(batch)
     if not vectors.requires_grad:
         vectors = vectors.requires_grad_(True)
-    n = batch.num_nodes
-    num_graphs = batch.num_graphs
-    if isinstance(model, DirectForcePotential):
-        atom_energy, forces = model.atom_energies_and_forces(batch.species, batch.edge_index, vectors)
-        energy = torch.zeros(num_graphs, dtype=atom_energy.dtype).index_add_(0, batch.batch, atom_energy)
-        return {"energy": energy, "forces": forces}
-    atom_energy, grad = model.energy_and_gradient(batch.species, batch.edge_index, vectors, n, create_graph)
-    energy = torch.zeros(num_graphs, dtype=atom_energy.dtype).index_add_(0, batch.batch, atom_energy)
-    forces = forces_from_edge_gradient(grad, batch.edge_index, n)
-    edge_graph = batch.batch[batch.edge_index[0]]
-    virial = torch.zeros((num_graphs, 3, 3), dtype=grad.dtype).index_add_(
-        0, edge_graph, -vectors.unsqueeze(2) * grad.unsqueeze(1)
-    )
-    volume = torch.linalg.det(batch.cell).abs().clamp_min(1e-12)
-    stress = -virial / volume.view(-1, 1, 1)
-    return {"energy": energy, "forces": forces, "stress": stress}
+    atom_energy, forces, grad = model.energy_and_forces(batch.species, batch.edge_index, vectors, batch.num_nodes,
+                                                        create_graph)
+    energy = torch.zeros(batch.num_graphs, dtype=atom_energy.dtype, device=atom_energy.device)
+    out = {"energy": energy.index_add(0, batch.batch, atom_energy), "forces": forces}
+    if grad is not None:
+        edge_graph = batch.batch[batch.edge_index[0]]
+        virial = torch.zeros((batch.num_graphs, 3, 3), dtype=grad.dtype, device=grad.device)
+        virial = virial.index_add(0, edge_graph, edge_virials(grad, vectors))
+        volume = torch.linalg.det(batch.cell).abs().clamp_min(1e-12)
+        out["stress"] = -virial / volume.view(-1, 1, 1)
+    return out
 
 
 class MetricAccumulator:
     """Running MAE/RMSE of energy per atom (eV/atom) and force components (eV/Å)."""
+
+    NAMES = ("energy_per_atom", "forces")
 
     def __init__(self):
         self.sums: Dict[str, float] = {}
@@ -55,11 +57,20 @@ class MetricAccumulator:
         if hasattr(batch, "forces"):
             self._add("forces", pred["forces"] - batch.forces)
 
-    def result(self) -> Dict[str, float]:
+    def totals(self) -> list[float]:
+        """Sums and counts as one flat list (to add up over processes)."""
+        return [v for name in self.NAMES for v in (self.sums.get(f"{name}_abs", 0.0),
+                                                    self.sums.get(f"{name}_sq", 0.0), self.counts.get(name, 0))]
+
+    def result(self, totals: list[float] | None = None) -> Dict[str, float]:
+        """MAE and RMSE of this accumulator, or of ``totals`` (:meth:`totals` summed over processes)."""
+        values = totals if totals is not None else self.totals()
         out = {}
-        for name, count in self.counts.items():
-            out[f"{name}_mae"] = self.sums[f"{name}_abs"] / count
-            out[f"{name}_rmse"] = (self.sums[f"{name}_sq"] / count) ** 0.5
+        for k, name in enumerate(self.NAMES):
+            absolute, square, count = values[3 * k : 3 * k + 3]
+            if count:
+                out[f"{name}_mae"] = absolute / count
+                out[f"{name}_rmse"] = (square / count) ** 0.5
         return out
 
 

@@ -1,24 +1,31 @@
 """What a run optimises: supervised energy/forces, masked-atom or denoising pretraining.
 
-A task turns graphs into batches, computes the loss, and evaluates a model on a split. The engine
-(:mod:`nnp.train.trainer`) knows nothing else about the objective.
+A task transforms single frames (augmentation, masks, noise; seeded per frame, so the result does not
+depend on how frames are batched or spread over processes), computes the loss of a batch, and
+evaluates a batch into sums that add up over batches and processes. The engine
+(:mod:`nnp.train.loop`) knows nothing else about the objective.
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from ..config import PretrainConfig, TrainConfig
+from ..config import PretrainConfig, RunConfig, TrainConfig
 from ..data.graph import edge_vectors
+from ..models.build import ROTATION_INVARIANT
 from ..models.potential import Potential
 from ..pretrain.denoising import noise_loss, noisy_graph
 from ..pretrain.masking import choose_masks, cosine_loss, distance_loss, masked_graph
 from .predict import MetricAccumulator, predict_batch
+
+
+def augment_rotations(config: RunConfig) -> bool:
+    """Random-rotation augmentation: as configured, else on for models that are not rotation invariant."""
+    augment = config.train.rotation_augmentation
+    return (not ROTATION_INVARIANT[config.model.kind]) if augment is None else augment
 
 
 def random_rotation(generator: torch.Generator, dtype: torch.dtype) -> Tensor:
@@ -30,34 +37,36 @@ def random_rotation(generator: torch.Generator, dtype: torch.dtype) -> Tensor:
     return q.to(dtype)
 
 
-def rotate_batch(batch: Batch, rotation: Tensor) -> Batch:
-    """Rotate positions, cells, shifts and the vector/tensor labels of a batch (data augmentation)."""
-    batch = batch.clone()
-    batch.pos = batch.pos @ rotation.T
-    batch.shifts = batch.shifts @ rotation.T
-    batch.cell = batch.cell @ rotation.T
-    for key in ("forces", "target_vectors"):
-        if hasattr(batch, key):
-            setattr(batch, key, getattr(batch, key) @ rotation.T)
-    if hasattr(batch, "stress"):
-        batch.stress = rotation @ batch.stress @ rotation.T
-    return batch
+def rotate_graph(graph: Data, rotation: Tensor) -> Data:
+    """Rotate positions, cell, shifts and the vector/tensor labels of a graph (data augmentation)."""
+    graph = graph.clone()
+    graph.pos = graph.pos @ rotation.T
+    graph.shifts = graph.shifts @ rotation.T
+    graph.cell = graph.cell @ rotation.T
+    for key in ("forces", "target_vectors", "noise_vectors"):
+        if hasattr(graph, key):
+            setattr(graph, key, getattr(graph, key) @ rotation.T)
+    if hasattr(graph, "stress"):
+        graph.stress = rotation @ graph.stress @ rotation.T
+    return graph
 
 
 class EnergyForceTask:
     """Supervised: weighted MSE of energy per atom, force components and (optionally) stress."""
 
     name = "energy_force"
+    num_totals = 3 * len(MetricAccumulator.NAMES)  # length of evaluate_batch's list
 
     def __init__(self, config: TrainConfig, augment_rotations: bool):
         self.t = config
         self.augment_rotations = augment_rotations
 
-    def train_batch(self, graphs: Sequence[Data], generator: torch.Generator) -> Batch:
-        batch = Batch.from_data_list(list(graphs))
+    def transform(self, graph: Data, generator: torch.Generator) -> Data:
         if self.augment_rotations:
-            batch = rotate_batch(batch, random_rotation(generator, batch.pos.dtype))
-        return batch
+            graph = rotate_graph(graph, random_rotation(generator, graph.pos.dtype))
+        return graph
+
+    eval_transform = None  # validation frames are used as they are
 
     def loss(self, model: Potential, batch: Batch) -> Tensor:
         t = self.t
@@ -69,34 +78,47 @@ class EnergyForceTask:
             loss = loss + t.stress_weight * ((pred["stress"] - batch.stress) ** 2).mean()
         return loss
 
-    def evaluate(self, model: Potential, graphs: Sequence[Data], batch_size: int = 8) -> dict[str, float]:
+    def evaluate_batch(self, model: Potential, batch: Batch) -> list[float]:
+        """Error sums of one batch (add them up over batches and processes, then :meth:`summarize`)."""
         acc = MetricAccumulator()
-        for start in range(0, len(graphs), batch_size):
-            batch = Batch.from_data_list(list(graphs[start : start + batch_size]))
-            acc.update(predict_batch(model, batch, create_graph=False), batch)
-        metrics = acc.result()
+        acc.update(predict_batch(model, batch, create_graph=False), batch)
+        return acc.totals()
+
+    def summarize(self, totals: list[float]) -> dict[str, float]:
+        metrics = MetricAccumulator().result(totals)
         metrics["loss"] = self.t.energy_weight * metrics.get("energy_per_atom_rmse", 0.0) ** 2 + (
             self.t.force_weight * metrics.get("forces_rmse", 0.0) ** 2
         )
         return metrics
 
 
-class PretrainTask:
-    """Self-supervised: masked-atom direction prediction, denoising, or both at once."""
+def molecules_of(graph: Data) -> list[np.ndarray]:
+    """Atom indices of each molecule of a graph with ``molecule`` ids."""
+    labels = graph.molecule.numpy()
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
 
-    def __init__(self, config: PretrainConfig, molecules: dict[int, list[np.ndarray]],
-                 symbols: dict[int, list[str]], augment_rotations: bool):
+
+class PretrainTask:
+    """Self-supervised: masked-atom direction prediction, denoising, or both at once.
+
+    Graphs must carry ``molecule`` ids (``prepare_data(..., with_molecules=True)``).
+    """
+
+    num_totals = 2  # loss sum, frames
+
+    def __init__(self, config: PretrainConfig, species: list[str], augment_rotations: bool):
         self.p = config
         self.name = config.task
-        self.molecules = molecules  # keyed by id(graph)
-        self.symbols = symbols
+        self.species = list(species)
         self.augment_rotations = augment_rotations
 
-    def _prepare(self, graph: Data, rng: np.random.Generator, generator: torch.Generator) -> Data:
+    def transform(self, graph: Data, generator: torch.Generator) -> Data:
         p = self.p
         if p.task in ("masked", "masked+denoise"):
-            frame = choose_masks(graph, self.molecules[id(graph)], self.symbols[id(graph)], p.mask_ratio, rng,
-                                 p.mask_heavy)
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            symbols = [self.species[s] for s in graph.species.tolist()]
+            frame = choose_masks(graph, molecules_of(graph), symbols, p.mask_ratio, rng, p.mask_heavy)
             graph = masked_graph(graph, frame)
         if p.task in ("denoise", "masked+denoise"):
             masked_targets = getattr(graph, "target_vectors", None)
@@ -104,14 +126,13 @@ class PretrainTask:
             if masked_targets is not None:
                 graph.noise_vectors = graph.target_vectors
                 graph.target_vectors = masked_targets
+        if self.augment_rotations:
+            graph = rotate_graph(graph, random_rotation(generator, graph.pos.dtype))
         return graph
 
-    def train_batch(self, graphs: Sequence[Data], generator: torch.Generator) -> Batch:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        batch = Batch.from_data_list([self._prepare(g, rng, generator) for g in graphs])
-        if self.augment_rotations:
-            batch = rotate_batch(batch, random_rotation(generator, batch.pos.dtype))
-        return batch
+    @property
+    def eval_transform(self):
+        return self.transform  # with fixed per-frame seeds: comparable across epochs
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         p = self.p
@@ -126,15 +147,9 @@ class PretrainTask:
             loss = loss + p.denoise_weight * noise_loss(predicted, batch.noise_vectors, everyone)
         return loss
 
-    def evaluate(self, model: nn.Module, graphs: Sequence[Data], batch_size: int = 8) -> dict[str, float]:
-        """Loss on the split with masks/noise drawn from a fixed seed (comparable across epochs)."""
-        generator = torch.Generator().manual_seed(1234)
-        total, count = 0.0, 0
+    def evaluate_batch(self, model: nn.Module, batch: Batch) -> list[float]:
         with torch.no_grad():
-            for start in range(0, len(graphs), batch_size):
-                chunk = list(graphs[start : start + batch_size])
-                rng = np.random.default_rng(start)
-                batch = Batch.from_data_list([self._prepare(g, rng, generator) for g in chunk])
-                total += float(self.loss(model, batch)) * len(chunk)
-                count += len(chunk)
-        return {"loss": total / max(count, 1)}
+            return [float(self.loss(model, batch)) * batch.num_graphs, float(batch.num_graphs)]
+
+    def summarize(self, totals: list[float]) -> dict[str, float]:
+        return {"loss": totals[0] / max(totals[1], 1.0)}

@@ -1,0 +1,73 @@
+"""Transfer between tasks: optimiser groups, freezing and pretrained weights, all from the declared head.
+
+Every model says which of its modules are the task head (``model.head_prefixes()``, from each
+backbone's ``HEAD``); every other parameter is the transferable backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..models.potential import Potential, is_head
+from .checkpoint import CheckpointError, load_checkpoint
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(backbone, head) parameters of ``model`` by its declared head."""
+    prefixes = model.head_prefixes()
+    backbone, head = [], []
+    for name, parameter in model.named_parameters():
+        (head if is_head(name, prefixes) else backbone).append(parameter)
+    return backbone, head
+
+
+def parameter_groups(model: nn.Module, lr: float, backbone_lr_factor: float = 1.0) -> list[dict[str, Any]]:
+    """Two optimiser groups: the backbone at ``lr * backbone_lr_factor``, the head at ``lr``."""
+    backbone, head = split_parameters(model)
+    return [{"params": backbone, "lr": lr * backbone_lr_factor, "name": "backbone"},
+            {"params": head, "lr": lr, "name": "head"}]
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (or release) every backbone parameter; the head always trains."""
+    backbone, head = split_parameters(model)
+    for parameter in backbone:
+        parameter.requires_grad_(not frozen)
+    for parameter in head:
+        parameter.requires_grad_(True)
+
+
+def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head: bool) -> list[str]:
+    """Copy the backbone (and, unless ``reinit_head``, the head) of a checkpoint into ``model``.
+
+    The checkpoint may come from pretraining (its own pretraining head is never copied) or from training.
+    Species embeddings are matched by element symbol, so the finetuning data may have other species.
+    Returns the names of the tensors that were transferred.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    source = checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
+    source_species = checkpoint["model_init"]["species"]
+    target = model.state_dict()
+    head = model.head_prefixes()
+    transferred = []
+    for key, value in source.items():
+        if not key.startswith("backbone.") or (reinit_head and is_head(key, head)):
+            continue  # pretraining head, reference energies, scale/shift; a re-initialised head
+        if key not in target:
+            raise CheckpointError(f"pretrained tensor {key} has no counterpart: the architectures differ "
+                                  "(the model section of the finetuning config must match the pretraining one)")
+        if key.endswith("table.weight") and value.shape[0] == len(source_species):
+            rows = target[key].clone()
+            for k, symbol in enumerate(model.species):
+                if symbol in source_species:
+                    rows[k] = value[source_species.index(symbol)]
+            value = rows
+        if value.shape != target[key].shape:
+            raise CheckpointError(f"pretrained tensor {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(target[key].shape)}: model sizes differ")
+        target[key] = value.to(target[key].dtype)
+        transferred.append(key)
+    model.load_state_dict(target)
+    return transferred
