@@ -234,9 +234,11 @@ def parse_time_ps(text: str) -> float:
     """'300ps', '300 ps', '0.5ns', '2000fs' or a bare number of ps."""
     import re
 
+    from .errors import UserError
+
     match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(fs|ps|ns)?\s*", text)
     if not match:
-        raise ValueError(f"cannot read time {text!r}: write e.g. 300ps")
+        raise UserError(f"cannot read time {text!r}: write e.g. 300ps")
     return float(match.group(1)) * {"fs": 1e-3, "ps": 1.0, "ns": 1e3, None: 1.0}[match.group(2)]
 
 
@@ -298,14 +300,13 @@ def cmd_quickstart(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .data.errors import DatasetError
-    from .export import ModelFileError
+    from .errors import UserError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, ModelFileError, FileNotFoundError) as err:
-        print(f"nnp {args.command}: error: {err}", file=sys.stderr)
+    except (UserError, FileNotFoundError) as err:
+        message = " ".join(str(err).split())  # one line
+        print(f"nnp {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 
 from . import __version__, contract
+from .errors import UserError
 from .models.potential import DirectForcePotential, Potential
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError):
     """A model file is missing, corrupt, or does not follow the contract."""
 
 

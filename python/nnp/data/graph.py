@@ -18,10 +18,11 @@ from ase import Atoms
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ..errors import UserError
 from .neighbors import neighbor_list
 
 
-class SpeciesError(ValueError):
+class SpeciesError(UserError):
     """An element is not known to the model."""
 
 
@@ -31,7 +32,8 @@ def species_indices(symbols: Sequence[str], species: Sequence[str]) -> np.ndarra
     unknown = sorted(set(symbols) - set(lookup))
     if unknown:
         raise SpeciesError(
-            f"element(s) {', '.join(unknown)} not known to the model, which knows {' '.join(species)}"
+            f"element(s) {', '.join(unknown)} not known to the model, which knows {' '.join(species)}: use "
+            "structures of those elements only, or a model trained on data that include them"
         )
     return np.array([lookup[s] for s in symbols], dtype=np.int64)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from .egnn import EGNN
 from .gemnet import GemNetT
 from .gns import GNS
@@ -17,7 +17,14 @@ ARCHITECTURES = ("egnn", "gns", "gemnet_t", "gemnet_dt")
 ROTATION_INVARIANT = {"egnn": True, "gns": False, "gemnet_t": True, "gemnet_dt": True}
 
 
+def check_architecture(kind: str) -> None:
+    """A clear error for a model kind nnp does not have."""
+    if kind not in ARCHITECTURES:
+        raise ConfigError(f"model.kind {kind!r} is not an nnp architecture; choose one of {', '.join(ARCHITECTURES)}")
+
+
 def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: float) -> nn.Module:
+    check_architecture(config.kind)
     if config.kind == "egnn":
         return EGNN(
             num_species=num_species,
@@ -36,7 +43,7 @@ def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: flo
                        emb_edge=config.hidden, emb_trip=config.emb_trip, emb_rbf=config.emb_rbf,
                        emb_cbf=config.emb_cbf, num_spherical=config.num_spherical, num_radial=config.num_radial,
                        avg_num_neighbors=avg_num_neighbors, direct_forces=config.kind == "gemnet_dt")
-    raise ValueError(f"unknown model kind {config.kind!r}; available: {', '.join(ARCHITECTURES)}")
+    raise AssertionError(f"ARCHITECTURES lists {config.kind!r} but build_backbone does not build it")
 
 
 def build_potential(

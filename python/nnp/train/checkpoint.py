@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import config_from_dict
+from ..errors import UserError
 from ..models.build import build_potential
 from ..models.potential import Potential
 from .data import DTYPES
@@ -18,7 +19,7 @@ from .data import DTYPES
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "config", "model_init")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is missing or is not a checkpoint written by nnp."""
 
 

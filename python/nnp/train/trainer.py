@@ -15,7 +15,7 @@ import torch
 from torch_geometric.data import Batch
 
 from ..config import RunConfig, TrainConfig
-from ..models.build import build_backbone, build_potential
+from ..models.build import build_backbone, build_potential, check_architecture
 from ..models.heads import PretrainModel
 from ..models.potential import Potential
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
@@ -60,6 +60,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     """`nnp train` / `nnp finetune`: data, model (optionally from a pretrained backbone), fit, test, export."""
     from ..export import export_model
 
+    check_architecture(config.model.kind)  # before reading any data
     pretrained = None
     if config.finetune.from_checkpoint:
         pretrained = load_checkpoint(config.finetune.from_checkpoint)["model_init"]
@@ -103,6 +104,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
 
 def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """`nnp pretrain`: self-supervised pretraining of a backbone with a vector head on unlabelled frames."""
+    check_architecture(config.model.kind)
     data = prepare_data(config, progress, labelled=False, with_molecules=True)
     torch.manual_seed(config.train.seed)
     backbone = build_backbone(config.model, len(data.species), data.statistics.avg_num_neighbors)
