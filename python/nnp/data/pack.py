@@ -576,8 +576,9 @@ def _check_data_file(path: Path) -> None:
         head = f.read(16 + 4 + 4 + 8 + 8 + 4)
         metas = []
         if len(head) == 44 and struct.unpack_from("<I", head, 16)[0] == 0xBEEFC0DE:
-            page = struct.unpack_from("<I", head, 40)[0]
-            for offset in (0, page):
+            page = struct.unpack_from("<I", head, 40)[0]  # LMDB keeps the page size in the free-list DB record
+            offsets = (0, page) if page >= 512 and page & (page - 1) == 0 else ()
+            for offset in offsets:
                 f.seek(offset)
                 meta = f.read(152)
                 if len(meta) == 152 and struct.unpack_from("<I", meta, 16)[0] == 0xBEEFC0DE:
