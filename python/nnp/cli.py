@@ -81,6 +81,18 @@ def _add_data(sub) -> None:
     i = dsub.add_parser("info", help="counts, species and label statistics of a dataset file")
     i.add_argument("path")
     i.set_defaults(func=cmd_data_info)
+    k = dsub.add_parser(
+        "pack", help="pack dataset files (any readable format) into one LMDB dataset for streaming training",
+        description="Stream every frame of the inputs into one packed dataset (an LMDB directory) with its "
+                    "statistics (reference energies, force RMS, neighbours per atom). Resumable: re-run the same "
+                    "command after an interruption. See docs/dataset_format.md.")
+    k.add_argument("inputs", nargs="+", metavar="INPUT", help="extxyz, ASE db, MD17/rMD17 .npz or any ASE format")
+    k.add_argument("--output", required=True, help="pack directory to write (conventionally *.pack)")
+    k.add_argument("--format", default=None, help="input format (default: from each file's suffix)")
+    k.add_argument("--cutoff", type=float, default=5.0, help="Å, for the neighbour statistics (default 5.0)")
+    k.add_argument("--positions-only", action="store_true", help="accept unlabelled frames (pretraining data)")
+    k.add_argument("--no-progress", action="store_true", help="no progress bar")
+    k.set_defaults(func=cmd_data_pack)
 
 
 def _add_stability(sub) -> None:
@@ -227,6 +239,21 @@ def cmd_data_info(args) -> int:
     from .data.info import dataset_info
 
     print(dataset_info(args.path))
+    return 0
+
+
+def cmd_data_pack(args) -> int:
+    from .data.errors import DatasetError
+    from .data.pack import PackedDataset, pack_dataset
+
+    try:
+        path = pack_dataset(args.inputs, args.output, format=args.format, require_labels=not args.positions_only,
+                            cutoff=args.cutoff, progress=not args.no_progress)
+        meta = PackedDataset(path).metadata
+    except DatasetError as err:
+        print(f"nnp data pack: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {meta['n_frames']} frames, {meta['n_atoms']} atoms, elements {' '.join(meta['elements'])}")
     return 0
 
 

@@ -17,7 +17,13 @@ from .readers import bundled_dataset, read_structures
 
 def load_structures(path: str, format: str | None = None, max_frames: int | None = None,
                     require_labels: bool = True) -> list[Atoms]:
-    """Read a dataset; ``bundled:NAME`` names a dataset shipped inside the package."""
+    """Read a dataset; ``bundled:NAME`` names a dataset shipped inside the package; a pack directory
+    (``nnp data pack``) is read frame by frame into memory."""
+    from .pack import PackedDataset, is_pack
+
+    if is_pack(path):
+        pack = PackedDataset(path)
+        return [pack.atoms(k) for k in range(min(len(pack), max_frames or len(pack)))]
     if path.startswith("bundled:"):
         path = str(bundled_dataset(path.split(":", 1)[1]))
     frames = read_structures(path, format=format, require_labels=require_labels)

@@ -13,6 +13,10 @@ from .dataset import load_structures
 
 def dataset_info(path: str) -> str:
     """Card (if any), frame/atom counts, species and energy/force statistics as text."""
+    from .pack import is_pack
+
+    if is_pack(path):
+        return pack_info(path)
     frames = load_structures(path, require_labels=False)
     lines = [f"file: {path}"]
     from .readers import bundled_dataset
@@ -33,4 +37,26 @@ def dataset_info(path: str) -> str:
         lines.append(f"force components (eV/Å): rms {np.sqrt((f**2).mean()):.4f}, max |F| {np.abs(f).max():.4f}")
     else:
         lines.append("unlabelled (positions only)")
+    return "\n".join(lines)
+
+
+def pack_info(path: str) -> str:
+    """The same card for a pack, from its metadata and summary table (no frame is read)."""
+    from .pack import PackedDataset
+
+    pack = PackedDataset(path)
+    meta, sizes = pack.metadata, pack.summary()["n_atoms"]
+    lines = [f"file: {path} (nnp pack, format {meta['format_version']}, created {meta['created']})",
+             "sources: " + ", ".join(f"{s['path']} ({s['frames']} frames)" for s in meta["sources"]),
+             f"frames: {meta['n_frames']}; atoms per frame: {sizes.min()}-{sizes.max()}",
+             "species: " + ", ".join(f"{s} ({n})" for s, n in sorted(meta["element_counts"].items()))]
+    if meta["energy_per_atom"] is not None:
+        e = meta["energy_per_atom"]
+        lines.append(f"energy per atom (eV): mean {e['mean']:.5f}, std {e['std']:.5f}")
+        lines.append(f"force components (eV/Å): rms {meta['force_rms']:.4f}")
+        lines.append("reference energies (eV): " + ", ".join(f"{s} {v:.5f}" for s, v in
+                                                              meta["reference_energies"].items()))
+    if not meta["labelled"]:
+        lines.append("unlabelled (positions only)" if meta["energy_per_atom"] is None else "partly labelled")
+    lines.append(f"neighbours per atom within {meta['cutoff']} Å: {meta['avg_num_neighbors']:.2f}")
     return "\n".join(lines)

@@ -296,6 +296,7 @@ def pack_dataset(inputs: Sequence[str | Path], output: str | Path, *, format: st
                                       "nnp.data.pack.PackedDataset (docs/dataset_format.md)\n")
     if (output / DATA_FILE).exists():
         _check_data_file(output)
+    _forget_reader(output)
     try:
         env = lmdb.open(str(output), map_size=MAP_SIZE, subdir=True, readahead=False, meminit=False)
     except lmdb.Error as err:
@@ -419,20 +420,18 @@ def _finish(env: lmdb.Environment, state: dict, acc: Accumulators) -> None:
 class PackedDataset:
     """Read-only view of a pack: ``len``, ``atoms(k)`` (also ``ds[k]``), ``metadata``, ``summary()``.
 
-    Cheap to construct; LMDB is opened lazily in each process (read-only, without the lock file), so
-    the object can be handed to forked or spawned ``torch.utils.data.DataLoader`` workers.
+    Cheap to construct; holds no open handle itself: LMDB is opened once per process and pack
+    (read-only, without the lock file, see :func:`_reader`), so the object can be handed to forked or
+    spawned ``torch.utils.data.DataLoader`` workers.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        env = _open_for_reading(self.path)
         try:
-            with env.begin() as txn:
+            with _reader(self.path).begin() as txn:
                 raw = txn.get(STATE_KEY)
         except lmdb.Error as err:
             raise _damaged(self.path, err) from None
-        finally:
-            env.close()
         if raw is None:
             raise PackError(f"{self.path}: holds no nnp pack metadata (packing was killed before its first "
                             "commit, or this is another program's LMDB); re-run the `nnp data pack` command")
@@ -441,17 +440,12 @@ class PackedDataset:
             raise PackError(f"{self.path}: packing did not finish ({state['n_frames']} frames so far); re-run the "
                             "same `nnp data pack` command to complete it")
         self._state = state
-        self._env: lmdb.Environment | None = None
-        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self._state["n_frames"]
 
     def __getitem__(self, k: int) -> Atoms:
         return self.atoms(k)
-
-    def __getstate__(self) -> dict:  # for spawned workers: the LMDB handle stays behind
-        return {**self.__dict__, "_env": None, "_pid": None}
 
     def atoms(self, k: int) -> Atoms:
         """Frame ``k`` as Atoms with positions, numbers, cell, pbc and labels as they were read."""
@@ -483,7 +477,7 @@ class PackedDataset:
         parts: dict[str, list[np.ndarray]] = {"n_atoms": [], "energy": [], "force_sq_sum": [], "n_edges": [],
                                               "composition": []}
         try:
-            with self._environment().begin() as txn:
+            with _reader(self.path).begin() as txn:
                 for chunk in _summary_chunks(txn, self.path):
                     for name in ("n_atoms", "energy", "force_sq_sum", "n_edges"):
                         parts[name].append(chunk[name])
@@ -498,14 +492,9 @@ class PackedDataset:
                             "the pack is damaged: delete it and pack the data again")
         return {**table, "elements": np.array(elements)}
 
-    def _environment(self) -> lmdb.Environment:
-        if self._env is None or self._pid != os.getpid():
-            self._env, self._pid = _open_for_reading(self.path), os.getpid()
-        return self._env
-
     def _get(self, key: bytes, what: str) -> bytes:
         try:
-            with self._environment().begin() as txn:
+            with _reader(self.path).begin() as txn:
                 data = txn.get(key)
         except lmdb.Error as err:
             raise _damaged(self.path, err) from None
@@ -513,6 +502,38 @@ class PackedDataset:
             raise PackError(f"{self.path}: {what} is missing from the pack; the pack is damaged: delete it and "
                             "pack the data again")
         return data
+
+
+_READERS: dict[str, tuple[int, int, lmdb.Environment]] = {}  # resolved path -> (pid, data.mdb inode, env)
+
+
+def _reader(path: Path) -> lmdb.Environment:
+    """This process's read-only LMDB environment of a pack, shared by every PackedDataset of it.
+
+    py-lmdb refuses to open one environment twice in a process, and a handle must not be used after
+    ``fork``; so a handle inherited from the parent (another pid), or one of a pack replaced since
+    (another inode), is closed here -- with ``lock=False`` that only unmaps it in this process -- and
+    the pack opened again.
+    """
+    _check_data_file(path)
+    key, inode = str(path.resolve()), (path / DATA_FILE).stat().st_ino
+    cached = _READERS.pop(key, None)
+    if cached is not None:
+        pid, cached_inode, env = cached
+        if (pid, cached_inode) == (os.getpid(), inode):
+            _READERS[key] = cached
+            return env
+        env.close()
+    env = _open_for_reading(path)
+    _READERS[key] = (os.getpid(), inode, env)
+    return env
+
+
+def _forget_reader(path: Path) -> None:
+    """Close this process's reader of ``path`` (before the pack is written to)."""
+    cached = _READERS.pop(str(path.resolve()), None)
+    if cached is not None:
+        cached[2].close()
 
 
 def _summary_chunks(txn: lmdb.Transaction, path: Path):
@@ -553,7 +574,6 @@ def _parse_state(path: Path, raw: bytes) -> dict:
 
 def _open_for_reading(path: Path) -> lmdb.Environment:
     """Read-only LMDB environment of a pack whose data file has been checked to be whole."""
-    _check_data_file(path)
     try:
         return lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False, max_readers=1024)
     except lmdb.Error as err:
@@ -579,8 +599,9 @@ def _check_data_file(path: Path) -> None:
         head = f.read(16 + 4 + 4 + 8 + 8 + 4)
         metas = []
         if len(head) == 44 and struct.unpack_from("<I", head, 16)[0] == 0xBEEFC0DE:
-            page = struct.unpack_from("<I", head, 40)[0]
-            for offset in (0, page):
+            page = struct.unpack_from("<I", head, 40)[0]  # LMDB keeps the page size in the free-list DB record
+            offsets = (0, page) if page >= 512 and page & (page - 1) == 0 else ()
+            for offset in offsets:
                 f.seek(offset)
                 meta = f.read(152)
                 if len(meta) == 152 and struct.unpack_from("<I", meta, 16)[0] == 0xBEEFC0DE:
