@@ -243,16 +243,11 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_data_pack(args) -> int:
-    from .data.errors import DatasetError
     from .data.pack import PackedDataset, pack_dataset
 
-    try:
-        path = pack_dataset(args.inputs, args.output, format=args.format, require_labels=not args.positions_only,
-                            cutoff=args.cutoff, progress=not args.no_progress)
-        meta = PackedDataset(path).metadata
-    except DatasetError as err:
-        print(f"nnp data pack: error: {err}", file=sys.stderr)
-        return 2
+    path = pack_dataset(args.inputs, args.output, format=args.format, require_labels=not args.positions_only,
+                        cutoff=args.cutoff, progress=not args.no_progress)
+    meta = PackedDataset(path).metadata
     print(f"wrote {path}: {meta['n_frames']} frames, {meta['n_atoms']} atoms, elements {' '.join(meta['elements'])}")
     return 0
 
@@ -333,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UserError, FileNotFoundError) as err:
         message = " ".join(str(err).split())  # one line
-        print(f"nnp {args.command}: error: {message}", file=sys.stderr)
+        command = " ".join(c for c in (args.command, getattr(args, "data_command", None)) if c)
+        print(f"nnp {command}: error: {message}", file=sys.stderr)
         return 2
 
 

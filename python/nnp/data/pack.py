@@ -178,7 +178,9 @@ def _solve_normal_equations(ata: np.ndarray, atb: np.ndarray) -> np.ndarray:
     """Minimum-norm least-squares solution from ``A^T A`` and ``A^T b`` (as ``lstsq(A, b)`` gives)."""
     if not np.any(ata):
         return np.zeros(len(atb))
-    solution, *_ = np.linalg.lstsq(ata, atb, rcond=None)
+    # the normal equations square the condition number: a fixed composition (one molecule, pure water) is
+    # exactly singular, and rcond must treat its round-off singular value as zero
+    solution, *_ = np.linalg.lstsq(ata, atb, rcond=1e-10)
     return solution
 
 
