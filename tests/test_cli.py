@@ -49,3 +49,68 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
 def test_time_parsing():
     assert parse_time_ps("300ps") == 300 and parse_time_ps("0.5 ns") == 500 and parse_time_ps("20") == 20
     assert parse_time_ps("2000fs") == pytest.approx(2.0)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def user_error_cases(tmp_path):
+    """(argv, words the one-line message must contain) for the mistakes a new user makes."""
+    import torch
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    model = export_model(small_model(cutoff=3.0), tmp_path / "water.nnp.pt")
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.6, 0.6, 0.6], [-0.6, -0.6, 0.6], [0.6, -0.6, -0.6],
+                                      [-0.6, 0.6, -0.6]])
+    methane.calc = SinglePointCalculator(methane, energy=-1.0, forces=[[0, 0, 0]] * 5)
+    write(tmp_path / "methane.extxyz", methane)
+    text = _write(tmp_path / "notes.txt", "not a checkpoint\n")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "tensor.pt")
+    painn = _write(tmp_path / "painn.yaml", "model:\n  kind: painn\ndata:\n  path: bundled:water_tip3p_small\n")
+    missing_data = _write(tmp_path / "nodata.yaml", "data:\n  path: nowhere.extxyz\n")
+    bad_yaml = _write(tmp_path / "bad.yaml", "train: [1, 2\n")
+    cases = [
+        (["train", "--config", str(tmp_path / "nope.yaml")], ["config file", "does not exist"]),
+        (["train", "--config", str(bad_yaml)], ["not valid YAML"]),
+        (["train", "--config", str(painn)], ["painn", "egnn"]),
+        (["train", "--config", str(missing_data)], ["nowhere.extxyz", "does not exist"]),
+        (["train", "--config", str(painn), "--set", "model.kind=egnn", "--set", "train.epochs=0"], ["epochs"]),
+        (["pretrain", "--config", str(painn)], ["painn"]),
+        (["finetune", "--config", str(missing_data), "--from", str(text)], ["not an nnp checkpoint"]),
+        (["finetune", "--config", str(missing_data), "--from", str(tmp_path / "none.ckpt")], ["does not exist"]),
+        (["evaluate", "--model", str(tmp_path / "none.nnp.pt"), "--data", "bundled:water_tip3p_small"],
+         ["does not exist"]),
+        (["evaluate", "--model", str(text), "--data", "bundled:water_tip3p_small"], ["not", "model file"]),
+        (["evaluate", "--model", str(model), "--data", str(tmp_path / "none.extxyz")], ["does not exist"]),
+        (["evaluate", "--model", str(model), "--data", str(tmp_path / "methane.extxyz")], ["C", "not known"]),
+        (["export", "--checkpoint", str(text), "--output", str(tmp_path / "x.nnp.pt")], ["not an nnp checkpoint"]),
+        (["export", "--checkpoint", str(tmp_path / "tensor.pt"), "--output", str(tmp_path / "x.nnp.pt")],
+         ["not an nnp checkpoint"]),
+        (["export", "--checkpoint", str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "x.nnp.pt")],
+         ["does not exist"]),
+        (["data", "info", str(tmp_path / "none.extxyz")], ["does not exist"]),
+        (["data", "pack", str(tmp_path / "none.extxyz"), "--output", str(tmp_path / "x.pack")], ["does not exist"]),
+        (["stability", "--model", str(tmp_path / "none.nnp.pt"), "--system", "water"], ["does not exist"]),
+        (["stability", "--model", str(model), "--system", "water", "--time", "soon"], ["cannot read time"]),
+        (["analyze", "--model", str(tmp_path / "none.nnp.pt"), "--reference", str(tmp_path / "methane.extxyz")],
+         ["does not exist"]),
+        (["analyze", "--model", str(model), "--reference", str(tmp_path / "none.extxyz")], ["does not exist"]),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--config", str(painn), "--set", "model.kind=egnn", "--set", "train.device=cuda",
+                       "--set", "train.epochs=1"], ["no CUDA"]))
+    return cases
+
+
+def test_every_user_error_is_one_line_with_exit_code_2(tmp_path, capsys):
+    for argv, words in user_error_cases(tmp_path):
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (argv, err[-2000:])
+        assert len(err.splitlines()) == 1 and err.startswith(f"nnp {argv[0]}"), (argv, err)
+        for word in words:
+            assert word in err, (argv, word, err)

@@ -120,8 +120,11 @@ def compare_models(model_paths: Sequence[str | Path], reference_frames: Sequence
     import json
 
     from ..calculator import NNPCalculator
+    from ..export import load_exported
     from ..plotting import plot_analysis
 
+    for path in model_paths:  # every model file is checked before any work
+        load_exported(path)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     frames = list(reference_frames)[:max_frames]

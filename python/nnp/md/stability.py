@@ -207,8 +207,10 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     """Run ``len(starts)`` trajectories; write ``stability.json`` and plots; return the summary."""
     from tqdm.auto import tqdm
 
+    from ..export import load_exported
     from ..plotting import plot_overlay, plot_survival
 
+    load_exported(model)  # a missing or foreign model file fails here, before any trajectory starts
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)

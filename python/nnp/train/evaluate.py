@@ -14,7 +14,10 @@ def evaluate_model_file(model_path: str | Path, frames: Sequence[Atoms], progres
     """Energy/atom and force-component MAE and RMSE of a model file on ``frames``."""
     from ..calculator import NNPCalculator
 
+    from ..data.graph import species_indices
+
     calc = NNPCalculator(model_path)
+    species_indices({s for atoms in frames for s in atoms.get_chemical_symbols()}, calc.species)  # before any work
     e_err, f_err = [], []
     for atoms in tqdm(frames, desc="evaluate", disable=not progress, leave=False):
         ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()

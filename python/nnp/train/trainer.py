@@ -20,6 +20,7 @@ from ..models.heads import PretrainModel
 from ..models.potential import Potential
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
 from .data import DTYPES, GraphDataset, TrainingData, prepare_data
+from .distributed import choose_device
 from .finetune import load_pretrained_backbone
 from .loop import Trainer
 from .predict import format_metrics_table
@@ -28,6 +29,12 @@ from .tasks import EnergyForceTask, PretrainTask, augment_rotations
 
 __all__ = ["Trainer", "evaluate", "load_checkpoint", "model_for_data", "model_from_checkpoint", "prepare_data",
            "run_pretraining", "run_training"]
+
+
+def check_run(config: RunConfig) -> None:
+    """Mistakes a config can hold that are found before any data is read: architecture, device."""
+    check_architecture(config.model.kind)
+    choose_device(config.train.device)
 
 
 def model_for_data(config: RunConfig, data: TrainingData) -> Potential:
@@ -60,7 +67,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     """`nnp train` / `nnp finetune`: data, model (optionally from a pretrained backbone), fit, test, export."""
     from ..export import export_model
 
-    check_architecture(config.model.kind)  # before reading any data
+    check_run(config)
     pretrained = None
     if config.finetune.from_checkpoint:
         pretrained = load_checkpoint(config.finetune.from_checkpoint)["model_init"]
@@ -104,7 +111,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
 
 def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """`nnp pretrain`: self-supervised pretraining of a backbone with a vector head on unlabelled frames."""
-    check_architecture(config.model.kind)
+    check_run(config)
     data = prepare_data(config, progress, labelled=False, with_molecules=True)
     torch.manual_seed(config.train.seed)
     backbone = build_backbone(config.model, len(data.species), data.statistics.avg_num_neighbors)
