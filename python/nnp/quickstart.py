@@ -23,7 +23,7 @@ def quickstart(run_dir: Path, minutes: float = 5.0, frames: int = 300, md_steps:
 
     timings = {}
     tick = time.monotonic()
-    data_path = Path("data/generated/water_tip3p.extxyz")
+    data_path = run_dir / "data" / "water_tip3p.extxyz"  # everything the job writes stays in its run directory
     print(f"[1/4] flexible TIP3P water with LAMMPS -> {data_path}")
     generate_tip3p(data_path, n_frames=frames, seed=0)
     timings["data"] = time.monotonic() - tick
