@@ -1,15 +1,11 @@
 """Masked-atom and denoising pretraining, finetuning transfer, and data-parallel training."""
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import ase.io
 import numpy as np
 import pytest
 import torch
-import yaml
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -21,7 +17,7 @@ from nnp.pretrain.denoising import noise_loss, noisy_graph
 from nnp.pretrain.masking import choose_masks, cosine_loss, masked_graph
 from nnp.data.molecules import find_molecules
 from nnp.train.trainer import load_checkpoint, run_pretraining, run_training
-from test_training import emt_dataset, small_config
+from test_training import small_config
 
 
 def aspirin() -> Atoms:
@@ -154,23 +150,3 @@ def test_pretraining_learns_and_finetuning_transfers_the_backbone(tmp_path, task
     assert frozen
     for key in frozen:  # frozen for the single epoch: still exactly the pretrained tensors
         torch.testing.assert_close(tuned[key], source[key], rtol=0, atol=0)
-
-
-@pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process(tmp_path):
-    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=20)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    results = {}
-    for procs in (1, 2):
-        cfg = small_config(tmp_path / f"p{procs}", data, epochs=2, batch_size=4, scheduler="none")
-        cfg["output_dir"] = str(tmp_path / f"p{procs}" / "run")
-        (tmp_path / f"p{procs}").mkdir()
-        path = tmp_path / f"p{procs}" / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        command = [str(torchrun), "--standalone", f"--nproc_per_node={procs}", "-m", "nnp.cli", "train",
-                   "--config", str(path), "--no-progress"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[procs] = load_checkpoint(tmp_path / f"p{procs}" / "run" / "last.ckpt")["model"]
-    for key, value in results[1].items():
-        torch.testing.assert_close(results[2][key], value, rtol=1e-7, atol=1e-9)

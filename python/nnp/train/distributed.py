@@ -32,12 +32,13 @@ class Distributed:
     """Rank, world size and device of this process; collective helpers that are no-ops for one process."""
 
     def __init__(self, device_request: str = "auto"):
+        self.launched = "WORLD_SIZE" in os.environ  # started by torchrun (any number of processes)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = choose_device(device_request, int(os.environ.get("LOCAL_RANK", "0")))
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
+        if self.launched and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
 
     @property
@@ -50,14 +51,14 @@ class Distributed:
         ``find_unused_parameters``: some parameters get no gradient from some tasks (EGNN's last
         coordinate update, an energy readout during vector-head pretraining).
         """
-        if self.world == 1:
+        if not self.launched:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum of ``values`` over processes."""
-        if self.world == 1:
+        if not self.launched:
             return values
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
@@ -65,12 +66,12 @@ class Distributed:
 
     def agree(self, flag: bool) -> bool:
         """Rank 0's decision, for every process (time limits differ slightly between processes)."""
-        if self.world == 1:
+        if not self.launched:
             return flag
         tensor = torch.tensor([float(flag)], device=self.device)
         dist.broadcast(tensor, 0)
         return bool(tensor.item())
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.launched:
             dist.barrier()
