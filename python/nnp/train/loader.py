@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torch_geometric.data import Batch, Data
@@ -56,11 +57,18 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(k, frame_seed(self.seed, self.epoch, k)) for k in mine]
 
 
-class EvaluationSampler(Sampler[list[tuple[int, int]]]):
-    """Consecutive batches of this process's frames (``rank::world``) with fixed transform seeds."""
+def evenly_spaced(num_frames: int, max_frames: int | None) -> list[int]:
+    """All frames, or ``max_frames`` of them evenly spread over the dataset."""
+    if max_frames is None or num_frames <= max_frames:
+        return list(range(num_frames))
+    return sorted({int(k) for k in np.linspace(0, num_frames - 1, max_frames).round()})
 
-    def __init__(self, num_frames: int, batch_size: int, rank: int = 0, world: int = 1):
-        self.frames = list(range(rank, num_frames, world))
+
+class EvaluationSampler(Sampler[list[tuple[int, int]]]):
+    """Consecutive batches of this process's share (``rank::world``) of ``frames``, fixed transform seeds."""
+
+    def __init__(self, frames: list[int], batch_size: int, rank: int = 0, world: int = 1):
+        self.frames = frames[rank::world]
         self.batch_size = batch_size
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ from .data import GraphDataset, TrainingData
 from .distributed import Distributed
 from .ema import EMA
 from .finetune import parameter_groups, set_backbone_frozen
-from .loader import EvaluationSampler, GlobalBatchSampler, make_loader
+from .loader import EvaluationSampler, GlobalBatchSampler, evenly_spaced, make_loader
 from .tasks import EnergyForceTask, augment_rotations
 
 
@@ -142,14 +142,18 @@ class Trainer:
             self.frozen = frozen
         return self.step_model
 
-    def train_epoch(self) -> float:
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training split: mean loss, and where the time went (waiting for data or not)."""
         step_model = self._prepare_epoch()
         self.model.train()
         self.sampler.set_epoch(self.epoch)
-        total, count = 0.0, 0
+        total, count, atoms = 0.0, 0, 0
         device = self.dist.device
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}", disable=not self.progress, leave=False)
+        start = waited = time.perf_counter()
+        waiting = 0.0
         for batch in bar:
+            waiting += time.perf_counter() - waited
             batch = batch.to(device, non_blocking=True)
             loss = step_model(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -159,16 +163,22 @@ class Trainer:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-            total += float(loss.detach()) * batch.num_graphs
+            total += float(loss.detach()) * batch.num_graphs  # float(): waits for the device
             count += batch.num_graphs
+            atoms += batch.num_nodes
             bar.set_postfix(loss=f"{total / count:.4g}")
-        total, count = self.dist.sum([total, float(count)])
-        return total / max(count, 1.0)
+            waited = time.perf_counter()
+        seconds = time.perf_counter() - start
+        total, count, atoms = self.dist.sum([total, float(count), float(atoms)])
+        return {"train_loss": total / max(count, 1.0), "train_seconds": seconds,
+                "data_wait_fraction": waiting / max(seconds, 1e-12), "atoms_per_second": atoms / max(seconds, 1e-12)}
 
-    def evaluate(self, model: nn.Module, dataset: GraphDataset) -> dict[str, float]:
-        """The task's metrics on ``dataset``, its frames spread over the processes."""
+    def evaluate(self, model: nn.Module, dataset: GraphDataset, max_frames: int | None = None) -> dict[str, float]:
+        """The task's metrics on ``dataset`` (at most ``max_frames`` evenly spaced frames), spread over the
+        processes."""
         dataset = dataset.with_transform(self.task.eval_transform)
-        sampler = EvaluationSampler(len(dataset), max(self.t.batch_size, 8), self.dist.rank, self.dist.world)
+        frames = evenly_spaced(len(dataset), max_frames)
+        sampler = EvaluationSampler(frames, max(self.t.batch_size, 8), self.dist.rank, self.dist.world)
         loader = make_loader(dataset, sampler, self.t.num_workers, self.dist.device.type == "cuda")
         model.eval()
         totals = [0.0] * self.task.num_totals
@@ -191,7 +201,7 @@ class Trainer:
         epoch_bar = tqdm(total=self.t.epochs, initial=self.epoch, desc=desc, disable=not self.progress)
         while self.epoch < stop_epoch:
             tick = time.monotonic()
-            train_loss = self.train_epoch()
+            epoch = self.train_epoch()
             val_set = self.data.splits["val"] if len(self.data.splits["val"]) else self.data.splits["train"]
             val_metrics = self.evaluate(self.evaluation_model(), val_set)
             val_loss = val_metrics["loss"]
@@ -201,7 +211,7 @@ class Trainer:
             elif self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
-            self.history.append({"epoch": self.epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+            self.history.append({"epoch": self.epoch, "lr": lr, **epoch, "val_loss": val_loss,
                                  **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
                                  "seconds": time.monotonic() - tick})
             improved = val_loss < self.best_val

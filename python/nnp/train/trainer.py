@@ -27,6 +27,8 @@ from .predict import format_metrics_table
 from .shift import center_energy_shift
 from .tasks import EnergyForceTask, PretrainTask, augment_rotations
 
+TRAIN_METRIC_FRAMES = 10_000  # the training-split errors of a large dataset come from this many frames
+
 __all__ = ["Trainer", "evaluate", "load_checkpoint", "model_for_data", "model_from_checkpoint", "prepare_data",
            "run_pretraining", "run_training"]
 
@@ -81,18 +83,23 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     trainer = Trainer(config, model, data, EnergyForceTask(config.train, augment_rotations(config)), progress)
     fit = trainer.fit()
     summary: dict[str, Any] = {"name": config.name, "species": data.species, **fit}
-    if not trainer.dist.main:
-        return summary
-    best = load_checkpoint(config.run_dir / "best.ckpt")
+    best = load_checkpoint(config.run_dir / "best.ckpt")  # every process: the test is spread over them
     weights = "ema" if best.get("ema") is not None else "model"
     model.load_state_dict(best[weights])
     # The per-atom shift is a buffer, not a trained parameter: refit it in closed form to the trained
     # model on training frames, so that a constant energy offset left by a force-dominated loss does
     # not show up as energy error. best.ckpt keeps the same shift as the exported file.
     center_energy_shift(model, data.splits["train"], frames=128)
+    trainer.dist.barrier()  # every process has read best.ckpt before rank 0 rewrites it
+    metrics = {}
+    for split, dataset in data.splits.items():
+        if len(dataset):
+            cap = TRAIN_METRIC_FRAMES if split == "train" else None
+            metrics[split] = {k: v for k, v in trainer.evaluate(model, dataset, cap).items() if k != "loss"}
+    if not trainer.dist.main:
+        return summary
     best[weights] = model.state_dict()
     save_atomic(best, config.run_dir / "best.ckpt")
-    metrics = {split: evaluate(model, dataset) for split, dataset in data.splits.items() if len(dataset)}
     model_path = export_model(
         model, config.run_dir / "model.nnp.pt", dtype=export_dtype,
         provenance={"config": config.to_dict(), "dataset": config.data.path, "test_metrics": metrics.get("test"),
@@ -101,6 +108,7 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     summary.update({
         "model_file": str(model_path),
         "num_frames": {k: len(v) for k, v in data.splits.items()},
+        "train_metrics_frames": min(len(data.splits["train"]), TRAIN_METRIC_FRAMES),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "metrics": metrics,
     })
