@@ -104,4 +104,5 @@ def make_loader(dataset: GraphDataset, sampler: Sampler, num_workers: int | None
         pin_memory=pin_memory,
         worker_init_fn=_single_threaded_worker if workers else None,
         prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0,  # safe: every item carries its own seed, workers hold no epoch state
     )
