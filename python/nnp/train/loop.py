@@ -131,6 +131,17 @@ class Trainer:
         """The model whose weights are validated and exported: the EMA weights when EMA is on."""
         return self.model if self.ema is None else self.ema.model(self.model)
 
+    def refit(self) -> nn.Module:
+        """Refit the task's closed-form parts (the energy shift) of the trained and of the validated weights;
+        returns the model to validate."""
+        train = self.data.splits["train"]
+        self.task.refit(self.model, train)
+        evaluated = self.evaluation_model()
+        if evaluated is not self.model:
+            self.task.refit(evaluated, train)
+            self.ema.state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+        return evaluated
+
     # -- one epoch -----------------------------------------------------------------------------
     def _prepare_epoch(self) -> nn.Module:
         """Freeze or release the backbone for this epoch; (re)wrap for DDP when the trainable set changed."""
@@ -203,7 +214,7 @@ class Trainer:
             tick = time.monotonic()
             epoch = self.train_epoch()
             val_set = self.data.splits["val"] if len(self.data.splits["val"]) else self.data.splits["train"]
-            val_metrics = self.evaluate(self.evaluation_model(), val_set)
+            val_metrics = self.evaluate(self.refit(), val_set)
             val_loss = val_metrics["loss"]
             lr = self.optimizer.param_groups[-1]["lr"]
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

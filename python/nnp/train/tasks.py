@@ -19,7 +19,9 @@ from ..models.build import ROTATION_INVARIANT
 from ..models.potential import Potential
 from ..pretrain.denoising import noise_loss, noisy_graph
 from ..pretrain.masking import choose_masks, cosine_loss, distance_loss, masked_graph
+from .data import GraphDataset
 from .predict import MetricAccumulator, predict_batch
+from .shift import center_energy_shift
 
 
 def augment_rotations(config: RunConfig) -> bool:
@@ -51,6 +53,9 @@ def rotate_graph(graph: Data, rotation: Tensor) -> Data:
     return graph
 
 
+REFIT_FRAMES = 128  # training frames the energy shift is refitted on after every epoch
+
+
 class EnergyForceTask:
     """Supervised: weighted MSE of energy per atom, force components and (optionally) stress."""
 
@@ -67,6 +72,14 @@ class EnergyForceTask:
         return graph
 
     eval_transform = None  # validation frames are used as they are
+
+    def refit(self, model: Potential, train: GraphDataset) -> None:
+        """Refit the closed-form part of the model (the per-atom energy shift) to its current weights.
+
+        Without it the validation energy error jumps with the constant per-atom offset that the weights
+        acquire while forces are learned (the force loss cannot see it, the energy term pulls weakly).
+        """
+        center_energy_shift(model, train, frames=REFIT_FRAMES)
 
     def loss(self, model: Potential, batch: Batch) -> Tensor:
         t = self.t
@@ -133,6 +146,9 @@ class PretrainTask:
     @property
     def eval_transform(self):
         return self.transform  # with fixed per-frame seeds: comparable across epochs
+
+    def refit(self, model: nn.Module, train: GraphDataset) -> None:
+        """Nothing is fitted in closed form during pretraining."""
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         p = self.p
