@@ -11,7 +11,7 @@ double backward, optimiser) for two epochs of ``--steps`` steps; the second epoc
 the share of the epoch spent waiting for data (the rest is inside the model and optimiser), with graphs
 kept in memory and streamed from a pack by DataLoader workers.
 
-memory: ``nnp train`` for one epoch of a tiny EGNN on a pack of N frames of a 9-atom water trimer
+memory: ``nnp train`` for one epoch (batch 128) of a tiny EGNN on a pack of N frames of a 9-atom water trimer
 (synthetic harmonic labels: the benchmark is about the data pipeline), peak resident memory of the whole
 process tree (trainer and workers) sampled every 0.1 s.
 
@@ -122,10 +122,10 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def peak_memory(command: list[str]) -> tuple[int, float]:
+def peak_memory(command: list[str], env: dict[str, str]) -> tuple[int, float]:
     """Run ``command``; its peak process-tree resident memory (bytes) and wall time (s)."""
     start = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     while process.poll() is None:
         peak = max(peak, tree_rss_bytes(process.pid))
@@ -133,6 +133,9 @@ def peak_memory(command: list[str]) -> tuple[int, float]:
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
     return peak, time.monotonic() - start
+
+
+BATCH = 128  # frames per step of the memory benchmark (a 9-atom system: 1,152 atoms per step)
 
 
 def memory(args) -> None:
@@ -147,12 +150,13 @@ def memory(args) -> None:
             config = {"name": "memory", "output_dir": str(tmp / f"run{frames}"),
                       "model": {"kind": "egnn", "cutoff": 4.0, "hidden": 16, "layers": 2, "num_rbf": 8},
                       "data": {"path": str(pack), "val_fraction": 0.01, "test_fraction": 0.01},
-                      "train": {"epochs": 1, "batch_size": 32, "dtype": "float32", "num_workers": 1}}
+                      "train": {"epochs": 1, "batch_size": BATCH, "dtype": "float32", "num_workers": 1}}
             path = tmp / f"config{frames}.yaml"
             path.write_text(yaml.safe_dump(config))
-            peak, seconds = peak_memory([nnp, "train", "--config", str(path), "--no-progress"])
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one trainer thread beside one worker on 2 cores
+            peak, seconds = peak_memory([nnp, "train", "--config", str(path), "--no-progress"], env)
             peaks.append(peak)
-            print(f"{frames:>10}{int(frames * 0.98) // 32:>8}{seconds:>9.0f}{peak / 2**20:>16.0f}", flush=True)
+            print(f"{frames:>10}{int(frames * 0.98) // BATCH:>8}{seconds:>9.0f}{peak / 2**20:>16.0f}", flush=True)
     print(f"largest / smallest peak: {max(peaks) / min(peaks):.2f}")
 
 
