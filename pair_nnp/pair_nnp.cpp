@@ -532,8 +532,16 @@ void PairNNP::unpack_reverse_comm(int n, int *list, double *buf) {
 
 // ---------------------------------------------------------------------------------------------------
 
+// Called at the end of every run: graph sizes and where the time went, then the counters restart.
 void PairNNP::finish() {
   if (evaluations == 0) return;
+  report_run();
+  timers.fill(0.0);
+  sum_nodes = sum_local = sum_edges = 0.0;
+  evaluations = 0;
+}
+
+void PairNNP::report_run() {
   const char *names[NUM_TIMERS] = {"graph", "h2d", "edges", "model", "halo", "d2h", "tally"};
   const char *modes[] = {"one rank, images mapped to owners", "per-layer halo exchange", "deep ghost shell"};
   double local[4] = {sum_nodes / evaluations, sum_local / evaluations, sum_edges / evaluations, 0.0};

@@ -89,6 +89,7 @@ class PairNNP : public Pair {
     PairNNP &pair_;
   } halo{*this};
 
+  void report_run();
   void allocate();
   std::string choose_device() const;
   void warn_on_mass_mismatch();
