@@ -86,15 +86,16 @@ Evaluator::Evaluator(const std::string &path, const std::string &device)
   const bool version_1 = version == "1";
   std::string missing;
   for (const char *key : METADATA_KEYS) {
-    const bool optional = key == std::string(METADATA_KEYS[META_PROVENANCE]) || (version_1 && since_v2(key));
+    // keys added in version 2 are required once the file says it is version 2 or later
+    const bool optional = key == std::string(METADATA_KEYS[META_PROVENANCE]) || ((version_1 || version.empty()) && since_v2(key));
     if (extra[key].empty() && !optional) missing += std::string(missing.empty() ? "" : ", ") + key;
     info_.metadata[key] = extra[key];
   }
-  if (!missing.empty())
-    throw Error(path + " lacks nnp metadata (" + missing + "): it was not written by nnp export");
-  if (!is_readable_version(version))
+  if (!version.empty() && !is_readable_version(version))
     throw Error(path + " has model format version " + version + ", this pair_nnp reads " + readable_versions() +
                 ": upgrade nnp or re-export the model");
+  if (!missing.empty())
+    throw Error(path + " lacks nnp metadata (" + missing + "): it was not written by nnp export");
   if (extra[METADATA_KEYS[META_UNITS]] != UNITS)
     throw Error(path + " declares units '" + extra[METADATA_KEYS[META_UNITS]] + "'; format version " + version +
                 " requires " + UNITS);

@@ -15,6 +15,7 @@
 #include "domain.h"
 #include "elements.h"
 #include "error.h"
+#include "contract.h"
 #include "evaluator.h"
 #include "force.h"
 #include "memory.h"
@@ -151,7 +152,8 @@ void PairNNP::coeff(int narg, char **arg) {
     std::ostringstream msg;
     msg << "pair_style nnp: " << info.model_kind << " model " << model_path << " (" << info.dtype << ", cutoff "
         << info.cutoff << " A, " << info.num_interactions << " interactions, halo "
-        << (info.halo_per_layer ? "per layer" : "none") << ") on " << model->device() << "\n";
+        << nnp::contract::HALO_MODES[info.halo_per_layer ? nnp::contract::HALO_PER_LAYER : nnp::contract::HALO_NONE]
+        << ") on " << model->device() << "\n";
     utils::logmesg(lmp, msg.str());
   }
 }
