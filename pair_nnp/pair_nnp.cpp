@@ -536,8 +536,7 @@ void PairNNP::unpack_reverse_comm(int n, int *list, double *buf) {
 
 // Called at the end of every run: graph sizes and where the time went, then the counters restart.
 void PairNNP::finish() {
-  if (evaluations == 0) return;
-  report_run();
+  report_run();  // collective: every rank calls it, also one that evaluated nothing
   timers.fill(0.0);
   sum_nodes = sum_local = sum_edges = 0.0;
   evaluations = 0;
@@ -546,11 +545,12 @@ void PairNNP::finish() {
 void PairNNP::report_run() {
   const char *names[NUM_TIMERS] = {"graph", "h2d", "edges", "model", "halo", "d2h", "tally"};
   const char *modes[] = {"one rank, images mapped to owners", "per-layer halo exchange", "deep ghost shell"};
-  double local[4] = {sum_nodes / evaluations, sum_local / evaluations, sum_edges / evaluations, 0.0};
+  const double per = evaluations > 0 ? 1.0 / evaluations : 0.0;
+  double local[4] = {sum_nodes * per, sum_local * per, sum_edges * per, static_cast<double>(evaluations)};
   double total[4], maximum[4];
   MPI_Allreduce(local, total, 4, MPI_DOUBLE, MPI_SUM, world);
   MPI_Allreduce(local, maximum, 4, MPI_DOUBLE, MPI_MAX, world);
-  if (comm->me != 0) return;
+  if (comm->me != 0 || total[3] == 0.0) return;
   std::ostringstream msg;
   msg.setf(std::ios::fixed);
   msg.precision(1);
