@@ -170,3 +170,19 @@ def test_halo_keeps_the_ghost_shell_one_cutoff_deep(tmp_path):
         out = run_cases(path, tmp_path, 2, ["cubic"])["stdout"]
         ghosts[name] = float(re.search(r"ghost nodes ([\d.]+)", out).group(1))
     assert 0 < ghosts["halo"] < ghosts["deep"] / 2
+
+
+def test_a_model_that_skips_the_halo_calls_is_wrong_on_several_ranks(tmp_path):
+    """Teeth: a file that declares per_layer but never calls nnp::halo (the reference model of
+    tests/lammps_models.py, 3 layers) gets ghosts one cutoff deep with stale features, and 2 ranks
+    no longer equal 1 rank. The same code declared honestly (halo none) is exact."""
+    from lammps_models import write_model
+
+    v2 = {"format_version": "2", "receptive_hops": "3"}
+    liar = write_model(tmp_path / "liar.nnp.pt", meta={**v2, "halo": contract.HALO_PER_LAYER})
+    honest = write_model(tmp_path / "honest.nnp.pt", meta={**v2, "halo": contract.HALO_NONE})
+    cases = ["cubic"]
+    serial = run_cases(honest, tmp_path, 1, cases)
+    assert_same(serial, run_cases(honest, tmp_path, 2, cases), cases, "honest")
+    wrong = run_cases(liar, tmp_path, 2, cases)
+    assert np.abs(wrong["cubic"][2]["forces"] - serial["cubic"][2]["forces"]).max() > 1e-6
