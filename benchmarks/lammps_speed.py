@@ -1,6 +1,7 @@
 """pair_style nnp speed: LAMMPS steps/s against the bare model, ASE MD, and 1 vs 2 MPI ranks.
 
     python benchmarks/lammps_speed.py [--model FILE] [--sizes 192 1536 12288] [--device cpu|cuda]
+    python benchmarks/lammps_speed.py --mpi-only --sizes 1536 12288 --steps 5   # the multi-rank table
 
 Without --model, an EGNN of the quickstart size (3 layers, 48 wide, cutoff 4.5 Å, float32) is exported
 with random weights: speed does not depend on the weights. Water boxes are replicas of the bundled TIP3P
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnp import contract
 from nnp.config import ModelConfig
 from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.data.readers import bundled_dataset, read_structures
@@ -93,10 +96,27 @@ def ase_steps_per_second(model: Path, atoms, steps: int) -> float:
     return steps / (time.perf_counter() - tick)
 
 
-def mpi_steps_per_second(model: Path, atoms, ranks: int, steps: int, tmp: Path) -> float:
+def deep_shell_copy(model: Path, tmp: Path) -> Path:
+    """The same model declared without per-layer halo: LAMMPS falls back to the deep ghost shell (the
+    behaviour before contract version 2), for the "ghosts per rank before" column."""
+    module, meta = load_exported(model)
+    meta = dict(meta, halo=contract.HALO_NONE)
+    path = tmp / "deep_shell.nnp.pt"
+    torch.jit.save(module, str(path), _extra_files=meta)
+    return path
+
+
+GRAPH_LINE = re.compile(r"nodes ([\d.]+) \(max [\d.]+\), local ([\d.]+), ghost nodes ([\d.]+), edges ([\d.]+)")
+
+
+def mpi_run(model: Path, atoms, ranks: int, steps: int, tmp: Path) -> dict:
+    """steps/s of `run steps` (after 3 warm-up steps) under mpirun, and the graph size per rank.
+
+    With steps = 0 only the graph is built and evaluated once (for the ghost counts)."""
     data = tmp / "w.data"
     write_lammps_data(atoms, data, ["O", "H"])
     deck = tmp / "in.bench"
+    timed = f"run 3\nrun {steps}\n" if steps else "run 0\n"
     deck.write_text(f"""units metal
 atom_style atomic
 boundary p p p
@@ -108,15 +128,36 @@ velocity all create 300 1
 fix nve all nve
 timestep 0.0005
 thermo 1000
-run 3
-run {steps}
-""")
+{timed}""")
     env = subprocess_env()
     env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
     command = [mpirun_executable(), "-np", str(ranks), lmp_executable(), "-in", str(deck), "-log", "none"]
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, check=True).stdout
-    loop = [line for line in out.splitlines() if line.startswith("Loop time")][-1]
-    return steps / float(loop.split()[3])
+    nodes, local, ghosts, edges = (float(v) for v in GRAPH_LINE.findall(out)[-1])
+    result = {"nodes": nodes, "local": local, "ghosts": ghosts, "edges": edges}
+    if steps:
+        loop = [line for line in out.splitlines() if line.startswith("Loop time")][-1]
+        result["steps_per_s"] = steps / float(loop.split()[3])
+        result["timers"] = [line for line in out.splitlines() if "seconds over" in line][-1]
+    return result
+
+
+def mpi_table(model: Path, sizes: list[int], steps: int, tmp: Path) -> None:
+    """1 vs 2 ranks with per-layer halo exchange; ghost nodes per rank before (deep shell) and after."""
+    deep = deep_shell_copy(model, tmp)
+    print(f"{'atoms':>7}{'ranks':>6}{'ghosts/rank deep shell':>24}{'ghosts/rank halo':>18}{'nodes/local':>13}"
+          f"{'steps/s':>10}{'speed-up':>10}")
+    for n in sizes:
+        atoms = water(n)
+        base = None
+        for ranks in (1, 2):
+            before = mpi_run(deep, atoms, ranks, 0, tmp)
+            after = mpi_run(model, atoms, ranks, steps, tmp)
+            base = base or after["steps_per_s"]
+            print(f"{n:>7}{ranks:>6}{before['ghosts']:>24.0f}{after['ghosts']:>18.0f}"
+                  f"{after['nodes'] / after['local']:>13.2f}{after['steps_per_s']:>10.3f}"
+                  f"{after['steps_per_s'] / base:>10.2f}", flush=True)
+            print(f"        {after['timers']}", flush=True)
 
 
 def main() -> None:
@@ -127,6 +168,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-mpi", action="store_true")
+    parser.add_argument("--mpi-only", action="store_true", help="only the 1 vs 2 ranks table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -135,8 +177,10 @@ def main() -> None:
         print(f"model {model.name}: {meta['model_kind']}, {meta['dtype']}, cutoff {meta['cutoff']} Å, "
               f"{meta['num_interactions']} layers; device {args.device}; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads")
-        print(f"{'atoms':>7}{'LAMMPS steps/s':>16}{'bare ms':>10}{'ratio':>8}{'ASE MD steps/s':>16}"
-              f"{'MPI 1 steps/s':>15}{'MPI 2 steps/s':>15}")
+        if args.mpi_only:
+            mpi_table(model, args.sizes, args.steps, tmp)
+            return
+        print(f"{'atoms':>7}{'LAMMPS steps/s':>16}{'bare ms':>10}{'ratio':>8}{'ASE MD steps/s':>16}")
         for n in args.sizes:
             atoms = water(n)
             steps = max(3, args.steps * 192 // n * 4) if n > 192 else args.steps
@@ -144,11 +188,9 @@ def main() -> None:
             bare = bare_seconds(model, atoms, args.device, repeats=3 if n > 2000 else 5)
             ratio = (1.0 / lmp_rate) / bare
             ase_rate = ase_steps_per_second(model, atoms, max(2, steps // 2)) if n <= 1536 else float("nan")
-            mpi = ["", ""]
-            if not args.no_mpi and n == 1536 and args.device == "cpu":
-                mpi = [f"{mpi_steps_per_second(model, atoms, r, steps, tmp):.2f}" for r in (1, 2)]
-            print(f"{n:>7}{lmp_rate:>16.2f}{1000 * bare:>10.1f}{ratio:>8.2f}{ase_rate:>16.2f}{mpi[0]:>15}{mpi[1]:>15}",
-                  flush=True)
+            print(f"{n:>7}{lmp_rate:>16.2f}{1000 * bare:>10.1f}{ratio:>8.2f}{ase_rate:>16.2f}", flush=True)
+        if not args.no_mpi and args.device == "cpu":
+            mpi_table(model, [n for n in args.sizes if n >= 1536], max(3, args.steps // 4), tmp)
 
 
 if __name__ == "__main__":

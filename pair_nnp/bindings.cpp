@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "contract.h"
 #include "evaluator.h"
 
 namespace py = pybind11;
@@ -44,12 +45,13 @@ py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style 
       throw nnp::Error(bad < n ? "model returned NaN or infinite energy/force for node " + std::to_string(bad)
                                : std::string("model returned a NaN or infinite total energy or virial"));
   }
+  using namespace nnp::contract;
   py::dict out;
-  out["energy"] = r.energy;
-  out["atom_energy"] = to_numpy(r.atom_energy);
-  out["forces"] = to_numpy(r.forces);
-  out["virial"] = to_numpy(r.virial);
-  out["atom_virial"] = to_numpy(r.atom_virial);
+  out[OUTPUT_KEYS[ENERGY]] = r.energy;
+  out[OUTPUT_KEYS[ATOM_ENERGY]] = to_numpy(r.atom_energy);
+  out[OUTPUT_KEYS[FORCES]] = to_numpy(r.forces);
+  out[OUTPUT_KEYS[VIRIAL]] = to_numpy(r.virial);
+  out[OUTPUT_KEYS[ATOM_VIRIAL]] = to_numpy(r.atom_virial);
   return out;
 }
 
@@ -64,6 +66,8 @@ PYBIND11_MODULE(_evaluator, m) {
       .def_property_readonly("cutoff", [](const nnp::Evaluator &e) { return e.info().cutoff; })
       .def_property_readonly("num_interactions", [](const nnp::Evaluator &e) { return e.info().num_interactions; })
       .def_property_readonly("dtype", [](const nnp::Evaluator &e) { return e.info().dtype; })
+      .def_property_readonly("halo_per_layer", [](const nnp::Evaluator &e) { return e.info().halo_per_layer; })
+      .def_property_readonly("receptive_hops", [](const nnp::Evaluator &e) { return e.info().receptive_hops; })
       .def_property_readonly("direct_forces", [](const nnp::Evaluator &e) { return e.info().direct_forces; })
       .def_property_readonly("metadata", [](const nnp::Evaluator &e) { return e.info().metadata; })
       .def_property_readonly("device", &nnp::Evaluator::device)

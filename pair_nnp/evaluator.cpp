@@ -41,6 +41,30 @@ torch::Device parse_device(const std::string &device) {
   throw Error("unknown device '" + device + "': use cpu, cuda or cuda:K");
 }
 
+namespace {
+
+using namespace contract;
+
+bool is_readable_version(const std::string &version) {
+  for (int v : READABLE_FORMAT_VERSIONS)
+    if (version == std::to_string(v)) return true;
+  return false;
+}
+
+std::string readable_versions() {
+  std::string out;
+  for (int v : READABLE_FORMAT_VERSIONS) out += (out.empty() ? "" : " and ") + std::to_string(v);
+  return out;
+}
+
+bool since_v2(const std::string &key) {
+  for (const char *k : METADATA_KEYS_SINCE_V2)
+    if (key == k) return true;
+  return false;
+}
+
+}  // namespace
+
 Evaluator::Evaluator(const std::string &path, const std::string &device)
     : device_(parse_device(device)), dtype_(torch::kFloat64) {
   // Graph sizes change every MD step; the profiling executor would re-specialise the graph for each new
@@ -48,7 +72,7 @@ Evaluator::Evaluator(const std::string &path, const std::string &device)
   torch::jit::setGraphExecutorOptimize(false);
   if (!std::ifstream(path).good()) throw Error("model file " + path + " does not exist or cannot be read");
   std::unordered_map<std::string, std::string> extra;
-  for (const char *key : contract::METADATA_KEYS) extra[key] = "";
+  for (const char *key : METADATA_KEYS) extra[key] = "";
   try {
     module_ = torch::jit::load(path, device_, extra);
   } catch (const c10::Error &err) {
@@ -58,37 +82,96 @@ Evaluator::Evaluator(const std::string &path, const std::string &device)
     throw Error(path + " is not a TorchScript model file (export one with `nnp export`): " + first_line(err.what()));
   }
   module_.eval();
+  const std::string version = extra[METADATA_KEYS[META_FORMAT_VERSION]];
+  const bool version_1 = version == "1";
   std::string missing;
-  for (const char *key : contract::METADATA_KEYS) {
-    if (extra[key].empty() && std::string(key) != "provenance") missing += std::string(missing.empty() ? "" : ", ") + key;
+  for (const char *key : METADATA_KEYS) {
+    // keys added in version 2 are required once the file says it is version 2 or later
+    const bool optional = key == std::string(METADATA_KEYS[META_PROVENANCE]) || ((version_1 || version.empty()) && since_v2(key));
+    if (extra[key].empty() && !optional) missing += std::string(missing.empty() ? "" : ", ") + key;
     info_.metadata[key] = extra[key];
   }
+  if (!version.empty() && !is_readable_version(version))
+    throw Error(path + " has model format version " + version + ", this pair_nnp reads " + readable_versions() +
+                ": upgrade nnp or re-export the model");
   if (!missing.empty())
     throw Error(path + " lacks nnp metadata (" + missing + "): it was not written by nnp export");
-  if (extra["format_version"] != std::to_string(contract::FORMAT_VERSION))
-    throw Error(path + " has model format version " + extra["format_version"] + ", this pair_nnp reads " +
-                std::to_string(contract::FORMAT_VERSION) + ": upgrade nnp or re-export the model");
-  if (extra["units"] != contract::UNITS)
-    throw Error(path + " declares units '" + extra["units"] + "'; format version 1 requires metal");
-  info_.dtype = extra["dtype"];
-  if (info_.dtype == "float64") dtype_ = torch::kFloat64;
-  else if (info_.dtype == "float32") dtype_ = torch::kFloat32;
-  else throw Error(path + " declares dtype '" + info_.dtype + "'; expected float32 or float64");
-  info_.species = split_words(extra["species"]);
+  if (extra[METADATA_KEYS[META_UNITS]] != UNITS)
+    throw Error(path + " declares units '" + extra[METADATA_KEYS[META_UNITS]] + "'; format version " + version +
+                " requires " + UNITS);
+  info_.dtype = extra[METADATA_KEYS[META_DTYPE]];
+  if (info_.dtype == DTYPES[FLOAT64]) dtype_ = torch::kFloat64;
+  else if (info_.dtype == DTYPES[FLOAT32]) dtype_ = torch::kFloat32;
+  else
+    throw Error(path + " declares dtype '" + info_.dtype + "'; expected " + DTYPES[FLOAT32] + " or " +
+                DTYPES[FLOAT64]);
+  info_.species = split_words(extra[METADATA_KEYS[META_SPECIES]]);
   if (info_.species.empty()) throw Error(path + " declares no species");
+  const std::string &cutoff = extra[METADATA_KEYS[META_CUTOFF]];
+  const std::string &layers = extra[METADATA_KEYS[META_NUM_INTERACTIONS]];
   try {
-    info_.cutoff = std::stod(extra["cutoff"]);
-    info_.num_interactions = std::stoi(extra["num_interactions"]);
+    info_.cutoff = std::stod(cutoff);
+    info_.num_interactions = std::stoi(layers);
   } catch (const std::exception &) {
-    throw Error(path + ": metadata cutoff '" + extra["cutoff"] + "' or num_interactions '" +
-                extra["num_interactions"] + "' is not a number");
+    throw Error(path + ": metadata cutoff '" + cutoff + "' or num_interactions '" + layers + "' is not a number");
   }
   if (!(info_.cutoff > 0.0) || info_.num_interactions < 1)
     throw Error(path + ": cutoff and num_interactions must be positive");
-  info_.model_kind = extra["model_kind"];
-  if (extra["forces"] != "conservative" && extra["forces"] != "direct")
-    throw Error(path + " declares forces '" + extra["forces"] + "'; expected conservative or direct");
-  info_.direct_forces = extra["forces"] == "direct";
+  info_.model_kind = extra[METADATA_KEYS[META_MODEL_KIND]];
+  const std::string &forces = extra[METADATA_KEYS[META_FORCES]];
+  if (forces != FORCE_KINDS[CONSERVATIVE] && forces != FORCE_KINDS[DIRECT])
+    throw Error(path + " declares forces '" + forces + "'; expected " + FORCE_KINDS[CONSERVATIVE] + " or " +
+                FORCE_KINDS[DIRECT]);
+  info_.direct_forces = forces == FORCE_KINDS[DIRECT];
+  read_halo_metadata(path, extra, version_1);
+}
+
+void Evaluator::read_halo_metadata(const std::string &path,
+                                   const std::unordered_map<std::string, std::string> &extra, bool version_1) {
+  if (version_1) {  // no halo calls; an atom's energy reaches one cutoff per layer
+    info_.halo_per_layer = false;
+    info_.receptive_hops = info_.num_interactions;
+    info_.metadata[METADATA_KEYS[META_HALO]] = HALO_MODES[HALO_NONE];
+    info_.metadata[METADATA_KEYS[META_RECEPTIVE_HOPS]] = std::to_string(info_.num_interactions);
+    return;
+  }
+  const std::string &halo = extra.at(METADATA_KEYS[META_HALO]);
+  if (halo != HALO_MODES[HALO_PER_LAYER] && halo != HALO_MODES[HALO_NONE])
+    throw Error(path + " declares halo '" + halo + "'; expected " + HALO_MODES[HALO_PER_LAYER] + " or " +
+                HALO_MODES[HALO_NONE]);
+  info_.halo_per_layer = halo == HALO_MODES[HALO_PER_LAYER];
+  const std::string &hops = extra.at(METADATA_KEYS[META_RECEPTIVE_HOPS]);
+  try {
+    info_.receptive_hops = std::stoi(hops);
+  } catch (const std::exception &) {
+    throw Error(path + ": metadata receptive_hops '" + hops + "' is not a number");
+  }
+  if (info_.receptive_hops < 1) throw Error(path + ": receptive_hops must be positive");
+}
+
+Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &edge_index,
+                           const torch::Tensor &edge_vectors, int64_t num_local) {
+  std::vector<torch::jit::IValue> inputs{species, edge_index, edge_vectors, num_local};
+  torch::jit::IValue output;
+  try {
+    output = module_.forward(inputs);
+  } catch (const std::exception &err) {
+    throw Error(std::string("model evaluation failed: ") + first_line(err.what()));
+  }
+  if (!output.isGenericDict()) throw Error("model output is not a dictionary (contract violation)");
+  auto out = output.toGenericDict();
+  auto get = [&](Output key) {
+    auto it = out.find(std::string(OUTPUT_KEYS[key]));
+    if (it == out.end())
+      throw Error(std::string("model output lacks '") + OUTPUT_KEYS[key] + "' (contract violation)");
+    return it->value().toTensor().detach();
+  };
+  Outputs result{get(ENERGY), get(ATOM_ENERGY), get(FORCES), get(VIRIAL), get(ATOM_VIRIAL)};
+  const int64_t num_nodes = species.size(0);
+  if (result.forces.size(0) != num_nodes || result.atom_energy.size(0) != num_nodes)
+    throw Error("model returned outputs for " + std::to_string(result.forces.size(0)) + " nodes, expected " +
+                std::to_string(num_nodes) + " (contract violation)");
+  return result;
 }
 
 Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
@@ -107,29 +190,14 @@ Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int6
       num_edges > 0 ? torch::from_blob(const_cast<double *>(edge_vectors), {num_edges, 3}, as_double)
                           .to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true)
                     : torch::empty({0, 3}, torch::TensorOptions().dtype(dtype_).device(device_));
-  std::vector<torch::jit::IValue> inputs{t_species, t_edges, t_vectors, num_local};
-  torch::jit::IValue output;
-  try {
-    output = module_.forward(inputs);
-  } catch (const std::exception &err) {
-    throw Error(std::string("model evaluation failed: ") + first_line(err.what()));
-  }
-  if (!output.isGenericDict()) throw Error("model output is not a dictionary (contract violation)");
-  auto out = output.toGenericDict();
-  auto get = [&](const char *key) {
-    auto it = out.find(std::string(key));
-    if (it == out.end()) throw Error(std::string("model output lacks '") + key + "' (contract violation)");
-    return it->value().toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-  };
+  Outputs out = forward(t_species, t_edges, t_vectors, num_local);
+  auto host = [](const torch::Tensor &t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
   Result result;
-  result.energy = get("energy").item<double>();
-  result.atom_energy = get("atom_energy");
-  result.forces = get("forces");
-  result.virial = get("virial");
-  result.atom_virial = get("atom_virial");
-  if (result.forces.size(0) != num_nodes || result.atom_energy.size(0) != num_nodes)
-    throw Error("model returned outputs for " + std::to_string(result.forces.size(0)) + " nodes, expected " +
-                std::to_string(num_nodes) + " (contract violation)");
+  result.energy = host(out.energy).item<double>();
+  result.atom_energy = host(out.atom_energy);
+  result.forces = host(out.forces);
+  result.virial = host(out.virial);
+  result.atom_virial = host(out.atom_virial);
   return result;
 }
 

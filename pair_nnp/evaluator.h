@@ -7,6 +7,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <torch/script.h>
@@ -23,10 +24,21 @@ struct ModelInfo {
   std::vector<std::string> species;  // element symbols in species-index order
   double cutoff = 0.0;               // Å
   int num_interactions = 0;          // message-passing layers
+  bool halo_per_layer = false;       // calls nnp::halo after each layer (contract v2, metadata halo)
+  int receptive_hops = 0;            // an atom's energy reaches this many edges (hops) through the graph
   std::string dtype;                 // float32 | float64
   std::string model_kind;
   bool direct_forces = false;        // forces from a head, not the energy gradient
   std::map<std::string, std::string> metadata;  // every metadata key, as stored
+};
+
+// Outputs of one evaluation as the model returned them: on the model's device, in its dtype.
+struct Outputs {
+  torch::Tensor energy;       // ()
+  torch::Tensor atom_energy;  // (N,)
+  torch::Tensor forces;       // (N, 3)
+  torch::Tensor virial;       // (3, 3)
+  torch::Tensor atom_virial;  // (N, 3, 3)
 };
 
 // Outputs of one evaluation, as contiguous float64 CPU tensors.
@@ -45,6 +57,13 @@ class Evaluator {
 
   const ModelInfo &info() const { return info_; }
   std::string device() const { return device_.str(); }
+  const torch::Device &torch_device() const { return device_; }
+  torch::ScalarType dtype() const { return dtype_; }
+
+  // Tensors already on the model's device: species (N,) int64, edge_index (2, E) int64, edge_vectors
+  // (E, 3) in the model dtype. Returns the model's outputs without copying them anywhere.
+  Outputs forward(const torch::Tensor &species, const torch::Tensor &edge_index, const torch::Tensor &edge_vectors,
+                  int64_t num_local);
 
   // species: N indices; edge_index: 2*E (row 0 centres, row 1 neighbours); edge_vectors: E*3 (Å).
   Result evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
@@ -56,6 +75,9 @@ class Evaluator {
   static int64_t first_non_finite(const Result &result, int64_t num_local = -1);
 
  private:
+  void read_halo_metadata(const std::string &path, const std::unordered_map<std::string, std::string> &extra,
+                          bool version_1);
+
   ModelInfo info_;
   torch::Device device_;
   torch::ScalarType dtype_;

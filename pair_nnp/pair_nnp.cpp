@@ -1,6 +1,7 @@
 #include "pair_nnp.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -12,7 +13,9 @@
 #include "atom.h"
 #include "comm.h"
 #include "domain.h"
+#include "elements.h"
 #include "error.h"
+#include "contract.h"
 #include "evaluator.h"
 #include "force.h"
 #include "memory.h"
@@ -23,8 +26,27 @@
 using namespace LAMMPS_NS;
 
 namespace {
+
 constexpr double EV_TO_KCAL_PER_MOL = 23.060548012069496;
+constexpr int HALO_CHUNK = 64;              // columns per forward/reverse communication (comm_forward)
+constexpr double MASS_TOLERANCE = 0.10;     // relative mass mismatch that triggers a warning
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// Adds the time between construction and destruction to a timer.
+class Stopwatch {
+ public:
+  explicit Stopwatch(double &total) : total_(total), start_(now()) {}
+  ~Stopwatch() { total_ += now() - start_; }
+
+ private:
+  double &total_;
+  double start_;
+};
+
+}  // namespace
 
 PairNNP::PairNNP(LAMMPS *lmp) : Pair(lmp) {
   single_enable = 0;
@@ -33,6 +55,10 @@ PairNNP::PairNNP(LAMMPS *lmp) : Pair(lmp) {
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;  // the virial comes from the model
   centroidstressflag = CENTROID_NOTAVAIL;
+  // the halo exchange sends node features in chunks of HALO_CHUNK values per atom; set here, before
+  // pair_style hybrid collects its sub-styles' communication sizes
+  comm_forward = HALO_CHUNK;
+  comm_reverse = HALO_CHUNK;
 }
 
 PairNNP::~PairNNP() {
@@ -83,13 +109,13 @@ std::string PairNNP::choose_device() const {
   return "cuda:" + std::to_string(local_rank % gpus);
 }
 
-// pair_coeff * * model.nnp.pt El_1 ... El_ntypes
+// pair_coeff * * model.nnp.pt El_1 ... El_ntypes   (NULL: the type is left to another hybrid sub-style)
 void PairNNP::coeff(int narg, char **arg) {
   if (!allocated) allocate();
   const int ntypes = atom->ntypes;
   if (narg != 3 + ntypes)
     error->all(FLERR, "pair_coeff for pair_style nnp needs '* * model_file' and one element per atom type (" +
-                          std::to_string(ntypes) + " types), got " + std::to_string(narg) + " arguments");
+                          std::to_string(ntypes) + " types; NULL for a type left to another hybrid style), got " + std::to_string(narg) + " arguments");
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_coeff for pair_style nnp must start with '* *'");
   model_path = arg[2];
@@ -100,8 +126,11 @@ void PairNNP::coeff(int narg, char **arg) {
   }
   const auto &info = model->info();
   type_species.assign(ntypes + 1, -1);
+  type_element.assign(ntypes + 1, "");
   for (int t = 1; t <= ntypes; t++) {
     const std::string element = arg[2 + t];
+    type_element[t] = element;
+    if (element == "NULL") continue;
     for (size_t s = 0; s < info.species.size(); s++)
       if (info.species[s] == element) type_species[t] = static_cast<int64_t>(s);
     if (type_species[t] < 0) {
@@ -112,13 +141,52 @@ void PairNNP::coeff(int narg, char **arg) {
     }
   }
   cutoff = info.cutoff;
+  int mapped = 0;
   for (int i = 1; i <= ntypes; i++)
-    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+    for (int j = i; j <= ntypes; j++) {
+      setflag[i][j] = type_species[i] >= 0 && type_species[j] >= 0 ? 1 : 0;
+      mapped += setflag[i][j];
+    }
+  if (mapped == 0) error->all(FLERR, "pair_coeff for pair_style nnp maps every atom type to NULL");
   if (comm->me == 0) {
     std::ostringstream msg;
     msg << "pair_style nnp: " << info.model_kind << " model " << model_path << " (" << info.dtype << ", cutoff "
-        << info.cutoff << " A, " << info.num_interactions << " interactions) on " << model->device() << "\n";
+        << info.cutoff << " A, " << info.num_interactions << " interactions, halo "
+        << nnp::contract::HALO_MODES[info.halo_per_layer ? nnp::contract::HALO_PER_LAYER : nnp::contract::HALO_NONE]
+        << ") on " << model->device() << "\n";
     utils::logmesg(lmp, msg.str());
+  }
+}
+
+// A type whose mass is far from its element's (e.g. `O H` given for types 1 = H, 2 = O) runs silently
+// otherwise: warn, naming the type, its mass and the element.
+void PairNNP::warn_on_mass_mismatch() {
+  if (comm->me != 0 || atom->mass == nullptr || atom->mass_setflag == nullptr) return;
+  for (int t = 1; t <= atom->ntypes; t++) {
+    if (type_species[t] < 0 || !atom->mass_setflag[t]) continue;
+    const double standard = nnp::standard_atomic_weight(type_element[t]);
+    if (standard <= 0.0 || std::fabs(atom->mass[t] - standard) <= MASS_TOLERANCE * standard) continue;
+    double mass = atom->mass[t];
+    error->warning(FLERR, "pair_style nnp: atom type {} has mass {:.4g} but is mapped to element {} "
+                          "(standard atomic weight {:.4g}): check the element order in pair_coeff "
+                          "(an isotope is fine)", t, mass, type_element[t], standard);
+  }
+}
+
+void PairNNP::choose_graph_mode() {
+  const auto &info = model->info();
+  if (comm->nprocs == 1) mode = GraphMode::OWNERS;
+  else mode = info.halo_per_layer ? GraphMode::HALO : GraphMode::DEEP_SHELL;
+  if (mode != GraphMode::DEEP_SHELL) return;
+  // every atom within receptive_hops cutoffs of a local atom must be a node, with all its edges
+  const double needed = info.receptive_hops * cutoff + neighbor->skin;
+  if (comm->mode != 0)  // Comm::SINGLE
+    error->all(FLERR, "pair_style nnp with several MPI ranks requires comm_modify mode single");
+  if (comm->cutghostuser < needed) {
+    if (comm->me == 0 && comm->cutghostuser > 0.0)
+      error->warning(FLERR, "pair_style nnp: raising comm_modify cutoff to {:.4g} (receptive_hops * cutoff + skin)",
+                     needed);
+    comm->cutghostuser = needed;
   }
 }
 
@@ -137,24 +205,11 @@ void PairNNP::init_style() {
                               "the virial is zero");
     warned_direct = true;
   }
-  // One rank: every periodic image maps back to its owner, so no work is repeated. Several ranks:
-  // ghosts become graph nodes, the ghost shell must cover every message-passing layer.
-  ghost_mode = comm->nprocs > 1;
-  ghostneigh = ghost_mode ? 1 : 0;
-  if (ghost_mode) {
-    const double needed = model->info().num_interactions * cutoff + neighbor->skin;
-    if (comm->mode != 0)  // Comm::SINGLE
-      error->all(FLERR, "pair_style nnp with several MPI ranks requires comm_modify mode single");
-    if (comm->cutghostuser < needed) {
-      if (comm->me == 0 && comm->cutghostuser > 0.0)
-        error->warning(FLERR, "pair_style nnp: raising comm_modify cutoff to {:.4g} (num_interactions * cutoff + skin)",
-                       needed);
-      comm->cutghostuser = needed;
-    }
-    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
-  } else {
-    neighbor->add_request(this, NeighConst::REQ_FULL);
-  }
+  warn_on_mass_mismatch();
+  choose_graph_mode();
+  ghostneigh = mode == GraphMode::DEEP_SHELL ? 1 : 0;
+  neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
+  graph_built_at = -1;
 }
 
 double PairNNP::init_one(int i, int j) {
@@ -163,9 +218,16 @@ double PairNNP::init_one(int i, int j) {
   return cutoff;
 }
 
-void PairNNP::map_ghosts_to_owners() {
-  const int nlocal = atom->nlocal, nall = atom->nlocal + atom->nghost;
-  tag_to_local.clear();
+// ---------------------------------------------------------------------------------------------------
+// The graph: nodes, candidate pairs (neighbour list with skin) -- rebuilt with the neighbour list.
+
+bool PairNNP::graph_is_stale() const {
+  return neighbor->ncalls != graph_built_at || atom->nlocal + atom->nghost != graph_nall;
+}
+
+void PairNNP::map_ghosts_to_owners(int nall) {
+  const int nlocal = atom->nlocal;
+  std::unordered_map<tagint, int> tag_to_local;
   tag_to_local.reserve(nlocal);
   for (int i = 0; i < nlocal; i++) tag_to_local[atom->tag[i]] = i;
   owner.resize(nall);
@@ -178,82 +240,170 @@ void PairNNP::map_ghosts_to_owners() {
   }
 }
 
-void PairNNP::compute(int eflag, int vflag) {
-  ev_init(eflag, vflag);
-  double **x = atom->x;
-  double **f = atom->f;
-  int *type = atom->type;
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  const int num_nodes = ghost_mode ? nall : nlocal;
-  if (nlocal == 0) return;  // a rank without atoms contributes nothing
-
-  // ghosts are re-created at every neighbour list build: rebuild the ghost -> owner map then
-  if (!ghost_mode && (neighbor->ncalls != owners_built_at || static_cast<int>(owner.size()) != nall)) {
-    map_ghosts_to_owners();
-    owners_built_at = neighbor->ncalls;
-  }
-
-  species.resize(num_nodes);
-  for (int i = 0; i < num_nodes; i++) species[i] = type_species[type[i]];
-
-  // edges within the cutoff from the full neighbour list (the list is built with a skin). Hot loop:
-  // the buffers keep their capacity between steps and are written by index, not push_back; sources go
-  // to edge_index[0, max_edges), destinations to [max_edges, 2 max_edges) and are moved down after.
-  const double cutsq_model = cutoff * cutoff;
-  const int ncentres = ghost_mode ? list->inum + list->gnum : list->inum;
-  int64_t max_edges = 0;
-  for (int ii = 0; ii < ncentres; ii++) max_edges += list->numneigh[list->ilist[ii]];
-  edge_index.resize(2 * max_edges);
-  edge_vectors.resize(3 * max_edges);
-  int64_t *src = edge_index.data(), *dst = edge_index.data() + max_edges;
-  double *vec = edge_vectors.data();
-  int64_t num_edges = 0;
+// Pairs (i, j) of the neighbour list as atom indices [2P]; their graph nodes go to pair_nodes [2P].
+std::vector<int64_t> PairNNP::candidate_pairs(std::vector<int64_t> &pair_nodes) const {
+  const int ncentres = mode == GraphMode::DEEP_SHELL ? list->inum + list->gnum : list->inum;
+  int64_t max_pairs = 0;
+  for (int ii = 0; ii < ncentres; ii++) max_pairs += list->numneigh[list->ilist[ii]];
+  std::vector<int64_t> pairs(2 * max_pairs);
+  pair_nodes.resize(2 * max_pairs);
+  int64_t p = 0;
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
+    if (atom_node[i] < 0) continue;
     const int *jlist = list->firstneigh[i];
-    const int jnum = list->numneigh[i];
-    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
-    for (int jj = 0; jj < jnum; jj++) {
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-      src[num_edges] = i;
-      dst[num_edges] = ghost_mode ? j : owner[j];
-      vec[3 * num_edges] = dx;
-      vec[3 * num_edges + 1] = dy;
-      vec[3 * num_edges + 2] = dz;
-      ++num_edges;
+      const int jnode = atom_node[mode == GraphMode::OWNERS ? owner[j] : j];
+      if (jnode < 0) continue;
+      pairs[p] = i;
+      pairs[max_pairs + p] = j;
+      pair_nodes[p] = atom_node[i];
+      pair_nodes[max_pairs + p] = jnode;
+      ++p;
     }
   }
-  std::memmove(src + num_edges, dst, num_edges * sizeof(int64_t));  // -> [2, num_edges] layout (may overlap)
-  nnp::Result out;
-  try {
-    out = model->evaluate(species.data(), num_nodes, edge_index.data(), edge_vectors.data(), num_edges, nlocal);
-  } catch (const nnp::Error &err) {
-    error->one(FLERR, std::string("pair_style nnp: ") + err.what());
-  }
-  const int64_t bad = nnp::Evaluator::first_non_finite(out, nlocal);
-  if (bad >= 0) {
-    const std::string where =
-        bad >= num_nodes ? std::string("in the total energy or virial")
-                         : "for atom ID " + std::to_string(atom->tag[bad]) + (bad >= nlocal ? " (a ghost image)" : "");
-    error->one(FLERR, "pair_style nnp: model returned NaN or infinite energy/force at step " +
-                          std::to_string(update->ntimestep) + " " + where +
-                          " (the structure may have left the model's training domain)");
-  }
+  // [2, max_pairs] -> [2, p] (the second row moves down; may overlap)
+  std::memmove(pairs.data() + p, pairs.data() + max_pairs, p * sizeof(int64_t));
+  std::memmove(pair_nodes.data() + p, pair_nodes.data() + max_pairs, p * sizeof(int64_t));
+  pairs.resize(2 * p);
+  pair_nodes.resize(2 * p);
+  return pairs;
+}
 
-  const double *fo = out.forces.data_ptr<double>();
-  for (int i = 0; i < num_nodes; i++)
-    for (int k = 0; k < 3; k++) f[i][k] += energy_factor * fo[3 * i + k];
+void PairNNP::build_graph() {
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  // one rank: nodes are local atoms (images map to owners); several: local atoms, then ghosts
+  const int natoms_graph = mode == GraphMode::OWNERS ? nlocal : nall;
+  if (mode == GraphMode::OWNERS) map_ghosts_to_owners(nall);
+  atom_node.assign(nall, -1);
+  node_atom.clear();
+  std::vector<int64_t> species;
+  for (int a = 0; a < natoms_graph; a++) {
+    const int64_t s = type_species[atom->type[a]];
+    if (s < 0) continue;  // NULL type: not in the graph
+    atom_node[a] = static_cast<int>(node_atom.size());
+    node_atom.push_back(a);
+    species.push_back(s);
+  }
+  num_nodes = static_cast<int>(node_atom.size());
+  num_local_nodes = 0;
+  for (int a = 0; a < nlocal; a++) num_local_nodes += atom_node[a] >= 0;
+  std::vector<int64_t> pair_nodes;
+  std::vector<int64_t> pairs = candidate_pairs(pair_nodes);
+  const int64_t num_pairs = static_cast<int64_t>(pairs.size()) / 2;
+  position_rows = nall;
 
-  if (eflag_global) eng_vdwl += energy_factor * out.energy;
+  Stopwatch clock(timers[T_H2D]);
+  const auto device = model->torch_device();
+  auto upload = [&](std::vector<int64_t> &values, std::vector<int64_t> shape) {
+    auto as_long = torch::TensorOptions().dtype(torch::kInt64);
+    if (values.empty()) return torch::empty(shape, as_long.device(device));
+    return torch::from_blob(values.data(), shape, as_long).to(device, /*non_blocking=*/false, /*copy=*/true);
+  };
+  species_dev = upload(species, {num_nodes});
+  pair_atoms_dev = upload(pairs, {2, num_pairs});
+  pair_nodes_dev = upload(pair_nodes, {2, num_pairs});
+  graph_built_at = neighbor->ncalls;
+  graph_nall = nall;
+}
+
+// Copy a device tensor to the host as float64, through a reused (pinned, for CUDA) staging buffer.
+torch::Tensor PairNNP::to_host(const torch::Tensor &t, torch::Tensor &staging) {
+  if (t.device().is_cpu()) return t.to(torch::kFloat64).contiguous();
+  const int64_t n = t.numel();
+  if (!staging.defined() || staging.numel() < n)
+    staging = torch::empty({std::max<int64_t>(n + n / 4, 1024)},
+                           torch::TensorOptions().dtype(torch::kFloat64).pinned_memory(true));
+  torch::Tensor view = staging.narrow(0, 0, n).view(t.sizes());
+  view.copy_(t);
+  return view;
+}
+
+// Edge vectors x_j - x_i of the candidate pairs, on the device, cut at the model's cutoff.
+void PairNNP::edges_from_positions(torch::Tensor &edge_index, torch::Tensor &edge_vectors) {
+  const auto device = model->torch_device();
+  torch::Tensor x;
+  {
+    Stopwatch clock(timers[T_H2D]);
+    auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
+    torch::Tensor x_lammps = torch::from_blob(atom->x[0], {position_rows, 3}, as_double);
+    if (device.is_cpu()) {
+      x = x_lammps;  // no copy
+    } else {
+      if (!positions_host.defined() || positions_host.size(0) < position_rows)
+        positions_host = torch::empty({position_rows + position_rows / 4 + 16, 3}, as_double.pinned_memory(true));
+      torch::Tensor staged = positions_host.narrow(0, 0, position_rows);
+      staged.copy_(x_lammps);
+      x = staged.to(device, /*non_blocking=*/true);
+    }
+  }
+  Stopwatch clock(timers[T_EDGES]);
+  torch::Tensor vectors = x.index_select(0, pair_atoms_dev[1]) - x.index_select(0, pair_atoms_dev[0]);
+  torch::Tensor inside = (vectors * vectors).sum(1) < cutoff * cutoff;
+  torch::Tensor keep = inside.nonzero().squeeze(1);
+  edge_index = pair_nodes_dev.index_select(1, keep);
+  edge_vectors = vectors.index_select(0, keep).to(model->dtype());
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void PairNNP::compute(int eflag, int vflag) {
+  ev_init(eflag, vflag);
+  const int nlocal = atom->nlocal;
+  // a rank without atoms contributes nothing -- but with per-layer halo exchange it must still take part
+  // in every exchange, so it evaluates its (ghost-only) graph like every other rank
+  if (nlocal == 0 && mode != GraphMode::HALO) return;
+
+  if (graph_is_stale()) {
+    Stopwatch clock(timers[T_GRAPH]);
+    build_graph();
+  }
+  torch::Tensor edge_index, edge_vectors;
+  edges_from_positions(edge_index, edge_vectors);
+
+  nnp::Outputs out;
+  {
+    Stopwatch clock(timers[T_MODEL]);
+    nnp::HaloScope scope(mode == GraphMode::HALO ? &halo : nullptr);
+    try {
+      out = model->forward(species_dev, edge_index, edge_vectors, num_local_nodes);
+    } catch (const nnp::Error &err) {
+      error->one(FLERR, std::string("pair_style nnp: ") + err.what());
+    }
+    if (!model->torch_device().is_cpu()) torch::cuda::synchronize();
+  }
+  sum_nodes += num_nodes;
+  sum_local += num_local_nodes;
+  sum_edges += static_cast<double>(edge_index.size(1));
+  ++evaluations;
+
+  // only what LAMMPS asked for comes back to the host
+  torch::Tensor forces, atom_energy, atom_virial, global_virial;
+  double energy;
+  {
+    Stopwatch clock(timers[T_D2H]);
+    forces = to_host(out.forces, forces_host);
+    energy = out.energy.item<double>();
+    if (vflag_global) global_virial = out.virial.to(torch::kCPU, torch::kFloat64).contiguous();
+    if (eflag_atom || !std::isfinite(energy))
+      atom_energy = out.atom_energy.to(torch::kCPU, torch::kFloat64).contiguous();
+    if (vflag_atom) atom_virial = to_host(out.atom_virial, atom_virial_host);  // only when a compute asks
+  }
+  check_finite(forces, energy, atom_energy);
+
+  Stopwatch clock(timers[T_TALLY]);
+  double **f = atom->f;
+  const double *fo = forces.data_ptr<double>();
+  for (int n = 0; n < num_nodes; n++)
+    for (int k = 0; k < 3; k++) f[node_atom[n]][k] += energy_factor * fo[3 * n + k];
+  if (eflag_global) eng_vdwl += energy_factor * energy;
   if (eflag_atom) {
-    const double *e = out.atom_energy.data_ptr<double>();
-    for (int i = 0; i < nlocal; i++) eatom[i] += energy_factor * e[i];
+    const double *e = atom_energy.data_ptr<double>();
+    for (int n = 0; n < num_local_nodes; n++) eatom[node_atom[n]] += energy_factor * e[n];
   }
   if (vflag_global) {
-    const double *w = out.virial.data_ptr<double>();
+    const double *w = global_virial.data_ptr<double>();
     virial[0] += energy_factor * w[0];
     virial[1] += energy_factor * w[4];
     virial[2] += energy_factor * w[8];
@@ -262,15 +412,155 @@ void PairNNP::compute(int eflag, int vflag) {
     virial[5] += energy_factor * 0.5 * (w[5] + w[7]);
   }
   if (vflag_atom) {
-    const double *w = out.atom_virial.data_ptr<double>();
-    for (int i = 0; i < num_nodes; i++) {
-      const double *wi = w + 9 * i;
-      vatom[i][0] += energy_factor * wi[0];
-      vatom[i][1] += energy_factor * wi[4];
-      vatom[i][2] += energy_factor * wi[8];
-      vatom[i][3] += energy_factor * 0.5 * (wi[1] + wi[3]);
-      vatom[i][4] += energy_factor * 0.5 * (wi[2] + wi[6]);
-      vatom[i][5] += energy_factor * 0.5 * (wi[5] + wi[7]);
+    const double *w = atom_virial.data_ptr<double>();
+    for (int n = 0; n < num_nodes; n++) {
+      const double *wn = w + 9 * n;
+      double *va = vatom[node_atom[n]];
+      va[0] += energy_factor * wn[0];
+      va[1] += energy_factor * wn[4];
+      va[2] += energy_factor * wn[8];
+      va[3] += energy_factor * 0.5 * (wn[1] + wn[3]);
+      va[4] += energy_factor * 0.5 * (wn[2] + wn[6]);
+      va[5] += energy_factor * 0.5 * (wn[5] + wn[7]);
     }
   }
+}
+
+void PairNNP::check_finite(const torch::Tensor &forces, double energy, const torch::Tensor &atom_energy) {
+  const double *fo = forces.data_ptr<double>();
+  int64_t bad = -1;
+  for (int n = 0; n < num_nodes && bad < 0; n++)
+    if (!std::isfinite(fo[3 * n]) || !std::isfinite(fo[3 * n + 1]) || !std::isfinite(fo[3 * n + 2])) bad = n;
+  if (bad < 0 && !std::isfinite(energy)) {
+    const double *e = atom_energy.data_ptr<double>();
+    for (int n = 0; n < num_local_nodes && bad < 0; n++)
+      if (!std::isfinite(e[n])) bad = n;
+    if (bad < 0) bad = num_nodes;
+  }
+  if (bad < 0) return;
+  const std::string where =
+      bad >= num_nodes ? std::string("in the total energy or virial")
+                       : "for atom ID " + std::to_string(atom->tag[node_atom[bad]]) +
+                             (bad >= num_local_nodes ? " (a ghost image)" : "");
+  error->one(FLERR, "pair_style nnp: model returned NaN or infinite energy/force at step " +
+                        std::to_string(update->ntimestep) + " " + where +
+                        " (the structure may have left the model's training domain)");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Halo exchange (model contract v2): rows of the node tensor travel with LAMMPS's own communication
+// pattern, HALO_CHUNK columns at a time. Ghost rows filled by an earlier swap are forwarded by later
+// ones, so subdomains thinner than the cutoff (several swaps per direction) work as they do for x.
+
+void PairNNP::exchange_rows(torch::Tensor rows, bool reverse) {
+  if (rows.dim() != 2 || rows.size(0) != num_nodes)
+    error->one(FLERR, "pair_style nnp: the model called nnp::halo on a tensor that is not (num_nodes, F)");
+  Stopwatch clock(timers[T_HALO]);
+  const bool in_place = rows.device().is_cpu() && rows.scalar_type() == torch::kFloat64;
+  torch::Tensor host = in_place ? rows : to_host(rows, halo_host);
+  halo_rows = host.data_ptr<double>();
+  halo_width = static_cast<int>(rows.size(1));
+  for (halo_col0 = 0; halo_col0 < halo_width; halo_col0 += HALO_CHUNK) {
+    halo_ncols = std::min(HALO_CHUNK, halo_width - halo_col0);
+    if (reverse) comm->reverse_comm(this);
+    else comm->forward_comm(this);
+  }
+  halo_rows = nullptr;
+  if (in_place) return;
+  if (reverse) {
+    rows.copy_(host);  // owners gained the ghosts' gradients, ghosts were zeroed
+  } else if (num_nodes > num_local_nodes) {  // only ghost rows changed
+    rows.narrow(0, num_local_nodes, num_nodes - num_local_nodes)
+        .copy_(host.narrow(0, num_local_nodes, num_nodes - num_local_nodes));
+  }
+}
+
+int PairNNP::pack_forward_comm(int n, int *list, double *buf, int, int *) {
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    const int node = atom_node[list[k]];
+    if (node < 0) {  // an atom outside the graph (NULL type): keep the stride
+      for (int c = 0; c < halo_ncols; c++) buf[m++] = 0.0;
+      continue;
+    }
+    const double *row = halo_rows + static_cast<int64_t>(node) * halo_width + halo_col0;
+    for (int c = 0; c < halo_ncols; c++) buf[m++] = row[c];
+  }
+  return m;
+}
+
+void PairNNP::unpack_forward_comm(int n, int first, double *buf) {
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    const int node = atom_node[i];
+    if (node < 0) {
+      m += halo_ncols;
+      continue;
+    }
+    double *row = halo_rows + static_cast<int64_t>(node) * halo_width + halo_col0;
+    for (int c = 0; c < halo_ncols; c++) row[c] = buf[m++];
+  }
+}
+
+int PairNNP::pack_reverse_comm(int n, int first, double *buf) {
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    const int node = atom_node[i];
+    if (node < 0) {
+      for (int c = 0; c < halo_ncols; c++) buf[m++] = 0.0;
+      continue;
+    }
+    double *row = halo_rows + static_cast<int64_t>(node) * halo_width + halo_col0;
+    for (int c = 0; c < halo_ncols; c++) {
+      buf[m++] = row[c];
+      row[c] = 0.0;  // a ghost's gradient now belongs to its owner
+    }
+  }
+  return m;
+}
+
+void PairNNP::unpack_reverse_comm(int n, int *list, double *buf) {
+  int m = 0;
+  for (int k = 0; k < n; k++) {
+    const int node = atom_node[list[k]];
+    if (node < 0) {
+      m += halo_ncols;
+      continue;
+    }
+    double *row = halo_rows + static_cast<int64_t>(node) * halo_width + halo_col0;
+    for (int c = 0; c < halo_ncols; c++) row[c] += buf[m++];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+// Called at the end of every run: graph sizes and where the time went, then the counters restart.
+void PairNNP::finish() {
+  report_run();  // collective: every rank calls it, also one that evaluated nothing
+  timers.fill(0.0);
+  sum_nodes = sum_local = sum_edges = 0.0;
+  evaluations = 0;
+}
+
+void PairNNP::report_run() {
+  const char *names[NUM_TIMERS] = {"graph", "h2d", "edges", "model", "halo", "d2h", "tally"};
+  const char *modes[] = {"one rank, images mapped to owners", "per-layer halo exchange", "deep ghost shell"};
+  const double per = evaluations > 0 ? 1.0 / evaluations : 0.0;
+  double local[4] = {sum_nodes * per, sum_local * per, sum_edges * per, static_cast<double>(evaluations)};
+  double total[4], maximum[4];
+  MPI_Allreduce(local, total, 4, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(local, maximum, 4, MPI_DOUBLE, MPI_MAX, world);
+  if (comm->me != 0 || total[3] == 0.0) return;
+  std::ostringstream msg;
+  msg.setf(std::ios::fixed);
+  msg.precision(1);
+  const int nprocs = comm->nprocs;
+  msg << "pair_style nnp: " << modes[static_cast<int>(mode)] << "; per rank and evaluation: nodes "
+      << total[0] / nprocs << " (max " << maximum[0] << "), local " << total[1] / nprocs << ", ghost nodes "
+      << (total[0] - total[1]) / nprocs << ", edges " << total[2] / nprocs << "\n";
+  msg.precision(3);
+  msg << "pair_style nnp: rank 0 seconds over " << evaluations << " evaluations:";
+  for (int t = 0; t < NUM_TIMERS; t++) msg << " " << names[t] << " " << timers[t];
+  msg << " (model includes halo)\n";
+  utils::logmesg(lmp, msg.str());
 }

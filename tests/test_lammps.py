@@ -295,6 +295,103 @@ def test_cuda_agrees_with_cpu(model_file, tmp_path):
     np.testing.assert_allclose(gpu["forces"], cpu["forces"], atol=1e-9)
 
 
+def hybrid_deck(data, model, dump, elements, pair_lines, ranks_grid=""):
+    return f"""units metal
+atom_style atomic
+atom_modify map yes
+boundary p p p
+{ranks_grid}
+read_data {data}
+{pair_lines}
+neighbor 1.0 bin
+compute pe all pe/atom
+thermo_style custom step pe
+thermo_modify format float %20.15g
+dump d all custom 1 {dump} id fx fy fz c_pe
+dump_modify d format float %20.15g
+run 0
+"""
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_null_type_leaves_argon_to_lj_under_hybrid(model_file, tmp_path, ranks):
+    """Water described by nnp, argon (NULL for nnp) by lj/cut: the water's nnp energy and forces are those of
+    the same water without argon, and argon never enters the graph (with halo exchange on 2 ranks too)."""
+    water = water_box(n_side=3, seed=13)
+    argon = Atoms("Ar4", positions=[[1.5, 1.5, 7.7], [7.7, 1.5, 1.5], [4.6, 7.7, 4.6], [1.5, 4.6, 1.5]],
+                  cell=water.cell, pbc=True)
+    mixed = water + argon
+    pure, both = tmp_path / "pure.data", tmp_path / "mixed.data"
+    write_lammps_data(water, pure, ["H", "O"])
+    write_lammps_data(mixed, both, ["H", "O", "Ar"])
+    # argon-argon Lennard-Jones only (water-argon epsilon 0): forces on water atoms are nnp's alone
+    hybrid = (f"pair_style hybrid nnp lj/cut 6.0\npair_coeff * * nnp {model_file} H O NULL\n"
+              "pair_coeff 1*2 3 lj/cut 0.0 3.0\npair_coeff 3 3 lj/cut 0.0104 3.4")
+    plain = f"pair_style nnp\npair_coeff * * {model_file} H O"
+    done_pure = run_deck(hybrid_deck(pure, model_file, tmp_path / "pure.dump", ["H", "O"], plain), tmp_path, ranks)
+    done_mixed = run_deck(hybrid_deck(both, model_file, tmp_path / "mixed.dump", ["H", "O", "Ar"], hybrid), tmp_path,
+                          ranks)
+    assert done_pure.returncode == 0 and done_mixed.returncode == 0, done_mixed.stdout[-3000:]
+    ids, f_pure = read_dump_forces(tmp_path / "pure.dump")
+    ids_mixed, f_mixed = read_dump_forces(tmp_path / "mixed.dump")
+    n = len(water)
+    np.testing.assert_allclose(f_mixed[:n], f_pure, atol=1e-10)
+    assert np.abs(f_mixed[n:]).max() > 0  # argon feels its LJ neighbours only
+    lj = 4 * 0.0104 * sum(((3.4 / d) ** 12 - (3.4 / d) ** 6) for d in argon_distances(mixed[n:], 6.0))
+    assert final_thermo(done_mixed.stdout, "PotEng") == pytest.approx(final_thermo(done_pure.stdout, "PotEng") + lj,
+                                                                      abs=1e-9)
+
+
+def argon_distances(argon, cutoff):
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", argon, cutoff)
+    return d[i < j]
+
+
+def test_plain_nnp_with_a_null_type_is_an_error(model_file, tmp_path):
+    from nnp.md.lammps import make_lammps
+
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])
+    lmp = make_lammps()
+    for line in ("units metal", "atom_style atomic", f"read_data {data}", "pair_style nnp",
+                 f"pair_coeff * * {model_file} H NULL"):
+        lmp.command(line)
+    with pytest.raises(Exception, match="All pair coeffs are not set"):
+        lmp.command("run 0")
+    lmp.close()
+
+
+def test_mass_that_does_not_match_the_element_warns(model_file, tmp_path):
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])  # type 1 = H (1.008), type 2 = O (15.999)
+    swapped = run_deck(water_deck(data, model_file, tmp_path / "d").replace("H O\n", "O H\n", 1), tmp_path)
+    assert swapped.returncode == 0, swapped.stdout[-2000:]
+    assert re.search(r"atom type 1 has mass 1\.008 but is mapped to element O", swapped.stdout)
+    assert re.search(r"atom type 2 has mass 16 but is mapped to element H", swapped.stdout)
+    right = run_deck(water_deck(data, model_file, tmp_path / "d"), tmp_path)
+    assert "but is mapped to element" not in right.stdout
+
+
+@pytest.mark.cuda
+def test_cuda_lammps_run_agrees_with_cpu(model_file, tmp_path):
+    """The device-resident graph (positions up, forces down) gives the CPU results."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=2), data, ["H", "O"])
+    forces = {}
+    for device in ("cpu", "cuda"):
+        deck = water_deck(data, model_file, tmp_path / f"d.{device}", steps=3,
+                          extra="velocity all create 300 1\nfix nve all nve").replace(
+            "pair_style nnp\n", f"pair_style nnp device {device}\n")
+        done = run_deck(deck, tmp_path)
+        assert done.returncode == 0, done.stdout[-2000:]
+        forces[device] = read_dump_forces(tmp_path / f"d.{device}")[1]
+    np.testing.assert_allclose(forces["cuda"], forces["cpu"], atol=1e-9)
+
+
 def test_npt_runs_on_the_model_virial(model_file, tmp_path):
     lmp, _ = run_lammps(water_box(seed=9), model_file, tmp_path, ["H", "O"])
     v0 = lmp.get_thermo("vol")

@@ -342,7 +342,10 @@ def test_direct_force_model_warns(tmp_path):
 
 BAD_MODELS = {
     "missing metadata": ({"drop": ("cutoff",)}, "lacks nnp metadata (cutoff)"),
-    "format version": ({"meta": {"format_version": "2"}}, "has model format version 2, this pair_nnp reads 1"),
+    "format version": ({"meta": {"format_version": "3"}}, "has model format version 3, this pair_nnp reads 1 and 2"),
+    "version 2 without halo keys": ({"meta": {"format_version": "2"}}, "lacks nnp metadata (halo, receptive_hops)"),
+    "halo mode": ({"meta": {"format_version": "2", "halo": "often", "receptive_hops": "3"}},
+                  "declares halo 'often'; expected per_layer or none"),
     "units": ({"meta": {"units": "real"}}, "declares units 'real'; format version 1 requires metal"),
     "dtype": ({"meta": {"dtype": "float16"}}, "declares dtype 'float16'; expected float32 or float64"),
     "force kind": ({"meta": {"forces": "magic"}}, "declares forces 'magic'"),

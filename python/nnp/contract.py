@@ -6,7 +6,8 @@ The prose lives in ``docs/model_contract.md``; this module is its Python mirror 
 
 from __future__ import annotations
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the exporter writes
+READABLE_FORMAT_VERSIONS = (1, 2)  # what the readers accept
 UNITS = "metal"  # eV, Å, eV/Å inside every model file
 
 # forward(species, edge_index, edge_vectors, num_local) -> Dict[str, Tensor]
@@ -25,8 +26,18 @@ METADATA_KEYS = (
     "forces",
     "nnp_version",
     "provenance",
+    "halo",
+    "receptive_hops",
 )
+# keys a version-1 file does not have; readers use HALO_NONE and num_interactions for them
+METADATA_KEYS_SINCE_V2 = ("halo", "receptive_hops")
 DTYPES = ("float32", "float64")
 FORCE_KINDS = ("conservative", "direct")
+
+# metadata `halo`: does the model call the halo operation after each message-passing layer?
+HALO_MODES = ("per_layer", "none")
+HALO_PER_LAYER, HALO_NONE = HALO_MODES
+# the halo operation and its adjoint (custom ops, defined in pair_nnp/halo.cpp, loaded by nnp.nn.halo)
+HALO_OPS = ("nnp::halo", "nnp::halo_reverse")
 
 MODEL_SUFFIX = ".nnp.pt"

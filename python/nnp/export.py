@@ -16,7 +16,7 @@ from . import __version__, contract
 from .errors import UserError
 from .models.potential import DirectForcePotential, Potential
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = dict(zip(contract.DTYPES, (torch.float32, torch.float64)))
 
 
 class ModelFileError(UserError):
@@ -34,14 +34,24 @@ def _git_commit() -> str | None:
         return None
 
 
+def halo_metadata(model: Potential) -> tuple[str, int]:
+    """(halo mode, receptive hops) that the backbone declares; no declaration means no per-layer halo."""
+    halo = getattr(model.backbone, "halo", contract.HALO_NONE)
+    if halo not in contract.HALO_MODES:
+        raise ValueError(f"backbone declares halo {halo!r}; expected one of {', '.join(contract.HALO_MODES)}")
+    return halo, int(getattr(model.backbone, "receptive_hops", model.num_interactions))
+
+
 def model_metadata(model: Potential, dtype: str, provenance: dict[str, Any] | None = None) -> dict[str, str]:
-    """The metadata strings stored beside the TorchScript code."""
+    """The metadata strings stored beside the TorchScript code (keys: contract.METADATA_KEYS)."""
     prov = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         **(provenance or {}),
     }
-    return {
+    halo, receptive_hops = halo_metadata(model)
+    conservative, direct = contract.FORCE_KINDS
+    metadata = {
         "format_version": str(contract.FORMAT_VERSION),
         "species": " ".join(model.species),
         "cutoff": repr(float(model.cutoff)),
@@ -49,10 +59,14 @@ def model_metadata(model: Potential, dtype: str, provenance: dict[str, Any] | No
         "dtype": dtype,
         "units": contract.UNITS,
         "model_kind": model.model_kind,
-        "forces": "direct" if isinstance(model, DirectForcePotential) else "conservative",
+        "forces": direct if isinstance(model, DirectForcePotential) else conservative,
         "nnp_version": __version__,
         "provenance": json.dumps(prov, default=str),
+        "halo": halo,
+        "receptive_hops": str(receptive_hops),
     }
+    assert tuple(metadata) == contract.METADATA_KEYS, "model_metadata out of step with nnp.contract"
+    return metadata
 
 
 def export_model(
@@ -89,15 +103,20 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Scri
         raise ModelFileError(
             f"{path} is not a TorchScript model file (export one with `nnp export`): {str(err).splitlines()[0]}"
         ) from None
-    missing = [k for k, v in extra.items() if not v and k != "provenance"]
+    metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+    version = metadata["format_version"]
+    if version and version not in map(str, contract.READABLE_FORMAT_VERSIONS):
+        raise ModelFileError(
+            f"{path} has model format version {version}, this nnp reads "
+            f"{' and '.join(map(str, contract.READABLE_FORMAT_VERSIONS))}: upgrade nnp or re-export the model"
+        )
+    optional = {"provenance"} | (set(contract.METADATA_KEYS_SINCE_V2) if version == "1" else set())
+    missing = [k for k, v in metadata.items() if not v and k not in optional]
     if missing:
         raise ModelFileError(f"{path} lacks nnp metadata {', '.join(missing)}: it was not written by nnp export")
-    metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
-    if metadata["format_version"] != str(contract.FORMAT_VERSION):
-        raise ModelFileError(
-            f"{path} has model format version {metadata['format_version']}, this nnp reads "
-            f"{contract.FORMAT_VERSION}: upgrade nnp or re-export the model"
-        )
+    if version == "1":  # version-1 files: no per-layer halo, the receptive field is one cutoff per layer
+        metadata["halo"] = contract.HALO_NONE
+        metadata["receptive_hops"] = metadata["num_interactions"]
     if metadata["units"] != contract.UNITS or metadata["dtype"] not in contract.DTYPES:
         raise ModelFileError(f"{path}: unsupported units {metadata['units']!r} or dtype {metadata['dtype']!r}")
     return module, metadata

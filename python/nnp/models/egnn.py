@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..nn import MLP, GaussianBasis, PolynomialEnvelope
 from ..nn.embedding import SpeciesEmbedding
+from ..nn.halo import halo
 
 
 class EGNNLayer(nn.Module):
@@ -30,7 +31,7 @@ class EGNNLayer(nn.Module):
         self.norm = float(norm)
 
     def forward(
-        self, h: Tensor, edge_index: Tensor, vectors: Tensor, envelope: Tensor
+        self, h: Tensor, edge_index: Tensor, vectors: Tensor, envelope: Tensor, halo_layer: int = -1
     ) -> Tuple[Tensor, Tensor, Tensor]:
         i, j = edge_index[0], edge_index[1]
         distance = torch.sqrt((vectors * vectors).sum(-1) + 1e-12)
@@ -41,6 +42,8 @@ class EGNNLayer(nn.Module):
         if self.update_vectors:
             weights = self.coord_mlp(m) * envelope.unsqueeze(-1)
             shift = shift.index_add_(0, i, -vectors * weights) / self.norm
+            if halo_layer >= 0:  # ghosts' shifts come from their owners (contract v2)
+                shift = halo(shift, halo_layer)
             vectors = vectors + shift[j] - shift[i]
         return h, vectors, shift
 
@@ -69,6 +72,7 @@ class EGNN(nn.Module):
         self.readout = MLP([hidden, hidden, 1])
         self.num_interactions = layers
         self.feature_size = hidden
+        self.halo = "per_layer"  # calls halo() on h and the shifts after every layer but the last
 
     def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         """Final invariant node features (N, hidden)."""
@@ -76,8 +80,11 @@ class EGNN(nn.Module):
         envelope = self.envelope(distance)
         h = self.embedding(species)
         vectors = edge_vectors
-        for layer in self.layers:
-            h, vectors, _ = layer(h, edge_index, vectors, envelope)
+        last = len(self.layers) - 1
+        for k, layer in enumerate(self.layers):
+            h, vectors, _ = layer(h, edge_index, vectors, envelope, k if k < last else -1)
+            if k < last:
+                h = halo(h, k)
         return h
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:

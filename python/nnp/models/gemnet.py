@@ -179,6 +179,10 @@ class GemNetT(nn.Module):
         self.norm_triplets = float(avg_num_neighbors)
         self.num_interactions = num_blocks
         self.feature_size = emb_atom
+        # triplets read edge messages centred on neighbours (no per-layer halo), and every block widens
+        # the receptive field by two hops (triplet k->j->i, then h_j into m_ji)
+        self.halo = "none"
+        self.receptive_hops = 2 * num_blocks + 1
         self.direct_forces = direct_forces
 
     def energy_and_edge_forces(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..nn import MLP, GaussianBasis, PolynomialEnvelope
 from ..nn.embedding import SpeciesEmbedding
+from ..nn.halo import halo
 
 
 class InteractionNetwork(nn.Module):
@@ -50,14 +51,18 @@ class GNS(nn.Module):
         self.decoder = MLP([hidden, hidden, 1])
         self.num_interactions = layers
         self.feature_size = hidden
+        self.halo = "per_layer"  # calls halo() on h after every layer but the last
 
     def node_features(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         distance = torch.sqrt((edge_vectors * edge_vectors).sum(-1) + 1e-12)
         envelope = self.envelope(distance)
         h = self.node_encoder(species)
         e = self.edge_encoder(torch.cat([edge_vectors / self.cutoff, self.rbf(distance)], dim=-1))
-        for block in self.processor:
+        last = len(self.processor) - 1
+        for k, block in enumerate(self.processor):
             h, e = block(h, e, edge_index, envelope)
+            if k < last:  # edge states e live on edges centred on local atoms: only h crosses ranks
+                h = halo(h, k)
         return h
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
