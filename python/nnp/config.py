@@ -69,6 +69,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun: GPU LOCAL_RANK
     num_workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, up to 4 for packs
     tf32: bool = False  # CUDA only: TF32 matrix products for float32 models (see docs/training.md)
+    refit_energy_shift: bool = True  # refit the per-atom energy shift after every epoch (docs/training.md)
 
 
 @dataclass

@@ -134,6 +134,8 @@ class Trainer:
     def refit(self) -> nn.Module:
         """Refit the task's closed-form parts (the energy shift) of the trained and of the validated weights;
         returns the model to validate."""
+        if not self.t.refit_energy_shift:
+            return self.evaluation_model()
         train = self.data.splits["train"]
         self.task.refit(self.model, train)
         evaluated = self.evaluation_model()
