@@ -19,8 +19,9 @@ ddp: ``torchrun --nproc_per_node=P nnp train`` at the same per-process batch; at
 
 precision: force and energy errors of float32 and of TF32 matrix products against float64, for one model
 on TIP3P water frames. On a GPU, TF32 is torch's own (``allow_tf32``); elsewhere it is emulated by
-rounding the inputs of every ``nn.Linear`` to TF32's 10 mantissa bits (round to nearest), which is what
-the tensor cores do to matrix-product inputs (they accumulate in float32).
+rounding the inputs of every ``nn.Linear`` product, forward and backward, to TF32's 10 mantissa bits
+(round to nearest), which is what the tensor cores do to matrix-product inputs (they accumulate in
+float32).
 """
 
 from __future__ import annotations
@@ -188,6 +189,23 @@ def tf32_round(x: torch.Tensor) -> torch.Tensor:
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
+class TF32Linear(torch.autograd.Function):
+    """``x @ w.T + b`` with TF32-rounded inputs in the forward and in the backward product for ``x``
+    (forces need only the gradient with respect to the inputs)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        xr, wr = tf32_round(x), tf32_round(w)
+        ctx.save_for_backward(wr)
+        out = xr @ wr.T
+        return out if b is None else out + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        (wr,) = ctx.saved_tensors
+        return tf32_round(grad) @ wr, None, None
+
+
 def predictions(model, graphs, tf32: bool) -> tuple[np.ndarray, np.ndarray]:
     """Energies per atom and forces of ``model`` on ``graphs``, optionally with TF32 matrix products."""
     from contextlib import nullcontext
@@ -202,8 +220,7 @@ def predictions(model, graphs, tf32: bool) -> tuple[np.ndarray, np.ndarray]:
     if tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     elif tf32:  # emulate: round the inputs of every matrix product
-        linear = functional.linear
-        context = mock.patch.object(functional, "linear", lambda x, w, b=None: linear(tf32_round(x), tf32_round(w), b))
+        context = mock.patch.object(functional, "linear", lambda x, w, b=None: TF32Linear.apply(x, w, b))
     energies, forces = [], []
     with context:
         for graph in graphs:
