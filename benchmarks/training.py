@@ -108,28 +108,37 @@ def trimer_npz(path: Path, frames: int, seed: int = 0) -> Path:
     return path
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants."""
-    total, stack = 0, [pid]
+def tree_rss_bytes(pid: int) -> dict[str, int]:
+    """Resident memory of a process and all its descendants, by kind: ``anon`` (heap, tensors), ``shmem``
+    (tensors shared between DataLoader workers and the trainer) and ``file`` (mapped files: libraries,
+    and the pack's pages, which the kernel can drop and re-read at will)."""
+    total, stack = {"anon": 0, "shmem": 0, "file": 0}, [pid]
     while stack:
         current = stack.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+            for line in status.splitlines():
+                for kind in total:
+                    if line.startswith(f"Rss{kind.capitalize() if kind != 'shmem' else 'Shmem'}:"):
+                        total[kind] += int(line.split()[1]) * 1024
             for task in Path(f"/proc/{current}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
+        except (FileNotFoundError, ProcessLookupError):
             continue
     return total
 
 
-def peak_memory(command: list[str], env: dict[str, str]) -> tuple[int, float]:
-    """Run ``command``; its peak process-tree resident memory (bytes) and wall time (s)."""
+def peak_memory(command: list[str], env: dict[str, str]) -> tuple[dict[str, int], float]:
+    """Run ``command``; its peak process-tree resident memory by kind (bytes; ``total`` is the peak of the
+    sum) and wall time (s)."""
     start = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    peak = 0
+    peak = {"anon": 0, "shmem": 0, "file": 0, "total": 0, "process": 0}
     while process.poll() is None:
-        peak = max(peak, tree_rss_bytes(process.pid))
+        now = tree_rss_bytes(process.pid)
+        now["total"] = sum(now.values())
+        now["process"] = now["anon"] + now["shmem"]
+        peak = {k: max(peak[k], now[k]) for k in peak}
         time.sleep(0.1)
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr.read()[-2000:]}")
@@ -141,7 +150,8 @@ BATCH = 128  # frames per step of the memory benchmark (a 9-atom system: 1,152 a
 
 def memory(args) -> None:
     nnp = str(Path(sys.executable).with_name("nnp"))
-    print(f"{'frames':>10}{'steps':>8}{'seconds':>9}{'peak RSS (MiB)':>16}")
+    print(f"{'frames':>10}{'steps':>8}{'seconds':>9}{'anon+shmem (MiB)':>18}{'file-backed (MiB)':>19}"
+          f"{'all (MiB)':>11}")
     peaks = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -157,8 +167,12 @@ def memory(args) -> None:
             env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one trainer thread beside one worker on 2 cores
             peak, seconds = peak_memory([nnp, "train", "--config", str(path), "--no-progress"], env)
             peaks.append(peak)
-            print(f"{frames:>10}{int(frames * 0.98) // BATCH:>8}{seconds:>9.0f}{peak / 2**20:>16.0f}", flush=True)
-    print(f"largest / smallest peak: {max(peaks) / min(peaks):.2f}")
+            print(f"{frames:>10}{int(frames * 0.98) // BATCH:>8}{seconds:>9.0f}{peak['process'] / 2**20:>18.0f}"
+                  f"{peak['file'] / 2**20:>19.0f}{peak['total'] / 2**20:>11.0f}", flush=True)
+    for kind in ("process", "total"):
+        values = [p[kind] for p in peaks]
+        print(f"largest / smallest peak, {'anon+shmem' if kind == 'process' else 'all'}: "
+              f"{max(values) / min(values):.2f}")
 
 
 def ddp(args) -> None:
