@@ -429,11 +429,7 @@ class PackedDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            with _reader(self.path).begin() as txn:
-                raw = txn.get(STATE_KEY)
-        except lmdb.Error as err:
-            raise _damaged(self.path, err) from None
+        raw = self._lookup(STATE_KEY)
         if raw is None:
             raise PackError(f"{self.path}: holds no nnp pack metadata (packing was killed before its first "
                             "commit, or this is another program's LMDB); re-run the `nnp data pack` command")
@@ -494,12 +490,15 @@ class PackedDataset:
                             "the pack is damaged: delete it and pack the data again")
         return {**table, "elements": np.array(elements)}
 
-    def _get(self, key: bytes, what: str) -> bytes:
+    def _lookup(self, key: bytes) -> bytes | None:
         try:
             with _reader(self.path).begin() as txn:
-                data = txn.get(key)
+                return txn.get(key)
         except lmdb.Error as err:
             raise _damaged(self.path, err) from None
+
+    def _get(self, key: bytes, what: str) -> bytes:
+        data = self._lookup(key)
         if data is None:
             raise PackError(f"{self.path}: {what} is missing from the pack; the pack is damaged: delete it and "
                             "pack the data again")
