@@ -16,7 +16,7 @@ import torch
 from ase import Atoms
 
 from helpers import ALL_KINDS, small_model, triclinic_water, water_box
-from lammps_helpers import read_dump_forces, run_deck
+from lammps_helpers import run_deck
 from nnp import contract
 from nnp.export import export_model, load_exported
 from nnp.md.run import write_lammps_data
