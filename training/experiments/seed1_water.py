@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--output", default="runs/seed1_water")
     parser.add_argument("--results", default="results/seed1_water.json")
     parser.add_argument("--data-only", action="store_true")
+    parser.add_argument("--use-existing-data", action="store_true",
+                        help="use the data files as they are (e.g. a test set whose labelling was stopped early)")
     parser.add_argument("--pretrain-only", action="store_true", help="only the pretraining runs (no xTB data needed)")
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None,
                         help="pretrain only with these seeds (default: --seeds); finetuning seeds without their own "
@@ -174,6 +176,16 @@ def main() -> None:
         data = {"pretrain": str(tip3p.generate_tip3p(out / "data" / "tip3p_pretrain.extxyz",
                                                      n_frames=args.pretrain_frames or scale["pretrain_frames"],
                                                      n_molecules=scale["molecules"], seed=11, positions_only=True))}
+    elif args.use_existing_data:
+        d = out / "data"
+        data = {"pretrain": str(d / "tip3p_pretrain.extxyz"), "test": str(d / "xtb_test.extxyz")}
+        if args.pool:
+            from nnp.data.readers import bundled_dataset
+
+            data["pool"] = str(bundled_dataset(args.pool.split(":", 1)[1]) if args.pool.startswith("bundled:")
+                               else args.pool)
+        else:
+            data["pool"] = str(d / "xtb_pool.extxyz")
     else:
         data = make_data(out / "data", scale["molecules"], args.pretrain_frames or scale["pretrain_frames"],
                          args.test_frames, args.pool_frames, args.pool)
