@@ -45,7 +45,7 @@ SCALES = {
             "egnn": {"kind": "egnn", "cutoff": 4.0, "hidden": 32, "layers": 3, "num_rbf": 16},
             "gns": {"kind": "gns", "cutoff": 4.0, "hidden": 32, "layers": 3, "num_rbf": 16},
             "pretrain": {"epochs": 25, "batch_size": 8, "lr": 1e-3, "min_lr": 1e-6, "time_limit_minutes": 3.0},
-            "finetune": {"epochs": 300, "batch_size": 4, "lr": 1e-3, "min_lr": 5e-4, "time_limit_minutes": 1.0}},
+            "finetune": {"epochs": 150, "batch_size": 4, "lr": 1e-3, "min_lr": 5e-4, "time_limit_minutes": 5.0}},
     # the paper's sizes (GPU): EGNN 128 wide x 5 layers; 258 molecules (2 nm box); 25 epochs 1e-4 -> 1e-7;
     # finetuning 300 epochs 1e-4 -> 5e-5
     "gpu": {"molecules": 258, "pretrain_frames": 10000,
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the scratch learning-rate search")
     parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
     parser.add_argument("--pretrain-minutes", type=float, default=None)
+    parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--finetune-minutes", type=float, default=None)
     parser.add_argument("--output", default="runs/seed1_water")
     parser.add_argument("--results", default="results/seed1_water.json")
@@ -157,7 +158,19 @@ def main() -> None:
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None,
                         help="pretrain only with these seeds (default: --seeds); finetuning seeds without their own "
                              "pretraining start from the first of these (reduced protocol)")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="merge the JSON files of several invocations (e.g. one per N run side by side) into --results")
     args = parser.parse_args()
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [r for d in docs for r in d["runs"]]
+        merged = {"command": [d["command"] for d in docs], "merged_from": args.merge, "scale": docs[0]["scale"],
+                  "settings": docs[0]["settings"], "data": docs[0]["data"],
+                  "scratch_lr": [d["scratch_lr"] for d in docs], "complete": all(d["complete"] for d in docs),
+                  "pretraining": docs[0]["pretraining"], "runs": runs, "summary": paired_summary(runs)}
+        Path(args.results).write_text(json.dumps(merged, indent=1))
+        plot(Path(args.results).with_suffix(".png"), runs)
+        return
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
 
     from nnp.config import config_from_dict
@@ -166,6 +179,8 @@ def main() -> None:
     scale = json.loads(json.dumps(SCALES[args.scale]))
     if args.pretrain_minutes is not None:
         scale["pretrain"]["time_limit_minutes"] = args.pretrain_minutes
+    if args.pretrain_epochs is not None:
+        scale["pretrain"]["epochs"] = args.pretrain_epochs
     if args.finetune_minutes is not None:
         scale["finetune"]["time_limit_minutes"] = args.finetune_minutes
     out = Path(args.output)
