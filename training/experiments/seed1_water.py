@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
     parser.add_argument("--pretrain-minutes", type=float, default=None)
     parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the pretrained methods")
+    parser.add_argument("--tag", default="", help="appended to the finetuning method names (e.g. @lr3e-3)")
     parser.add_argument("--finetune-minutes", type=float, default=None)
     parser.add_argument("--output", default="runs/seed1_water")
     parser.add_argument("--results", default="results/seed1_water.json")
@@ -179,6 +181,8 @@ def main() -> None:
     scale = json.loads(json.dumps(SCALES[args.scale]))
     if args.pretrain_minutes is not None:
         scale["pretrain"]["time_limit_minutes"] = args.pretrain_minutes
+    if args.finetune_lr is not None:
+        scale["finetune"]["lr"] = args.finetune_lr
     if args.pretrain_epochs is not None:
         scale["pretrain"]["epochs"] = args.pretrain_epochs
     if args.finetune_minutes is not None:
@@ -264,9 +268,9 @@ def main() -> None:
             source = seed if seed in pretrain_seeds else pretrain_seeds[0]
             ckpt = None if method == "scratch" else str(out / model / f"pretrain-{method}-s{source}" / "best.ckpt")
             lr = lrs[model] if method == "scratch" else scale["finetune"]["lr"]
-            summary = finetune(model, method, n, seed, lr, ckpt)
+            summary = finetune(model, method + args.tag, n, seed, lr, ckpt)
             test = summary["metrics"]["test"]
-            runs.append({"model": model, "method": method, "n_train": n, "seed": seed, "lr": lr,
+            runs.append({"model": model, "method": method + args.tag, "n_train": n, "seed": seed, "lr": lr,
                          "pretrain_seed": None if method == "scratch" else source,
                          "test_force_rmse_meV_A": 1000 * test["forces_rmse"],
                          "test_energy_rmse_meV_atom": 1000 * test["energy_per_atom_rmse"],
