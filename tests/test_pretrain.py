@@ -116,7 +116,7 @@ def test_pretraining_learns_and_finetuning_transfers_the_backbone(tmp_path, task
     unlabelled = water_frames(tmp_path / "water.extxyz")
     cfg = small_config(tmp_path, unlabelled, epochs=6, lr=1e-3, batch_size=2)
     cfg["model"] = {"kind": "egnn", "cutoff": 3.0, "hidden": 16, "layers": 2, "num_rbf": 8}
-    cfg["pretrain"] = {"task": task, "mask_ratio": 1.0, "noise_sigma": 0.2}
+    cfg["pretrain"] = {"task": task, "target": "vector_head", "mask_ratio": 1.0, "noise_sigma": 0.2}
     cfg["output_dir"] = str(tmp_path / "pre")
     summary = run_pretraining(config_from_dict(cfg), progress=False)
     history = load_checkpoint(tmp_path / "pre" / "last.ckpt")["history"]
@@ -150,3 +150,144 @@ def test_pretraining_learns_and_finetuning_transfers_the_backbone(tmp_path, task
     assert frozen
     for key in frozen:  # frozen for the single epoch: still exactly the pretrained tensors
         torch.testing.assert_close(tuned[key], source[key], rtol=0, atol=0)
+
+
+# -- the paper's target: the potential's own force -------------------------------------------------
+
+def test_mask_ratio_rounds_half_up_with_at_least_one_molecule():
+    from nnp.pretrain.masking import masked_count
+
+    assert masked_count(0.5, 258) == 129 and masked_count(0.5, 32) == 16
+    assert masked_count(0.5, 7) == 4  # 3.5 rounds up (Python's round() would give 4 here, 2 for 2.5)
+    assert masked_count(0.5, 5) == 3 and masked_count(0.3, 5) == 2  # 2.5 -> 3, 1.5 -> 2
+    assert masked_count(0.01, 8) == 1 and masked_count(1.0, 8) == 8 and masked_count(0.5, 0) == 0
+    atoms = water_box(seed=3)  # 8 molecules, ratio 0.5: 4 hydrogens removed, 8 atoms carry a target
+    graph = atoms_to_graph(atoms, ["H", "O"], 3.0, torch.float64, with_labels=False)
+    frame = choose_masks(graph, find_molecules(atoms), atoms.get_chemical_symbols(), 0.5, np.random.default_rng(1))
+    assert len(frame.removed) == 4 and len(frame.target_atoms) == 8
+
+
+def _force_model(kind="egnn", mask_embedding=True):
+    from helpers import small_model
+    from nnp.models.heads import ForcePretrainModel
+
+    return ForcePretrainModel(small_model(cutoff=3.0, layers=2, kind=kind), mask_embedding)
+
+
+def _masked_batch(seed=0):
+    from torch_geometric.data import Batch
+
+    atoms = water_box(seed=seed)
+    graph = atoms_to_graph(atoms, ["H", "O"], 3.0, torch.float64, with_labels=False)
+    frame = choose_masks(graph, find_molecules(atoms), atoms.get_chemical_symbols(), 0.5,
+                         np.random.default_rng(seed))
+    return Batch.from_data_list([masked_graph(graph, frame)])
+
+
+def _task(**pretrain):
+    from nnp.config import PretrainConfig
+    from nnp.train.tasks import PretrainTask
+
+    return PretrainTask(PretrainConfig(**pretrain), ["H", "O"], False)
+
+
+@pytest.mark.parametrize("kind", ["egnn", "gns"])
+def test_force_target_loss_is_the_cosine_of_minus_grad_energy(kind):
+    """The pretraining vector is -dE/dx of the whole potential: a central finite difference of the energy
+    (mask embedding included) reproduces it, and the loss is the cosine loss of exactly those forces."""
+    from nnp.data.graph import edge_vectors
+
+    model = _force_model(kind).double()
+    model.eval()
+    batch = _masked_batch()
+    task = _task(task="masked", target="force")
+    mask_state = batch.target_mask.long()
+    forces = model(batch.species, batch.edge_index, edge_vectors(batch), mask_state).detach()
+
+    def energy(pos):
+        shifted = batch.clone()
+        shifted.pos = pos
+        model._input.__dict__["mask_offset"] = model.mask_embedding(mask_state)
+        try:
+            e = model.potential.atom_energies(batch.species, batch.edge_index, edge_vectors(shifted))
+            e = e - model.potential.reference_energies[batch.species]  # constant; large numbers cancel badly
+            return float(e.detach().sum())
+        finally:
+            model._input.__dict__.pop("mask_offset")
+
+    h = 1e-4
+    for atom in (0, int(torch.nonzero(batch.target_mask)[0])):
+        for axis in range(3):
+            plus, minus = batch.pos.clone(), batch.pos.clone()
+            plus[atom, axis] += h
+            minus[atom, axis] -= h
+            fd = -(energy(plus) - energy(minus)) / (2 * h)
+            assert fd == pytest.approx(float(forces[atom, axis]), rel=1e-5, abs=1e-8)
+    expected = cosine_loss(forces, batch.target_vectors, batch.target_mask)
+    assert float(task.loss(model, batch)) == pytest.approx(float(expected), rel=1e-10)
+    # training mode: the loss is differentiable through the force (double backprop) into every weight
+    model.train()
+    loss = task.loss(model, batch)
+    loss.backward()
+    # (the readout's last bias is a constant energy: no force, no gradient)
+    readout = [p for n, p in model.named_parameters() if n.startswith(model.head_prefixes()) and p.dim() > 1]
+    assert readout and all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in readout)
+    assert float(model.mask_embedding.weight.grad[1].abs().sum()) > 0
+
+
+def test_mask_embedding_goes_to_the_atoms_as_specified_and_only_while_pretraining():
+    from nnp.data.graph import edge_vectors
+
+    model = _force_model().double()
+    batch = _masked_batch(seed=2)
+    state = batch.target_mask.long()
+    seen = {}
+    model._input.register_forward_hook(lambda m, i, o: seen.__setitem__("h", o.detach()))
+    model(batch.species, batch.edge_index, edge_vectors(batch), state)
+    with_mask = seen["h"]
+    plain = model.potential.backbone.embedding(batch.species).detach()
+    rows = model.mask_embedding.weight.detach()
+    torch.testing.assert_close(with_mask, plain + rows[state])  # row 1: masked molecules, row 0: the rest
+    assert int(state.sum()) == 8 and "mask_offset" not in model._input.__dict__
+    model.potential(batch.species, batch.edge_index, edge_vectors(batch), batch.num_nodes)  # the bare potential
+    torch.testing.assert_close(seen["h"], plain)
+    assert not any("mask" in k for k in model.potential.state_dict())
+
+
+def test_direct_force_model_pretrains_through_its_force_head():
+    from nnp.data.graph import edge_vectors
+
+    model = _force_model("gemnet_dt").double()
+    batch = _masked_batch()
+    forces = model(batch.species, batch.edge_index, edge_vectors(batch), batch.target_mask.long())
+    model._input.__dict__["mask_offset"] = model.mask_embedding(batch.target_mask.long())
+    _, direct, grad = model.potential.energy_and_forces(batch.species, batch.edge_index, edge_vectors(batch),
+                                                        batch.num_nodes, False)
+    model._input.__dict__.pop("mask_offset")
+    assert grad is None
+    torch.testing.assert_close(forces.detach(), direct.detach())
+
+
+@pytest.mark.parametrize("task", ["masked", "denoise"])
+def test_force_pretraining_transfers_every_weight_and_never_the_mask_embedding(tmp_path, task):
+    unlabelled = water_frames(tmp_path / "water.extxyz", n=10)
+    cfg = small_config(tmp_path, unlabelled, epochs=2, lr=1e-3, batch_size=2)
+    cfg["pretrain"] = {"task": task, "target": "force", "noise_sigma": 0.2}
+    cfg["output_dir"] = str(tmp_path / "pre")
+    summary = run_pretraining(config_from_dict(cfg), progress=False)
+    pretrained = load_checkpoint(summary["checkpoint"])["model"]
+    assert any(k.startswith("mask_embedding") for k in pretrained) == (task == "masked")
+
+    from nnp.models.build import build_potential
+    from nnp.train.finetune import load_pretrained_backbone
+
+    model = build_potential(config_from_dict(cfg).model, ["H", "O"], 8.0).double()
+    transferred = load_pretrained_backbone(model, summary["checkpoint"], None)
+    weights = {k for k, _ in model.named_parameters()}
+    assert weights <= set(transferred)  # every weight, energy readout included (and the backbone's buffers)
+    assert {k for k in model.state_dict() if k.startswith("backbone.")} == set(transferred)
+    state = model.state_dict()
+    for key in weights:
+        torch.testing.assert_close(state[key], pretrained["potential." + key], rtol=0, atol=0)
+    assert not any("mask" in k for k in state)
+    assert load_pretrained_backbone(model, summary["checkpoint"], True) != transferred  # readout opt-out

@@ -74,13 +74,18 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """Self-supervised pretraining (``nnp pretrain``)."""
+    """Self-supervised pretraining (``nnp pretrain``); see :mod:`nnp.pretrain.masking` for the paper's choices."""
 
     task: str = "masked"  # masked | denoise | masked+denoise
-    mask_ratio: float = 1.0  # fraction of molecules (>= 2 atoms) masked per frame
+    target: str = "force"  # force: the potential's own force (-dE/dx; GemNet-dT: its force head), every weight
+    #                        transfers | vector_head: a separate vector head on the backbone's features (dropped)
+    mask_embedding: bool = True  # target force: learned embedding added to every atom's input (2 rows: atoms of
+    #                              intact molecules / remaining atoms of masked molecules); never in the potential
+    mask_ratio: float = 0.5  # masked molecules per frame = floor(ratio x molecules with >= 2 atoms + 0.5), >= 1
     mask_heavy: bool = False  # also hide heavy atoms, not only hydrogens
     distance_weight: float = 0.0  # extra term on the length of the predicted vector
-    noise_sigma: float = 0.04  # Å (0.2 is the other literature value)
+    noise_sigma: float = 0.04  # Å (0.2 is the other literature value; the paper's water runs used 1.0)
+    noise_target: str = "eps"  # eps: predict the unit noise eps | displacement: predict sigma x eps in Å (paper)
     denoise_weight: float = 1.0  # weight of the noise term in masked+denoise
     bond_scale: float = 1.2  # bonds: d < bond_scale * (r_cov_i + r_cov_j)
 
@@ -90,7 +95,8 @@ class FinetuneConfig:
     """Finetuning from a pretrained checkpoint (``nnp finetune --from``)."""
 
     from_checkpoint: str | None = None
-    reinit_readout: bool = True  # re-initialise the energy readout of the backbone
+    reinit_readout: bool | None = None  # re-initialise the energy readout; None: no for a force-target
+    #                                     pretraining checkpoint (every weight transfers), yes otherwise
     freeze_backbone_epochs: int = 0  # train only the head (and readout) for this many epochs
     backbone_lr_factor: float = 1.0  # backbone learning rate = factor x train.lr
 
@@ -184,6 +190,10 @@ def _check(config: RunConfig, source: str) -> None:
         problems.append("train.batch_size and train.epochs must be >= 1")
     if config.pretrain.task not in ("masked", "denoise", "masked+denoise"):
         problems.append(f"pretrain.task must be masked, denoise or masked+denoise, not {config.pretrain.task!r}")
+    if config.pretrain.target not in ("force", "vector_head"):
+        problems.append(f"pretrain.target must be force or vector_head, not {config.pretrain.target!r}")
+    if config.pretrain.noise_target not in ("eps", "displacement"):
+        problems.append(f"pretrain.noise_target must be eps or displacement, not {config.pretrain.noise_target!r}")
     if not 0 < config.pretrain.mask_ratio <= 1:
         problems.append("pretrain.mask_ratio must be in (0, 1]")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:

@@ -52,6 +52,7 @@ class EGNN(nn.Module):
     """EGNN energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies."""
 
     HEAD = ("readout",)  # task head: the energy readout; the rest transfers between tasks
+    INPUT_EMBEDDING = "embedding"  # per-atom input embedding (pretraining adds its mask embedding here)
 
     def __init__(
         self,

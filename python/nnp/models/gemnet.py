@@ -156,6 +156,7 @@ class GemNetT(nn.Module):
     """
 
     HEAD = ("embedding_output", "outputs")  # task head: the output blocks (energy and direct forces)
+    INPUT_EMBEDDING = "embedding"  # per-atom input embedding (pretraining adds its mask embedding here)
 
     def __init__(self, num_species: int, cutoff: float = 5.0, num_blocks: int = 4, emb_atom: int = 128,
                  emb_edge: int = 128, emb_trip: int = 64, emb_rbf: int = 16, emb_cbf: int = 16,

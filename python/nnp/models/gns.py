@@ -37,6 +37,7 @@ class GNS(nn.Module):
     """GNS energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies."""
 
     HEAD = ("decoder",)  # task head: the energy decoder; the rest transfers between tasks
+    INPUT_EMBEDDING = "node_encoder.0"  # per-atom input embedding (pretraining adds its mask embedding here)
 
     def __init__(self, num_species: int, cutoff: float = 5.0, hidden: int = 64, layers: int = 3,
                  num_rbf: int = 16, avg_num_neighbors: float = 20.0):

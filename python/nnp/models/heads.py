@@ -44,3 +44,54 @@ class PretrainModel(nn.Module):
     def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tensor:
         h = self.backbone.node_features(species, edge_index, edge_vectors)
         return self.head(h, edge_index, edge_vectors)
+
+
+def _add_mask_offset(module: nn.Module, inputs, output: Tensor) -> Tensor:
+    """Forward hook on a backbone's input embedding: add the offset its pretraining wrapper set, if any."""
+    offset = module.__dict__.get("mask_offset")
+    return output if offset is None else output + offset
+
+
+class ForcePretrainModel(nn.Module):
+    """Pretraining through the potential's own forces: ``forward(...) -> (N, 3)`` forces of ``potential``.
+
+    The pretraining vector *is* the force of the whole :class:`Potential` (``-dE/dx`` through
+    :meth:`Potential.energy_and_forces`, kept differentiable for the loss; the direct force head for
+    GemNet-dT), so every weight of the potential, energy readout included, is what pretraining trains
+    and what finetuning receives. The optional learned mask embedding (2 rows: atoms of intact
+    molecules, remaining atoms of masked molecules) lives here only: it is added to the output of the
+    backbone's declared ``INPUT_EMBEDDING`` module by a forward hook while this wrapper runs, so the
+    potential itself (its state dict, exported files, finetuned models) never holds it.
+    """
+
+    def __init__(self, potential: nn.Module, mask_embedding: bool):
+        super().__init__()
+        self.potential = potential
+        self.mask_embedding = None
+        if mask_embedding:
+            size = self._input(torch.zeros(1, dtype=torch.long)).shape[-1]
+            self.mask_embedding = nn.Embedding(2, size)  # N(0, 1) rows, as nn.Embedding (the paper's too)
+            self._input.register_forward_hook(_add_mask_offset)
+
+    @property
+    def _input(self) -> nn.Module:
+        """The backbone's input embedding module (looked up, not registered twice)."""
+        return self.potential.backbone.get_submodule(self.potential.backbone.INPUT_EMBEDDING)
+
+    def head_prefixes(self) -> tuple[str, ...]:
+        """The potential's energy head (for optimiser groups and freezing); the mask embedding is neither."""
+        return tuple(f"potential.{name}" for name in self.potential.head_prefixes())
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                mask_state: Tensor | None = None) -> Tensor:
+        """Forces on every node; ``mask_state`` (N,) long: 1 on remaining atoms of a masked molecule, else 0."""
+        use = self.mask_embedding is not None and mask_state is not None
+        if use:
+            self._input.__dict__["mask_offset"] = self.mask_embedding(mask_state)
+        try:
+            _, forces, _ = self.potential.energy_and_forces(species, edge_index, edge_vectors, species.shape[0],
+                                                            self.training)
+        finally:
+            if use:
+                self._input.__dict__.pop("mask_offset", None)
+        return forces

@@ -1,8 +1,44 @@
-"""Masked-atom pretraining targets (Zhang, Li, Barati Farimani 2024).
+"""Masked-atom pretraining targets (Zhang, Li, Barati Farimani 2024, "Masked Pretraining Strategy for
+Neural Potentials"; public code: StevenZhang904/Masked_Pretrain, a fork of
+yuyangw/Denoise-Pretrain-ML-Potential).
 
-Per frame, a fraction of the molecules is chosen; in each, one hydrogen (optionally any atom) is
-removed from the graph entirely. The model's per-atom vector on the remaining atoms of that molecule
-must point to the removed atom (minimum image); the loss is ``1 - mean cosine similarity``.
+Per frame, ``n = max(1, floor(mask_ratio x M + 0.5))`` of the ``M`` molecules with at least two atoms
+are chosen (round half up; the paper's ``int(M x ratio)`` floors, identical for its 0.5 x 258 and for
+0.5 x 32); in each, one hydrogen (optionally any atom) is removed from the graph entirely. A vector on
+every *remaining* atom of that molecule must point to the removed atom (bonded, minimum image); the
+loss is ``1 - mean cosine similarity`` over those atoms.
+
+What the vector is (``pretrain.target``):
+
+* ``force`` (the paper): the potential's own force. For conservative models (EGNN, GNS, GemNet-T) it
+  is ``-dE/dx`` of the whole :class:`~nnp.models.potential.Potential`, energy readout included,
+  differentiated again for the loss; for GemNet-dT the direct force head. Every weight transfers to
+  finetuning (:func:`nnp.train.finetune.load_pretrained_backbone`).
+* ``vector_head`` (nnp's earlier variant): a separate equivariant vector head on the backbone's node
+  features; finetuning drops it and re-initialises the readout.
+
+Mask embedding (``pretrain.mask_embedding``, target ``force``): as in the paper's EGNN and GNS, a
+learned 2-row embedding is added to the input embedding of every atom during pretraining: row 1 on
+the remaining atoms of masked molecules, row 0 on all other atoms; finetuning and inference add
+nothing. It lives in the pretraining wrapper (:class:`~nnp.models.heads.ForcePretrainModel`), never in
+the potential.
+
+Kept differences from the paper's code, and why:
+
+* GNS: the paper's GNS decodes forces directly (its "force decoder" gives the pretraining vector);
+  nnp's GNS is conservative (energy decoder, forces ``-dE/dx``), so its pretraining vector is
+  ``-dE/dx`` like EGNN's. Making GNS direct-force would change the model zoo and LAMMPS contract.
+* Molecules come from covalent radii (``d < bond_scale x (r_i + r_j)``, any molecule, periodic),
+  not from the O,H,H order of the paper's water files; the removed H is drawn uniformly among the
+  molecule's hydrogens (the paper: one of the two H of a water with probability 1/2, the same thing).
+* Masks are drawn per frame from a per-frame seed (reproducible, independent of batching), and the
+  validation masks are fixed; the paper redraws them with NumPy's global generator.
+* The paper's EGNN embeds ``mask`` with an ``nn.Embedding(max_atom_type, hidden)`` of which only rows
+  0 and 1 are ever used; nnp's has those two rows.
+* Denoising as the paper ran it on water (``noise_sigma: 1.0``, ``noise_target: displacement``,
+  target ``force``): the force output regresses the raw noise vector ``sigma x eps`` (MSE, Å), all
+  atoms, no mask; note its sign: the force is trained to point *along* the displacement, away from
+  the clean structure. nnp keeps the paper's sign for that variant.
 """
 
 from __future__ import annotations
@@ -25,13 +61,21 @@ class MaskedFrame:
     targets: np.ndarray  # (len(target_atoms), 3) vectors from each target atom to its removed atom
 
 
+def masked_count(ratio: float, molecules: int) -> int:
+    """Molecules masked per frame: ``floor(ratio x molecules + 0.5)`` (round half up), at least 1 when
+    there is a molecule to mask, at most ``molecules``."""
+    if molecules == 0 or ratio <= 0:
+        return 0
+    return min(molecules, max(1, int(np.floor(ratio * molecules + 0.5))))
+
+
 def choose_masks(
     graph: Data, molecules: list[np.ndarray], symbols: list[str], ratio: float, rng: np.random.Generator,
     mask_heavy: bool = False,
 ) -> MaskedFrame:
     """Pick molecules and the atom to hide in each; targets use the bonded (minimum) image."""
     candidates = [m for m in molecules if len(m) >= 2]
-    n_pick = int(round(ratio * len(candidates)))
+    n_pick = masked_count(ratio, len(candidates))
     chosen = rng.choice(len(candidates), size=n_pick, replace=False) if n_pick else []
     positions = graph.pos.double().numpy()
     cell = graph.cell[0].double().numpy()

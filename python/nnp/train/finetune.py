@@ -39,16 +39,27 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         parameter.requires_grad_(True)
 
 
-def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head: bool) -> list[str]:
+def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head: bool | None) -> list[str]:
     """Copy the backbone (and, unless ``reinit_head``, the head) of a checkpoint into ``model``.
 
-    The checkpoint may come from pretraining (its own pretraining head is never copied) or from training.
-    Species embeddings are matched by element symbol, so the finetuning data may have other species.
-    Returns the names of the tensors that were transferred.
+    The checkpoint may come from pretraining or from training. A ``vector_head`` pretraining checkpoint
+    holds a backbone and a vector head (never copied); a ``force`` pretraining checkpoint holds a whole
+    potential under ``potential.`` and a mask embedding (never copied): every weight of the backbone,
+    energy readout included, transfers (``reinit_head=None`` means: re-initialise the readout only for
+    checkpoints that are not force-target pretraining). The potential's data statistics (reference
+    energies, scale, shift) always come from the finetuning data. Species embeddings are matched by
+    element symbol, so the finetuning data may have other species. Returns the names of the tensors that
+    were transferred.
     """
     checkpoint = load_checkpoint(checkpoint_path)
     source = checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
-    source_species = checkpoint["model_init"]["species"]
+    meta = checkpoint["model_init"]
+    source_species = meta["species"]
+    whole_potential = meta.get("kind") == "pretrain" and meta.get("target") == "force"
+    if whole_potential:  # the pretraining wrapper's potential; its mask embedding stays behind
+        source = {k[len("potential."):]: v for k, v in source.items() if k.startswith("potential.")}
+    if reinit_head is None:
+        reinit_head = not whole_potential
     target = model.state_dict()
     head = model.head_prefixes()
     transferred = []

@@ -150,22 +150,32 @@ class PretrainTask:
     def refit(self, model: nn.Module, train: GraphDataset) -> None:
         """Nothing is fitted in closed form during pretraining."""
 
+    def predict(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The per-atom pretraining vectors: the potential's forces (target ``force``) or the vector head's."""
+        if self.p.target == "force":
+            masked = self.p.task in ("masked", "masked+denoise")
+            mask_state = batch.target_mask.long() if masked else None
+            return model(batch.species, batch.edge_index, edge_vectors(batch), mask_state)
+        return model(batch.species, batch.edge_index, edge_vectors(batch))
+
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         p = self.p
-        predicted = model(batch.species, batch.edge_index, edge_vectors(batch))
+        predicted = self.predict(model, batch)
+        sigma = p.noise_sigma if p.noise_target == "displacement" else 1.0  # target: sigma*eps (Å) or eps
         if p.task == "denoise":
-            return noise_loss(predicted, batch.target_vectors, batch.target_mask)
+            return noise_loss(predicted, sigma * batch.target_vectors, batch.target_mask)
         loss = cosine_loss(predicted, batch.target_vectors, batch.target_mask)
         if p.distance_weight > 0:
             loss = loss + p.distance_weight * distance_loss(predicted, batch.target_vectors, batch.target_mask)
         if p.task == "masked+denoise":
             everyone = torch.ones_like(batch.target_mask)
-            loss = loss + p.denoise_weight * noise_loss(predicted, batch.noise_vectors, everyone)
+            loss = loss + p.denoise_weight * noise_loss(predicted, sigma * batch.noise_vectors, everyone)
         return loss
 
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> list[float]:
-        with torch.no_grad():
-            return [float(self.loss(model, batch)) * batch.num_graphs, float(batch.num_graphs)]
+        # the force target differentiates the energy: gradients on, nothing kept
+        with torch.set_grad_enabled(self.p.target == "force"):
+            return [float(self.loss(model, batch).detach()) * batch.num_graphs, float(batch.num_graphs)]
 
     def summarize(self, totals: list[float]) -> dict[str, float]:
         return {"loss": totals[0] / max(totals[1], 1.0)}

@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 from ..config import RunConfig, TrainConfig
 from ..models.build import build_backbone, build_potential, check_architecture
-from ..models.heads import PretrainModel
+from ..models.heads import ForcePretrainModel, PretrainModel
 from ..models.potential import Potential
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
 from .data import DTYPES, GraphDataset, TrainingData, prepare_data
@@ -118,15 +118,26 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
 
 
 def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """`nnp pretrain`: self-supervised pretraining of a backbone with a vector head on unlabelled frames."""
+    """`nnp pretrain`: self-supervised pretraining on unlabelled frames.
+
+    Target ``force``: a whole potential (no data statistics: scale 1, no reference energies) inside
+    :class:`ForcePretrainModel`, pretrained through its own forces. Target ``vector_head``: a backbone
+    with a separate vector head.
+    """
     check_run(config)
     data = prepare_data(config, progress, labelled=False, with_molecules=True)
     torch.manual_seed(config.train.seed)
-    backbone = build_backbone(config.model, len(data.species), data.statistics.avg_num_neighbors)
-    model = PretrainModel(backbone, config.model.cutoff).to(DTYPES[config.train.dtype])
-    task = PretrainTask(config.pretrain, data.species, augment_rotations(config))
+    p = config.pretrain
+    if p.target == "force":
+        potential = build_potential(config.model, data.species, avg_num_neighbors=data.statistics.avg_num_neighbors)
+        model = ForcePretrainModel(potential, p.mask_embedding and p.task != "denoise")
+    else:
+        backbone = build_backbone(config.model, len(data.species), data.statistics.avg_num_neighbors)
+        model = PretrainModel(backbone, config.model.cutoff)
+    model = model.to(DTYPES[config.train.dtype])
+    task = PretrainTask(p, data.species, augment_rotations(config))
     trainer = Trainer(config, model, data, task, progress,
-                      model_init={"kind": "pretrain", "task": config.pretrain.task, "species": data.species,
+                      model_init={"kind": "pretrain", "task": p.task, "target": p.target, "species": data.species,
                                   "avg_num_neighbors": data.statistics.avg_num_neighbors})
     fit = trainer.fit()
     summary = {"name": config.name, "task": config.pretrain.task, "species": data.species,
