@@ -34,6 +34,8 @@ from nnp.models import build_potential
 REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4)}
 
 
+THREADS_PER_RANK: int | None = None  # --threads-per-rank
+
 def default_model(path: Path, dtype: str) -> Path:
     torch.manual_seed(0)
     config = ModelConfig(kind="egnn", cutoff=4.5, hidden=48, layers=3)
@@ -129,7 +131,7 @@ timestep 0.0005
 thermo 1000
 {timed}""")
     env = subprocess_env()
-    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ranks))
+    env["OMP_NUM_THREADS"] = str(THREADS_PER_RANK or max(1, (os.cpu_count() or 1) // ranks))
     command = [mpirun_executable(), "-np", str(ranks), lmp_executable(), "-in", str(deck), "-log", "none"]
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, check=True).stdout
     nodes, local, ghosts, edges = (float(v) for v in GRAPH_LINE.findall(out)[-1])
@@ -168,7 +170,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-mpi", action="store_true")
     parser.add_argument("--mpi-only", action="store_true", help="only the 1 vs 2 ranks table")
+    parser.add_argument("--threads-per-rank", type=int, default=None,
+                        help="torch threads per rank (default: cores / ranks, so every run uses every core)")
     args = parser.parse_args()
+    global THREADS_PER_RANK
+    THREADS_PER_RANK = args.threads_per_rank
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = Path(args.model) if args.model else default_model(tmp / "egnn.nnp.pt", args.dtype)
