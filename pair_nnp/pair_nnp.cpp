@@ -31,6 +31,16 @@ constexpr double EV_TO_KCAL_PER_MOL = 23.060548012069496;
 constexpr int HALO_CHUNK = 64;              // columns per forward/reverse communication (comm_forward)
 constexpr double MASS_TOLERANCE = 0.10;     // relative mass mismatch that triggers a warning
 
+// Add factor x a 3x3 virial (row-major) to LAMMPS's six components xx yy zz xy xz yz.
+void add_voigt(double *out, const double *w, double factor) {
+  out[0] += factor * w[0];
+  out[1] += factor * w[4];
+  out[2] += factor * w[8];
+  out[3] += factor * 0.5 * (w[1] + w[3]);
+  out[4] += factor * 0.5 * (w[2] + w[6]);
+  out[5] += factor * 0.5 * (w[5] + w[7]);
+}
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -402,27 +412,10 @@ void PairNNP::compute(int eflag, int vflag) {
     const double *e = atom_energy.data_ptr<double>();
     for (int n = 0; n < num_local_nodes; n++) eatom[node_atom[n]] += energy_factor * e[n];
   }
-  if (vflag_global) {
-    const double *w = global_virial.data_ptr<double>();
-    virial[0] += energy_factor * w[0];
-    virial[1] += energy_factor * w[4];
-    virial[2] += energy_factor * w[8];
-    virial[3] += energy_factor * 0.5 * (w[1] + w[3]);
-    virial[4] += energy_factor * 0.5 * (w[2] + w[6]);
-    virial[5] += energy_factor * 0.5 * (w[5] + w[7]);
-  }
+  if (vflag_global) add_voigt(virial, global_virial.data_ptr<double>(), energy_factor);
   if (vflag_atom) {
     const double *w = atom_virial.data_ptr<double>();
-    for (int n = 0; n < num_nodes; n++) {
-      const double *wn = w + 9 * n;
-      double *va = vatom[node_atom[n]];
-      va[0] += energy_factor * wn[0];
-      va[1] += energy_factor * wn[4];
-      va[2] += energy_factor * wn[8];
-      va[3] += energy_factor * 0.5 * (wn[1] + wn[3]);
-      va[4] += energy_factor * 0.5 * (wn[2] + wn[6]);
-      va[5] += energy_factor * 0.5 * (wn[5] + wn[7]);
-    }
+    for (int n = 0; n < num_nodes; n++) add_voigt(vatom[node_atom[n]], w + 9 * n, energy_factor);
   }
 }
 
