@@ -70,16 +70,16 @@ def user_error_cases(tmp_path):
     write(tmp_path / "methane.extxyz", methane)
     text = _write(tmp_path / "notes.txt", "not a checkpoint\n")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "tensor.pt")
-    painn = _write(tmp_path / "painn.yaml", "model:\n  kind: painn\ndata:\n  path: bundled:water_tip3p_small\n")
+    schnet = _write(tmp_path / "schnet.yaml", "model:\n  kind: schnet\ndata:\n  path: bundled:water_tip3p_small\n")
     missing_data = _write(tmp_path / "nodata.yaml", "data:\n  path: nowhere.extxyz\n")
     bad_yaml = _write(tmp_path / "bad.yaml", "train: [1, 2\n")
     cases = [
         (["train", "--config", str(tmp_path / "nope.yaml")], ["config file", "does not exist"]),
         (["train", "--config", str(bad_yaml)], ["not valid YAML"]),
-        (["train", "--config", str(painn)], ["painn", "egnn"]),
+        (["train", "--config", str(schnet)], ["schnet", "egnn"]),
         (["train", "--config", str(missing_data)], ["nowhere.extxyz", "does not exist"]),
-        (["train", "--config", str(painn), "--set", "model.kind=egnn", "--set", "train.epochs=0"], ["epochs"]),
-        (["pretrain", "--config", str(painn)], ["painn"]),
+        (["train", "--config", str(schnet), "--set", "model.kind=egnn", "--set", "train.epochs=0"], ["epochs"]),
+        (["pretrain", "--config", str(schnet)], ["schnet"]),
         (["finetune", "--config", str(missing_data), "--from", str(text)], ["not an nnp checkpoint"]),
         (["finetune", "--config", str(missing_data), "--from", str(tmp_path / "none.ckpt")], ["does not exist"]),
         (["evaluate", "--model", str(tmp_path / "none.nnp.pt"), "--data", "bundled:water_tip3p_small"],
@@ -101,7 +101,7 @@ def user_error_cases(tmp_path):
         (["analyze", "--model", str(model), "--reference", str(tmp_path / "none.extxyz")], ["does not exist"]),
     ]
     if not torch.cuda.is_available():
-        cases.append((["train", "--config", str(painn), "--set", "model.kind=egnn", "--set", "train.device=cuda",
+        cases.append((["train", "--config", str(schnet), "--set", "model.kind=egnn", "--set", "train.device=cuda",
                        "--set", "train.epochs=1"], ["no CUDA"]))
     return cases
 

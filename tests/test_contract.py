@@ -106,7 +106,7 @@ def test_exported_files_declare_and_call_the_halo(tmp_path):
     from helpers import small_model
     from nnp.export import export_model, load_exported
 
-    expected = {"egnn": ("per_layer", 3), "gns": ("per_layer", 3), "gemnet_t": ("none", 7), "gemnet_dt": ("none", 7)}
+    expected = {"egnn": ("per_layer", 3), "gns": ("per_layer", 3), "painn": ("per_layer", 3), "gemnet_t": ("none", 7), "gemnet_dt": ("none", 7)}
     for kind, (halo, hops) in expected.items():
         module, meta = load_exported(export_model(small_model(kind=kind, layers=3, hidden=8), tmp_path / f"{kind}.pt"))
         assert (meta["halo"], int(meta["receptive_hops"])) == (halo, hops), kind

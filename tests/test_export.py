@@ -31,7 +31,9 @@ def test_exported_file_matches_python_model(kind, tmp_path, dtype, tol):
     assert set(out) == set(contract.OUTPUT_KEYS)
     for key in contract.OUTPUT_KEYS:
         assert out[key].dtype == getattr(torch, dtype)
-        np.testing.assert_allclose(out[key].detach().double().numpy(), ref[key], rtol=tol, atol=tol * 10)
+        # float32 rounds each sum relative to its largest terms: compare on the scale of the largest value
+        scale = 10.0 if dtype == "float64" else max(10.0, float(np.abs(ref[key]).max()))
+        np.testing.assert_allclose(out[key].detach().double().numpy(), ref[key], rtol=tol, atol=tol * scale)
     assert metadata["species"] == "H O"
     assert float(metadata["cutoff"]) == model.cutoff
     assert int(metadata["num_interactions"]) == 3

@@ -133,7 +133,7 @@ def test_two_and_four_ranks_equal_one_rank(tmp_path, kind):
     model = model_for(kind, tmp_path)
     cases = list(CASES)
     serial = run_cases(model, tmp_path, 1, cases)
-    expected_mode = "per-layer halo exchange" if kind in ("egnn", "gns") else "deep ghost shell"
+    expected_mode = "per-layer halo exchange" if kind in ("egnn", "gns", "painn") else "deep ghost shell"
     for ranks in (2, 4):
         parallel = run_cases(model, tmp_path, ranks, cases)
         assert expected_mode in parallel["stdout"]

@@ -54,7 +54,7 @@ def test_stress_is_strain_derivative(model):
             minus = atoms.copy()
             minus.set_cell(atoms.cell @ strain, scale_atoms=True)
             numeric = (energy(model, plus) - energy(model, minus)) / (2 * h) / atoms.get_volume()
-            assert stress[a, b] == pytest.approx(numeric, abs=1e-7)
+            assert stress[a, b] == pytest.approx(numeric, abs=1e-7, rel=1e-7)  # O(h^2) error grows with curvature
 
 
 def test_virial_equals_sum_of_position_times_force_for_molecule(model):

@@ -191,7 +191,7 @@ def _task(**pretrain):
     return PretrainTask(PretrainConfig(**pretrain), ["H", "O"], False)
 
 
-@pytest.mark.parametrize("kind", ["egnn", "gns"])
+@pytest.mark.parametrize("kind", ["egnn", "gns", "painn"])
 def test_force_target_loss_is_the_cosine_of_minus_grad_energy(kind):
     """The pretraining vector is -dE/dx of the whole potential: a central finite difference of the energy
     (mask embedding included) reproduces it, and the loss is the cosine loss of exactly those forces."""
@@ -268,10 +268,11 @@ def test_direct_force_model_pretrains_through_its_force_head():
     torch.testing.assert_close(forces.detach(), direct.detach())
 
 
-@pytest.mark.parametrize("task", ["masked", "denoise"])
-def test_force_pretraining_transfers_every_weight_and_never_the_mask_embedding(tmp_path, task):
+@pytest.mark.parametrize("task,kind", [("masked", "egnn"), ("denoise", "egnn"), ("masked", "painn")])
+def test_force_pretraining_transfers_every_weight_and_never_the_mask_embedding(tmp_path, task, kind):
     unlabelled = water_frames(tmp_path / "water.extxyz", n=10)
     cfg = small_config(tmp_path, unlabelled, epochs=2, lr=1e-3, batch_size=2)
+    cfg["model"]["kind"] = kind
     cfg["pretrain"] = {"task": task, "target": "force", "noise_sigma": 0.2}
     cfg["output_dir"] = str(tmp_path / "pre")
     summary = run_pretraining(config_from_dict(cfg), progress=False)

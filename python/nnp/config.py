@@ -21,7 +21,7 @@ class ModelConfig:
     """Architecture. ``hidden``/``layers`` are the width and number of message-passing blocks of
     every model; the ``emb_*``/``num_spherical``/``num_radial`` keys are GemNet's."""
 
-    kind: str = "egnn"  # egnn | gns | gemnet_t | gemnet_dt
+    kind: str = "egnn"  # egnn | gns | painn | gemnet_t | gemnet_dt
     cutoff: float = 5.0
     hidden: int = 64
     layers: int = 3

@@ -11,10 +11,11 @@ from ..config import ConfigError, ModelConfig
 from .egnn import EGNN
 from .gemnet import GemNetT
 from .gns import GNS
+from .painn import PaiNN
 from .potential import DirectForcePotential, Potential
 
-ARCHITECTURES = ("egnn", "gns", "gemnet_t", "gemnet_dt")
-ROTATION_INVARIANT = {"egnn": True, "gns": False, "gemnet_t": True, "gemnet_dt": True}
+ARCHITECTURES = ("egnn", "gns", "painn", "gemnet_t", "gemnet_dt")
+ROTATION_INVARIANT = {"egnn": True, "gns": False, "painn": True, "gemnet_t": True, "gemnet_dt": True}
 
 
 def check_architecture(kind: str) -> None:
@@ -38,6 +39,9 @@ def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: flo
     if config.kind == "gns":
         return GNS(num_species, cutoff=config.cutoff, hidden=config.hidden, layers=config.layers,
                    num_rbf=config.num_rbf, avg_num_neighbors=avg_num_neighbors)
+    if config.kind == "painn":
+        return PaiNN(num_species, cutoff=config.cutoff, hidden=config.hidden, layers=config.layers,
+                     num_rbf=config.num_rbf, avg_num_neighbors=avg_num_neighbors)
     if config.kind in ("gemnet_t", "gemnet_dt"):
         return GemNetT(num_species, cutoff=config.cutoff, num_blocks=config.layers, emb_atom=config.hidden,
                        emb_edge=config.hidden, emb_trip=config.emb_trip, emb_rbf=config.emb_rbf,
