@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include <mpi.h>
+#include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
 #include "atom.h"
@@ -89,19 +90,25 @@ void PairNNP::allocate() {
     for (int j = i; j <= n; j++) setflag[i][j] = 0;
 }
 
-// pair_style nnp [device cpu|cuda]
+// pair_style nnp [device cpu|cuda] [threads N]
 void PairNNP::settings(int narg, char **arg) {
+  const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [threads N]";
   device_request.clear();
   int iarg = 0;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "device") == 0 && iarg + 1 < narg) {
       device_request = arg[iarg + 1];
       if (device_request != "cpu" && device_request != "cuda")
-        error->all(FLERR, "pair_style nnp: device must be cpu or cuda, not '" + device_request + "'");
+        error->all(FLERR, "pair_style nnp: device must be cpu or cuda, not '" + device_request + "'" + usage);
+      iarg += 2;
+    } else if (strcmp(arg[iarg], "threads") == 0 && iarg + 1 < narg) {
+      const int threads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (threads < 1) error->all(FLERR, "pair_style nnp: threads must be >= 1" + usage);
+      // torch's intra-op pool of this process (all ranks on a node share the cores: use cores / ranks)
+      at::set_num_threads(threads);
       iarg += 2;
     } else {
-      error->all(FLERR, std::string("pair_style nnp: unknown argument '") + arg[iarg] +
-                            "'; usage: pair_style nnp [device cpu|cuda]");
+      error->all(FLERR, std::string("pair_style nnp: unknown argument '") + arg[iarg] + "'" + usage);
     }
   }
 }
@@ -163,7 +170,9 @@ void PairNNP::coeff(int narg, char **arg) {
     msg << "pair_style nnp: " << info.model_kind << " model " << model_path << " (" << info.dtype << ", cutoff "
         << info.cutoff << " A, " << info.num_interactions << " interactions, halo "
         << nnp::contract::HALO_MODES[info.halo_per_layer ? nnp::contract::HALO_PER_LAYER : nnp::contract::HALO_NONE]
-        << ") on " << model->device() << "\n";
+        << ") on " << model->device();
+    if (model->torch_device().is_cpu()) msg << ", " << at::get_num_threads() << " torch thread(s) per rank";
+    msg << "\n";
     utils::logmesg(lmp, msg.str());
   }
 }
