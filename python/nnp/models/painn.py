@@ -46,7 +46,8 @@ class PaiNNMessage(nn.Module):
                 unit: Tensor) -> Tuple[Tensor, Tensor]:
         i, j = edge_index[0], edge_index[1]
         x = self.phi(s)[j] * self.filter(rbf) * envelope.unsqueeze(-1)  # (E, 3F)
-        x_vv, x_s, x_vs = torch.split(x, self.hidden, dim=-1)  # (E, F) each
+        # contiguous copies: broadcasting a strided (E, F) view over (E, 3, F) is ~4x slower on the CPU
+        x_vv, x_s, x_vs = [part.contiguous() for part in torch.split(x, self.hidden, dim=-1)]  # (E, F) each
         ds = torch.zeros_like(s).index_add_(0, i, x_s)
         dv_edge = v[j] * x_vv.unsqueeze(1) + unit.unsqueeze(-1) * x_vs.unsqueeze(1)  # (E, 3, F)
         dv = torch.zeros_like(v).index_add_(0, i, dv_edge)
@@ -69,7 +70,7 @@ class PaiNNUpdate(nn.Module):
         vv = self.V(v)
         vv_norm = torch.sqrt((vv * vv).sum(1) + self.epsilon)  # (N, F)
         a = self.mlp(torch.cat([s, vv_norm], dim=-1))
-        a_vv, a_sv, a_ss = torch.split(a, self.hidden, dim=-1)
+        a_vv, a_sv, a_ss = [part.contiguous() for part in torch.split(a, self.hidden, dim=-1)]
         v = v + a_vv.unsqueeze(1) * uv
         s = s + a_sv * (uv * vv).sum(1) + a_ss
         return s, v
