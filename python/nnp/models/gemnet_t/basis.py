@@ -104,8 +104,6 @@ class CircularBasis(nn.Module):
         self.register_buffer("sin_coef", sin_coef)
         self.register_buffer("cos_coef", cos_coef)
         self.register_buffer("orders", torch.arange(num_spherical, dtype=torch.float64))
-        sph = torch.tensor([math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(num_spherical)])
-        self.register_buffer("sph_norm", sph)
 
     def radial(self, distance: Tensor) -> Tensor:
         """``u(d/c) norm_ln j_l(z_ln d/c)`` (E, L, R), evaluated in float64 (the closed form of ``j_l``
@@ -124,4 +122,5 @@ class CircularBasis(nn.Module):
 
     def angular(self, cosine: Tensor) -> Tensor:
         """``Y_l0`` of the triplet angles (T, L) from their cosines."""
-        return legendre(cosine, self.num_spherical) * self.sph_norm.to(cosine.dtype)
+        sph_norm = torch.sqrt((2.0 * self.orders.to(torch.float64) + 1.0) / (4.0 * math.pi))  # exact integers
+        return legendre(cosine, self.num_spherical) * sph_norm.to(cosine.dtype)
