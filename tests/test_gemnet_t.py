@@ -88,3 +88,14 @@ def test_scale_fit_gives_unit_variance_ratio_on_the_batch():
         h.remove()
     np.testing.assert_allclose(ratios, 1.0, rtol=1e-10)
     assert "backbone.blocks.0.triplet.scale_rbf.scale" in model.state_dict()  # stored with the weights
+
+
+def test_graphs_without_edges_or_triplets():
+    model = small_model(kind="gemnet_t")
+    scripted = torch.jit.script(model)
+    for atoms in (Atoms("O", positions=[[0, 0, 0]]), Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]])):
+        species, edge_index, vectors = graph_inputs(model, atoms)
+        out = scripted(species, edge_index, vectors, len(atoms))
+        assert torch.isfinite(out["forces"]).all()
+        np.testing.assert_allclose(out["forces"].sum(0).detach().numpy(), 0.0, atol=1e-12)
+    assert float(out["energy"]) != pytest.approx(float(model.reference_energies.sum()))  # the pair interacts

@@ -26,7 +26,7 @@ class TripletBilinear(nn.Module):
         summed = torch.bmm(sph, dense)  # (E, L, F): sum over the triplets of each edge
         summed = torch.bmm(rbf_w, summed)  # (E, C, F): sum over the angular orders
         weight = self.weight.permute(1, 0, 2).reshape(-1, self.weight.shape[2])  # (C * F, out)
-        return summed.reshape(num_edges, -1) @ weight
+        return summed.reshape(num_edges, weight.shape[0]) @ weight
 
 
 class TripletInteraction(nn.Module):
