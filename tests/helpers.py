@@ -9,6 +9,7 @@ from ase import Atoms
 from nnp.config import ModelConfig
 from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.models import build_potential
+from nnp.models.gemnet_t import fit_scale_factors
 
 
 CONSERVATIVE_KINDS = ("egnn", "gns", "painn", "gemnet_t")
@@ -17,12 +18,20 @@ ROTATION_INVARIANT_KINDS = ("egnn", "painn", "gemnet_t", "gemnet_dt")
 
 
 def small_model(species=("H", "O"), cutoff=3.0, layers=3, hidden=16, seed=0, kind="egnn"):
-    """A float64 model with all weights random (including the zero-initialised coordinate heads)."""
+    """A float64 model with all weights random (including the zero-initialised coordinate heads).
+
+    GemNet-T keeps its (random, He-orthogonal) initialisation and gets its scale factors fitted on a water
+    box instead: perturbed weights with unit scale factors make its energies explode.
+    """
     torch.manual_seed(seed)
     config = ModelConfig(kind=kind, cutoff=cutoff, hidden=hidden, layers=layers, num_rbf=8, emb_trip=8,
-                         emb_rbf=8, emb_cbf=8, num_spherical=4, num_radial=4)
+                         emb_rbf=8, emb_cbf=8, emb_bil_trip=8, num_spherical=4, num_radial=4)
     model = build_potential(config, list(species), avg_num_neighbors=8.0,
                             reference_energies=torch.tensor([-13.6, -430.0][: len(species)]), scale=0.5)
+    if kind == "gemnet_t":
+        model = model.double().eval()
+        fit_scale_factors(model.backbone, lambda: model.backbone(*graph_inputs(model, water_box(seed=seed))))
+        return model
     # PaiNN multiplies features (a_sv <Uv, Vv>, v_j x_vv): with 0.3 noise on every weight its random forces
     # reach 1e4 eV/A and atoms leave the box in a few steps; 0.1 keeps them near the other models'
     noise = 0.1 if kind == "painn" else 0.3
@@ -30,6 +39,12 @@ def small_model(species=("H", "O"), cutoff=3.0, layers=3, hidden=16, seed=0, kin
         for p in model.parameters():
             p.add_(noise * torch.randn_like(p))
     return model.double().eval()
+
+
+def graph_inputs(model, atoms: Atoms):
+    """``(species, edge_index, edge_vectors)`` of ``atoms`` for ``model`` (float64)."""
+    graph = atoms_to_graph(atoms, model.species, model.cutoff, torch.float64, with_labels=False)
+    return graph.species, graph.edge_index, edge_vectors(graph)
 
 
 def water_box(n_side=2, spacing=3.1, seed=0, cell=None) -> Atoms:

@@ -113,8 +113,15 @@ def test_every_architecture_trains_and_exports_with_the_same_code(tmp_path, kind
     cfg["model"] = {"kind": kind, "cutoff": 3.0, "hidden": 16, "layers": 2, "emb_trip": 8, "emb_rbf": 8,
                     "emb_cbf": 8, "num_spherical": 3, "num_radial": 4}
     summary = run_training(config_from_dict(cfg), progress=False)
-    history = load_checkpoint(tmp_path / "run" / "last.ckpt")["history"]
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    history = checkpoint["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    if kind == "gemnet_t":  # the engine fitted GemNet-T's scale factors on the data before training
+        from nnp.models.gemnet_t import needs_scale_fit, scale_factors
+        from nnp.train.checkpoint import model_from_checkpoint
+
+        backbone = model_from_checkpoint(checkpoint).backbone
+        assert not needs_scale_fit(backbone) and all(float(f.scale) != 1.0 for f in scale_factors(backbone))
     from nnp.export import load_exported
 
     _, metadata = load_exported(summary["model_file"])

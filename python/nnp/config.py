@@ -19,7 +19,9 @@ class ConfigError(UserError):
 @dataclass
 class ModelConfig:
     """Architecture. ``hidden``/``layers`` are the width and number of message-passing blocks of
-    every model; the ``emb_*``/``num_spherical``/``num_radial`` keys are GemNet's."""
+    every model; the ``emb_*``/``num_*``/``envelope_exponent`` keys are GemNet's (``emb_bil_trip``,
+    ``num_before_skip``, ``num_after_skip``, ``num_concat``, ``num_atom`` and ``envelope_exponent`` only
+    GemNet-T's; defaults are the authors' MD17 values)."""
 
     kind: str = "egnn"  # egnn | gns | painn | gemnet_t | gemnet_dt
     cutoff: float = 5.0
@@ -32,6 +34,12 @@ class ModelConfig:
     emb_cbf: int = 16
     num_spherical: int = 7
     num_radial: int = 6
+    emb_bil_trip: int = 64
+    num_before_skip: int = 1
+    num_after_skip: int = 1
+    num_concat: int = 1
+    num_atom: int = 2
+    envelope_exponent: int = 5
 
 
 @dataclass

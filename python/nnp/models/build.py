@@ -9,7 +9,8 @@ from torch import nn
 
 from ..config import ConfigError, ModelConfig
 from .egnn import EGNN
-from .gemnet import GemNetT
+from .gemnet import GemNetDT
+from .gemnet_t import GemNetT
 from .gns import GNS
 from .painn import PaiNN
 from .potential import DirectForcePotential, Potential
@@ -42,11 +43,19 @@ def build_backbone(config: ModelConfig, num_species: int, avg_num_neighbors: flo
     if config.kind == "painn":
         return PaiNN(num_species, cutoff=config.cutoff, hidden=config.hidden, layers=config.layers,
                      num_rbf=config.num_rbf, avg_num_neighbors=avg_num_neighbors)
-    if config.kind in ("gemnet_t", "gemnet_dt"):
+    if config.kind == "gemnet_t":  # as published (nnp.models.gemnet_t); scale factors fitted on data
         return GemNetT(num_species, cutoff=config.cutoff, num_blocks=config.layers, emb_atom=config.hidden,
                        emb_edge=config.hidden, emb_trip=config.emb_trip, emb_rbf=config.emb_rbf,
-                       emb_cbf=config.emb_cbf, num_spherical=config.num_spherical, num_radial=config.num_radial,
-                       avg_num_neighbors=avg_num_neighbors, direct_forces=config.kind == "gemnet_dt")
+                       emb_cbf=config.emb_cbf, emb_bil_trip=config.emb_bil_trip,
+                       num_spherical=config.num_spherical, num_radial=config.num_radial,
+                       num_before_skip=config.num_before_skip, num_after_skip=config.num_after_skip,
+                       num_concat=config.num_concat, num_atom=config.num_atom,
+                       envelope_exponent=config.envelope_exponent)
+    if config.kind == "gemnet_dt":  # nnp's simplified direct-force variant (nnp.models.gemnet)
+        return GemNetDT(num_species, cutoff=config.cutoff, num_blocks=config.layers, emb_atom=config.hidden,
+                        emb_edge=config.hidden, emb_trip=config.emb_trip, emb_rbf=config.emb_rbf,
+                        emb_cbf=config.emb_cbf, num_spherical=config.num_spherical, num_radial=config.num_radial,
+                        avg_num_neighbors=avg_num_neighbors, direct_forces=True)
     raise AssertionError(f"ARCHITECTURES lists {config.kind!r} but build_backbone does not build it")
 
 

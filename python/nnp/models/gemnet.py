@@ -1,4 +1,7 @@
-"""GemNet-T (Gasteiger, Becker, Günnemann 2021) as an energy backbone, and the direct-force GemNet-dT.
+"""nnp's simplified GemNet, used as the direct-force GemNet-dT (``model.kind: gemnet_dt``).
+
+The published GemNet-T (``model.kind: gemnet_t``) is :mod:`nnp.models.gemnet_t`; this module keeps the
+earlier simplified architecture, which ``gemnet_dt`` files and checkpoints were trained with.
 
 Directional message passing on edges with two-hop (triplet, k -> j -> i) interactions:
 
@@ -148,8 +151,8 @@ class OutputBlock(nn.Module):
         return self.energy(self.mlp(summed)).squeeze(-1), self.force(weighted).squeeze(-1)
 
 
-class GemNetT(nn.Module):
-    """GemNet-T energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies.
+class GemNetDT(nn.Module):
+    """Simplified GemNet energy backbone: ``forward(species, edge_index, edge_vectors) -> (N,)`` atom energies.
 
     With ``direct_forces=True`` (GemNet-dT) :meth:`energy_and_edge_forces` also returns one force
     vector per edge, ``f_ji * unit(r_ij)`` pointing along the edge, summed over the output blocks.

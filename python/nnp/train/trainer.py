@@ -24,6 +24,7 @@ from .distributed import choose_device
 from .finetune import load_pretrained_backbone
 from .loop import Trainer
 from .predict import format_metrics_table
+from .scale_fit import fit_scales_on_data
 from .shift import center_energy_shift
 from .tasks import EnergyForceTask, PretrainTask, augment_rotations
 
@@ -46,6 +47,7 @@ def model_for_data(config: RunConfig, data: TrainingData) -> Potential:
     ref = None if stats.reference_energies is None else torch.tensor(stats.reference_energies)
     model = build_potential(config.model, data.species, avg_num_neighbors=stats.avg_num_neighbors,
                             reference_energies=ref, scale=stats.force_scale).to(DTYPES[config.train.dtype])
+    fit_scales_on_data(model.backbone, data.splits["train"], config.train.seed)  # GemNet-T only
     if stats.reference_energies is not None:
         center_energy_shift(model, data.splits["train"])
     return model
@@ -135,6 +137,8 @@ def run_pretraining(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         backbone = build_backbone(config.model, len(data.species), data.statistics.avg_num_neighbors)
         model = PretrainModel(backbone, config.model.cutoff)
     model = model.to(DTYPES[config.train.dtype])
+    fit_scales_on_data(potential.backbone if p.target == "force" else backbone, data.splits["train"],
+                       config.train.seed)  # GemNet-T only
     task = PretrainTask(p, data.species, augment_rotations(config))
     trainer = Trainer(config, model, data, task, progress,
                       model_init={"kind": "pretrain", "task": p.task, "target": p.target, "species": data.species,
