@@ -35,6 +35,12 @@ constexpr const char *HALO_MODES[] = {"per_layer", "none"};
 enum HaloMode { HALO_PER_LAYER, HALO_NONE };
 constexpr const char *HALO_OPS[] = {"nnp::halo", "nnp::halo_reverse"};
 
+constexpr const char *MODEL_SUFFIX = ".nnp.pt";
+constexpr const char *PT2_SUFFIX = ".nnp.pt2";  // torch.export + AOTInductor package
+// smallest graph a .pt2 program accepts (smaller graphs get padded)
+constexpr int PT2_MIN_NODES = 2;
+constexpr int PT2_MIN_EDGES = 2;
+
 }  // namespace contract
 }  // namespace nnp
 

@@ -4,7 +4,6 @@
 #include <fstream>
 #include <sstream>
 
-#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
 
 #include "contract.h"
@@ -20,9 +19,17 @@ std::vector<std::string> split_words(const std::string &text) {
   return words;
 }
 
-std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
+bool ends_with(const std::string &text, const std::string &suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 
 }  // namespace
+
+std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
+
+std::unique_ptr<Backend> open_backend(const std::string &path, const torch::Device &device) {
+  return ends_with(path, ".pt2") ? open_aoti(path, device) : open_torchscript(path, device);
+}
 
 torch::Device parse_device(const std::string &device) {
   if (device == "cpu") return torch::Device(torch::kCPU);
@@ -67,21 +74,14 @@ bool since_v2(const std::string &key) {
 
 Evaluator::Evaluator(const std::string &path, const std::string &device)
     : device_(parse_device(device)), dtype_(torch::kFloat64) {
-  // Graph sizes change every MD step; the profiling executor would re-specialise the graph for each new
-  // shape (measured 2.2x slower per evaluation for aspirin). The plain executor runs the same ops.
-  torch::jit::setGraphExecutorOptimize(false);
   if (!std::ifstream(path).good()) throw Error("model file " + path + " does not exist or cannot be read");
+  backend_ = open_backend(path, device_);
+  read_metadata(path, backend_->metadata());
+}
+
+void Evaluator::read_metadata(const std::string &path, const MetadataMap &stored) {
   std::unordered_map<std::string, std::string> extra;
-  for (const char *key : METADATA_KEYS) extra[key] = "";
-  try {
-    module_ = torch::jit::load(path, device_, extra);
-  } catch (const c10::Error &err) {
-    throw Error(path + " is not a TorchScript model file (export one with `nnp export`): " +
-                first_line(err.what_without_backtrace()));
-  } catch (const std::exception &err) {
-    throw Error(path + " is not a TorchScript model file (export one with `nnp export`): " + first_line(err.what()));
-  }
-  module_.eval();
+  for (const char *key : METADATA_KEYS) extra[key] = stored.count(key) ? stored.at(key) : "";
   const std::string version = extra[METADATA_KEYS[META_FORMAT_VERSION]];
   const bool version_1 = version == "1";
   std::string missing;
@@ -127,7 +127,7 @@ Evaluator::Evaluator(const std::string &path, const std::string &device)
 }
 
 void Evaluator::read_halo_metadata(const std::string &path,
-                                   const std::unordered_map<std::string, std::string> &extra, bool version_1) {
+                                   const MetadataMap &extra, bool version_1) {
   if (version_1) {  // no halo calls; an atom's energy reaches one cutoff per layer
     info_.halo_per_layer = false;
     info_.receptive_hops = info_.num_interactions;
@@ -151,22 +151,7 @@ void Evaluator::read_halo_metadata(const std::string &path,
 
 Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &edge_index,
                            const torch::Tensor &edge_vectors, int64_t num_local) {
-  std::vector<torch::jit::IValue> inputs{species, edge_index, edge_vectors, num_local};
-  torch::jit::IValue output;
-  try {
-    output = module_.forward(inputs);
-  } catch (const std::exception &err) {
-    throw Error(std::string("model evaluation failed: ") + first_line(err.what()));
-  }
-  if (!output.isGenericDict()) throw Error("model output is not a dictionary (contract violation)");
-  auto out = output.toGenericDict();
-  auto get = [&](Output key) {
-    auto it = out.find(std::string(OUTPUT_KEYS[key]));
-    if (it == out.end())
-      throw Error(std::string("model output lacks '") + OUTPUT_KEYS[key] + "' (contract violation)");
-    return it->value().toTensor().detach();
-  };
-  Outputs result{get(ENERGY), get(ATOM_ENERGY), get(FORCES), get(VIRIAL), get(ATOM_VIRIAL)};
+  Outputs result = backend_->forward(species, edge_index, edge_vectors, num_local);
   const int64_t num_nodes = species.size(0);
   if (result.forces.size(0) != num_nodes || result.atom_energy.size(0) != num_nodes)
     throw Error("model returned outputs for " + std::to_string(result.forces.size(0)) + " nodes, expected " +

@@ -5,20 +5,15 @@
 
 #include <cstdint>
 #include <map>
-#include <stdexcept>
+#include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "backend.h"
 
 namespace nnp {
-
-// Every problem with a model file or an evaluation, with a message meant for the user.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 struct ModelInfo {
   std::vector<std::string> species;  // element symbols in species-index order
@@ -32,15 +27,6 @@ struct ModelInfo {
   std::map<std::string, std::string> metadata;  // every metadata key, as stored
 };
 
-// Outputs of one evaluation as the model returned them: on the model's device, in its dtype.
-struct Outputs {
-  torch::Tensor energy;       // ()
-  torch::Tensor atom_energy;  // (N,)
-  torch::Tensor forces;       // (N, 3)
-  torch::Tensor virial;       // (3, 3)
-  torch::Tensor atom_virial;  // (N, 3, 3)
-};
-
 // Outputs of one evaluation, as contiguous float64 CPU tensors.
 struct Result {
   double energy = 0.0;
@@ -52,6 +38,7 @@ struct Result {
 
 class Evaluator {
  public:
+  // path: a TorchScript file (*.nnp.pt) or an AOTInductor package (*.nnp.pt2), chosen by suffix.
   // device: "cpu", "cuda", "cuda:K"; throws Error on a missing/corrupt/foreign file or bad device.
   Evaluator(const std::string &path, const std::string &device = "cpu");
 
@@ -75,13 +62,13 @@ class Evaluator {
   static int64_t first_non_finite(const Result &result, int64_t num_local = -1);
 
  private:
-  void read_halo_metadata(const std::string &path, const std::unordered_map<std::string, std::string> &extra,
-                          bool version_1);
+  void read_metadata(const std::string &path, const MetadataMap &stored);
+  void read_halo_metadata(const std::string &path, const MetadataMap &extra, bool version_1);
 
   ModelInfo info_;
   torch::Device device_;
   torch::ScalarType dtype_;
-  torch::jit::Module module_;
+  std::unique_ptr<Backend> backend_;
 };
 
 // Parse "cpu", "cuda", "cuda:K"; "cuda" on a machine without CUDA is an Error naming the problem.

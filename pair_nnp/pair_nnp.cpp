@@ -454,9 +454,11 @@ void PairNNP::check_finite(const torch::Tensor &forces, double energy, const tor
 // pattern, HALO_CHUNK columns at a time. Ghost rows filled by an earlier swap are forwarded by later
 // ones, so subdomains thinner than the cutoff (several swaps per direction) work as they do for x.
 
-void PairNNP::exchange_rows(torch::Tensor rows, bool reverse) {
-  if (rows.dim() != 2 || rows.size(0) != num_nodes)
+void PairNNP::exchange_rows(torch::Tensor all_rows, bool reverse) {
+  // a .pt2 model may see padding rows after the graph's nodes (backend_aoti.cpp): they stay as they are
+  if (all_rows.dim() != 2 || all_rows.size(0) < num_nodes)
     error->one(FLERR, "pair_style nnp: the model called nnp::halo on a tensor that is not (num_nodes, F)");
+  torch::Tensor rows = all_rows.narrow(0, 0, num_nodes);
   Stopwatch clock(timers[T_HALO]);
   const bool in_place = rows.device().is_cpu() && rows.scalar_type() == torch::kFloat64;
   torch::Tensor host = in_place ? rows : to_host(rows, halo_host);

@@ -12,7 +12,7 @@ from .data.neighbors import neighbor_list
 
 
 class NNPCalculator(Calculator):
-    """Energy, forces, stress, per-atom energies and per-atom virials from a ``.nnp.pt`` file.
+    """Energy, forces, stress, per-atom energies and per-atom virials from a model file (``.nnp.pt`` or ``.nnp.pt2``).
 
     Periodic images are mapped back to their owners (``num_local = N``), so the result is exact for
     message-passing models with any number of layers.

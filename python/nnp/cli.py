@@ -50,10 +50,13 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="checkpoint -> TorchScript model file with metadata")
+    p = sub.add_parser("export", help="checkpoint -> model file (TorchScript or compiled .pt2) with metadata")
     p.add_argument("--checkpoint", required=True, help="best.ckpt or last.ckpt of a run")
-    p.add_argument("--output", required=True, help="model file to write (conventionally *.nnp.pt)")
+    p.add_argument("--output", required=True, help="model file to write (*.nnp.pt, or *.nnp.pt2 for --format pt2)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--format", choices=["torchscript", "pt2"], default=None,
+                   help="torchscript, or pt2 (torch.export + AOTInductor, compiles for a minute or more); "
+                        "default: by the suffix of --output")
     p.set_defaults(func=cmd_export)
 
 
@@ -199,7 +202,7 @@ def cmd_export(args) -> int:
 
     checkpoint = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    path = export_model(model, args.output, dtype=args.dtype,
+    path = export_model(model, args.output, dtype=args.dtype, format=args.format,
                         provenance={"checkpoint": str(args.checkpoint), "config": checkpoint["config"],
                                     "epoch": checkpoint["epoch"]})
     print(f"wrote {path}")

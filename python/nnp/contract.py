@@ -42,3 +42,7 @@ HALO_PER_LAYER, HALO_NONE = HALO_MODES
 HALO_OPS = ("nnp::halo", "nnp::halo_reverse")
 
 MODEL_SUFFIX = ".nnp.pt"
+PT2_SUFFIX = ".nnp.pt2"  # a torch.export + AOTInductor package (same inputs, outputs and metadata)
+# smallest graph a .pt2 program accepts (its dynamic dims start at 2; smaller graphs get padded)
+PT2_MIN_NODES = 2
+PT2_MIN_EDGES = 2

@@ -69,33 +69,62 @@ def model_metadata(model: Potential, dtype: str, provenance: dict[str, Any] | No
     return metadata
 
 
+FORMATS = ("torchscript", "pt2")
+
+
+def file_format(path: str | Path, format: str | None = None) -> str:
+    """``format`` if given, else by suffix: ``.pt2`` -> ``pt2`` (AOTInductor), anything else -> TorchScript."""
+    chosen = format or ("pt2" if str(path).endswith(".pt2") else "torchscript")
+    if chosen not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {chosen!r}")
+    if chosen == "pt2" and not str(path).endswith(".pt2"):
+        raise ValueError(f"a pt2 model file must end in {contract.PT2_SUFFIX}, not {Path(path).name!r}")
+    return chosen
+
+
 def export_model(
     model: Potential,
     path: str | Path,
     dtype: str = "float64",
     provenance: dict[str, Any] | None = None,
+    format: str | None = None,
 ) -> Path:
-    """Script ``model`` in ``dtype`` and write it with its metadata to ``path`` (atomically)."""
+    """Write ``model`` in ``dtype`` with its metadata to ``path`` (atomically).
+
+    ``format``: ``"torchscript"`` (scripted, ``.nnp.pt``) or ``"pt2"`` (``torch.export`` + AOTInductor,
+    ``.nnp.pt2``, compiles C++ for a minute or more); by default chosen by the suffix of ``path``.
+    """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
+    chosen = file_format(path, format)
     module = copy.deepcopy(model).to(dtype=_DTYPES[dtype], device="cpu").eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    scripted = torch.jit.script(module)
     metadata = model_metadata(model, dtype, provenance)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if chosen == "pt2":
+        from .export_pt2 import write_package
+
+        return write_package(module, path, metadata, _DTYPES[dtype])
+    scripted = torch.jit.script(module)
     tmp = path.with_name(path.name + ".tmp")
     torch.jit.save(scripted, str(tmp), _extra_files=metadata)
     os.replace(tmp, path)
     return path
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, str]]:
-    """Load a model file and its metadata, validating both against the contract."""
+def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str, str]]:
+    """Load a model file (TorchScript or .pt2, by suffix) and its metadata, validating both against the contract.
+
+    A TorchScript file gives its ``ScriptModule``; a ``.pt2`` package gives a
+    :class:`nnp.export_pt2.CompiledModel` called the same way (CPU only).
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
+    if file_format(path) == "pt2":
+        return _load_pt2(path, device)
     extra = {key: "" for key in contract.METADATA_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -104,6 +133,27 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Scri
             f"{path} is not a TorchScript model file (export one with `nnp export`): {str(err).splitlines()[0]}"
         ) from None
     metadata = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in extra.items()}
+    return module, check_metadata(path, metadata)
+
+
+def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
+    from .export_pt2 import CompiledModel, load_package
+
+    if device != "cpu":
+        raise ModelFileError(f"{path}: loading a .pt2 package in Python supports device cpu only, not {device!r}")
+    try:
+        runner, stored = load_package(path)
+    except Exception as err:  # corrupt zip, no compiled model inside, ...
+        raise ModelFileError(
+            f"{path} is not a .pt2 model package (export one with `nnp export --format pt2`): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+    metadata = check_metadata(path, {key: stored.get(key, "") for key in contract.METADATA_KEYS})
+    return CompiledModel(runner), metadata
+
+
+def check_metadata(path: Path, metadata: dict[str, str]) -> dict[str, str]:
+    """Validate the metadata strings of a model file (every contract key, "" when absent); fill version-1 gaps."""
     version = metadata["format_version"]
     if version and version not in map(str, contract.READABLE_FORMAT_VERSIONS):
         raise ModelFileError(
@@ -119,4 +169,4 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Scri
         metadata["receptive_hops"] = metadata["num_interactions"]
     if metadata["units"] != contract.UNITS or metadata["dtype"] not in contract.DTYPES:
         raise ModelFileError(f"{path}: unsupported units {metadata['units']!r} or dtype {metadata['dtype']!r}")
-    return module, metadata
+    return metadata

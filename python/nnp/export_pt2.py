@@ -1,0 +1,174 @@
+"""Compiled model files: ``torch.export`` + AOTInductor packages (``.nnp.pt2``), see docs/model_contract.md.
+
+The potential is traced with its force/virial autograd unrolled into one forward graph (``make_fx``, the
+way NequIP does it), exported with dynamic node and edge counts, and compiled ahead of time into a
+``.pt2`` package that carries the same metadata strings as a TorchScript file. The compiled program
+takes ``num_local`` as a 0-d int64 tensor and returns the outputs as a tuple in ``contract.OUTPUT_KEYS``
+order. Graphs smaller than ``MIN_NODES`` / ``MIN_EDGES`` are padded by the caller
+(:func:`pad_graph`, mirrored in pair_nnp/backend_aoti.cpp). GemNet (data-dependent triplet
+counts) does not export; EGNN and GNS do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from . import contract
+from .errors import UserError
+from .models.potential import (
+    DirectForcePotential,
+    Potential,
+    atom_virial_from_edge_virials,
+    edge_virials,
+    forces_from_edge_gradient,
+)
+from .nn import halo as _halo  # noqa: F401  (registers nnp::halo before tracing and loading)
+
+MIN_NODES, MIN_EDGES = contract.PT2_MIN_NODES, contract.PT2_MIN_EDGES
+MAX_SIZE = 2**31 - 1
+DUMMY_EDGE_LENGTH = 1.0  # Å, padding edges (any length: the dummy nodes see nothing else)
+# example graph for tracing: sizes distinct from each other and from every weight dimension
+_TRACE_NODES, _TRACE_EDGES = 7, 23
+
+
+class CompileUnavailable(UserError):
+    """AOTInductor cannot compile here (no working C++ compiler): the message says what is missing."""
+
+
+def check_compiler() -> None:
+    """Raise :class:`CompileUnavailable` when the C++ compiler AOTInductor calls is missing."""
+    from torch._inductor import cpp_builder
+
+    compiler = cpp_builder.get_cpp_compiler()
+    if shutil.which(compiler) is None:
+        raise CompileUnavailable(
+            f"exporting a .pt2 model needs a C++ compiler ({compiler!r} not found): install g++ "
+            "(or set CXX), or export TorchScript (--format torchscript)")
+
+
+class ExportedPotential(nn.Module):
+    """The contract's forward in export-friendly form: ``num_local`` as a tensor, outputs as a tuple."""
+
+    def __init__(self, potential: Potential):
+        super().__init__()
+        self.potential = potential
+
+    def forward(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        n = species.shape[0]
+        local = torch.arange(n, device=species.device) < num_local
+        p = self.potential
+        if isinstance(p, DirectForcePotential):  # the head's forces; no strain derivative
+            atom_energy, forces, _ = p.energy_and_forces(species, edge_index, edge_vectors, num_local, False)
+            virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
+            atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
+            return torch.where(local, atom_energy, 0.0).sum(), atom_energy, forces, virial, atom_virial
+        edge_vectors = edge_vectors.detach().requires_grad_(True)
+        atom_energy = p.atom_energies(species, edge_index, edge_vectors)
+        energy = torch.where(local, atom_energy, 0.0).sum()
+        (grad,) = torch.autograd.grad([energy], [edge_vectors], materialize_grads=True)
+        per_edge = edge_virials(grad, edge_vectors)
+        return (energy, atom_energy, forces_from_edge_gradient(grad, edge_index, n), per_edge.sum(0),
+                atom_virial_from_edge_virials(per_edge, edge_index, n))
+
+
+@contextlib.contextmanager
+def _no_duck_shapes() -> Iterator[None]:
+    """Keep equal-sized dims as separate symbols while tracing (no accidental node == edge guards)."""
+    config = torch.fx.experimental._config
+    previous = config.use_duck_shape
+    config.use_duck_shape = False
+    try:
+        yield
+    finally:
+        config.use_duck_shape = previous
+
+
+def example_inputs(num_species: int, cutoff: float, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+    """A small random graph with ``_TRACE_NODES`` nodes and ``_TRACE_EDGES`` edges inside the cutoff."""
+    generator = torch.Generator().manual_seed(0)
+    species = torch.arange(_TRACE_NODES) % num_species
+    edge_index = torch.randint(0, _TRACE_NODES, (2, _TRACE_EDGES), generator=generator)
+    edge_index[1] = torch.where(edge_index[0] == edge_index[1], (edge_index[1] + 1) % _TRACE_NODES, edge_index[1])
+    direction = torch.randn(_TRACE_EDGES, 3, generator=generator, dtype=torch.float64)
+    length = cutoff * (0.3 + 0.6 * torch.rand(_TRACE_EDGES, 1, generator=generator, dtype=torch.float64))
+    vectors = (direction / direction.norm(dim=1, keepdim=True) * length).to(dtype)
+    return species, edge_index, vectors, torch.tensor(_TRACE_NODES - 2)
+
+
+def export_program(module: nn.Module, cutoff: float, num_species: int, dtype: torch.dtype):
+    """``torch.export`` of ``ExportedPotential(module)`` with dynamic node and edge counts."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    wrapper = ExportedPotential(module)
+    inputs = example_inputs(num_species, cutoff, dtype)
+    try:
+        with _no_duck_shapes():
+            graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True,
+                            _error_on_data_dependent_ops=True)(*[x.clone() for x in inputs])
+    except GuardOnDataDependentSymNode as err:
+        raise UserError(
+            f"model kind {getattr(module, 'model_kind', '?')!r} cannot be exported as .pt2: its graph has "
+            f"data-dependent shapes ({str(err).splitlines()[0]}); export it as TorchScript (.nnp.pt)") from None
+    nodes = torch.export.Dim("num_nodes", min=MIN_NODES, max=MAX_SIZE)
+    edges = torch.export.Dim("num_edges", min=MIN_EDGES, max=MAX_SIZE)
+    shapes = ({0: nodes}, {1: edges}, {0: edges}, None)
+    return torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
+
+
+def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype: torch.dtype) -> Path:
+    """Export and AOT-compile ``module`` (a Potential in ``dtype``, eval mode) to the package ``path``."""
+    check_compiler()
+    program = export_program(module, float(module.cutoff), len(module.species), dtype)
+    tmp = path.with_name(path.name + ".tmp.pt2")  # AOTInductor insists on the .pt2 suffix
+    out = torch._inductor.aoti_compile_and_package(
+        program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": dict(metadata)})
+    Path(out).replace(path)
+    return path
+
+
+def pad_graph(species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Append two non-local dummy nodes joined by two edges when the graph is below the compiled minimum.
+
+    The dummy nodes come after every real node (so after the local ones) and touch no real node: the
+    outputs for the real nodes, the local energy and the virial are unchanged.
+    """
+    n, e = species.shape[0], edge_index.shape[1]
+    if n >= MIN_NODES and e >= MIN_EDGES:
+        return species, edge_index, edge_vectors
+    species = torch.cat([species, species.new_zeros(2)])
+    edge_index = torch.cat([edge_index, torch.tensor([[n, n + 1], [n + 1, n]], device=edge_index.device)], dim=1)
+    step = torch.tensor([[DUMMY_EDGE_LENGTH, 0.0, 0.0], [-DUMMY_EDGE_LENGTH, 0.0, 0.0]], dtype=edge_vectors.dtype,
+                        device=edge_vectors.device)
+    return species, edge_index, torch.cat([edge_vectors, step])
+
+
+class CompiledModel:
+    """A loaded ``.pt2`` package called like a TorchScript model file: ``(..., num_local: int) -> dict``."""
+
+    def __init__(self, runner: Callable[..., Any]):
+        self.runner = runner
+
+    def __call__(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int) -> Dict[str, Tensor]:
+        n = species.shape[0]
+        padded = pad_graph(species, edge_index.contiguous(), edge_vectors.contiguous())
+        out = self.runner(*padded, torch.tensor(int(num_local), dtype=torch.long))
+        result = dict(zip(contract.OUTPUT_KEYS, out))
+        for key in ("atom_energy", "forces", "atom_virial"):
+            result[key] = result[key][:n]
+        return result
+
+
+def load_package(path: Path) -> Tuple[Any, Dict[str, str]]:
+    """The AOTInductor runner of ``path`` and every metadata string stored in the package."""
+    compiled = torch._inductor.aoti_load_package(str(path))
+    return compiled, dict(compiled.get_metadata())
