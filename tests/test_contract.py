@@ -27,6 +27,10 @@ def test_constants_agree():
     readable = re.search(r"READABLE_FORMAT_VERSIONS\[\] = \{(.*?)\};", HEADER).group(1)
     assert tuple(int(v) for v in readable.split(",")) == contract.READABLE_FORMAT_VERSIONS
     assert re.search(r'UNITS = "(\w+)";', HEADER).group(1) == contract.UNITS
+    for name in ("MODEL_SUFFIX", "PT2_SUFFIX"):
+        assert re.search(rf'{name} = "([^"]+)";', HEADER).group(1) == getattr(contract, name), name
+    for name in ("PT2_MIN_NODES", "PT2_MIN_EDGES"):
+        assert int(re.search(rf"{name} = (\d+);", HEADER).group(1)) == getattr(contract, name), name
     for name in ("INPUT_KEYS", "OUTPUT_KEYS", "METADATA_KEYS", "METADATA_KEYS_SINCE_V2", "DTYPES", "FORCE_KINDS",
                  "HALO_MODES", "HALO_OPS"):
         assert cpp_strings(name) == getattr(contract, name), name
@@ -43,7 +47,9 @@ def test_cpp_enums_index_the_arrays_they_name():
 
 def test_cpp_code_uses_the_contract_not_literals():
     values = contract.OUTPUT_KEYS + contract.DTYPES + contract.FORCE_KINDS + contract.HALO_MODES
-    checks = {"evaluator.cpp": values + contract.METADATA_KEYS, "pair_nnp.cpp": values, "bindings.cpp": values}
+    checks = {"evaluator.cpp": values + contract.METADATA_KEYS, "pair_nnp.cpp": values, "bindings.cpp": values,
+              "backend_torchscript.cpp": values + contract.METADATA_KEYS,
+              "backend_aoti.cpp": values + contract.METADATA_KEYS}
     for source, keys in checks.items():
         code = (ROOT / "pair_nnp" / source).read_text()
         for key in keys:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Tuple
 
@@ -129,10 +130,11 @@ def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype
     """Export and AOT-compile ``module`` (a Potential in ``dtype``, eval mode) to the package ``path``."""
     check_compiler()
     program = export_program(module, float(module.cutoff), len(module.species), dtype)
-    tmp = path.with_name(path.name + ".tmp.pt2")  # AOTInductor insists on the .pt2 suffix
-    out = torch._inductor.aoti_compile_and_package(
-        program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": dict(metadata)})
-    Path(out).replace(path)
+    # written beside the target under its final name (the archive's folder is named after it), then moved
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+        out = torch._inductor.aoti_compile_and_package(
+            program, package_path=str(Path(tmp) / path.name), inductor_configs={"aot_inductor.metadata": dict(metadata)})
+        Path(out).replace(path)
     return path
 
 

@@ -1,0 +1,175 @@
+"""Compiled model files (.nnp.pt2, torch.export + AOTInductor): same results as TorchScript and Python.
+
+One tiny EGNN is compiled once for the module (AOTInductor takes ~30-60 s of C++ compilation); GNS is
+compiled only in the slow test. Without a C++ compiler every test here is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import small_model, triclinic_water, water_box
+from lammps_helpers import lammps_results, python_results, run_lammps
+from nnp import contract
+from nnp.evaluator import load_evaluator
+from nnp.export import ModelFileError, export_model, load_exported
+from nnp.export_pt2 import CompileUnavailable, check_compiler, example_inputs
+from nnp.errors import UserError
+
+TOL = 1e-10
+
+try:
+    check_compiler()
+except CompileUnavailable as err:
+    pytest.skip(str(err), allow_module_level=True)
+
+
+def tiny(kind: str = "egnn"):
+    return small_model(kind=kind, cutoff=3.0, layers=3, hidden=8)
+
+
+@pytest.fixture(scope="module")
+def egnn_files(tmp_path_factory):
+    """(Python model, TorchScript file, .pt2 file) of one tiny float64 EGNN."""
+    tmp = tmp_path_factory.mktemp("pt2")
+    model = tiny()
+    return model, export_model(model, tmp / "egnn.nnp.pt"), export_model(model, tmp / "egnn.nnp.pt2")
+
+
+def frame():
+    species, edge_index, vectors, num_local = example_inputs(2, 3.0, torch.float64)
+    return species, edge_index, vectors, int(num_local)
+
+
+def as_numpy(x) -> np.ndarray:
+    return x.detach().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=float)
+
+
+def assert_outputs_close(out: dict, ref: dict, label: str) -> None:
+    for key in contract.OUTPUT_KEYS:
+        a, b = as_numpy(out[key]), as_numpy(ref[key])
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0, err_msg=f"{label}: {key}")
+
+
+def test_pt2_equals_torchscript_and_python(egnn_files):
+    model, ts_file, pt2_file = egnn_files
+    graph = water_box(seed=5)
+    from nnp.data.graph import atoms_to_graph, edge_vectors
+
+    g = atoms_to_graph(graph, ["H", "O"], 3.0, torch.float64, with_labels=False)
+    inputs = (g.species, g.edge_index, edge_vectors(g).detach(), int(g.num_nodes))
+    ref = model(*inputs)
+    assert g.edge_index.shape[1] > 50
+    for path in (ts_file, pt2_file):
+        for label, ev in (("C++", load_evaluator(path)), ("Python", None)):
+            if ev is None:
+                out = load_exported(path)[0](*inputs)
+            else:
+                out = ev.evaluate(*(x.numpy() if torch.is_tensor(x) else x for x in inputs))
+            assert_outputs_close(out, ref, f"{path.name} via {label}")
+
+
+def test_pt2_keeps_the_metadata(egnn_files):
+    _, ts_file, pt2_file = egnn_files
+    ts, pt2 = load_evaluator(ts_file), load_evaluator(pt2_file)
+    for key in contract.METADATA_KEYS:
+        if key != "provenance":  # holds the export time
+            assert pt2.metadata[key] == ts.metadata[key], key
+    assert pt2.halo_per_layer and pt2.species == ["H", "O"] and pt2.cutoff == 3.0
+    # the compiled program reaches the halo ops through the dispatcher (extern calls, not inlined)
+    with zipfile.ZipFile(pt2_file) as package:
+        calls = "".join(package.read(n).decode() for n in package.namelist() if n.endswith("wrapper.json"))
+    assert all(f'"target": "{op}"' in calls for op in contract.HALO_OPS)
+
+
+@pytest.mark.parametrize("nodes,edges,num_local", [(0, 0, 0), (1, 0, 1), (2, 1, 2), (2, 1, 1), (3, 2, 1)])
+def test_graphs_below_the_compiled_minimum(egnn_files, nodes, edges, num_local):
+    """The program's dims start at 2; the evaluator pads smaller graphs with unconnected dummy nodes."""
+    model, _, pt2_file = egnn_files
+    species = torch.arange(nodes) % 2
+    edge_index = torch.tensor([[0, 2], [1, 0]])[:, :edges]
+    vectors = torch.tensor([[1.0, 0.2, 0.1], [-0.4, 0.9, 0.3]], dtype=torch.float64)[:edges]
+    ref = model(species, edge_index, vectors, num_local)
+    out = load_evaluator(pt2_file).evaluate(species.numpy(), edge_index.numpy(), vectors.numpy(), num_local)
+    assert np.asarray(out["forces"]).shape == (nodes, 3)
+    assert_outputs_close(out, ref, f"{nodes} nodes, {edges} edges")
+    assert_outputs_close(load_exported(pt2_file)[0](species, edge_index, vectors, num_local), ref, "Python loader")
+
+
+@pytest.mark.parametrize("system", ["periodic_water", "triclinic"])
+def test_lammps_with_pt2_equals_python(egnn_files, tmp_path, system):
+    model, _, pt2_file = egnn_files
+    atoms = water_box(seed=10) if system == "periodic_water" else triclinic_water(11)
+    lmp, held = run_lammps(atoms, pt2_file, tmp_path, ["H", "O"])
+    out, ref = lammps_results(lmp), python_results(pt2_file, held)
+    lmp.close()
+    assert out["energy"] == pytest.approx(float(ref["energy"]), abs=TOL * len(held))
+    for key, tol in (("atom_energy", TOL), ("forces", TOL), ("virial_voigt", 10 * TOL), ("atom_virial_voigt", TOL)):
+        np.testing.assert_allclose(out[key], ref[key], atol=tol, rtol=0, err_msg=key)
+    # and the .pt2 file's Python result is the model's own (python_results ran the compiled program)
+    from nnp.data.graph import atoms_to_graph, edge_vectors
+
+    g = atoms_to_graph(held, ["H", "O"], 3.0, torch.float64, with_labels=False)
+    direct = model(g.species, g.edge_index, edge_vectors(g).detach(), int(g.num_nodes))
+    np.testing.assert_allclose(ref["forces"], direct["forces"].detach().numpy(), atol=TOL, rtol=0)
+
+
+@pytest.mark.mpi
+def test_two_ranks_equal_one_rank_with_the_pt2_halo_model(egnn_files, tmp_path):
+    """The compiled program calls nnp::halo through the dispatcher; on 2 ranks it must exchange features."""
+    from test_lammps_mpi import assert_same, run_cases
+
+    _, _, pt2_file = egnn_files
+    cases = ["cubic", "empty_rank", "thin"]
+    serial = run_cases(pt2_file, tmp_path, 1, cases)
+    parallel = run_cases(pt2_file, tmp_path, 2, cases)
+    assert "per-layer halo exchange" in parallel["stdout"]
+    assert_same(serial, parallel, cases, "pt2 2 ranks")
+
+
+def test_corrupt_pt2_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.nnp.pt2"
+    bad.write_bytes(b"not a zip archive at all")
+    for load in (load_evaluator, load_exported):
+        with pytest.raises(ModelFileError, match="is not a .pt2 model package.*--format pt2"):
+            load(bad)
+
+
+def test_pt2_without_metadata_is_a_clear_error(egnn_files, tmp_path):
+    """The same package with the nnp keys dropped from its metadata."""
+    _, _, pt2_file = egnn_files
+    stripped = tmp_path / "stripped.nnp.pt2"
+    with zipfile.ZipFile(pt2_file) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("_metadata.json"):
+                text = data.decode()
+                for key in contract.METADATA_KEYS:
+                    text = text.replace(f'"{key}"', f'"dropped_{key}"')
+                data = text.encode()
+            dst.writestr(item, data)
+    for load in (load_evaluator, load_exported):
+        with pytest.raises(ModelFileError, match="lacks nnp metadata.*format_version.*not written by nnp export"):
+            load(stripped)
+
+
+def test_pt2_needs_the_pt2_suffix_and_gemnet_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must end in .nnp.pt2"):
+        export_model(tiny(), tmp_path / "egnn.nnp.pt", format="pt2")
+    with pytest.raises(UserError, match="gemnet_t.*cannot be exported as .pt2.*TorchScript"):
+        export_model(small_model(kind="gemnet_t", cutoff=3.0, layers=1, hidden=8), tmp_path / "g.nnp.pt2")
+
+
+@pytest.mark.slow
+def test_gns_pt2_equals_python(tmp_path):
+    model = tiny("gns")
+    path = export_model(model, tmp_path / "gns.nnp.pt2")
+    species, edge_index, vectors, num_local = frame()
+    ref = model(species, edge_index, vectors, num_local)
+    out = load_evaluator(path).evaluate(species.numpy(), edge_index.numpy(), vectors.numpy(), num_local)
+    assert_outputs_close(out, ref, "gns")
