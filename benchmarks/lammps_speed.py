@@ -2,6 +2,7 @@
 
     python benchmarks/lammps_speed.py [--model FILE] [--sizes 192 1536 12288] [--device cpu|cuda]
     python benchmarks/lammps_speed.py --mpi-only --sizes 1536 12288 --steps 5   # the multi-rank table
+    python benchmarks/lammps_speed.py --format both --sizes 192 1536 --dtype float64  # TorchScript vs .pt2
 
 Without --model, an EGNN of the quickstart size (3 layers, 48 wide, cutoff 4.5 Å, float32) is exported
 with random weights: speed does not depend on the weights. Water boxes are replicas of the bundled TIP3P
@@ -37,9 +38,27 @@ REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4)}
 THREADS_PER_RANK: int | None = None  # --threads-per-rank
 
 def default_model(path: Path, dtype: str) -> Path:
+    """The quickstart-size EGNN with seeded random weights; the format (TorchScript / .pt2) by suffix."""
     torch.manual_seed(0)
     config = ModelConfig(kind="egnn", cutoff=4.5, hidden=48, layers=3)
     return export_model(build_potential(config, ["H", "O"], avg_num_neighbors=30.0), path, dtype=dtype)
+
+
+def formats_table(sizes: list[int], dtype: str, device: str, steps: int, repeats: int, tmp: Path) -> None:
+    """LAMMPS steps/s of the same model as TorchScript and as a compiled .pt2 package (best of `repeats`)."""
+    files = {}
+    for name, suffix in (("torchscript", contract.MODEL_SUFFIX), ("pt2", contract.PT2_SUFFIX)):
+        tick = time.perf_counter()
+        files[name] = default_model(tmp / f"egnn{suffix}", dtype)
+        print(f"export {name}: {time.perf_counter() - tick:.1f} s", flush=True)
+    print(f"{'atoms':>7}{'dtype':>9}{'TorchScript steps/s':>21}{'pt2 steps/s':>13}{'pt2 / TorchScript':>19}")
+    for n in sizes:
+        atoms = water(n)
+        n_steps = max(3, steps * 192 // n * 4) if n > 192 else steps
+        rates = {name: max(lammps_steps_per_second(path, atoms, device, n_steps, tmp) for _ in range(repeats))
+                 for name, path in files.items()}
+        print(f"{n:>7}{dtype:>9}{rates['torchscript']:>21.2f}{rates['pt2']:>13.2f}"
+              f"{rates['pt2'] / rates['torchscript']:>19.2f}", flush=True)
 
 
 def water(n_atoms: int):
@@ -170,6 +189,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-mpi", action="store_true")
     parser.add_argument("--mpi-only", action="store_true", help="only the 1 vs 2 ranks table")
+    parser.add_argument("--format", default="torchscript", choices=["torchscript", "pt2", "both"],
+                        help="format of the default model; both: only the TorchScript vs .pt2 LAMMPS table")
+    parser.add_argument("--repeats", type=int, default=1, help="--format both: best of this many LAMMPS runs")
     parser.add_argument("--threads-per-rank", type=int, default=None,
                         help="torch threads per rank (default: cores / ranks, so every run uses every core)")
     args = parser.parse_args()
@@ -177,7 +199,12 @@ def main() -> None:
     THREADS_PER_RANK = args.threads_per_rank
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = Path(args.model) if args.model else default_model(tmp / "egnn.nnp.pt", args.dtype)
+        if args.format == "both":
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+            formats_table(args.sizes, args.dtype, args.device, args.steps, args.repeats, tmp)
+            return
+        suffix = contract.PT2_SUFFIX if args.format == "pt2" else contract.MODEL_SUFFIX
+        model = Path(args.model) if args.model else default_model(tmp / f"egnn{suffix}", args.dtype)
         _, meta = load_exported(model)
         print(f"model {model.name}: {meta['model_kind']}, {meta['dtype']}, cutoff {meta['cutoff']} Å, "
               f"{meta['num_interactions']} layers; device {args.device}; torch {torch.__version__}, "
@@ -194,7 +221,7 @@ def main() -> None:
             ratio = (1.0 / lmp_rate) / bare
             ase_rate = ase_steps_per_second(model, atoms, max(2, steps // 2)) if n <= 1536 else float("nan")
             print(f"{n:>7}{lmp_rate:>16.2f}{1000 * bare:>10.1f}{ratio:>8.2f}{ase_rate:>16.2f}", flush=True)
-        if not args.no_mpi and args.device == "cpu":
+        if not args.no_mpi and args.device == "cpu" and not str(model).endswith(".pt2"):  # deep-shell copy: TorchScript
             mpi_table(model, [n for n in args.sizes if n >= 1536], max(3, args.steps // 4), tmp)
 
 

@@ -29,7 +29,7 @@ from .models.potential import (
     edge_virials,
     forces_from_edge_gradient,
 )
-from .nn import halo as _halo  # noqa: F401  (registers nnp::halo before tracing and loading)
+from .nn.halo import halo as _halo  # noqa: F401  (registers nnp::halo before tracing and loading)
 
 MIN_NODES, MIN_EDGES = contract.PT2_MIN_NODES, contract.PT2_MIN_EDGES
 MAX_SIZE = 2**31 - 1
@@ -44,12 +44,15 @@ class CompileUnavailable(UserError):
 
 def check_compiler() -> None:
     """Raise :class:`CompileUnavailable` when the C++ compiler AOTInductor calls is missing."""
-    from torch._inductor import cpp_builder
+    from torch._inductor import cpp_builder, exc
 
-    compiler = cpp_builder.get_cpp_compiler()
-    if shutil.which(compiler) is None:
+    try:
+        compiler = cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        compiler = None
+    if compiler is None or shutil.which(compiler) is None:
         raise CompileUnavailable(
-            f"exporting a .pt2 model needs a C++ compiler ({compiler!r} not found): install g++ "
+            "exporting a .pt2 model needs a C++ compiler for AOTInductor and none was found: install g++ "
             "(or set CXX), or export TorchScript (--format torchscript)")
 
 
@@ -133,7 +136,8 @@ def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype
     # written beside the target under its final name (the archive's folder is named after it), then moved
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         out = torch._inductor.aoti_compile_and_package(
-            program, package_path=str(Path(tmp) / path.name), inductor_configs={"aot_inductor.metadata": dict(metadata)})
+            program, package_path=str(Path(tmp) / path.name),
+            inductor_configs={"aot_inductor.metadata": dict(metadata)})
         Path(out).replace(path)
     return path
 
