@@ -59,8 +59,10 @@ class AotiBackend : public Backend {
     } catch (const std::exception &err) {
       throw Error(std::string("model evaluation failed: ") + first_line(err.what()));
     }
-    if (out.size() != 5)
-      throw Error("compiled model returned " + std::to_string(out.size()) + " outputs, expected 5 (contract violation)");
+    constexpr size_t num_outputs = sizeof(contract::OUTPUT_KEYS) / sizeof(contract::OUTPUT_KEYS[0]);
+    if (out.size() != num_outputs)
+      throw Error("compiled model returned " + std::to_string(out.size()) + " outputs, expected " +
+                  std::to_string(num_outputs) + " (contract violation)");
     using namespace contract;
     auto nodes = [&](Output key) { return out[key].narrow(0, 0, std::min<int64_t>(n, out[key].size(0))); };
     return Outputs{out[ENERGY], nodes(ATOM_ENERGY), nodes(FORCES), out[VIRIAL], nodes(ATOM_VIRIAL)};
