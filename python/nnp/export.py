@@ -76,9 +76,10 @@ def file_format(path: str | Path, format: str | None = None) -> str:
     """``format`` if given, else by suffix: ``.pt2`` -> ``pt2`` (AOTInductor), anything else -> TorchScript."""
     chosen = format or ("pt2" if str(path).endswith(".pt2") else "torchscript")
     if chosen not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {chosen!r}")
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, not {chosen!r}")
     if chosen == "pt2" and not str(path).endswith(".pt2"):
-        raise ValueError(f"a pt2 model file must end in {contract.PT2_SUFFIX}, not {Path(path).name!r}")
+        raise UserError(f"a pt2 model file must end in {contract.PT2_SUFFIX}, not {Path(path).name!r}: "
+                        "rename the output (the readers choose the format by suffix)")
     return chosen
 
 
