@@ -132,6 +132,11 @@ def test_two_ranks_equal_one_rank_with_the_pt2_halo_model(egnn_files, tmp_path):
     assert_same(serial, parallel, cases, "pt2 2 ranks")
 
 
+def test_pt2_has_no_node_features(egnn_files):
+    with pytest.raises(UserError, match="only the MD forward.*TorchScript"):
+        load_exported(egnn_files[2])[0].node_features(*frame()[:3])
+
+
 def test_corrupt_pt2_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.nnp.pt2"
     bad.write_bytes(b"not a zip archive at all")

@@ -17,7 +17,8 @@ from .export import load_exported
 
 
 class TorchScriptEvaluator:
-    """Runs a model file through ``torch.jit`` (used when the C++ extension is not built)."""
+    """Runs a model file in Python (``torch.jit``, or AOTInductor's loader for ``.pt2``) when the C++
+    extension is not built."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.module, self.metadata = load_exported(path, device)

@@ -164,6 +164,11 @@ class CompiledModel:
     def __init__(self, runner: Callable[..., Any]):
         self.runner = runner
 
+    def node_features(self, *args: Any) -> Tensor:
+        """Not compiled into a package: only the contract's forward is."""
+        raise UserError("a .pt2 model package holds only the MD forward, not node_features: "
+                        "use the TorchScript file (.nnp.pt) of the same model for this analysis")
+
     def __call__(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int) -> Dict[str, Tensor]:
         n = species.shape[0]
         padded = pad_graph(species, edge_index.contiguous(), edge_vectors.contiguous())
