@@ -1,7 +1,7 @@
 """Compiled model files (.nnp.pt2, torch.export + AOTInductor): same results as TorchScript and Python.
 
-One tiny EGNN is compiled once for the module (AOTInductor takes ~30-60 s of C++ compilation); GNS is
-compiled only in the slow test. Without a C++ compiler every test here is skipped with the reason.
+One tiny EGNN is compiled once for the module (AOTInductor takes ~30-90 s of C++ compilation on a busy
+2-core box); GNS, PaiNN and a float32 EGNN are compiled only in the slow tests. Without a C++ compiler every test here is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -171,10 +171,25 @@ def test_pt2_needs_the_pt2_suffix_and_gemnet_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_gns_pt2_equals_python(tmp_path):
-    model = tiny("gns")
-    path = export_model(model, tmp_path / "gns.nnp.pt2")
+@pytest.mark.parametrize("kind", ["gns", "painn"])
+def test_other_halo_models_pt2_equal_python(tmp_path, kind):
+    model = tiny(kind)
+    path = export_model(model, tmp_path / f"{kind}.nnp.pt2")
     species, edge_index, vectors, num_local = frame()
     ref = model(species, edge_index, vectors, num_local)
     out = load_evaluator(path).evaluate(species.numpy(), edge_index.numpy(), vectors.numpy(), num_local)
-    assert_outputs_close(out, ref, "gns")
+    assert_outputs_close(out, ref, kind)
+
+
+@pytest.mark.slow
+def test_float32_pt2_sums_in_float64(tmp_path):
+    """As in a TorchScript file: energy and virial float64, per-node outputs float32 (single precision)."""
+    model = tiny()
+    module, _ = load_exported(export_model(model, tmp_path / "f32.nnp.pt2", dtype="float32"))
+    species, edge_index, vectors, num_local = frame()
+    out = module(species, edge_index, vectors.float(), num_local)
+    ref = model(species, edge_index, vectors, num_local)
+    assert out["energy"].dtype == out["virial"].dtype == torch.float64
+    assert out["forces"].dtype == out["atom_energy"].dtype == torch.float32
+    for key in contract.OUTPUT_KEYS:
+        np.testing.assert_allclose(as_numpy(out[key]), as_numpy(ref[key]), atol=1e-4, rtol=1e-5, err_msg=key)

@@ -6,7 +6,7 @@ way NequIP does it), exported with dynamic node and edge counts, and compiled ah
 takes ``num_local`` as a 0-d int64 tensor and returns the outputs as a tuple in ``contract.OUTPUT_KEYS``
 order. Graphs smaller than ``MIN_NODES`` / ``MIN_EDGES`` are padded by the caller
 (:func:`pad_graph`, mirrored in pair_nnp/backend_aoti.cpp). GemNet (data-dependent triplet
-counts) does not export; EGNN and GNS do.
+counts) does not export; EGNN, GNS and PaiNN do.
 """
 
 from __future__ import annotations
@@ -69,18 +69,20 @@ class ExportedPotential(nn.Module):
         n = species.shape[0]
         local = torch.arange(n, device=species.device) < num_local
         p = self.potential
+        # as Potential.forward: the system sums (energy, virial) in float64, per-node outputs in the model dtype
         if isinstance(p, DirectForcePotential):  # the head's forces; no strain derivative
             atom_energy, forces, _ = p.energy_and_forces(species, edge_index, edge_vectors, num_local, False)
-            virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
+            virial = torch.zeros((3, 3), dtype=torch.float64, device=forces.device)
             atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
-            return torch.where(local, atom_energy, 0.0).sum(), atom_energy, forces, virial, atom_virial
+            energy = torch.where(local, atom_energy, 0.0).to(torch.float64).sum()
+            return energy, atom_energy, forces, virial, atom_virial
         edge_vectors = edge_vectors.detach().requires_grad_(True)
         atom_energy = p.atom_energies(species, edge_index, edge_vectors)
-        energy = torch.where(local, atom_energy, 0.0).sum()
-        (grad,) = torch.autograd.grad([energy], [edge_vectors], materialize_grads=True)
+        local_energy = torch.where(local, atom_energy, 0.0)
+        (grad,) = torch.autograd.grad([local_energy.sum()], [edge_vectors], materialize_grads=True)
         per_edge = edge_virials(grad, edge_vectors)
-        return (energy, atom_energy, forces_from_edge_gradient(grad, edge_index, n), per_edge.sum(0),
-                atom_virial_from_edge_virials(per_edge, edge_index, n))
+        return (local_energy.to(torch.float64).sum(), atom_energy, forces_from_edge_gradient(grad, edge_index, n),
+                per_edge.to(torch.float64).sum(0), atom_virial_from_edge_virials(per_edge, edge_index, n))
 
 
 @contextlib.contextmanager
