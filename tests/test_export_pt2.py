@@ -164,8 +164,10 @@ def test_pt2_without_metadata_is_a_clear_error(egnn_files, tmp_path):
 
 
 def test_pt2_needs_the_pt2_suffix_and_gemnet_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="must end in .nnp.pt2"):
+    with pytest.raises(UserError, match="pt2 model file must end in .nnp.pt2"):
         export_model(tiny(), tmp_path / "egnn.nnp.pt", format="pt2")
+    with pytest.raises(UserError, match="torchscript model file must end in .nnp.pt, not .pt2"):
+        export_model(tiny(), tmp_path / "egnn.nnp.pt2", format="torchscript")
     with pytest.raises(UserError, match="gemnet_t.*cannot be exported as .pt2.*TorchScript"):
         export_model(small_model(kind="gemnet_t", cutoff=3.0, layers=1, hidden=8), tmp_path / "g.nnp.pt2")
 

@@ -77,8 +77,9 @@ def file_format(path: str | Path, format: str | None = None) -> str:
     chosen = format or ("pt2" if str(path).endswith(".pt2") else "torchscript")
     if chosen not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, not {chosen!r}")
-    if chosen == "pt2" and not str(path).endswith(".pt2"):
-        raise UserError(f"a pt2 model file must end in {contract.PT2_SUFFIX}, not {Path(path).name!r}: "
+    if (chosen == "pt2") != str(path).endswith(".pt2"):
+        wanted = contract.PT2_SUFFIX if chosen == "pt2" else f"{contract.MODEL_SUFFIX}, not .pt2"
+        raise UserError(f"a {chosen} model file must end in {wanted} (file {Path(path).name!r}): "
                         "rename the output (the readers choose the format by suffix)")
     return chosen
 
