@@ -130,3 +130,24 @@ def test_summary_has_kaplan_meier_and_censored_runs(tmp_path, aspirin):
     assert (tmp_path / "out" / "survival.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="one seed per start"):
         run_replicas(model, aspirin[:2], [1], protocol, aspirin)
+
+
+def test_cli_replicas_and_logrank_comparison(tmp_path, aspirin, capsys):
+    import json
+
+    from nnp.cli import main
+
+    model = aspirin_model(tmp_path / "m.nnp.pt")
+    first = tmp_path / "a"
+    assert main(["stability", "--model", str(model), "--system", "aspirin", "--replicas", "4", "--time", "0.02ps",
+                 "--output", str(first)]) == 0
+    out = capsys.readouterr().out
+    assert "Kaplan-Meier median stable time" in out
+    summary = json.loads((first / "stability.json").read_text())
+    assert len(summary["trajectories"]) == 4 and summary["kaplan_meier"]["collapses"] == 4  # random weights
+    assert main(["stability", "--model", str(model), "--system", "aspirin", "--replicas", "4", "--time", "0.02ps",
+                 "--output", str(tmp_path / "b"), "--compare", str(first / "stability.json")]) == 0
+    assert "log-rank test against" in capsys.readouterr().out
+    assert (tmp_path / "b" / "survival_compare.png").exists()
+    assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2"]) == 2
+    assert "molecular protocol" in capsys.readouterr().err

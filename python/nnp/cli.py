@@ -111,6 +111,11 @@ def _add_stability(sub) -> None:
     p.add_argument("--nve-ps", type=float, default=0.0,
                    help="after a stable run, this many ps of NVE to report the energy drift")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=int, default=0, metavar="N",
+                   help="molecules: run N trajectories as N replicas in ONE LAMMPS run (per-replica MDsim "
+                        "Nose-Hoover thermostat and collapse detection; Kaplan-Meier summary); replaces --trajectories")
+    p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
+                   help="another model's stability.json: log-rank test against it and both survival curves")
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
     p.set_defaults(func=cmd_stability)
 
@@ -263,6 +268,34 @@ def parse_time_ps(text: str) -> float:
     return float(match.group(1)) * {"fs": 1e-3, "ps": 1.0, "ns": 1e3, None: 1.0}[match.group(2)]
 
 
+def _replica_stability(args, reference, protocol, output: str) -> int:
+    import json
+
+    import numpy as np
+
+    from .errors import UserError
+    from .md.replicas import compare_stability, format_replica_table, run_replica_stability
+
+    if args.system == "water":
+        raise UserError("--replicas runs the molecular protocol (aspirin/molecule), not water")
+    if args.replicas < 1:
+        raise UserError(f"--replicas must be >= 1, got {args.replicas}")
+    picks = np.linspace(0, len(reference) - 1, args.replicas).round().astype(int)
+    summary = run_replica_stability(args.model, [reference[k] for k in picks], protocol, output, reference,
+                                    seed=args.seed)
+    print(format_replica_table(summary))
+    if args.compare:
+        other = json.loads(Path(args.compare).read_text())
+        result = compare_stability(summary, other, Path(output) / "survival_compare.png")
+        print(f"log-rank test against {other['model']}: chi2 = {result['logrank_chi2']:.3f}, "
+              f"p = {result['logrank_p']:.3g} (collapses observed {result['collapses_observed']}, "
+              f"expected {[round(e, 2) for e in result['collapses_expected']]})")
+        summary["comparison"] = result
+        (Path(output) / "stability.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {output}/stability.json and plots")
+    return 0
+
+
 def cmd_stability(args) -> int:
     import numpy as np
 
@@ -277,8 +310,10 @@ def cmd_stability(args) -> int:
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
-    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
+    if args.replicas:
+        return _replica_stability(args, reference, protocol, output)
+    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
     summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
                             seed=args.seed, workers=args.workers)
     print(format_stability_table(summary))

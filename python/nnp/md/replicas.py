@@ -275,3 +275,27 @@ def format_replica_table(summary: dict) -> str:
                  f"{fmt(km['median_ci_ps'][1])}] ps; {km['collapses']}/{km['n']} collapsed "
                  f"(the others censored); wall {summary['wall_s']:.1f} s")
     return "\n".join(lines)
+
+
+def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None = None) -> dict:
+    """Log-rank test between two stability summaries (``stability.json``); optionally plot both KM curves."""
+    from .survival import logrank_test
+
+    def groups(summary: dict) -> tuple[list[float], list[bool]]:
+        rows = summary["trajectories"]
+        return [r.get("stable_ps", r.get("time_ps")) for r in rows], [bool(r["collapsed"]) for r in rows]
+
+    (da, ea), (db, eb) = groups(summary_a), groups(summary_b)
+    test = logrank_test(da, ea, db, eb)
+    result = {"models": [summary_a["model"], summary_b["model"]], "logrank_chi2": test.chi2,
+              "logrank_p": test.p_value, "collapses_observed": list(test.observed),
+              "collapses_expected": list(test.expected)}
+    if path is not None:
+        from ..plotting import plot_kaplan_meier
+
+        names = [Path(summary_a["model"]).name, Path(summary_b["model"]).name]
+        if names[0] == names[1]:
+            names = [summary_a["model"], summary_b["model"]]
+        total = max(summary_a["protocol"]["time_ps"], summary_b["protocol"]["time_ps"])
+        result["plot"] = str(plot_kaplan_meier({names[0]: (da, ea), names[1]: (db, eb)}, total, Path(path)))
+    return result
