@@ -67,6 +67,7 @@ class ReplicaRun:
     spacing: float
     wall_s: float
     steps: int  # MD steps of the run (of the longest-lived replica)
+    md_wall_s: float = 0.0  # inside LAMMPS's `run` commands (MD only: no setup, no collapse checks)
     positions: dict = field(default_factory=dict, repr=False)  # step -> (replicas, atoms, 3), NaN once removed
 
 
@@ -159,7 +160,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     lmp = make_lammps()
     outcomes: dict[int, ReplicaOutcome] = {}
     record: dict[int, np.ndarray] = {}
-    start_wall = time.perf_counter()
+    start_wall, md_wall = time.perf_counter(), 0.0
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "replicas.data"
@@ -196,7 +197,9 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
             n = min(protocol.check_every, total_steps - step)
             if record_every:
                 n = min(n, record_every - step % record_every)
+            tick = time.perf_counter()
             lmp.command(f"run {n} pre {pre} post no")
+            md_wall += time.perf_counter() - tick
             step, pre = step + n, "no"
             x, v = positions_and_ke()
             finished = []
@@ -233,7 +236,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     finally:
         lmp.close()
     return ReplicaRun([outcomes[k] for k in range(len(starts))], spacing, time.perf_counter() - start_wall,
-                      step, record)
+                      step, md_wall, record)
 
 
 def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
@@ -254,6 +257,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
                      "runner": "replicas in one LAMMPS run"},
         "replica_spacing_A": run.spacing,
         "wall_s": run.wall_s,
+        "md_steps_per_s": run.steps / run.md_wall_s if run.md_wall_s > 0 else None,
         "trajectories": [{"index": o.index, "seed": o.seed, "stable_ps": o.stable_ps, "collapsed": o.collapsed,
                           "reason": o.reason} for o in run.outcomes],
         "kaplan_meier": summarize(durations, collapsed),
