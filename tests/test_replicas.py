@@ -70,6 +70,20 @@ def test_replicas_equal_single_runs_and_removal_leaves_the_others_alone(tmp_path
         assert compared == batch.outcomes[k].steps // 10 + 1
 
 
+def test_overlapping_replicas_do_not_interact(tmp_path, aspirin):
+    """neigh_modify exclude molecule/inter: even replicas 1 Å apart (atoms interleaved) are single runs."""
+    model = aspirin_model(tmp_path / "m.nnp.pt")
+    protocol = molecule_protocol(time_ps=0.03, check_every=10, bond_tolerance=50.0)
+    radius = max(np.linalg.norm(a.positions - a.positions.mean(axis=0), axis=1).max() for a in (aspirin[2], aspirin[4]))
+    close = run_replicas(model, [aspirin[2], aspirin[4]], [7, 8], protocol, aspirin, record_every=30,
+                         margin=1.0 - 2 * radius - 4.0)
+    assert close.spacing == pytest.approx(1.0)
+    for k, (start, seed) in enumerate([(aspirin[2], 7), (aspirin[4], 8)]):
+        single = run_replicas(model, [start], [seed], protocol, aspirin, record_every=30)
+        for step in (30, 60):
+            np.testing.assert_allclose(close.positions[step][k], single.positions[step][0], rtol=0, atol=1e-8)
+
+
 def mdsim_nose_hoover(model, atoms, velocities, temperature, dt, tau, steps):
     """MDsim's NoseHoover step (mdsim/md/integrator.py) in LAMMPS metal units, forces from the ASE calculator."""
     from nnp.calculator import NNPCalculator

@@ -1,9 +1,12 @@
 """Many independent replicas of a molecule in one LAMMPS run: MDsim's molecular stability protocol, batched.
 
 Replica ``k`` is a copy of its start frame centred in cell ``k`` of a cubic lattice whose spacing is the
-molecule's diameter + the model's cutoff + a margin, in a shrink-wrapped non-periodic box. Its atoms carry
-molecule ID ``k + 1``. A graph network only connects atoms within its cutoff, so replicas are disconnected
-components of the graph: each one gets the forces of a single run of that molecule (to round-off).
+molecule's diameter + the model's cutoff + a margin, in an open box (``f f f``, 20 Å of padding). Its atoms
+carry molecule ID ``k + 1`` and ``neigh_modify exclude molecule/inter all`` removes every pair of atoms of two
+different replicas from the neighbour list, so replicas are disconnected components of the model's graph
+whatever their distance (the spacing keeps them apart as well): each gets the forces of a single run of that
+molecule (to round-off). Atoms of an exploding replica that leave the box are dropped (``thermo_modify lost
+ignore``) and that replica counts as collapsed at the next check.
 
 Per replica, as MDsim (Fu et al. 2023, ``simulate.py``, ``mdsim/md/integrator.py``, ``observable.ipynb``):
 
@@ -23,10 +26,8 @@ Differences from MDsim kept (also in docs/stability.md):
 * the collapse check runs every ``protocol.check_every`` steps (20 = 10 fs) on the live trajectory;
   MDsim checks the frames it saved every 100 steps (50 fs): collapse times here are finer-grained;
 * the start velocities have their centre-of-mass momentum and angular momentum removed (ASE ``Stationary``
-  and ``ZeroRotation``, not rescaled), MDsim keeps both. A drifting molecule would leave its lattice
-  cell; with them removed a conservative model keeps every replica in place. A replica that nevertheless
-  comes within ``cutoff / 2`` of its cell's face (direct-force models can drift) is removed and counted as
-  censored ("left its cell"), not as a collapse, since from then on it could interact with a neighbour;
+  and ``ZeroRotation``, not rescaled), MDsim keeps both: a drifting molecule (≈ 1.5 Å/ps for aspirin at
+  500 K) would leave the box in a long run;
 * MDsim's molecule sits in a periodic 30 Å-ish cell it never feels (its graph has no periodic edges for
   a molecule); here the box is open. Same forces.
 """
@@ -136,8 +137,6 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
 
     if protocol.system != "molecule":
         raise ValueError("replicas run the molecular protocol (bond-deviation collapse), not " + protocol.system)
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0 Å (replicas closer than diameter + cutoff interact), got {margin}")
     if len(starts) != len(seeds) or not starts:
         raise ValueError(f"need one seed per start frame, got {len(starts)} starts and {len(seeds)} seeds")
     evaluator = load_evaluator(model)
@@ -147,6 +146,8 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     species = [s for s in evaluator.species if any(s in a.get_chemical_symbols() for a in starts)]
     radius = max(float(np.linalg.norm(a.positions - a.positions.mean(axis=0), axis=1).max()) for a in starts)
     spacing = 2.0 * radius + evaluator.cutoff + margin
+    if spacing <= 0:
+        raise ValueError(f"margin {margin} Å leaves no room between replicas (spacing {spacing:.2f} Å)")
     centres = lattice(len(starts), spacing)
     bonds = [mdsim_bonds(a) for a in starts]
     d_ref = [mean_bond_lengths(reference, a.get_chemical_symbols(), i, j) for a, (i, j) in zip(starts, bonds)]
@@ -155,7 +156,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     offsets = np.cumsum([0] + [len(a) for a in starts])
     dt_ps = protocol.timestep_fs / 1000.0
     total_steps = int(round(protocol.time_ps / dt_ps))
-    escape = spacing / 2.0 - evaluator.cutoff / 2.0
+    padding = max(radius, 20.0)  # around the lattice: room for an intact molecule to drift
 
     lmp = make_lammps()
     outcomes: dict[int, ReplicaOutcome] = {}
@@ -164,13 +165,16 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "replicas.data"
-            _write_data(data, starts, centres, velocities, species, spacing / 2.0 + radius)  # 's s s' shrinks it
+            _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
             for line in ("units metal", "atom_style molecular", "atom_modify map array sort 0 0.0",
-                         "boundary s s s", f"read_data {data}", "pair_style nnp",
+                         "boundary f f f", f"read_data {data}", "pair_style nnp",
                          f"pair_coeff * * {Path(model).resolve()} {' '.join(species)}", "neighbor 1.0 bin",
+                         "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
                          f"timestep {dt_ps}",
                          f"fix nvt all nvt/mdsim {protocol.temperature} {MDSIM_TTIME * dt_ps}",
-                         "thermo_style custom step pe", "thermo 0", "run 0 post no"):
+                         "thermo_style custom step pe", "thermo 0",
+                         "thermo_modify lost ignore",  # atoms of an exploding replica leave the box, the run goes on
+                         "run 0 post no"):
                 lmp.command(line)
         step, pre = 0, "no"
         alive = set(range(len(starts)))
@@ -210,14 +214,12 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                 ke = 0.5 * (masses[k][:, None] * v[offsets[k]:offsets[k + 1]] ** 2).sum() * units._amu * 1e4 / units._e
                 temperature = ke / (1.5 * len(xk) * units.kB)  # MDsim's temperature (3N degrees of freedom)
                 reason = None
-                if not np.all(np.isfinite(deviation)) or deviation.max() > protocol.bond_tolerance:
+                if not np.all(np.isfinite(xk)):
+                    reason = "atoms left the box (exploded)"
+                elif deviation.max() > protocol.bond_tolerance:
                     reason = "bond deviation > %.2f Å" % protocol.bond_tolerance
                 elif not protocol.t_min < temperature < protocol.t_max:
                     reason = f"temperature {temperature:.3g} K out of range"
-                elif np.abs(xk - centres[k]).max() > escape:
-                    outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, False, "left its cell (censored)")
-                    finished.append(k)
-                    continue
                 if reason:
                     outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, True, reason)
                     finished.append(k)
