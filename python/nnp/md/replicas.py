@@ -38,6 +38,7 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -96,7 +97,9 @@ def start_velocities(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
     atoms = atoms.copy()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # ASE 3.29 suggests thermalize_momenta; MDsim calls this one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
     return atoms.get_velocities() * 1000.0 * units.fs  # ASE velocity unit -> Å/ps
