@@ -282,7 +282,7 @@ def _replica_stability(args, reference, protocol, output: str) -> int:
         raise UserError(f"--replicas must be >= 1, got {args.replicas}")
     picks = np.linspace(0, len(reference) - 1, args.replicas).round().astype(int)
     summary = run_replica_stability(args.model, [reference[k] for k in picks], protocol, output, reference,
-                                    seed=args.seed)
+                                    seed=args.seed, progress=True)
     print(format_replica_table(summary))
     if args.compare:
         other = json.loads(Path(args.compare).read_text())

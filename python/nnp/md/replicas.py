@@ -133,8 +133,13 @@ def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, veloci
 
 def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int], protocol: Protocol,
                  reference: Sequence[Atoms], margin: float = 10.0, record_every: int = 0,
-                 threads: int | None = None) -> ReplicaRun:
-    """Run ``len(starts)`` replicas in one LAMMPS instance (see the module docstring)."""
+                 progress: bool = False) -> ReplicaRun:
+    """Run ``len(starts)`` replicas in one LAMMPS instance, one MPI rank (see the module docstring).
+
+    ``record_every``: keep every replica's positions (relative to its cell centre) every that many steps.
+    """
+    from tqdm.auto import tqdm
+
     from ..evaluator import load_evaluator
     from .lammps import make_lammps
 
@@ -181,6 +186,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                 lmp.command(line)
         step, pre = 0, "no"
         alive = set(range(len(starts)))
+        bar = tqdm(total=total_steps, desc="replica MD steps", unit="step", disable=not progress)
 
         def positions_and_ke() -> tuple[np.ndarray, np.ndarray]:
             n = lmp.extract_global("nlocal")
@@ -208,6 +214,8 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
             lmp.command(f"run {n} pre {pre} post no")
             md_wall += time.perf_counter() - tick
             step, pre = step + n, "no"
+            bar.update(n)
+            bar.set_postfix(stable=len(alive), refresh=False)
             x, v = positions_and_ke()
             finished = []
             for k in sorted(alive):
@@ -236,6 +244,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                     lmp.command("delete_atoms group gone compress no")
                     lmp.command("group gone delete")
                     pre = "yes"
+        bar.close()
         for k in alive:
             outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, False, "stable for the full run")
     finally:
@@ -245,7 +254,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
 
 
 def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
-                          reference: Sequence[Atoms], seed: int = 0) -> dict:
+                          reference: Sequence[Atoms], seed: int = 0, progress: bool = False) -> dict:
     """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json and survival.png."""
     from ..plotting import plot_kaplan_meier
     from .survival import summarize
@@ -253,7 +262,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seeds = [seed + 1000 * k + 1 for k in range(len(starts))]
-    run = run_replicas(model, starts, seeds, protocol, reference)
+    run = run_replicas(model, starts, seeds, protocol, reference, progress=progress)
     durations = [o.stable_ps for o in run.outcomes]
     collapsed = [o.collapsed for o in run.outcomes]
     summary = {
