@@ -163,5 +163,10 @@ def test_cli_replicas_and_logrank_comparison(tmp_path, aspirin, capsys):
                  "--output", str(tmp_path / "b"), "--compare", str(first / "stability.json")]) == 0
     assert "log-rank test against" in capsys.readouterr().out
     assert (tmp_path / "b" / "survival_compare.png").exists()
+    assert main(["stability-compare", str(first / "stability.json"), str(tmp_path / "b" / "stability.json"),
+                 "--output", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "log-rank: chi2 = " in out and "4/4 collapsed" in out and (tmp_path / "c.png").exists()
+    assert main(["stability-compare", str(tmp_path / "none.json"), str(first / "stability.json")]) == 2
     assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2"]) == 2
     assert "molecular protocol" in capsys.readouterr().err

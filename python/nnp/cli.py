@@ -120,6 +120,16 @@ def _add_stability(sub) -> None:
     p.set_defaults(func=cmd_stability)
 
 
+def _add_stability_compare(sub) -> None:
+    p = sub.add_parser("stability-compare", help="log-rank test and Kaplan-Meier curves of two stability runs",
+                       description="Compare two stability.json files (nnp stability): Kaplan-Meier median stable "
+                                   "time with its 95% CI for each, log-rank test between them, both curves in one plot.")
+    p.add_argument("first", help="stability.json of model A")
+    p.add_argument("second", help="stability.json of model B")
+    p.add_argument("--output", default="survival_compare.png", help="plot file (default survival_compare.png)")
+    p.set_defaults(func=cmd_stability_compare)
+
+
 def _add_analyze(sub) -> None:
     p = sub.add_parser("analyze", help="compare models beyond force error: latent structure, force smoothness, dF")
     p.add_argument("--model", action="append", required=True, help="model file (repeat for several)")
@@ -146,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_stability,
-                _add_analyze, _add_quickstart):
+                _add_stability_compare, _add_analyze, _add_quickstart):
         add(sub)
     return parser
 
@@ -293,6 +303,32 @@ def _replica_stability(args, reference, protocol, output: str) -> int:
         summary["comparison"] = result
         (Path(output) / "stability.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {output}/stability.json and plots")
+    return 0
+
+
+def cmd_stability_compare(args) -> int:
+    import json
+
+    from .errors import UserError
+    from .md.replicas import compare_stability
+    from .md.survival import summarize
+
+    summaries = []
+    for path in (args.first, args.second):
+        try:
+            summaries.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read stability summary {path}: {err}") from err
+    for summary in summaries:
+        rows = summary["trajectories"]
+        km = summarize([r.get("stable_ps", r.get("time_ps")) for r in rows], [r["collapsed"] for r in rows])
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"{summary['model']}: {km['collapses']}/{km['n']} collapsed, median stable time {fmt(km['median_ps'])} ps, "
+              f"95% CI [{fmt(km['median_ci_ps'][0])}, {fmt(km['median_ci_ps'][1])}] ps")
+    result = compare_stability(summaries[0], summaries[1], args.output)
+    print(f"log-rank: chi2 = {result['logrank_chi2']:.3f}, p = {result['logrank_p']:.3g} (collapses observed "
+          f"{result['collapses_observed']}, expected {[round(e, 2) for e in result['collapses_expected']]})")
+    print(f"wrote {result['plot']}")
     return 0
 
 
