@@ -170,3 +170,19 @@ def test_cli_replicas_and_logrank_comparison(tmp_path, aspirin, capsys):
     assert main(["stability-compare", str(tmp_path / "none.json"), str(first / "stability.json")]) == 2
     assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2"]) == 2
     assert "molecular protocol" in capsys.readouterr().err
+
+
+def test_an_exploding_replica_does_not_stop_the_run(tmp_path, aspirin):
+    """Blown-up weights: atoms fly out of the box between two checks; LAMMPS drops them, the run goes on."""
+    torch.manual_seed(1)
+    config = ModelConfig(kind="egnn", cutoff=4.0, hidden=8, layers=2, num_rbf=8)
+    model = build_potential(config, ["H", "C", "O"], avg_num_neighbors=8.0,
+                            reference_energies=torch.tensor([-13.6, -1030.0, -2040.0]), scale=0.5)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(0.3 * torch.randn_like(p)).mul_(8.0)
+    path = export_model(model.double().eval(), tmp_path / "broken.nnp.pt")
+    protocol = molecule_protocol(time_ps=0.2, check_every=400)
+    run = run_replicas(path, [aspirin[0], aspirin[1]], [1, 2], protocol, aspirin)
+    assert all(o.collapsed for o in run.outcomes)
+    assert any("left the box" in o.reason for o in run.outcomes), [o.reason for o in run.outcomes]
