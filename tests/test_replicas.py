@@ -167,6 +167,7 @@ def test_cli_replicas_and_logrank_comparison(tmp_path, aspirin, capsys):
                  "--output", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "log-rank: chi2 = " in out and "4/4 collapsed" in out and (tmp_path / "c.png").exists()
+    assert "median stable time 0.0" in out  # four collapses: the median is reached
     assert main(["stability-compare", str(tmp_path / "none.json"), str(first / "stability.json")]) == 2
     assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2"]) == 2
     assert "molecular protocol" in capsys.readouterr().err

@@ -310,7 +310,7 @@ def cmd_stability_compare(args) -> int:
     import json
 
     from .errors import UserError
-    from .md.replicas import compare_stability
+    from .md.replicas import compare_stability, format_median
     from .md.survival import summarize
 
     summaries = []
@@ -322,9 +322,7 @@ def cmd_stability_compare(args) -> int:
     for summary in summaries:
         rows = summary["trajectories"]
         km = summarize([r.get("stable_ps", r.get("time_ps")) for r in rows], [r["collapsed"] for r in rows])
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"{summary['model']}: {km['collapses']}/{km['n']} collapsed, median stable time {fmt(km['median_ps'])} ps, "
-              f"95% CI [{fmt(km['median_ci_ps'][0])}, {fmt(km['median_ci_ps'][1])}] ps")
+        print(f"{summary['model']}: {format_median(km)}")
     result = compare_stability(summaries[0], summaries[1], args.output)
     print(f"log-rank: chi2 = {result['logrank_chi2']:.3f}, p = {result['logrank_p']:.3g} (collapses observed "
           f"{result['collapses_observed']}, expected {[round(e, 2) for e in result['collapses_expected']]})")

@@ -283,15 +283,21 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
     return summary
 
 
+def format_median(km: dict) -> str:
+    """One line: median stable time and its CI, 'not reached' where the curve (or band) stays above 0.5."""
+    def fmt(value: float | None) -> str:
+        return "not reached" if value is None else f"{value:.3f} ps"
+
+    lower, upper = km["median_ci_ps"]
+    return (f"Kaplan-Meier median stable time {fmt(km['median_ps'])}, 95% CI [{fmt(lower)}, {fmt(upper)}]; "
+            f"{km['collapses']}/{km['n']} collapsed, the others censored")
+
+
 def format_replica_table(summary: dict) -> str:
     lines = [f"{'traj':>5}{'seed':>7}{'stable (ps)':>13}  outcome"]
     for t in summary["trajectories"]:
         lines.append(f"{t['index']:>5}{t['seed']:>7}{t['stable_ps']:>13.3f}  {t['reason']}")
-    km = summary["kaplan_meier"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines.append(f"Kaplan-Meier median stable time {fmt(km['median_ps'])} ps, 95% CI [{fmt(km['median_ci_ps'][0])}, "
-                 f"{fmt(km['median_ci_ps'][1])}] ps; {km['collapses']}/{km['n']} collapsed "
-                 f"(the others censored); wall {summary['wall_s']:.1f} s")
+    lines.append(format_median(summary["kaplan_meier"]) + f"; wall {summary['wall_s']:.1f} s")
     return "\n".join(lines)
 
 
