@@ -3,6 +3,7 @@
 #include "lammps.h"
 #include "pair_nnp.h"
 #include "compute_bond_deviation.h"
+#include "fix_nvt_mdsim.h"
 
 extern "C" {
 typedef void *(lammpsplugin_factory1)(void *);
@@ -29,6 +30,7 @@ static Pair *pair_nnp_creator(LAMMPS *lmp) { return new PairNNP(lmp); }
 static Compute *compute_bond_deviation_creator(LAMMPS *lmp, int narg, char **arg) {
   return new ComputeBondDeviation(lmp, narg, arg);
 }
+static Fix *fix_nvt_mdsim_creator(LAMMPS *lmp, int narg, char **arg) { return new FixNVTMDsim(lmp, narg, arg); }
 
 void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   auto reg = reinterpret_cast<lammpsplugin_regfunc>(regfunc);
@@ -48,5 +50,11 @@ void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   plugin.name = "bond/deviation";
   plugin.info = "maximum deviation of covalent bond lengths from the first frame (MD stability)";
   plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&compute_bond_deviation_creator);
+  reg(&plugin, lmp);
+
+  plugin.style = "fix";
+  plugin.name = "nvt/mdsim";
+  plugin.info = "Nose-Hoover NVT, one thermostat per molecule ID, MDsim's integrator (stability replicas)";
+  plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&fix_nvt_mdsim_creator);
   reg(&plugin, lmp);
 }

@@ -114,8 +114,23 @@ def _add_stability(sub) -> None:
     p.add_argument("--nve-ps", type=float, default=0.0,
                    help="after a stable run, this many ps of NVE to report the energy drift")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replicas", type=int, default=0, metavar="N",
+                   help="molecules: run N trajectories as N replicas in ONE LAMMPS run (per-replica MDsim "
+                        "Nose-Hoover thermostat and collapse detection; Kaplan-Meier summary); replaces --trajectories")
+    p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
+                   help="another model's stability.json: log-rank test against it and both survival curves")
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
     p.set_defaults(func=cmd_stability)
+
+
+def _add_stability_compare(sub) -> None:
+    p = sub.add_parser("stability-compare", help="log-rank test and Kaplan-Meier curves of two stability runs",
+                       description="Compare two stability.json files (nnp stability): Kaplan-Meier median stable "
+                                   "time with its 95% CI for each, log-rank test between them, both curves in one plot.")
+    p.add_argument("first", help="stability.json of model A")
+    p.add_argument("second", help="stability.json of model B")
+    p.add_argument("--output", default="survival_compare.png", help="plot file (default survival_compare.png)")
+    p.set_defaults(func=cmd_stability_compare)
 
 
 def _add_analyze(sub) -> None:
@@ -144,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_stability,
-                _add_analyze, _add_quickstart):
+                _add_stability_compare, _add_analyze, _add_quickstart):
         add(sub)
     return parser
 
@@ -266,6 +281,58 @@ def parse_time_ps(text: str) -> float:
     return float(match.group(1)) * {"fs": 1e-3, "ps": 1.0, "ns": 1e3, None: 1.0}[match.group(2)]
 
 
+def _replica_stability(args, reference, protocol, output: str) -> int:
+    import json
+
+    import numpy as np
+
+    from .errors import UserError
+    from .md.replicas import compare_stability, format_replica_table, run_replica_stability
+
+    if args.system == "water":
+        raise UserError("--replicas runs the molecular protocol (aspirin/molecule), not water")
+    if args.replicas < 1:
+        raise UserError(f"--replicas must be >= 1, got {args.replicas}")
+    picks = np.linspace(0, len(reference) - 1, args.replicas).round().astype(int)
+    summary = run_replica_stability(args.model, [reference[k] for k in picks], protocol, output, reference,
+                                    seed=args.seed, progress=True)
+    print(format_replica_table(summary))
+    if args.compare:
+        other = json.loads(Path(args.compare).read_text())
+        result = compare_stability(summary, other, Path(output) / "survival_compare.png")
+        print(f"log-rank test against {other['model']}: chi2 = {result['logrank_chi2']:.3f}, "
+              f"p = {result['logrank_p']:.3g} (collapses observed {result['collapses_observed']}, "
+              f"expected {[round(e, 2) for e in result['collapses_expected']]})")
+        summary["comparison"] = result
+        (Path(output) / "stability.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {output}/stability.json and plots")
+    return 0
+
+
+def cmd_stability_compare(args) -> int:
+    import json
+
+    from .errors import UserError
+    from .md.replicas import compare_stability, format_median
+    from .md.survival import summarize
+
+    summaries = []
+    for path in (args.first, args.second):
+        try:
+            summaries.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read stability summary {path}: {err}") from err
+    for summary in summaries:
+        rows = summary["trajectories"]
+        km = summarize([r.get("stable_ps", r.get("time_ps")) for r in rows], [r["collapsed"] for r in rows])
+        print(f"{summary['model']}: {format_median(km)}")
+    result = compare_stability(summaries[0], summaries[1], args.output)
+    print(f"log-rank: chi2 = {result['logrank_chi2']:.3f}, p = {result['logrank_p']:.3g} (collapses observed "
+          f"{result['collapses_observed']}, expected {[round(e, 2) for e in result['collapses_expected']]})")
+    print(f"wrote {result['plot']}")
+    return 0
+
+
 def cmd_stability(args) -> int:
     import numpy as np
 
@@ -280,8 +347,10 @@ def cmd_stability(args) -> int:
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
-    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
+    if args.replicas:
+        return _replica_stability(args, reference, protocol, output)
+    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
     summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
                             seed=args.seed, workers=args.workers)
     print(format_stability_table(summary))

@@ -85,6 +85,34 @@ def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) ->
     return path
 
 
+def plot_kaplan_meier(groups: dict[str, tuple[list[float], list[bool]]], total_ps: float, path: Path,
+                      confidence: float = 0.95) -> Path:
+    """Kaplan–Meier survival curves (steps), their log-log confidence bands, censored runs marked '+'."""
+    import numpy as np
+
+    from .md.survival import kaplan_meier
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (durations, collapsed) in groups.items():
+        km = kaplan_meier(durations, collapsed)
+        t = np.concatenate([[0.0], km.times, [max(total_ps, float(km.durations.max()))]])
+        s = np.concatenate([[1.0], km.survival, km.survival[-1:] if len(km.times) else [1.0]])
+        (line,) = ax.step(t, s, where="post", label=f"{name} (n={len(km.durations)}, {int(km.events.sum())} collapsed)")
+        if len(km.times):
+            lower, upper = km.band(confidence)
+            ax.fill_between(t, np.concatenate([[1.0], lower, lower[-1:]]), np.concatenate([[1.0], upper, upper[-1:]]),
+                            step="post", alpha=0.15, color=line.get_color())
+        censored = km.durations[~km.collapsed]
+        ax.plot(censored, km.at(censored), "+", ms=10, mew=1.5, color=line.get_color())
+    ax.set(xlabel="time (ps)", ylabel="fraction stable (Kaplan–Meier)", ylim=(-0.02, 1.05), xlim=(0, None),
+           title=f"MD stability, {int(100 * confidence)}% log-log bands, + censored")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_overlay(x, curves: dict[str, "np.ndarray"], xlabel: str, ylabel: str, path: Path) -> Path:
     """Several curves (RDFs, h(r)) on one axis."""
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -1,0 +1,325 @@
+"""Many independent replicas of a molecule in one LAMMPS run: MDsim's molecular stability protocol, batched.
+
+Replica ``k`` is a copy of its start frame centred in cell ``k`` of a cubic lattice whose spacing is the
+molecule's diameter + the model's cutoff + a margin, in an open box (``f f f``, 20 Å of padding). Its atoms
+carry molecule ID ``k + 1`` and ``neigh_modify exclude molecule/inter all`` removes every pair of atoms of two
+different replicas from the neighbour list, so replicas are disconnected components of the model's graph
+whatever their distance (the spacing keeps them apart as well): each gets the forces of a single run of that
+molecule (to round-off). Atoms of an exploding replica that leave the box are dropped (``thermo_modify lost
+ignore``) and that replica counts as collapsed at the next check.
+
+Per replica, as MDsim (Fu et al. 2023, ``simulate.py``, ``mdsim/md/integrator.py``, ``observable.ipynb``):
+
+* thermostat: its own Nosé–Hoover variable (``fix nvt/mdsim``, one per molecule ID) with MDsim's integrator
+  and mass ``Q = 3 N kT tau^2``, ``tau = ttime * dt`` (``ttime = 20``: 10 fs at 0.5 fs), 500 K, 0.5 fs;
+* start velocities: ASE's ``MaxwellBoltzmannDistribution`` at the target temperature from ``seed``;
+* collapse: max over bonds ``|d - d_ref| > 0.5 Å``, with bonds found in the start frame as MDsim does
+  (ASE ``NeighborList(natural_cutoffs(atoms))``, whose 0.3 Å skin per atom makes the criterion
+  ``d < r_cov,i + r_cov,j + 0.6 Å``) and ``d_ref`` the mean length of each bond over the reference dataset;
+  or the replica's temperature ``KE / (1.5 N k)`` leaving (0.1 K, 1e5 K).
+
+A collapsed replica is deleted (``delete_atoms``, IDs kept) and the others go on; the run ends when all
+have collapsed or after ``protocol.time_ps``; replicas still stable then are censored at that time.
+
+Differences from MDsim kept (also in docs/stability.md):
+
+* the collapse check runs every ``protocol.check_every`` steps (20 = 10 fs) on the live trajectory;
+  MDsim checks the frames it saved every 100 steps (50 fs): collapse times here are finer-grained;
+* the start velocities have their centre-of-mass momentum and angular momentum removed (ASE ``Stationary``
+  and ``ZeroRotation``, not rescaled), MDsim keeps both: a drifting molecule (≈ 1.5 Å/ps for aspirin at
+  500 K) would leave the box in a long run;
+* MDsim's molecule sits in a periodic 30 Å-ish cell it never feels (its graph has no periodic edges for
+  a molecule); here the box is open. Same forces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms, units
+from ase.data import atomic_masses, covalent_radii
+
+from .stability import Protocol
+
+MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
+ASE_SKIN = 0.3  # ase.neighborlist.NeighborList default skin, added to each atom's natural cutoff
+
+
+@dataclass
+class ReplicaOutcome:
+    index: int
+    seed: int
+    steps: int
+    stable_ps: float
+    collapsed: bool
+    reason: str
+
+
+@dataclass
+class ReplicaRun:
+    outcomes: list[ReplicaOutcome]
+    spacing: float
+    wall_s: float
+    steps: int  # MD steps of the run (of the longest-lived replica)
+    md_wall_s: float = 0.0  # inside LAMMPS's `run` commands (MD only: no setup, no collapse checks)
+    positions: dict = field(default_factory=dict, repr=False)  # step -> (replicas, atoms, 3), NaN once removed
+
+
+def mdsim_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """Bonded pairs (i < j) as MDsim finds them: ``d < r_cov,i + r_cov,j + 2 * 0.3 Å`` (ASE NeighborList)."""
+    radii = covalent_radii[atoms.numbers] + ASE_SKIN
+    d = atoms.get_all_distances()
+    i, j = np.triu_indices(len(atoms), 1)
+    bonded = d[i, j] < radii[i] + radii[j]
+    return i[bonded], j[bonded]
+
+
+def mean_bond_lengths(reference: Sequence[Atoms], symbols: Sequence[str], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Mean length of each bond over the reference frames of the same molecule (same symbols, same order)."""
+    same = [a.positions for a in reference if a.get_chemical_symbols() == list(symbols)]
+    if not same:
+        raise ValueError("no reference frame has the start frame's atoms in its order: cannot compute the "
+                         "dataset's mean bond lengths (MDsim's d_ref)")
+    x = np.asarray(same)
+    return np.linalg.norm(x[:, j] - x[:, i], axis=-1).mean(axis=0)
+
+
+def start_velocities(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
+    """Maxwell–Boltzmann velocities (ASE, as MDsim) without net momentum and rotation; Å/ps."""
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    atoms = atoms.copy()
+    with warnings.catch_warnings():  # ASE 3.29 suggests thermalize_momenta; MDsim calls this one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    return atoms.get_velocities() * 1000.0 * units.fs  # ASE velocity unit -> Å/ps
+
+
+def lattice(n: int, spacing: float) -> np.ndarray:
+    """Centres of ``n`` cells of a cubic lattice (row-major)."""
+    side = max(1, math.ceil(round(n ** (1.0 / 3.0), 9)))
+    cells = np.array([(a, b, c) for a in range(side) for b in range(side) for c in range(side)][:n], dtype=float)
+    return (cells + 0.5) * spacing
+
+
+def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, velocities: Sequence[np.ndarray],
+                species: list[str], half_box: float) -> None:
+    lines = ["nnp replicas", "", f"{sum(len(a) for a in starts)} atoms", f"{len(species)} atom types", ""]
+    hi = float(centres.max()) + half_box
+    lines += [f"{-half_box + float(centres.min()):.17g} {hi:.17g} {ax}lo {ax}hi" for ax in "xyz"] + ["", "Masses", ""]
+    from ase.data import atomic_numbers
+
+    lines += [f"{t + 1} {atomic_masses[atomic_numbers[s]]:.17g}" for t, s in enumerate(species)]
+    atoms_lines, velocity_lines, tag = [], [], 0
+    for k, (atoms, centre, v) in enumerate(zip(starts, centres, velocities)):
+        x = atoms.positions - atoms.positions.mean(axis=0) + centre
+        for symbol, xi, vi in zip(atoms.get_chemical_symbols(), x, v):
+            tag += 1
+            atoms_lines.append(f"{tag} {k + 1} {species.index(symbol) + 1} {xi[0]:.17g} {xi[1]:.17g} {xi[2]:.17g}")
+            velocity_lines.append(f"{tag} {vi[0]:.17g} {vi[1]:.17g} {vi[2]:.17g}")
+    lines += ["", "Atoms # molecular", ""] + atoms_lines + ["", "Velocities", ""] + velocity_lines
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int], protocol: Protocol,
+                 reference: Sequence[Atoms], margin: float = 10.0, record_every: int = 0,
+                 progress: bool = False) -> ReplicaRun:
+    """Run ``len(starts)`` replicas in one LAMMPS instance, one MPI rank (see the module docstring).
+
+    ``record_every``: keep every replica's positions (relative to its cell centre) every that many steps.
+    """
+    from tqdm.auto import tqdm
+
+    from ..evaluator import load_evaluator
+    from .lammps import make_lammps
+
+    if protocol.system != "molecule":
+        raise ValueError("replicas run the molecular protocol (bond-deviation collapse), not " + protocol.system)
+    if len(starts) != len(seeds) or not starts:
+        raise ValueError(f"need one seed per start frame, got {len(starts)} starts and {len(seeds)} seeds")
+    evaluator = load_evaluator(model)
+    unknown = sorted({s for a in starts for s in a.get_chemical_symbols()} - set(evaluator.species))
+    if unknown:
+        raise ValueError(f"elements {unknown} are not known to {model}, which knows {' '.join(evaluator.species)}")
+    species = [s for s in evaluator.species if any(s in a.get_chemical_symbols() for a in starts)]
+    radius = max(float(np.linalg.norm(a.positions - a.positions.mean(axis=0), axis=1).max()) for a in starts)
+    spacing = 2.0 * radius + evaluator.cutoff + margin
+    if spacing <= 0:
+        raise ValueError(f"margin {margin} Å leaves no room between replicas (spacing {spacing:.2f} Å)")
+    centres = lattice(len(starts), spacing)
+    bonds = [mdsim_bonds(a) for a in starts]
+    d_ref = [mean_bond_lengths(reference, a.get_chemical_symbols(), i, j) for a, (i, j) in zip(starts, bonds)]
+    masses = [a.get_masses() for a in starts]
+    velocities = [start_velocities(a, protocol.temperature, s) for a, s in zip(starts, seeds)]
+    offsets = np.cumsum([0] + [len(a) for a in starts])
+    dt_ps = protocol.timestep_fs / 1000.0
+    total_steps = int(round(protocol.time_ps / dt_ps))
+    padding = max(radius, 20.0)  # around the lattice: room for an intact molecule to drift
+
+    lmp = make_lammps()
+    outcomes: dict[int, ReplicaOutcome] = {}
+    record: dict[int, np.ndarray] = {}
+    start_wall, md_wall = time.perf_counter(), 0.0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "replicas.data"
+            _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
+            for line in ("units metal", "atom_style molecular", "atom_modify map array sort 0 0.0",
+                         "boundary f f f", f"read_data {data}", "pair_style nnp",
+                         f"pair_coeff * * {Path(model).resolve()} {' '.join(species)}", "neighbor 1.0 bin",
+                         "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
+                         f"timestep {dt_ps}",
+                         f"fix nvt all nvt/mdsim {protocol.temperature} {MDSIM_TTIME * dt_ps}",
+                         "thermo_style custom step pe", "thermo 0",
+                         "thermo_modify lost ignore",  # atoms of an exploding replica leave the box, the run goes on
+                         "run 0 post no"):
+                lmp.command(line)
+        step, pre = 0, "no"
+        alive = set(range(len(starts)))
+        bar = tqdm(total=total_steps, desc="replica MD steps", unit="step", disable=not progress)
+
+        def positions_and_ke() -> tuple[np.ndarray, np.ndarray]:
+            n = lmp.extract_global("nlocal")
+            ids = lmp.numpy.extract_atom("id")[:n]
+            x = np.full((offsets[-1], 3), np.nan)
+            v = np.zeros((offsets[-1], 3))
+            x[ids - 1] = lmp.numpy.extract_atom("x")[:n]
+            v[ids - 1] = lmp.numpy.extract_atom("v")[:n]
+            return x, v
+
+        def store(x: np.ndarray) -> None:
+            width = max(len(a) for a in starts)
+            frame = np.full((len(starts), width, 3), np.nan)
+            for k in alive:
+                frame[k, : len(starts[k])] = x[offsets[k]:offsets[k + 1]] - centres[k]
+            record[step] = frame
+
+        if record_every:
+            store(positions_and_ke()[0])
+        while step < total_steps and alive:
+            n = min(protocol.check_every, total_steps - step)
+            if record_every:
+                n = min(n, record_every - step % record_every)
+            tick = time.perf_counter()
+            lmp.command(f"run {n} pre {pre} post no")
+            md_wall += time.perf_counter() - tick
+            step, pre = step + n, "no"
+            bar.update(n)
+            bar.set_postfix(stable=len(alive), refresh=False)
+            x, v = positions_and_ke()
+            finished = []
+            for k in sorted(alive):
+                xk = x[offsets[k]:offsets[k + 1]]
+                i, j = bonds[k]
+                deviation = np.abs(np.linalg.norm(xk[j] - xk[i], axis=1) - d_ref[k])
+                ke = 0.5 * (masses[k][:, None] * v[offsets[k]:offsets[k + 1]] ** 2).sum() * units._amu * 1e4 / units._e
+                temperature = ke / (1.5 * len(xk) * units.kB)  # MDsim's temperature (3N degrees of freedom)
+                reason = None
+                if not np.all(np.isfinite(xk)):
+                    reason = "atoms left the box (exploded)"
+                elif deviation.max() > protocol.bond_tolerance:
+                    reason = "bond deviation > %.2f Å" % protocol.bond_tolerance
+                elif not protocol.t_min < temperature < protocol.t_max:
+                    reason = f"temperature {temperature:.3g} K out of range"
+                if reason:
+                    outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, True, reason)
+                    finished.append(k)
+            if record_every and step % record_every == 0:
+                store(x)
+            if finished:
+                alive -= set(finished)
+                if alive:  # remove them; atom IDs of the others are kept
+                    ids = " ".join(str(k + 1) for k in finished)
+                    lmp.command(f"group gone molecule {ids}")
+                    lmp.command("delete_atoms group gone compress no")
+                    lmp.command("group gone delete")
+                    pre = "yes"
+        bar.close()
+        for k in alive:
+            outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, False, "stable for the full run")
+    finally:
+        lmp.close()
+    return ReplicaRun([outcomes[k] for k in range(len(starts))], spacing, time.perf_counter() - start_wall,
+                      step, md_wall, record)
+
+
+def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
+                          reference: Sequence[Atoms], seed: int = 0, progress: bool = False) -> dict:
+    """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json and survival.png."""
+    from ..plotting import plot_kaplan_meier
+    from .survival import summarize
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [seed + 1000 * k + 1 for k in range(len(starts))]
+    run = run_replicas(model, starts, seeds, protocol, reference, progress=progress)
+    durations = [o.stable_ps for o in run.outcomes]
+    collapsed = [o.collapsed for o in run.outcomes]
+    summary = {
+        "model": str(model),
+        "protocol": {**asdict(protocol), "thermostat": f"fix nvt/mdsim, tau = {MDSIM_TTIME} x timestep",
+                     "runner": "replicas in one LAMMPS run"},
+        "replica_spacing_A": run.spacing,
+        "wall_s": run.wall_s,
+        "md_steps_per_s": run.steps / run.md_wall_s if run.md_wall_s > 0 else None,
+        "trajectories": [{"index": o.index, "seed": o.seed, "stable_ps": o.stable_ps, "collapsed": o.collapsed,
+                          "reason": o.reason} for o in run.outcomes],
+        "kaplan_meier": summarize(durations, collapsed),
+    }
+    name = Path(model).name
+    summary["plots"] = [str(plot_kaplan_meier({name: (durations, collapsed)}, protocol.time_ps,
+                                              output_dir / "survival.png"))]
+    (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_median(km: dict) -> str:
+    """One line: median stable time and its CI, 'not reached' where the curve (or band) stays above 0.5."""
+    def fmt(value: float | None) -> str:
+        return "not reached" if value is None else f"{value:.3f} ps"
+
+    lower, upper = km["median_ci_ps"]
+    return (f"Kaplan-Meier median stable time {fmt(km['median_ps'])}, 95% CI [{fmt(lower)}, {fmt(upper)}]; "
+            f"{km['collapses']}/{km['n']} collapsed, the others censored")
+
+
+def format_replica_table(summary: dict) -> str:
+    lines = [f"{'traj':>5}{'seed':>7}{'stable (ps)':>13}  outcome"]
+    for t in summary["trajectories"]:
+        lines.append(f"{t['index']:>5}{t['seed']:>7}{t['stable_ps']:>13.3f}  {t['reason']}")
+    lines.append(format_median(summary["kaplan_meier"]) + f"; wall {summary['wall_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None = None) -> dict:
+    """Log-rank test between two stability summaries (``stability.json``); optionally plot both KM curves."""
+    from .survival import logrank_test
+
+    def groups(summary: dict) -> tuple[list[float], list[bool]]:
+        rows = summary["trajectories"]
+        return [r.get("stable_ps", r.get("time_ps")) for r in rows], [bool(r["collapsed"]) for r in rows]
+
+    (da, ea), (db, eb) = groups(summary_a), groups(summary_b)
+    test = logrank_test(da, ea, db, eb)
+    result = {"models": [summary_a["model"], summary_b["model"]], "logrank_chi2": test.chi2,
+              "logrank_p": test.p_value, "collapses_observed": list(test.observed),
+              "collapses_expected": list(test.expected)}
+    if path is not None:
+        from ..plotting import plot_kaplan_meier
+
+        names = [Path(summary_a["model"]).name, Path(summary_b["model"]).name]
+        if names[0] == names[1]:
+            names = [summary_a["model"], summary_b["model"]]
+        total = max(summary_a["protocol"]["time_ps"], summary_b["protocol"]["time_ps"])
+        result["plot"] = str(plot_kaplan_meier({names[0]: (da, ea), names[1]: (db, eb)}, total, Path(path)))
+    return result
