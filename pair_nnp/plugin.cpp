@@ -3,6 +3,7 @@
 #include "lammps.h"
 #include "pair_nnp.h"
 #include "compute_bond_deviation.h"
+#include "compute_nnp_deviation.h"
 
 extern "C" {
 typedef void *(lammpsplugin_factory1)(void *);
@@ -29,6 +30,9 @@ static Pair *pair_nnp_creator(LAMMPS *lmp) { return new PairNNP(lmp); }
 static Compute *compute_bond_deviation_creator(LAMMPS *lmp, int narg, char **arg) {
   return new ComputeBondDeviation(lmp, narg, arg);
 }
+static Compute *compute_nnp_deviation_creator(LAMMPS *lmp, int narg, char **arg) {
+  return new ComputeNNPDeviation(lmp, narg, arg);
+}
 
 void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   auto reg = reinterpret_cast<lammpsplugin_regfunc>(regfunc);
@@ -48,5 +52,11 @@ void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   plugin.name = "bond/deviation";
   plugin.info = "maximum deviation of covalent bond lengths from the first frame (MD stability)";
   plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&compute_bond_deviation_creator);
+  reg(&plugin, lmp);
+
+  plugin.style = "compute";
+  plugin.name = "nnp/deviation";
+  plugin.info = "ensemble model deviation measured by pair_style nnp (max/min/mean force, energy; per atom)";
+  plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&compute_nnp_deviation_creator);
   reg(&plugin, lmp);
 }
