@@ -242,3 +242,37 @@ def test_bad_ensemble_settings_are_refused(members, tmp_path, style, message):
         for line in lines:
             lmp.command(line)
     lmp.close()
+
+
+def test_nnp_train_ensemble_trains_members_that_differ_only_in_seed(tmp_path, capsys):
+    import yaml
+    from ase.io import read
+
+    from nnp.cli import main
+    from nnp.calculator import NNPCalculator
+    from test_training import emt_dataset, small_config
+
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=10)
+    cfg = small_config(tmp_path, data, epochs=1, seed=5)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--ensemble", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    files = [tmp_path / "run" / f"member{k}" / "model.nnp.pt" for k in range(2)]
+    assert all(f.exists() for f in files)
+    assert f"pair_style nnp ensemble {files[1]}" in printed and f"pair_coeff * * {files[0]}" in printed
+    configs = [torch_provenance(f)["config"] for f in files]
+    assert [c["train"]["seed"] for c in configs] == [5, 6]
+    assert configs[0]["model"] == configs[1]["model"] and configs[0]["data"] == configs[1]["data"]
+    assert all((f.parent / "results.json").exists() for f in files)
+    atoms = read(data, 0)
+    atoms.calc = NNPCalculator(files[0], ensemble=files[1:])
+    atoms.get_potential_energy()
+    assert atoms.calc.results["max_devi_f"] > 0.0
+
+
+def torch_provenance(path: Path) -> dict:
+    import json
+
+    from nnp.export import load_exported
+
+    return json.loads(load_exported(path)[1]["provenance"])

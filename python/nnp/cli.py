@@ -16,6 +16,9 @@ def _add_train(sub) -> None:
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="train K members differing only in seed (train.seed + i) in <run_dir>/member<i>, for "
+                        "model deviation in MD (pair_style nnp ensemble)")
     p.set_defaults(func=cmd_train)
 
 
@@ -157,11 +160,32 @@ def cmd_train(args) -> int:
     from .train.trainer import run_training
 
     config = load_config(args.config, args.overrides)
+    if args.ensemble != 1:
+        return _train_ensemble(config, args)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
     if "table" not in summary:  # not the main process of a torchrun job
         return 0
     print(summary["table"])
     print(f"stopped by {summary['stopped_by']} after {summary['epochs']} epochs; model: {summary['model_file']}")
+    return 0
+
+
+def _train_ensemble(config, args) -> int:
+    from .errors import UserError
+    from .train.ensemble import ensemble_pair_style, run_ensemble_training
+
+    if args.ensemble < 2:
+        raise UserError(f"--ensemble needs at least 2 members, got {args.ensemble}")
+    summaries = run_ensemble_training(config, args.ensemble, progress=not args.no_progress,
+                                      export_dtype=args.export_dtype)
+    if any("table" not in s for s in summaries):  # not the main process of a torchrun job
+        return 0
+    for k, summary in enumerate(summaries):
+        print(f"member {k} (seed {config.train.seed + k}):")
+        print(summary["table"])
+    files = [s["model_file"] for s in summaries]
+    print("ensemble: " + " ".join(files))
+    print("in LAMMPS (member 0 drives, the others measure the deviation):\n" + ensemble_pair_style(files))
     return 0
 
 
