@@ -276,3 +276,42 @@ def torch_provenance(path: Path) -> dict:
     from nnp.export import load_exported
 
     return json.loads(load_exported(path)[1]["provenance"])
+
+
+def scaled_egnn(path: Path, seed: int, scale: float) -> Path:
+    import torch
+
+    model = small_model(cutoff=3.0, layers=2, seed=seed)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.mul_(scale)
+    return export_model(model, path)
+
+
+def test_stability_records_the_deviation_trace_up_to_the_collapse(tmp_path):
+    import json
+
+    from nnp.calculator import NNPCalculator
+    from nnp.md.stability import molecule_protocol, run_stability
+
+    driver = scaled_egnn(tmp_path / "broken.nnp.pt", seed=0, scale=2.0)  # collapses within 2 ps (test_stability)
+    member = scaled_egnn(tmp_path / "other.nnp.pt", seed=1, scale=2.0)
+    start = water_box(n_side=1, seed=0)[:3]
+    start.pbc = False
+    protocol = molecule_protocol(time_ps=2.0, check_every=5, sample_every=20, ensemble=(str(member),),
+                                 deviation_every=5, deviation_threshold=0.15)
+    summary = run_stability(driver, [start], protocol, tmp_path / "out", progress=False)
+    entry = summary["trajectories"][0]
+    assert entry["collapsed"]
+    trace = np.load(tmp_path / "out" / "deviation.npz")["trajectory_0"]
+    collapse_step = round(entry["time_ps"] * 1000 / protocol.timestep_fs)
+    assert trace[0, 0] == 0 and np.all(np.diff(trace[:, 0]) == 5) and trace[-1, 0] <= collapse_step
+    start.calc = NNPCalculator(driver, ensemble=[member])
+    start.get_potential_energy()
+    np.testing.assert_allclose(trace[0, 1:], start.calc.results["model_deviation"], rtol=1e-9, atol=1e-12)
+    crossing = int(trace[np.argmax(trace[:, 1] > 0.15), 0]) if (trace[:, 1] > 0.15).any() else None
+    assert entry["first_exceeds_step"] == crossing
+    if crossing is not None:
+        assert entry["warning_steps_before_collapse"] == collapse_step - crossing
+    assert (tmp_path / "out" / "deviation.png").exists()
+    assert json.loads((tmp_path / "out" / "stability.json").read_text())["trajectories"][0] == entry

@@ -115,6 +115,11 @@ def _add_stability(sub) -> None:
                    help="after a stable run, this many ps of NVE to report the energy drift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
+    p.add_argument("--ensemble", action="append", default=[], metavar="FILE",
+                   help="extra model file (repeatable): record the ensemble force deviation beside the driving "
+                        "--model (deviation.npz, deviation.png, first crossing of --deviation-threshold)")
+    p.add_argument("--deviation-every", type=int, default=10, help="steps between deviation samples (out_freq)")
+    p.add_argument("--deviation-threshold", type=float, default=0.15, help="trust level in eV/Å (default 0.15)")
     p.set_defaults(func=cmd_stability)
 
 
@@ -300,6 +305,9 @@ def cmd_stability(args) -> int:
                                    ("nve_ps", args.nve_ps)) if v}
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
+    if args.ensemble:
+        overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
+                         deviation_threshold=args.deviation_threshold)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
     picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
