@@ -66,7 +66,13 @@ void NNPEnsemble::evaluate(const nnp::Outputs &driver, const torch::Tensor &spec
     reverse(rows);
     stacked = rows.view({num_nodes, m, 3}).permute({1, 0, 2});
   }
-  torch::Tensor eps = nnp::force_deviation(stacked.narrow(1, 0, num_local)).mul(energy_factor).cpu().contiguous();
+  torch::Tensor eps;
+  double devi_e = 0.0;
+  try {
+    eps = nnp::force_deviation(stacked.narrow(1, 0, num_local)).mul(energy_factor).cpu().contiguous();
+  } catch (const nnp::Error &err) {
+    error->one(FLERR, std::string("pair_style nnp: ") + err.what());
+  }
   const double *e = eps.data_ptr<double>();
 
   // per-atom values on owners; a member that returned NaN/inf gives an infinite deviation (fix halt stops)
@@ -90,7 +96,12 @@ void NNPEnsemble::evaluate(const nnp::Outputs &driver, const torch::Tensor &spec
   last_.max_f = max_f;
   last_.min_f = count > 0.0 ? min_f : 0.0;
   last_.avg_f = count > 0.0 ? sum_f / count : 0.0;
-  last_.devi_e = energy_factor * nnp::energy_deviation(total, count);
+  try {
+    devi_e = nnp::energy_deviation(total, count);
+  } catch (const nnp::Error &err) {
+    error->all(FLERR, std::string("pair_style nnp: ") + err.what());
+  }
+  last_.devi_e = energy_factor * devi_e;
   if (!std::isfinite(last_.devi_e)) last_.devi_e = std::numeric_limits<double>::infinity();
   write();
 }

@@ -40,6 +40,7 @@ class NNPEnsemble : protected Pointers {
   bool due(bigint step) const { return step % out_freq_ == 0; }
   bigint out_freq() const { return out_freq_; }
   int members() const { return static_cast<int>(models_.size()) + 1; }  // the driver included
+  bool loaded() const { return !models_.empty(); }
   const DeviationValues &last() const { return last_; }
 
   // Evaluates the members on the driver's graph and updates last(). `halo` is the exchanger the

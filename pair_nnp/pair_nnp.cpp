@@ -232,6 +232,9 @@ void PairNNP::choose_graph_mode() {
 void PairNNP::init_style() {
   if (!model) error->all(FLERR, "pair_style nnp: pair_coeff * * model_file elements... must come first");
   if (force->newton_pair == 0) error->all(FLERR, "pair_style nnp requires newton pair on");
+  if (ensemble_ && !ensemble_->loaded())
+    error->all(FLERR, "pair_style nnp: the ensemble members load at pair_coeff: issue pair_coeff * * model_file "
+                      "elements... again after pair_style nnp ensemble ...");
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style nnp requires atom IDs");
   if (strcmp(update->unit_style, "metal") == 0) energy_factor = 1.0;
   else if (strcmp(update->unit_style, "real") == 0) energy_factor = EV_TO_KCAL_PER_MOL;

@@ -315,3 +315,15 @@ def test_stability_records_the_deviation_trace_up_to_the_collapse(tmp_path):
         assert entry["warning_steps_before_collapse"] == collapse_step - crossing
     assert (tmp_path / "out" / "deviation.png").exists()
     assert json.loads((tmp_path / "out" / "stability.json").read_text())["trajectories"][0] == entry
+
+
+def test_pair_style_reissued_without_pair_coeff_is_an_error(members, tmp_path):
+    data = tmp_path / "w.data"
+    write_lammps_data(water_box(seed=1), data, ["H", "O"])
+    lmp = make_lammps()
+    for line in ("units metal", "atom_style atomic", f"read_data {data}", f"pair_style nnp ensemble {members[1]}",
+                 f"pair_coeff * * {members[0]} H O", f"pair_style nnp ensemble {members[2]}"):
+        lmp.command(line)
+    with pytest.raises(Exception, match="the ensemble members load at pair_coeff"):
+        lmp.command("run 0")
+    lmp.close()
