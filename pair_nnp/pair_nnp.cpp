@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include <mpi.h>
+#include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
 #include "atom.h"
@@ -91,9 +92,9 @@ void PairNNP::allocate() {
     for (int j = i; j <= n; j++) setflag[i][j] = 0;
 }
 
-// pair_style nnp [device cpu|cuda] [ensemble m2.nnp.pt m3.nnp.pt ...] [out_freq N] [out_file F]
+// pair_style nnp [device cpu|cuda] [threads N] [ensemble m2.nnp.pt m3.nnp.pt ...] [out_freq N] [out_file F]
 void PairNNP::settings(int narg, char **arg) {
-  const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [ensemble model2 model3 ... "
+  const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [threads N] [ensemble model2 model3 ... "
                             "[out_freq N] [out_file F]]";
   device_request.clear();
   ensemble_.reset();
@@ -107,12 +108,18 @@ void PairNNP::settings(int narg, char **arg) {
     if (word == "device" && iarg + 1 < narg) {
       device_request = arg[iarg + 1];
       if (device_request != "cpu" && device_request != "cuda")
-        error->all(FLERR, "pair_style nnp: device must be cpu or cuda, not '" + device_request + "'");
+        error->all(FLERR, "pair_style nnp: device must be cpu or cuda, not '" + device_request + "'" + usage);
+      iarg += 2;
+    } else if (strcmp(arg[iarg], "threads") == 0 && iarg + 1 < narg) {
+      const int threads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (threads < 1) error->all(FLERR, "pair_style nnp: threads must be >= 1" + usage);
+      // torch's intra-op pool of this process (all ranks on a node share the cores: use cores / ranks)
+      at::set_num_threads(threads);
       iarg += 2;
     } else if (word == "ensemble") {
       for (++iarg; iarg < narg; ++iarg) {
         const std::string file = arg[iarg];
-        if (file == "device" || file == "out_freq" || file == "out_file") break;
+        if (file == "device" || file == "threads" || file == "out_freq" || file == "out_file") break;
         members.push_back(file);
       }
     } else if (word == "out_freq" && iarg + 1 < narg) {
@@ -125,7 +132,7 @@ void PairNNP::settings(int narg, char **arg) {
       ensemble_options = true;
       iarg += 2;
     } else {
-      error->all(FLERR, "pair_style nnp: unknown or incomplete argument '" + word + "'" + usage);
+      error->all(FLERR, "pair_style nnp: unknown argument '" + word + "'" + usage);
     }
   }
   if (ensemble_options && members.empty())
@@ -192,7 +199,9 @@ void PairNNP::coeff(int narg, char **arg) {
     msg << "pair_style nnp: " << info.model_kind << " model " << model_path << " (" << info.dtype << ", cutoff "
         << info.cutoff << " A, " << info.num_interactions << " interactions, halo "
         << nnp::contract::HALO_MODES[info.halo_per_layer ? nnp::contract::HALO_PER_LAYER : nnp::contract::HALO_NONE]
-        << ") on " << model->device() << "\n";
+        << ") on " << model->device();
+    if (model->torch_device().is_cpu()) msg << ", " << at::get_num_threads() << " torch thread(s) per rank";
+    msg << "\n";
     utils::logmesg(lmp, msg.str());
   }
 }

@@ -30,7 +30,7 @@ def test_exported_file_matches_python_model(kind, tmp_path, dtype, tol):
     out = module(graph.species, graph.edge_index, edge_vectors(graph).to(getattr(torch, dtype)), graph.num_nodes)
     assert set(out) == set(contract.OUTPUT_KEYS)
     for key in contract.OUTPUT_KEYS:
-        assert out[key].dtype == getattr(torch, dtype)
+        assert out[key].dtype == (torch.float64 if key in contract.FLOAT64_OUTPUTS else getattr(torch, dtype))
         # float32 rounds each sum relative to its largest terms: compare on the scale of the largest value
         scale = 10.0 if dtype == "float64" else max(10.0, float(np.abs(ref[key]).max()))
         np.testing.assert_allclose(out[key].detach().double().numpy(), ref[key], rtol=tol, atol=tol * scale)
@@ -78,3 +78,17 @@ def test_bad_model_files_give_clear_errors(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
     with pytest.raises(ModelFileError, match="lacks nnp metadata"):
         load_exported(plain)
+
+
+def test_float32_model_accumulates_energy_and_virial_in_float64(tmp_path):
+    """The system sums of a float32 file are float64 sums of its float32 terms (docs/model_contract.md)."""
+    model = small_model(kind="egnn")
+    path = export_model(model, tmp_path / "m32.nnp.pt", dtype="float32")
+    module, _ = load_exported(path)
+    atoms = water_box(n_side=4, seed=3)  # 192 atoms of about -150 eV each (reference energies)
+    graph = atoms_to_graph(atoms, model.species, model.cutoff, torch.float64, with_labels=False)
+    out = module(graph.species, graph.edge_index, edge_vectors(graph).float(), graph.num_nodes)
+    assert out["energy"].dtype == torch.float64 and out["virial"].dtype == torch.float64
+    assert out["atom_energy"].dtype == torch.float32
+    exact = float(out["atom_energy"].double().sum())
+    assert abs(float(out["energy"]) - exact) < 1e-9 * abs(exact)

@@ -210,6 +210,26 @@ thermo 20""")
     assert drift < 1e-4
 
 
+def test_threads_keyword_sets_torch_threads_and_keeps_the_result(model_file, tmp_path):
+    """`pair_style nnp threads 2` gives torch 2 intra-op threads (the wheel's lmp otherwise runs 1 when
+    OMP_NUM_THREADS is unset); results equal the 1-thread run to summation order."""
+    data = tmp_path / "water.data"
+    write_lammps_data(water_box(n_side=2, seed=4), data, ["H", "O"])
+    results = {}
+    for threads in (1, 2):
+        deck = water_deck(data, model_file, tmp_path / f"f{threads}").replace(
+            "pair_style nnp\n", f"pair_style nnp threads {threads}\n")
+        done = run_deck(deck, tmp_path)
+        assert done.returncode == 0, done.stdout[-2000:]
+        assert f"{threads} torch thread(s) per rank" in done.stdout
+        results[threads] = (final_thermo(done.stdout, "PotEng"), read_dump_forces(tmp_path / f"f{threads}")[1])
+    assert results[2][0] == pytest.approx(results[1][0], abs=1e-9)
+    np.testing.assert_allclose(results[2][1], results[1][1], atol=1e-9)
+    bad = run_deck(water_deck(data, model_file, tmp_path / "f0").replace("pair_style nnp\n", "pair_style nnp threads 0\n"),
+                   tmp_path)
+    assert bad.returncode != 0 and "threads must be >= 1" in bad.stdout + bad.stderr
+
+
 BAD_INPUTS = {
     "missing file": ("pair_coeff * * {missing} H O", "does not exist"),
     "not torchscript": ("pair_coeff * * {junk} H O", "not a TorchScript model file"),

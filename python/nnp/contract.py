@@ -13,6 +13,7 @@ UNITS = "metal"  # eV, Å, eV/Å inside every model file
 # forward(species, edge_index, edge_vectors, num_local) -> Dict[str, Tensor]
 INPUT_KEYS = ("species", "edge_index", "edge_vectors", "num_local")
 OUTPUT_KEYS = ("energy", "atom_energy", "forces", "virial", "atom_virial")
+FLOAT64_OUTPUTS = ("energy", "virial")  # system sums: float64 in every model (accumulated in float64)
 
 # TorchScript extra files, one per key
 METADATA_KEYS = (

@@ -88,15 +88,18 @@ class Potential(nn.Module):
         atom_energy, forces, grad = self.energy_and_forces(species, edge_index, edge_vectors, num_local,
                                                            self.training)
         n = species.shape[0]
+        # The two sums over the whole system (energy, virial) are accumulated in float64 whatever the
+        # model dtype: a float32 sum of N atom energies of -50 eV each would carry errors of ~1e-3 eV
+        # that NVE energy tracking would see. Per-atom outputs stay in the model dtype.
         if grad is None:  # direct forces: no strain derivative
-            virial = torch.zeros((3, 3), dtype=forces.dtype, device=forces.device)
+            virial = torch.zeros((3, 3), dtype=torch.float64, device=forces.device)
             atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
         else:
             per_edge = edge_virials(grad, edge_vectors)
-            virial = per_edge.sum(0)
+            virial = per_edge.to(torch.float64).sum(0)
             atom_virial = atom_virial_from_edge_virials(per_edge, edge_index, n)
         return {
-            "energy": atom_energy[:num_local].sum(),
+            "energy": atom_energy[:num_local].to(torch.float64).sum(),
             "atom_energy": atom_energy,
             "forces": forces,
             "virial": virial,
