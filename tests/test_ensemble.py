@@ -327,3 +327,14 @@ def test_pair_style_reissued_without_pair_coeff_is_an_error(members, tmp_path):
     with pytest.raises(Exception, match="the ensemble members load at pair_coeff"):
         lmp.command("run 0")
     lmp.close()
+
+
+def test_nnp_train_ensemble_of_fewer_than_two_is_a_user_error(tmp_path, capsys):
+    import yaml
+
+    from nnp.cli import main
+    from test_training import small_config
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(small_config(tmp_path, tmp_path / "none.extxyz")))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--ensemble", "0"]) == 2
+    assert "--ensemble needs at least 2 members, got 0" in capsys.readouterr().err

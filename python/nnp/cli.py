@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
     from .train.trainer import run_training
 
     config = load_config(args.config, args.overrides)
-    if args.ensemble != 1:
+    if getattr(args, "ensemble", 1) != 1:  # nnp finetune reuses cmd_train without --ensemble
         return _train_ensemble(config, args)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
     if "table" not in summary:  # not the main process of a torchrun job
