@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "contract.h"
+#include "deviation.h"
 #include "evaluator.h"
 
 namespace py = pybind11;
@@ -55,6 +56,20 @@ py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style 
   return out;
 }
 
+// forces: list of (N, 3) arrays, one per member; energies: total energies -> (eps_i (N,), devi_e)
+py::tuple model_deviation(const std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> &forces,
+                          const std::vector<double> &energies, double num_atoms) {
+  if (forces.size() != energies.size()) throw py::value_error("one force array and one energy per member");
+  std::vector<torch::Tensor> rows;
+  for (const auto &f : forces) {
+    if (f.ndim() != 2 || f.shape(1) != 3 || f.shape(0) != forces[0].shape(0))
+      throw py::value_error("every member's forces must have the same shape (N, 3)");
+    rows.push_back(torch::from_blob(const_cast<double *>(f.data()), {f.shape(0), 3}, torch::kFloat64));
+  }
+  torch::Tensor eps = nnp::force_deviation(torch::stack(rows, 0)).contiguous();
+  return py::make_tuple(to_numpy(eps), nnp::energy_deviation(energies, num_atoms));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_evaluator, m) {
@@ -75,4 +90,15 @@ PYBIND11_MODULE(_evaluator, m) {
            py::arg("num_local"), py::arg("check_finite") = false,
            "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial as float64\n"
            "numpy arrays. check_finite=True raises ModelError naming the first node with a NaN/inf output.");
+  m.def("model_deviation", &model_deviation, py::arg("forces"), py::arg("energies"), py::arg("num_atoms"),
+        "Ensemble deviation (DeePMD definitions, pair_nnp/deviation.h): per-member (N, 3) forces and total\n"
+        "energies -> (eps_i per atom, std over members of E / num_atoms).");
+  m.def(
+      "check_ensemble_member",
+      [](const nnp::Evaluator &driver, const std::string &driver_path, const nnp::Evaluator &member,
+         const std::string &member_path) {
+        nnp::check_ensemble_member(driver.info(), driver_path, member.info(), member_path);
+      },
+      py::arg("driver"), py::arg("driver_path"), py::arg("member"), py::arg("member_path"),
+      "Raise ModelError naming member_path when it cannot share the driver's graph (species, cutoff, units, halo).");
 }

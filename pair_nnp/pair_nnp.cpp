@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
 
 #include <mpi.h>
@@ -15,6 +16,7 @@
 #include "comm.h"
 #include "domain.h"
 #include "elements.h"
+#include "ensemble.h"
 #include "error.h"
 #include "contract.h"
 #include "evaluator.h"
@@ -90,13 +92,20 @@ void PairNNP::allocate() {
     for (int j = i; j <= n; j++) setflag[i][j] = 0;
 }
 
-// pair_style nnp [device cpu|cuda] [threads N]
+// pair_style nnp [device cpu|cuda] [threads N] [ensemble m2.nnp.pt m3.nnp.pt ...] [out_freq N] [out_file F]
 void PairNNP::settings(int narg, char **arg) {
-  const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [threads N]";
+  const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [threads N] [ensemble model2 model3 ... "
+                            "[out_freq N] [out_file F]]";
   device_request.clear();
+  ensemble_.reset();
+  std::vector<std::string> members;
+  bigint out_freq = 100;
+  std::string out_file = "model_devi.out";
+  bool ensemble_options = false;
   int iarg = 0;
   while (iarg < narg) {
-    if (strcmp(arg[iarg], "device") == 0 && iarg + 1 < narg) {
+    const std::string word = arg[iarg];
+    if (word == "device" && iarg + 1 < narg) {
       device_request = arg[iarg + 1];
       if (device_request != "cpu" && device_request != "cuda")
         error->all(FLERR, "pair_style nnp: device must be cpu or cuda, not '" + device_request + "'" + usage);
@@ -107,10 +116,29 @@ void PairNNP::settings(int narg, char **arg) {
       // torch's intra-op pool of this process (all ranks on a node share the cores: use cores / ranks)
       at::set_num_threads(threads);
       iarg += 2;
+    } else if (word == "ensemble") {
+      for (++iarg; iarg < narg; ++iarg) {
+        const std::string file = arg[iarg];
+        if (file == "device" || file == "threads" || file == "out_freq" || file == "out_file") break;
+        members.push_back(file);
+      }
+    } else if (word == "out_freq" && iarg + 1 < narg) {
+      out_freq = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (out_freq < 1) error->all(FLERR, "pair_style nnp: out_freq must be a positive number of steps");
+      ensemble_options = true;
+      iarg += 2;
+    } else if (word == "out_file" && iarg + 1 < narg) {
+      out_file = arg[iarg + 1];
+      ensemble_options = true;
+      iarg += 2;
     } else {
-      error->all(FLERR, std::string("pair_style nnp: unknown argument '") + arg[iarg] + "'" + usage);
+      error->all(FLERR, "pair_style nnp: unknown argument '" + word + "'" + usage);
     }
   }
+  if (ensemble_options && members.empty())
+    error->all(FLERR, "pair_style nnp: out_freq and out_file need ensemble member files" + usage);
+  if (!members.empty())
+    ensemble_ = std::make_unique<NNPEnsemble>(lmp, members, out_freq, out_file);
 }
 
 std::string PairNNP::choose_device() const {
@@ -141,6 +169,7 @@ void PairNNP::coeff(int narg, char **arg) {
   } catch (const nnp::Error &err) {
     error->all(FLERR, std::string("pair_style nnp: ") + err.what());
   }
+  if (ensemble_) ensemble_->load(*model, model_path);
   const auto &info = model->info();
   type_species.assign(ntypes + 1, -1);
   type_element.assign(ntypes + 1, "");
@@ -212,6 +241,9 @@ void PairNNP::choose_graph_mode() {
 void PairNNP::init_style() {
   if (!model) error->all(FLERR, "pair_style nnp: pair_coeff * * model_file elements... must come first");
   if (force->newton_pair == 0) error->all(FLERR, "pair_style nnp requires newton pair on");
+  if (ensemble_ && !ensemble_->loaded())
+    error->all(FLERR, "pair_style nnp: the ensemble members load at pair_coeff: issue pair_coeff * * model_file "
+                      "elements... again after pair_style nnp ensemble ...");
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style nnp requires atom IDs");
   if (strcmp(update->unit_style, "metal") == 0) energy_factor = 1.0;
   else if (strcmp(update->unit_style, "real") == 0) energy_factor = EV_TO_KCAL_PER_MOL;
@@ -372,7 +404,9 @@ void PairNNP::compute(int eflag, int vflag) {
   const int nlocal = atom->nlocal;
   // a rank without atoms contributes nothing -- but with per-layer halo exchange it must still take part
   // in every exchange, so it evaluates its (ghost-only) graph like every other rank
-  if (nlocal == 0 && mode != GraphMode::HALO) return;
+  // (and so must a rank without atoms on an ensemble step: the deviation is reduced over all ranks)
+  const bool deviation_step = ensemble_ && ensemble_->due(update->ntimestep);
+  if (nlocal == 0 && mode != GraphMode::HALO && !deviation_step) return;
 
   if (graph_is_stale()) {
     Stopwatch clock(timers[T_GRAPH]);
@@ -410,6 +444,7 @@ void PairNNP::compute(int eflag, int vflag) {
     if (vflag_atom) atom_virial = to_host(out.atom_virial, atom_virial_host);  // only when a compute asks
   }
   check_finite(forces, energy, atom_energy);
+  if (deviation_step) evaluate_ensemble(out, edge_index, edge_vectors);
 
   Stopwatch clock(timers[T_TALLY]);
   double **f = atom->f;
@@ -426,6 +461,18 @@ void PairNNP::compute(int eflag, int vflag) {
     const double *w = atom_virial.data_ptr<double>();
     for (int n = 0; n < num_nodes; n++) add_voigt(vatom[node_atom[n]], w + 9 * n, energy_factor);
   }
+}
+
+// The ensemble members on this step's graph; ghost forces of members reach their owners through the
+// same reverse communication as halo gradients (one rank: every node is already an owner).
+void PairNNP::evaluate_ensemble(const nnp::Outputs &out, const torch::Tensor &edge_index,
+                                const torch::Tensor &edge_vectors) {
+  Stopwatch clock(timers[T_ENSEMBLE]);
+  std::function<void(torch::Tensor)> reverse;
+  if (mode != GraphMode::OWNERS) reverse = [this](torch::Tensor rows) { exchange_rows(rows, true); };
+  ensemble_->evaluate(out, species_dev, edge_index, edge_vectors, num_local_nodes,
+                      mode == GraphMode::HALO ? &halo : nullptr, reverse, node_atom, energy_factor);
+  if (!model->torch_device().is_cpu()) torch::cuda::synchronize();
 }
 
 void PairNNP::check_finite(const torch::Tensor &forces, double energy, const torch::Tensor &atom_energy) {
@@ -547,7 +594,7 @@ void PairNNP::finish() {
 }
 
 void PairNNP::report_run() {
-  const char *names[NUM_TIMERS] = {"graph", "h2d", "edges", "model", "halo", "d2h", "tally"};
+  const char *names[NUM_TIMERS] = {"graph", "h2d", "edges", "model", "halo", "d2h", "tally", "ensemble"};
   const char *modes[] = {"one rank, images mapped to owners", "per-layer halo exchange", "deep ghost shell"};
   const double per = evaluations > 0 ? 1.0 / evaluations : 0.0;
   double local[4] = {sum_nodes * per, sum_local * per, sum_edges * per, static_cast<double>(evaluations)};

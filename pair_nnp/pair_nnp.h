@@ -17,9 +17,12 @@
 
 namespace nnp {
 class Evaluator;
+struct Outputs;
 }
 
 namespace LAMMPS_NS {
+
+class NNPEnsemble;
 
 class PairNNP : public Pair {
  public:
@@ -42,10 +45,14 @@ class PairNNP : public Pair {
   // node features after every layer (ghosts one cutoff deep) or evaluate a deep ghost shell.
   enum class GraphMode { OWNERS, HALO, DEEP_SHELL };
 
+  // the ensemble (keyword ensemble), nullptr without one; read by compute nnp/deviation
+  const NNPEnsemble *ensemble() const { return ensemble_.get(); }
+
  private:
   std::unique_ptr<nnp::Evaluator> model;
   std::string model_path;
   std::string device_request;          // "", "cpu", "cuda"
+  std::unique_ptr<NNPEnsemble> ensemble_;
   std::vector<int64_t> type_species;   // LAMMPS type -> model species index, -1 for NULL (index 0 unused)
   std::vector<std::string> type_element;
   double cutoff = 0.0;
@@ -73,7 +80,7 @@ class PairNNP : public Pair {
   int halo_width = 0, halo_col0 = 0, halo_ncols = 0;
 
   // timers (seconds) and graph sizes, summed over compute() calls
-  enum Timer { T_GRAPH, T_H2D, T_EDGES, T_MODEL, T_HALO, T_D2H, T_TALLY, NUM_TIMERS };
+  enum Timer { T_GRAPH, T_H2D, T_EDGES, T_MODEL, T_HALO, T_D2H, T_TALLY, T_ENSEMBLE, NUM_TIMERS };
   std::array<double, NUM_TIMERS> timers{};
   double sum_nodes = 0.0, sum_local = 0.0, sum_edges = 0.0;
   bigint evaluations = 0;
@@ -101,6 +108,8 @@ class PairNNP : public Pair {
   void edges_from_positions(torch::Tensor &edge_index, torch::Tensor &edge_vectors);
   torch::Tensor to_host(const torch::Tensor &t, torch::Tensor &staging);
   void exchange_rows(torch::Tensor rows, bool reverse);
+  void evaluate_ensemble(const nnp::Outputs &out, const torch::Tensor &edge_index,
+                         const torch::Tensor &edge_vectors);
   void check_finite(const torch::Tensor &forces, double energy, const torch::Tensor &atom_energy);
 };
 

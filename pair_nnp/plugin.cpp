@@ -3,6 +3,7 @@
 #include "lammps.h"
 #include "pair_nnp.h"
 #include "compute_bond_deviation.h"
+#include "compute_nnp_deviation.h"
 #include "fix_nvt_mdsim.h"
 
 extern "C" {
@@ -30,6 +31,9 @@ static Pair *pair_nnp_creator(LAMMPS *lmp) { return new PairNNP(lmp); }
 static Compute *compute_bond_deviation_creator(LAMMPS *lmp, int narg, char **arg) {
   return new ComputeBondDeviation(lmp, narg, arg);
 }
+static Compute *compute_nnp_deviation_creator(LAMMPS *lmp, int narg, char **arg) {
+  return new ComputeNNPDeviation(lmp, narg, arg);
+}
 static Fix *fix_nvt_mdsim_creator(LAMMPS *lmp, int narg, char **arg) { return new FixNVTMDsim(lmp, narg, arg); }
 
 void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
@@ -50,6 +54,12 @@ void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   plugin.name = "bond/deviation";
   plugin.info = "maximum deviation of covalent bond lengths from the first frame (MD stability)";
   plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&compute_bond_deviation_creator);
+  reg(&plugin, lmp);
+
+  plugin.style = "compute";
+  plugin.name = "nnp/deviation";
+  plugin.info = "ensemble model deviation measured by pair_style nnp (max/min/mean force, energy; per atom)";
+  plugin.creator.v2 = reinterpret_cast<lammpsplugin_factory2 *>(&compute_nnp_deviation_creator);
   reg(&plugin, lmp);
 
   plugin.style = "fix";

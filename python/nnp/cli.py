@@ -16,6 +16,9 @@ def _add_train(sub) -> None:
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="train K members differing only in seed (train.seed + i) in <run_dir>/member<i>, for "
+                        "model deviation in MD (pair_style nnp ensemble)")
     p.set_defaults(func=cmd_train)
 
 
@@ -120,6 +123,11 @@ def _add_stability(sub) -> None:
     p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
                    help="another model's stability.json: log-rank test against it and both survival curves")
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
+    p.add_argument("--ensemble", action="append", default=[], metavar="FILE",
+                   help="extra model file (repeatable): record the ensemble force deviation beside the driving "
+                        "--model (deviation.npz, deviation.png, first crossing of --deviation-threshold)")
+    p.add_argument("--deviation-every", type=int, default=10, help="steps between deviation samples (out_freq)")
+    p.add_argument("--deviation-threshold", type=float, default=0.15, help="trust level in eV/Å (default 0.15)")
     p.set_defaults(func=cmd_stability)
 
 
@@ -175,11 +183,32 @@ def cmd_train(args) -> int:
     from .train.trainer import run_training
 
     config = load_config(args.config, args.overrides)
+    if getattr(args, "ensemble", 1) != 1:  # nnp finetune reuses cmd_train without --ensemble
+        return _train_ensemble(config, args)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
     if "table" not in summary:  # not the main process of a torchrun job
         return 0
     print(summary["table"])
     print(f"stopped by {summary['stopped_by']} after {summary['epochs']} epochs; model: {summary['model_file']}")
+    return 0
+
+
+def _train_ensemble(config, args) -> int:
+    from .errors import UserError
+    from .train.ensemble import ensemble_pair_style, run_ensemble_training
+
+    if args.ensemble < 2:
+        raise UserError(f"--ensemble needs at least 2 members, got {args.ensemble}")
+    summaries = run_ensemble_training(config, args.ensemble, progress=not args.no_progress,
+                                      export_dtype=args.export_dtype)
+    if any("table" not in s for s in summaries):  # not the main process of a torchrun job
+        return 0
+    for k, summary in enumerate(summaries):
+        print(f"member {k} (seed {config.train.seed + k}):")
+        print(summary["table"])
+    files = [s["model_file"] for s in summaries]
+    print("ensemble: " + " ".join(files))
+    print("in LAMMPS (member 0 drives, the others measure the deviation):\n" + ensemble_pair_style(files))
     return 0
 
 
@@ -346,6 +375,9 @@ def cmd_stability(args) -> int:
                                    ("nve_ps", args.nve_ps)) if v}
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
+    if args.ensemble:
+        overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
+                         deviation_threshold=args.deviation_threshold)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
     if args.replicas:

@@ -124,3 +124,22 @@ def plot_overlay(x, curves: dict[str, "np.ndarray"], xlabel: str, ylabel: str, p
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_deviation(traces: dict, collapse_ps: dict, threshold: float, path: Path) -> Path:
+    """Ensemble force deviation (max over atoms) against time per trajectory, collapse marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (time_ps, max_devi_f) in traces.items():
+        (line,) = ax.plot(time_ps, max_devi_f, lw=0.8, label=f"trajectory {name}")
+        if collapse_ps.get(name) is not None:
+            ax.axvline(collapse_ps[name], color=line.get_color(), ls="--", lw=0.8)
+            ax.plot([collapse_ps[name]], [threshold], marker="x", color=line.get_color(), ms=8)
+    ax.axhline(threshold, color="k", ls=":", lw=1, label=f"trust level {threshold:g} eV/Å")
+    ax.set_yscale("log")
+    ax.set(xlabel="time (ps)", ylabel="max force deviation (eV/Å)",
+           title="ensemble model deviation (dashed: collapse)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

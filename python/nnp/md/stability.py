@@ -47,6 +47,9 @@ class Protocol:
     damping_fs: float = 100.0  # Nosé–Hoover time constant
     nve_ps: float = 0.0  # > 0: after a stable NVT run, this long in NVE to measure the energy drift
     pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))
+    ensemble: tuple = ()  # extra model files: record the model deviation (pair_style nnp ensemble)
+    deviation_every: int = 10  # steps between deviation samples (out_freq)
+    deviation_threshold: float = 0.15  # eV/Å: the trust level whose first crossing is reported
 
 
 def molecule_protocol(**overrides) -> Protocol:
@@ -67,9 +70,12 @@ class Trajectory:
     frames: list = field(default_factory=list, repr=False)  # sampled Atoms of the stable part
     window_errors: list = field(default_factory=list)  # water: RDF error of every window
     nve_drift: float | None = None  # eV/atom/ps, |E_end - E_start| over the NVE segment
+    deviation: list = field(default_factory=list, repr=False)  # ensemble: model_devi.out rows
 
 
-def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path) -> list[str]:
+def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path,
+           deviation_file: Path | None = None) -> list[str]:
+    from .deviation import ensemble_arguments
     from .run import write_lammps_data
 
     present = [s for s in species if s in set(atoms.get_chemical_symbols())]
@@ -83,8 +89,11 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
     write_lammps_data(atoms, data, present)
     boundary = "p p p" if protocol.system == "water" else "f f f"  # molecule: fixed box, 50 Å vacuum
     dt = protocol.timestep_fs / 1000.0
+    style = "nnp"
+    if protocol.ensemble:
+        style += " " + ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
     for line in ("units metal", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}",
-                 f"read_data {data}", "pair_style nnp", f"pair_coeff * * {model} {' '.join(present)}",
+                 f"read_data {data}", f"pair_style {style}", f"pair_coeff * * {model} {' '.join(present)}",
                  "neighbor 1.0 bin", f"comm_modify cutoff {protocol.rdf_r_max + 2.0}", f"timestep {dt}",
                  f"velocity all create {protocol.temperature} {seed} mom yes rot yes dist gaussian",
                  f"fix nvt all nvt temp {protocol.temperature} {protocol.temperature} {protocol.damping_fs / 1000.0}",
@@ -126,9 +135,11 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
     total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
     lmp = make_lammps()
     traj = Trajectory(index=index, steps=0, time_ps=0.0, collapsed=False, reason="stable for the full run")
+    deviation_dir = tempfile.TemporaryDirectory() if protocol.ensemble else None
+    deviation_file = Path(deviation_dir.name) / "model_devi.out" if deviation_dir else None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            types = _setup(lmp, start, str(model), species, protocol, seed, Path(tmp))
+            types = _setup(lmp, start, str(model), species, protocol, seed, Path(tmp), deviation_file)
         if protocol.system == "molecule":
             lmp.command(f"compute bd all bond/deviation {' '.join(types)}")
             lmp.command("variable dev equal c_bd")
@@ -176,6 +187,11 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             traj.nve_drift = _nve_drift(lmp, protocol)
     finally:
         lmp.close()
+        if deviation_dir:
+            from .deviation import read_model_devi
+
+            traj.deviation = read_model_devi(deviation_file).tolist()
+            deviation_dir.cleanup()
     return traj
 
 
@@ -211,6 +227,10 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     from ..plotting import plot_overlay, plot_survival
 
     load_exported(model)  # a missing or foreign model file fails here, before any trajectory starts
+    if protocol.ensemble:
+        from .deviation import check_members
+
+        check_members(model, protocol.ensemble)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)
@@ -239,6 +259,8 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
     plots = [plot_survival({name: times.tolist()}, protocol.time_ps, output_dir / "survival.png")]
+    if protocol.ensemble:
+        plots.append(_record_deviation(trajectories, protocol, summary, output_dir))
     if stable_frames and protocol.system == "molecule":
         r, h = distance_histogram(stable_frames)
         _, h_ref = distance_histogram(reference)
@@ -264,10 +286,33 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     return summary
 
 
+def _record_deviation(trajectories: list[Trajectory], protocol: Protocol, summary: dict, output_dir: Path) -> Path:
+    """Ensemble runs: deviation traces (deviation.npz), first crossing of the trust level, plot."""
+    from ..plotting import plot_deviation
+    from .deviation import COLUMNS, crossing_summary
+
+    traces = {t.index: np.array(t.deviation).reshape(-1, len(COLUMNS)) for t in trajectories}
+    np.savez(output_dir / "deviation.npz", columns=np.array(COLUMNS),
+             **{f"trajectory_{k}": trace for k, trace in traces.items()})
+    for entry, t in zip(summary["trajectories"], trajectories):
+        entry.update(crossing_summary(traces[t.index], protocol.deviation_threshold, protocol.timestep_fs,
+                                      t.collapsed, t.steps))
+    ps = protocol.timestep_fs / 1000.0
+    return plot_deviation({t.index: (traces[t.index][:, 0] * ps, traces[t.index][:, 1]) for t in trajectories},
+                          {t.index: t.time_ps if t.collapsed else None for t in trajectories},
+                          protocol.deviation_threshold, output_dir / "deviation.png")
+
+
 def format_stability_table(summary: dict) -> str:
     lines = [f"{'traj':>5}{'time (ps)':>12}  outcome"]
     for t in summary["trajectories"]:
         lines.append(f"{t['index']:>5}{t['time_ps']:>12.2f}  {t['reason']}")
+        if "deviation_threshold" in t:
+            crossed = ("never" if t["first_exceeds_step"] is None else
+                       f"at step {t['first_exceeds_step']} ({t['first_exceeds_ps']:.3f} ps)")
+            lead = t["warning_steps_before_collapse"]
+            lines.append(f"{'':>17}max_devi_f > {t['deviation_threshold']:g} eV/Å {crossed}"
+                         + ("" if lead is None else f", {lead} steps before collapse"))
     lines.append(f"median {summary['median_time_ps']:.2f} ps (min {summary['min_time_ps']:.2f}, "
                  f"max {summary['max_time_ps']:.2f}); stable for the full run: {100 * summary['stable_fraction']:.0f}%")
     return "\n".join(lines)
