@@ -52,7 +52,9 @@ def test_bonds_are_mdsims_ase_neighbor_list_and_reference_lengths_are_dataset_me
 @pytest.mark.parametrize("kind", ["egnn", "gemnet_t"])
 def test_replicas_equal_single_runs_and_removal_leaves_the_others_alone(tmp_path, aspirin, kind):
     model = aspirin_model(tmp_path / "m.nnp.pt", kind)
-    protocol = molecule_protocol(time_ps=0.06, check_every=10, bond_tolerance=2.0)  # 120 steps
+    # 120 steps; the random published GemNet-T (fitted-scale architecture) drifts more gently than the EGNN,
+    # so its tolerance is tighter to get collapses at different steps
+    protocol = molecule_protocol(time_ps=0.06, check_every=10, bond_tolerance=1.0 if kind == "gemnet_t" else 2.0)
     seeds = [11, 12, 13, 14]
     starts = [aspirin[0], aspirin[0], aspirin[5], aspirin[0]]
     batch = run_replicas(model, starts, seeds, protocol, aspirin, record_every=10)
