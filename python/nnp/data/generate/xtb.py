@@ -13,6 +13,8 @@ the energy, and drops frames with a failed SCF or an exploded geometry, counting
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +65,22 @@ def g2_molecules(min_atoms: int = 2) -> list[tuple[str, Atoms]]:
 
 @dataclass
 class Segment:
-    """One MD trajectory to sample."""
+    """One MD trajectory to sample; ``atoms`` may be a function building the start (called when reached)."""
 
     label: str
-    atoms: Atoms
+    atoms: Atoms | Callable[[], Atoms]
     temperature: float
     frames: int
+
+    def start(self) -> Atoms:
+        return self.atoms() if callable(self.atoms) else self.atoms
+
+
+def segments_digest(segments: Sequence[Segment]) -> dict:
+    """Count, total frames and SHA-256 of (label, temperature, frames) of every segment: a compact resume key."""
+    listing = json.dumps([(s.label, s.temperature, s.frames) for s in segments]).encode()
+    return {"count": len(segments), "frames": sum(s.frames for s in segments),
+            "sha256": hashlib.sha256(listing).hexdigest()}
 
 
 def exploded(atoms: Atoms, reference_bonds: tuple[np.ndarray, np.ndarray, np.ndarray], tolerance: float = 1.0) -> bool:
@@ -111,13 +123,20 @@ def sample_md(
     check_every: int = 100,
     progress: bool = True,
     calculator: Callable = xtb_calculator,
+    compact_parameters: bool = False,
+    extra_parameters: dict | None = None,
 ) -> Path:
-    """Langevin NVT MD with xTB over ``segments``, one frame every ``interval`` steps, resumable."""
+    """Langevin NVT MD with xTB over ``segments``, one frame every ``interval`` steps, resumable.
+
+    ``compact_parameters``: record the segments in the resume key by count and digest instead of listing
+    them (thousands of segments); ``extra_parameters`` are added to the resume key.
+    """
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-    parameters = {"name": name, "segments": [(s.label, s.temperature, s.frames) for s in segments],
+    listed = segments_digest(segments) if compact_parameters else [(s.label, s.temperature, s.frames) for s in segments]
+    parameters = {"name": name, "segments": listed, **(extra_parameters or {}),
                   "timestep_fs": timestep_fs, "interval": interval, "equilibration_steps": equilibration_steps,
                   "seed": seed, "friction_per_fs": friction_per_fs}
     out = ResumableTrajectory(output, parameters)
@@ -135,10 +154,11 @@ def sample_md(
         rng.bit_generator.state = state["rng"]
     while state["segment"] < len(segments):
         segment = segments[state["segment"]]
-        atoms = segment.atoms.copy()
+        start = segment.start()
+        atoms = start.copy()
         atoms.set_constraint(FixCom())
         atoms.calc = calculator()
-        reference = reference_bonds(segment.atoms)
+        reference = reference_bonds(start)
         if state["positions"] is not None:
             atoms.positions = np.array(state["positions"])
             atoms.set_velocities(np.array(state["velocities"]))
@@ -190,6 +210,8 @@ def sample_md(
         "dataset": name,
         "level_of_theory": LEVEL_OF_THEORY,
         "sampling": "Langevin NVT (ASE), frames every `interval` steps after `equilibration_steps`",
+        "equilibration_steps": equilibration_steps,
+        "friction_per_fs": friction_per_fs,
         "temperatures_K": sorted({s.temperature for s in segments}),
         "timestep_fs": timestep_fs,
         "sampling_interval_steps": interval,
