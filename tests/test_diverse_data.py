@@ -128,3 +128,17 @@ def test_resume_checks_file_and_parameters(tmp_path):
     path.write_text(text[: len(text) // 2])
     with pytest.raises(ValueError, match="file was modified"):
         generate_diverse_xtb(path, n_molecules=1, frames_per_molecule=2, max_heavy_atoms=3, progress=False)
+
+
+def test_shards_partition_the_molecules_and_pack_together(tmp_path):
+    common = dict(n_molecules=3, frames_per_molecule=1, temperatures=(500.0,), max_heavy_atoms=3, progress=False)
+    paths = [generate_diverse_xtb(tmp_path / f"shard{k}.extxyz", shard=k, shards=2, **common) for k in range(2)]
+    systems = [[f.info["system"].split("@")[0] for f in ase.io.read(p, ":")] for p in paths]
+    assert len(systems[0]) == 2 and len(systems[1]) == 1
+    assert systems[0] + systems[1] != random_molecules(3, seed=0, max_heavy_atoms=3).smiles  # interleaved
+    assert sorted(systems[0] + systems[1]) == sorted(random_molecules(3, seed=0, max_heavy_atoms=3).smiles)
+    card = json.loads(paths[1].with_name(paths[1].name + ".card.json").read_text())
+    assert card["parameters"]["shard"] == [1, 2] and card["composition"]["molecules"] == 1
+    assert PackedDataset(pack_dataset(paths, tmp_path / "all.pack", progress=False)).metadata["n_frames"] == 3
+    with pytest.raises(ValueError, match="shard must be"):
+        generate_diverse_xtb(tmp_path / "bad.extxyz", shard=2, shards=2, **common)

@@ -76,6 +76,8 @@ def _add_data(sub) -> None:
     g.add_argument("--temperatures", type=float, nargs="+", default=None, help="diverse-xtb: K (500 1000)")
     g.add_argument("--equilibration-steps", type=int, default=None,
                    help="diverse-xtb: MD steps before the first frame of each molecule and temperature (20)")
+    g.add_argument("--shard", type=int, nargs=2, default=None, metavar=("I", "N"),
+                   help="diverse-xtb: sample only molecules with index %% N == I (parallel processes, separate outputs)")
     g.add_argument("--card-only", action="store_true",
                    help="diverse-xtb: write the card of the frames generated so far (run unfinished or still going)")
     g.add_argument("--max-molecules", type=int, default=None, help="g2-xtb: use only the first N G2 molecules")
@@ -236,6 +238,8 @@ def cmd_data_generate(args) -> int:
 
         common = given(n_molecules=args.molecules, frames_per_molecule=args.frames_per_molecule,
                        temperatures=args.temperatures)
+        if args.shard:
+            common.update(shard=args.shard[0], shards=args.shard[1])
         if args.card_only:
             card = diverse.write_partial_card(args.output, seed=args.seed, **common)
             print(f"wrote {card} and {card.with_suffix('.md')}")

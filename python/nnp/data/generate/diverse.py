@@ -53,10 +53,16 @@ def split_frames(frames_per_molecule: int, temperatures: Sequence[float]) -> lis
 
 
 def diverse_segments(smiles: Sequence[str], frames_per_molecule: int, temperatures: Sequence[float],
-                     seed: int) -> list[Segment]:
-    """One segment per molecule and temperature; conformers are built only when the MD reaches them."""
+                     seed: int, shard: int = 0, shards: int = 1) -> list[Segment]:
+    """One segment per molecule (of this shard: index % shards == shard) and temperature.
+
+    Conformers are built only when the MD reaches them; their seeds depend on the molecule's index in the
+    whole list, so a molecule starts from the same conformer whichever shard samples it.
+    """
     segments = []
     for m, s in enumerate(smiles):
+        if m % shards != shard:
+            continue
         for t, (temperature, frames) in enumerate(zip(temperatures, split_frames(frames_per_molecule, temperatures))):
             if frames == 0:
                 continue
@@ -67,36 +73,44 @@ def diverse_segments(smiles: Sequence[str], frames_per_molecule: int, temperatur
 
 
 def _plan(n_molecules: int, frames_per_molecule: int, temperatures: Sequence[float], seed: int,
-          max_heavy_atoms: int) -> tuple[Enumeration, float, list[Segment], dict]:
-    """Molecules, their segments and the resume-key entries of a diverse-xtb run."""
+          max_heavy_atoms: int, shard: int = 0, shards: int = 1) -> tuple[Enumeration, float, list[Segment], dict]:
+    """Molecules, their segments and the resume-key entries of a diverse-xtb run (or of one shard of it)."""
     if frames_per_molecule < 1 or not temperatures:
         raise ValueError("need frames_per_molecule >= 1 and at least one temperature")
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in 0..{shards - 1}, got {shard} of {shards}")
     tick = time.monotonic()
     enumeration = random_molecules(n_molecules, seed=seed, max_heavy_atoms=max_heavy_atoms)
     seconds = time.monotonic() - tick
-    segments = diverse_segments(enumeration.smiles, frames_per_molecule, temperatures, seed)
+    segments = diverse_segments(enumeration.smiles, frames_per_molecule, temperatures, seed, shard, shards)
     extra = {"molecules": n_molecules, "frames_per_molecule": frames_per_molecule,
              "max_heavy_atoms": max_heavy_atoms, "temperatures_K": [float(t) for t in temperatures]}
+    if shards > 1:
+        extra["shard"] = [shard, shards]
     return enumeration, seconds, segments, extra
 
 
 def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
                          temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0, interval: int = 5,
                          equilibration_steps: int = 20, max_heavy_atoms: int = 9, friction_per_fs: float = 0.02,
-                         check_every: int = 500, progress: bool = True) -> Path:
-    """Generate (or continue) the diverse set into ``output`` (extxyz) with its card; returns the path."""
+                         check_every: int = 500, shard: int = 0, shards: int = 1, progress: bool = True) -> Path:
+    """Generate (or continue) the diverse set into ``output`` (extxyz) with its card; returns the path.
+
+    ``shard``/``shards``: sample only the molecules with index % shards == shard (run the shards as separate
+    processes into separate outputs, then pack them together).
+    """
     enumeration, seconds, segments, extra = _plan(n_molecules, frames_per_molecule, temperatures, seed,
-                                                  max_heavy_atoms)
+                                                  max_heavy_atoms, shard, shards)
     path = sample_md(output, segments, NAME, timestep_fs=0.5, interval=interval,
-                     equilibration_steps=equilibration_steps, seed=seed, friction_per_fs=friction_per_fs,
-                     check_every=check_every, progress=progress, compact_parameters=True, extra_parameters=extra)
-    _complete_card(path, enumeration, seconds, seed, complete=True)
+                     equilibration_steps=equilibration_steps, seed=seed + 1_000_003 * shard,
+                     friction_per_fs=friction_per_fs, check_every=check_every, progress=progress, compact_parameters=True, extra_parameters=extra)
+    _complete_card(path, enumeration, seconds, seed, complete=True, segments=segments)
     return path
 
 
 def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
                        temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0,
-                       max_heavy_atoms: int = 9) -> Path:
+                       max_heavy_atoms: int = 9, shard: int = 0, shards: int = 1) -> Path:
     """Card of the frames an unfinished (or still running) generation has written so far."""
     from .xtb import segments_digest
 
@@ -105,7 +119,8 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_m
     if not state_path.exists():
         raise FileNotFoundError(f"{state_path} not found: no generation into {path} to describe")
     state = json.loads(state_path.read_text())
-    enumeration, seconds, segments, _ = _plan(n_molecules, frames_per_molecule, temperatures, seed, max_heavy_atoms)
+    enumeration, seconds, segments, _ = _plan(n_molecules, frames_per_molecule, temperatures, seed, max_heavy_atoms,
+                                              shard, shards)
     parameters = state["parameters"]
     if parameters.get("segments") != json.loads(json.dumps(segments_digest(segments))):
         raise ValueError(f"{path} was generated with other molecules/frames/temperatures/seed than asked for")
@@ -121,15 +136,20 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_m
                                     "max_abs_error_eV_per_A": state["fd_max_error"]},
         "generation_seconds": state["seconds"],
     })
-    return _complete_card(path, enumeration, seconds, seed, complete=False, max_frames=state["frames"])
+    return _complete_card(path, enumeration, seconds, seed, complete=False, max_frames=state["frames"],
+                          segments=segments)
 
 
 def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: float, seed: int, complete: bool,
-                   max_frames: int | None = None) -> Path:
-    """Add composition, exclusions and frame statistics to the card; write its Markdown rendering."""
+                   segments: Sequence[Segment], max_frames: int | None = None) -> Path:
+    """Add composition, exclusions and frame statistics to the card; write its Markdown rendering.
+
+    Composition describes the molecules this output samples (its shard); the SMILES file lists them.
+    """
     out = ResumableTrajectory(path, {})
     molecules_file = path.with_name(path.name + ".molecules.json")
-    molecules_file.write_text(json.dumps(enumeration.smiles, indent=0))
+    mine = list(dict.fromkeys(s.label.rsplit("@", 1)[0] for s in segments))
+    molecules_file.write_text(json.dumps(mine, indent=0))
     out.update_card({
         "complete": complete,
         "level_of_theory": LEVEL_OF_THEORY,
@@ -143,7 +163,7 @@ def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: fl
         "exclusions": [{"canonical_smiles": s, "times_drawn": n,
                         "reason": "aspirin: held-out benchmark molecule" if s == canonical_smiles(ASPIRIN) else "excluded"}
                        for s, n in enumeration.excluded.items()],
-        "composition": composition(enumeration.smiles),
+        "composition": composition(mine),
         **frame_statistics(path, max_frames),
     })
     write_markdown_card(out.card_path)
@@ -194,8 +214,8 @@ def write_markdown_card(card_path: str | Path) -> Path:
     card = json.loads(card_path.read_text())
     stats, comp = card["frame_statistics"], card["composition"]
     lines = [f"# {card['dataset']}", "",
-             f"{stats['frames']} frames of {comp['molecules']} distinct molecules "
-             f"({stats.get('distinct_molecules_in_frames', 0)} sampled so far), "
+             f"{stats['frames']} frames; {stats.get('distinct_molecules_in_frames', 0)} of {comp['molecules']} "
+             f"distinct molecules sampled{'' if card.get('complete') else ' so far (unfinished)'}; "
              f"{card['level_of_theory']}.", "",
              f"How made: {card['how_made']}. Temperatures {card['temperatures_K']} K, timestep "
              f"{card['timestep_fs']} fs, a frame every {card['sampling_interval_steps']} steps after "
