@@ -18,7 +18,8 @@ from rdkit import Chem
 
 from nnp.cli import main
 from nnp.data.generate.diverse import generate_diverse_xtb, write_partial_card
-from nnp.data.generate.molecule_graphs import ASPIRIN, canonical_smiles, composition, random_molecules
+from nnp.data.generate.molecule_graphs import ASPIRIN, canonical_smiles, composition, embeds, random_molecules
+from nnp.data.generate.xtb import Segment, sample_md
 from nnp.data.pack import PackedDataset, pack_dataset
 
 SMALL = dict(n_molecules=2, frames_per_molecule=4, max_heavy_atoms=4, seed=3, progress=False)
@@ -43,6 +44,24 @@ def test_random_molecules_are_valid_unique_and_deterministic():
     groups = stats["molecules_with_functional_group"]
     assert min(groups[g] for g in ("alcohol", "ether", "carbonyl", "amine", "halide", "alkene")) > 0
     assert set(stats["molecules_containing_element"]) == {"H", "C", "N", "O", "F", "S", "Cl"}
+    assert embeds("CCO") and not embeds("Oc1c2ccnc1CC2")  # a bridged benzene has no 3D structure
+
+
+def test_a_molecule_that_keeps_failing_is_given_up_not_looped_on(tmp_path):
+    from tblite.ase import TBLite
+
+    from nnp.data.generate.diverse import conformer
+
+    def one_scf_iteration():  # a real calculator whose SCF cannot converge
+        return TBLite(method="GFN2-xTB", verbosity=0, accuracy=0.01, max_iterations=1)
+
+    segments = [Segment("ethanol", lambda: conformer("CCO", 1), 500.0, 3)]
+    path = sample_md(tmp_path / "fail.extxyz", segments, "fail", interval=2, equilibration_steps=4, progress=False,
+                     calculator=one_scf_iteration, max_failures=5)
+    card = json.loads(path.with_name(path.name + ".card.json").read_text())
+    assert card["frames"] == 0 and path.read_text() == ""
+    assert card["failed_equilibrations"] == 1 and card["dropped_failed_scf"] == 5
+    assert card["skipped_segments"] == 1 and card["skipped_frames"] == 3
 
 
 def test_excluded_molecules_are_never_returned():

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .molecule_graphs import ASPIRIN, Enumeration, canonical_smiles, composition, random_molecules
+from .molecule_graphs import ASPIRIN, EMBED_CHECK_SEED, Enumeration, canonical_smiles, composition, random_molecules
 from .resumable import ResumableTrajectory
 from .xtb import LEVEL_OF_THEORY, Segment, sample_md
 
@@ -39,8 +39,11 @@ def conformer(smiles: str, seed: int) -> Atoms:
         params.useRandomCoords = attempt > 0
         if AllChem.EmbedMolecule(mol, params) == 0:
             break
-    else:
-        raise RuntimeError(f"RDKit could not embed {smiles} in 3D ({EMBED_ATTEMPTS} attempts from seed {seed})")
+    else:  # the enumeration checked that this seed embeds
+        params = AllChem.ETKDGv3()
+        params.randomSeed = EMBED_CHECK_SEED
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise RuntimeError(f"RDKit could not embed {smiles} in 3D ({EMBED_ATTEMPTS} attempts from seed {seed})")
     if AllChem.MMFFHasAllMoleculeParams(mol):
         AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
     return Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
@@ -132,6 +135,7 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_m
         "seed": parameters["seed"], "frames": state["frames"], "systems": len(segments),
         "segments_completed": state["segment"],
         "dropped_failed_scf": state["dropped_scf"], "dropped_exploded_geometry": state["dropped_geometry"],
+        **{key: state.get(key, 0) for key in ("failed_equilibrations", "skipped_segments", "skipped_frames")},
         "finite_difference_check": {"frames_checked": state["fd_checked"],
                                     "max_abs_error_eV_per_A": state["fd_max_error"]},
         "generation_seconds": state["seconds"],
@@ -221,7 +225,9 @@ def write_markdown_card(card_path: str | Path) -> Path:
              f"{card['timestep_fs']} fs, a frame every {card['sampling_interval_steps']} steps after "
              f"{card['equilibration_steps']} equilibration steps, seed {card['seed']}.", "",
              f"Dropped: {card['dropped_failed_scf']} failed SCF, {card['dropped_exploded_geometry']} exploded "
-             f"geometries. Finite-difference force check: {card['finite_difference_check']['frames_checked']} "
+             f"geometries; {card.get('failed_equilibrations', 0)} failed equilibrations, "
+             f"{card.get('skipped_segments', 0)} molecule/temperature runs given up "
+             f"({card.get('skipped_frames', 0)} frames). Finite-difference force check: {card['finite_difference_check']['frames_checked']} "
              f"frames, max error {card['finite_difference_check']['max_abs_error_eV_per_A']:.1e} eV/Å. "
              f"Generation: {card['generation_seconds']:.0f} s. Command: `{card.get('command')}`.", "",
              "Exclusions: " + "; ".join(f"{x['canonical_smiles']} ({x['reason']}, drawn {x['times_drawn']}x)"

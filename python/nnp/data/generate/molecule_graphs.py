@@ -3,7 +3,8 @@
 A molecule is a random heavy-atom graph -- a random spanning tree plus a few ring closures, bond orders
 raised where both valences allow -- sanitized by RDKit, saturated with hydrogens, neutral and
 closed-shell (even electron count). Molecules are unique by canonical SMILES, excluded molecules
-(aspirin, for the held-out MD17-like benchmark) are never returned, and the list depends only on the seed.
+(aspirin, for the held-out MD17-like benchmark) are never returned, every molecule embeds in 3D with
+ETKDG, and the list depends only on the seed.
 """
 
 from __future__ import annotations
@@ -173,6 +174,19 @@ def _to_smiles(elements: list[str], bonds: dict) -> tuple[str | None, str]:
     return Chem.MolToSmiles(mol), ""
 
 
+EMBED_CHECK_SEED = 0x5EED
+
+
+def embeds(smiles: str, seed: int = EMBED_CHECK_SEED) -> bool:
+    """Whether RDKit's ETKDG finds 3D coordinates (impossible bridged rings, for instance, do not embed)."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    return AllChem.EmbedMolecule(Chem.AddHs(Chem.MolFromSmiles(smiles)), params) == 0
+
+
 def random_molecules(n: int, seed: int = 0, max_heavy_atoms: int = 9, exclude: tuple[str, ...] = (ASPIRIN,),
                      max_attempts: int | None = None) -> Enumeration:
     """``n`` distinct random molecules (canonical SMILES) with 1..``max_heavy_atoms`` heavy atoms."""
@@ -206,7 +220,10 @@ def random_molecules(n: int, seed: int = 0, max_heavy_atoms: int = 9, exclude: t
             rejected["duplicate"] += 1
         else:
             seen.add(smiles)
-            found.append(smiles)
+            if embeds(smiles):
+                found.append(smiles)
+            else:
+                rejected["no_3d_embedding"] += 1
     return Enumeration(found, attempts, rejected, excluded)
 
 

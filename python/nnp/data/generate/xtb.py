@@ -125,11 +125,14 @@ def sample_md(
     calculator: Callable = xtb_calculator,
     compact_parameters: bool = False,
     extra_parameters: dict | None = None,
+    max_failures: int = 20,
 ) -> Path:
     """Langevin NVT MD with xTB over ``segments``, one frame every ``interval`` steps, resumable.
 
     ``compact_parameters``: record the segments in the resume key by count and digest instead of listing
-    them (thousands of segments); ``extra_parameters`` are added to the resume key.
+    them (thousands of segments); ``extra_parameters`` are added to the resume key. A segment whose frames
+    fail ``max_failures`` times in a row (SCF failure or broken geometry) is given up and counted in the card;
+    an equilibration that fails restarts the frames from the starting structure.
     """
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -146,6 +149,8 @@ def sample_md(
         state = {"segment": 0, "segment_frames": 0, "frames": 0, "dropped_scf": 0, "dropped_geometry": 0,
                  "fd_checked": 0, "fd_max_error": 0.0, "positions": None, "velocities": None, "rng": None,
                  "seconds": 0.0}
+    for key in ("failed_equilibrations", "skipped_segments", "skipped_frames"):  # absent in older state files
+        state.setdefault(key, 0)
     total = sum(s.frames for s in segments)
     bar = tqdm(total=total, initial=state["frames"], desc=name, unit="frame", disable=not progress)
     tick = time.monotonic()
@@ -170,9 +175,23 @@ def sample_md(
         dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=segment.temperature,
                        friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
         if state["positions"] is None and equilibration_steps:
-            dyn.run(equilibration_steps)
+            try:
+                dyn.run(equilibration_steps)
+                broken = exploded(atoms, reference)
+            except Exception:  # SCF failure while equilibrating
+                broken = True
+            if broken:  # start the frames from the starting structure instead, with fresh velocities
+                state["failed_equilibrations"] += 1
+                atoms.positions = start.positions
+                MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
         good = (atoms.positions.copy(), atoms.get_velocities().copy())
+        failures = 0  # in a row: a molecule that keeps breaking apart is given up after max_failures
         while state["segment_frames"] < segment.frames:
+            if failures >= max_failures:
+                state["skipped_segments"] += 1
+                state["skipped_frames"] += segment.frames - state["segment_frames"]
+                bar.update(segment.frames - state["segment_frames"])
+                break
             try:
                 dyn.run(interval)
                 energy, forces = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
@@ -183,6 +202,7 @@ def sample_md(
                 state["dropped_scf"] += 1
                 failed = True
             if failed:  # restart from the last good frame with fresh velocities
+                failures += 1
                 atoms.positions, _ = good
                 MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
                 continue
@@ -197,6 +217,7 @@ def sample_md(
             frame.info.update({"system": segment.label, "temperature_K": segment.temperature})
             frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
             good = (atoms.positions.copy(), atoms.get_velocities().copy())
+            failures = 0
             state["segment_frames"] += 1
             state["frames"] += 1
             state.update(positions=good[0].tolist(), velocities=good[1].tolist(), rng=rng.bit_generator.state,
@@ -220,6 +241,9 @@ def sample_md(
         "systems": len(segments),
         "dropped_failed_scf": state["dropped_scf"],
         "dropped_exploded_geometry": state["dropped_geometry"],
+        "failed_equilibrations": state["failed_equilibrations"],
+        "skipped_segments": state["skipped_segments"],
+        "skipped_frames": state["skipped_frames"],
         "finite_difference_check": {"frames_checked": state["fd_checked"],
                                     "max_abs_error_eV_per_A": state["fd_max_error"]},
         "generation_seconds": state["seconds"],
