@@ -106,7 +106,8 @@ def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, frames_per
                                                   max_heavy_atoms, shard, shards)
     path = sample_md(output, segments, NAME, timestep_fs=0.5, interval=interval,
                      equilibration_steps=equilibration_steps, seed=seed + 1_000_003 * shard,
-                     friction_per_fs=friction_per_fs, check_every=check_every, progress=progress, compact_parameters=True, extra_parameters=extra)
+                     friction_per_fs=friction_per_fs, check_every=check_every, progress=progress,
+                     compact_parameters=True, extra_parameters=extra)
     _complete_card(path, enumeration, seconds, seed, complete=True, segments=segments)
     return path
 
@@ -165,7 +166,8 @@ def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: fl
                                  "rejected": dict(enumeration.rejected), "seconds": enumeration_seconds,
                                  "smiles_file": molecules_file.name},
         "exclusions": [{"canonical_smiles": s, "times_drawn": n,
-                        "reason": "aspirin: held-out benchmark molecule" if s == canonical_smiles(ASPIRIN) else "excluded"}
+                        "reason": ("aspirin: held-out benchmark molecule" if s == canonical_smiles(ASPIRIN)
+                                   else "excluded")}
                        for s, n in enumeration.excluded.items()],
         "composition": composition(mine),
         **frame_statistics(path, max_frames),
@@ -227,7 +229,8 @@ def write_markdown_card(card_path: str | Path) -> Path:
              f"Dropped: {card['dropped_failed_scf']} failed SCF, {card['dropped_exploded_geometry']} exploded "
              f"geometries; {card.get('failed_equilibrations', 0)} failed equilibrations, "
              f"{card.get('skipped_segments', 0)} molecule/temperature runs given up "
-             f"({card.get('skipped_frames', 0)} frames). Finite-difference force check: {card['finite_difference_check']['frames_checked']} "
+             f"({card.get('skipped_frames', 0)} frames). Finite-difference force check: "
+             f"{card['finite_difference_check']['frames_checked']} "
              f"frames, max error {card['finite_difference_check']['max_abs_error_eV_per_A']:.1e} eV/Å. "
              f"Generation: {card['generation_seconds']:.0f} s. Command: `{card.get('command')}`.", "",
              "Exclusions: " + "; ".join(f"{x['canonical_smiles']} ({x['reason']}, drawn {x['times_drawn']}x)"

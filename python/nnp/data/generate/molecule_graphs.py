@@ -33,7 +33,7 @@ FUNCTIONAL_GROUPS = {
     "imine": "[CX3]=[NX2]",
     "alkene": "[CX3]=[CX3]",
     "alkyne": "[CX2]#[CX2]",
-    "aromatic_ring": "a1aaaaa1",
+    "aromatic_6_ring": "a1aaaaa1",
     "thiol_or_thioether": "[SX2]",
     "halide": "[F,Cl]",
     "N-N or N-O or O-O": "[N,O]-[N,O]",
@@ -158,7 +158,7 @@ def _to_smiles(elements: list[str], bonds: dict) -> tuple[str | None, str]:
     except Exception:
         return None, "sanitize"
     ring_info = mol.GetRingInfo()
-    for bond in mol.GetBonds():  # strained: triple bonds or cumulated double bonds in rings, multiple bonds in 3/4-rings
+    for bond in mol.GetBonds():  # strained: triple bonds in rings, multiple bonds in 3- and 4-rings
         if not bond.IsInRing():
             continue
         if bond.GetBondType() == Chem.BondType.TRIPLE:
