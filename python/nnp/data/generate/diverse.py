@@ -11,6 +11,7 @@ finite-difference force checks); the card adds composition, element counts and l
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -141,6 +142,9 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_m
                                     "max_abs_error_eV_per_A": state["fd_max_error"]},
         "generation_seconds": state["seconds"],
     })
+    if sys.argv and sys.argv[0].endswith("nnp") and "--card-only" in sys.argv:  # the command that makes the frames
+        out.update_card({"command": " ".join(a for a in sys.argv if a != "--card-only"),
+                         "card_command": " ".join(sys.argv)})
     return _complete_card(path, enumeration, seconds, seed, complete=False, max_frames=state["frames"],
                           segments=segments)
 
