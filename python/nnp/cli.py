@@ -70,15 +70,25 @@ def _add_data(sub) -> None:
         "generate", help="generate a dataset (resumable: re-run the same command to continue)",
         description="water-tip3p: classical flexible TIP3P water (LAMMPS). aspirin-xtb: GFN2-xTB NVT MD of aspirin "
                     "(500 K, 0.5 fs). g2-xtb: GFN2-xTB MD of ASE's G2 molecules at 300/600/1000 K. water-xtb: TIP3P "
-                    "frames relabelled with periodic GFN2-xTB.")
-    g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "g2-xtb", "water-xtb"], help="dataset to generate")
+                    "frames relabelled with periodic GFN2-xTB. diverse-xtb: GFN2-xTB MD (500/1000 K) of thousands of random small "
+                    "molecules (H C N O F S Cl, aspirin excluded), the large pretraining set (docs/datasets.md).")
+    g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "g2-xtb", "water-xtb", "diverse-xtb"], help="dataset to generate")
     g.add_argument("--output", required=True, help="extxyz file to write; a .card.json is written beside it")
     g.add_argument("--frames", type=int, default=None,
                    help="frames (g2-xtb: per molecule and temperature); defaults: tip3p 200, aspirin 10000, g2 50, water-xtb 200")
-    g.add_argument("--molecules", type=int, default=None, help="water molecules (tip3p 64, water-xtb 32)")
+    g.add_argument("--molecules", type=int, default=None, help="water molecules (tip3p 64, water-xtb 32); diverse-xtb: distinct molecules (4000)")
+    g.add_argument("--frames-per-molecule", type=int, default=None,
+                   help="diverse-xtb: frames per molecule, split over the temperatures (25)")
+    g.add_argument("--temperatures", type=float, nargs="+", default=None, help="diverse-xtb: K (500 1000)")
+    g.add_argument("--equilibration-steps", type=int, default=None,
+                   help="diverse-xtb: MD steps before the first frame of each molecule and temperature (20)")
+    g.add_argument("--shard", type=int, nargs=2, default=None, metavar=("I", "N"),
+                   help="diverse-xtb: sample only molecules with index %% N == I (parallel processes, separate outputs)")
+    g.add_argument("--card-only", action="store_true",
+                   help="diverse-xtb: write the card of the frames generated so far (run unfinished or still going)")
     g.add_argument("--max-molecules", type=int, default=None, help="g2-xtb: use only the first N G2 molecules")
     g.add_argument("--temperature", type=float, default=None, help="K (tip3p/water-xtb 300, aspirin 500)")
-    g.add_argument("--interval", type=int, default=None, help="MD steps between recorded frames (tip3p 20, xtb 10)")
+    g.add_argument("--interval", type=int, default=None, help="MD steps between recorded frames (tip3p 20, xtb 10, diverse-xtb 5)")
     g.add_argument("--source", default=None, help="water-xtb: TIP3P file to relabel (default: generate one)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--positions-only", action="store_true", help="water-tip3p: unlabelled frames for pretraining")
@@ -270,6 +280,19 @@ def cmd_data_generate(args) -> int:
     elif args.name == "g2-xtb":
         path = xtb.generate_g2_xtb(args.output, seed=args.seed, **given(
             frames_per_system=args.frames, max_molecules=args.max_molecules, interval=args.interval))
+    elif args.name == "diverse-xtb":
+        from .data.generate import diverse
+
+        common = given(n_molecules=args.molecules, frames_per_molecule=args.frames_per_molecule,
+                       temperatures=args.temperatures)
+        if args.shard:
+            common.update(shard=args.shard[0], shards=args.shard[1])
+        if args.card_only:
+            card = diverse.write_partial_card(args.output, seed=args.seed, **common)
+            print(f"wrote {card} and {card.with_suffix('.md')}")
+            return 0
+        path = diverse.generate_diverse_xtb(args.output, seed=args.seed, **common, **given(
+            interval=args.interval, equilibration_steps=args.equilibration_steps))
     else:
         source = args.source
         if source is None:

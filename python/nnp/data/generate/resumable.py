@@ -1,8 +1,10 @@
 """Resumable trajectory files: frames are appended one at a time next to a small state file.
 
 ``<output>`` is an extxyz file; ``<output>.state.json`` records how many frames are complete and
-everything needed to continue the run exactly (positions, velocities, RNG state, step); it is
-written atomically after each frame. ``<output>.card.json`` is the dataset card.
+everything needed to continue the run exactly (positions, velocities, RNG state, step) and the byte
+length of the extxyz after that frame; it is written atomically after each frame. Resuming truncates
+the extxyz to that length (a half-written frame) without parsing it, so it costs the same for 10 or
+10^6 frames. ``<output>.card.json`` is the dataset card.
 """
 
 from __future__ import annotations
@@ -45,11 +47,20 @@ class ResumableTrajectory:
                 f"{self.path} was generated with different parameters {state.get('parameters')}; "
                 "choose another output file or delete it to start over"
             )
-        frames = ase.io.read(self.path, index=":", format="extxyz") if self.path.stat().st_size else []
+        size = self.path.stat().st_size
+        if "bytes" in state:  # fast path: the length the file had when the state was saved
+            if size < state["bytes"]:
+                raise ValueError(f"{self.path} is {size} bytes but its state says {state['bytes']} "
+                                 f"({state['frames']} frames): the file was modified; delete it to start over")
+            if size > state["bytes"]:  # killed between writing a frame and saving the state
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(state["bytes"])
+            return state
+        frames = ase.io.read(self.path, index=":", format="extxyz") if size else []  # older state files
         if len(frames) < state["frames"]:
             raise ValueError(f"{self.path} holds {len(frames)} frames but its state says {state['frames']}: "
                              "the file was modified; delete it to start over")
-        if len(frames) > state["frames"]:  # killed between writing a frame and saving the state
+        if len(frames) > state["frames"]:
             ase.io.write(self.path, frames[: state["frames"]], format="extxyz")
         return state
 
@@ -63,7 +74,14 @@ class ResumableTrajectory:
             ase.io.write(handle, atoms, format="extxyz")
             handle.flush()
             os.fsync(handle.fileno())
-        _atomic_write_text(self.state_path, json.dumps({**state, "parameters": self.parameters}))
+            size = handle.tell()
+        _atomic_write_text(self.state_path, json.dumps({**state, "parameters": self.parameters, "bytes": size}))
+
+    def update_card(self, extra: dict[str, Any]) -> Path:
+        """Add entries to the existing card (e.g. statistics computed from the finished file)."""
+        card = json.loads(self.card_path.read_text())
+        _atomic_write_text(self.card_path, json.dumps({**card, **extra}, indent=2, default=str, ensure_ascii=False))
+        return self.card_path
 
     def write_card(self, card: dict[str, Any]) -> Path:
         full = {

@@ -13,6 +13,8 @@ the energy, and drops frames with a failed SCF or an exploded geometry, counting
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +65,22 @@ def g2_molecules(min_atoms: int = 2) -> list[tuple[str, Atoms]]:
 
 @dataclass
 class Segment:
-    """One MD trajectory to sample."""
+    """One MD trajectory to sample; ``atoms`` may be a function building the start (called when reached)."""
 
     label: str
-    atoms: Atoms
+    atoms: Atoms | Callable[[], Atoms]
     temperature: float
     frames: int
+
+    def start(self) -> Atoms:
+        return self.atoms() if callable(self.atoms) else self.atoms
+
+
+def segments_digest(segments: Sequence[Segment]) -> dict:
+    """Count, total frames and SHA-256 of (label, temperature, frames) of every segment: a compact resume key."""
+    listing = json.dumps([(s.label, s.temperature, s.frames) for s in segments]).encode()
+    return {"count": len(segments), "frames": sum(s.frames for s in segments),
+            "sha256": hashlib.sha256(listing).hexdigest()}
 
 
 def exploded(atoms: Atoms, reference_bonds: tuple[np.ndarray, np.ndarray, np.ndarray], tolerance: float = 1.0) -> bool:
@@ -111,13 +123,23 @@ def sample_md(
     check_every: int = 100,
     progress: bool = True,
     calculator: Callable = xtb_calculator,
+    compact_parameters: bool = False,
+    extra_parameters: dict | None = None,
+    max_failures: int = 20,
 ) -> Path:
-    """Langevin NVT MD with xTB over ``segments``, one frame every ``interval`` steps, resumable."""
+    """Langevin NVT MD with xTB over ``segments``, one frame every ``interval`` steps, resumable.
+
+    ``compact_parameters``: record the segments in the resume key by count and digest instead of listing
+    them (thousands of segments); ``extra_parameters`` are added to the resume key. A segment whose frames
+    fail ``max_failures`` times in a row (SCF failure or broken geometry) is given up and counted in the card;
+    an equilibration that fails restarts the frames from the starting structure.
+    """
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 
-    parameters = {"name": name, "segments": [(s.label, s.temperature, s.frames) for s in segments],
+    listed = segments_digest(segments) if compact_parameters else [(s.label, s.temperature, s.frames) for s in segments]
+    parameters = {"name": name, "segments": listed, **(extra_parameters or {}),
                   "timestep_fs": timestep_fs, "interval": interval, "equilibration_steps": equilibration_steps,
                   "seed": seed, "friction_per_fs": friction_per_fs}
     out = ResumableTrajectory(output, parameters)
@@ -127,6 +149,8 @@ def sample_md(
         state = {"segment": 0, "segment_frames": 0, "frames": 0, "dropped_scf": 0, "dropped_geometry": 0,
                  "fd_checked": 0, "fd_max_error": 0.0, "positions": None, "velocities": None, "rng": None,
                  "seconds": 0.0}
+    for key in ("failed_equilibrations", "skipped_segments", "skipped_frames"):  # absent in older state files
+        state.setdefault(key, 0)
     total = sum(s.frames for s in segments)
     bar = tqdm(total=total, initial=state["frames"], desc=name, unit="frame", disable=not progress)
     tick = time.monotonic()
@@ -135,10 +159,11 @@ def sample_md(
         rng.bit_generator.state = state["rng"]
     while state["segment"] < len(segments):
         segment = segments[state["segment"]]
-        atoms = segment.atoms.copy()
+        start = segment.start()
+        atoms = start.copy()
         atoms.set_constraint(FixCom())
         atoms.calc = calculator()
-        reference = reference_bonds(segment.atoms)
+        reference = reference_bonds(start)
         if state["positions"] is not None:
             atoms.positions = np.array(state["positions"])
             atoms.set_velocities(np.array(state["velocities"]))
@@ -150,9 +175,23 @@ def sample_md(
         dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=segment.temperature,
                        friction=friction_per_fs / units.fs, rng=rng, fixcm=False)
         if state["positions"] is None and equilibration_steps:
-            dyn.run(equilibration_steps)
+            try:
+                dyn.run(equilibration_steps)
+                broken = exploded(atoms, reference)
+            except Exception:  # SCF failure while equilibrating
+                broken = True
+            if broken:  # start the frames from the starting structure instead, with fresh velocities
+                state["failed_equilibrations"] += 1
+                atoms.positions = start.positions
+                MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
         good = (atoms.positions.copy(), atoms.get_velocities().copy())
+        failures = 0  # in a row: a molecule that keeps breaking apart is given up after max_failures
         while state["segment_frames"] < segment.frames:
+            if failures >= max_failures:
+                state["skipped_segments"] += 1
+                state["skipped_frames"] += segment.frames - state["segment_frames"]
+                bar.update(segment.frames - state["segment_frames"])
+                break
             try:
                 dyn.run(interval)
                 energy, forces = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
@@ -163,6 +202,7 @@ def sample_md(
                 state["dropped_scf"] += 1
                 failed = True
             if failed:  # restart from the last good frame with fresh velocities
+                failures += 1
                 atoms.positions, _ = good
                 MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
                 continue
@@ -177,6 +217,7 @@ def sample_md(
             frame.info.update({"system": segment.label, "temperature_K": segment.temperature})
             frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
             good = (atoms.positions.copy(), atoms.get_velocities().copy())
+            failures = 0
             state["segment_frames"] += 1
             state["frames"] += 1
             state.update(positions=good[0].tolist(), velocities=good[1].tolist(), rng=rng.bit_generator.state,
@@ -190,6 +231,8 @@ def sample_md(
         "dataset": name,
         "level_of_theory": LEVEL_OF_THEORY,
         "sampling": "Langevin NVT (ASE), frames every `interval` steps after `equilibration_steps`",
+        "equilibration_steps": equilibration_steps,
+        "friction_per_fs": friction_per_fs,
         "temperatures_K": sorted({s.temperature for s in segments}),
         "timestep_fs": timestep_fs,
         "sampling_interval_steps": interval,
@@ -198,6 +241,9 @@ def sample_md(
         "systems": len(segments),
         "dropped_failed_scf": state["dropped_scf"],
         "dropped_exploded_geometry": state["dropped_geometry"],
+        "failed_equilibrations": state["failed_equilibrations"],
+        "skipped_segments": state["skipped_segments"],
+        "skipped_frames": state["skipped_frames"],
         "finite_difference_check": {"frames_checked": state["fd_checked"],
                                     "max_abs_error_eV_per_A": state["fd_max_error"]},
         "generation_seconds": state["seconds"],

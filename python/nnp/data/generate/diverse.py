@@ -1,0 +1,258 @@
+"""``diverse-xtb``: thousands of random small molecules, hot GFN2-xTB MD frames (issue #14 pretraining set).
+
+Molecules come from :mod:`.molecule_graphs` (random valid graphs of C, N, O, F, S, Cl with hydrogens,
+unique, aspirin excluded, deterministic for a seed). Each molecule is sampled at every temperature from
+its own ETKDG conformer (a different embedding seed per segment), MMFF-relaxed where MMFF has
+parameters, then a short Langevin MD run with xTB keeps a frame every ``interval`` steps after
+``equilibration_steps``. Sampling reuses :func:`.xtb.sample_md` (resumable, dropped frames counted,
+finite-difference force checks); the card adds composition, element counts and label statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from .molecule_graphs import ASPIRIN, EMBED_CHECK_SEED, Enumeration, canonical_smiles, composition, random_molecules
+from .resumable import ResumableTrajectory
+from .xtb import LEVEL_OF_THEORY, Segment, sample_md
+
+NAME = "diverse-xtb"
+EMBED_ATTEMPTS = 20
+
+
+def conformer(smiles: str, seed: int) -> Atoms:
+    """One ETKDG conformer (hydrogens added), MMFF-relaxed when MMFF has parameters for the molecule."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    for attempt in range(EMBED_ATTEMPTS):
+        params = AllChem.ETKDGv3()
+        params.randomSeed = (seed + 7919 * attempt) % 2**31
+        params.useRandomCoords = attempt > 0
+        if AllChem.EmbedMolecule(mol, params) == 0:
+            break
+    else:  # the enumeration checked that this seed embeds
+        params = AllChem.ETKDGv3()
+        params.randomSeed = EMBED_CHECK_SEED
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise RuntimeError(f"RDKit could not embed {smiles} in 3D ({EMBED_ATTEMPTS} attempts from seed {seed})")
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
+    return Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
+
+
+def split_frames(frames_per_molecule: int, temperatures: Sequence[float]) -> list[int]:
+    """Frames per temperature, as equal as possible, the first temperatures getting the remainder."""
+    base, extra = divmod(frames_per_molecule, len(temperatures))
+    return [base + (k < extra) for k in range(len(temperatures))]
+
+
+def diverse_segments(smiles: Sequence[str], frames_per_molecule: int, temperatures: Sequence[float],
+                     seed: int, shard: int = 0, shards: int = 1) -> list[Segment]:
+    """One segment per molecule (of this shard: index % shards == shard) and temperature.
+
+    Conformers are built only when the MD reaches them; their seeds depend on the molecule's index in the
+    whole list, so a molecule starts from the same conformer whichever shard samples it.
+    """
+    segments = []
+    for m, s in enumerate(smiles):
+        if m % shards != shard:
+            continue
+        for t, (temperature, frames) in enumerate(zip(temperatures, split_frames(frames_per_molecule, temperatures))):
+            if frames == 0:
+                continue
+            embed_seed = (seed * 1_000_003 + m * len(temperatures) + t) % 2**31
+            segments.append(Segment(f"{s}@{int(temperature)}K", lambda s=s, k=embed_seed: conformer(s, k),
+                                    float(temperature), frames))
+    return segments
+
+
+def _plan(n_molecules: int, frames_per_molecule: int, temperatures: Sequence[float], seed: int,
+          max_heavy_atoms: int, shard: int = 0, shards: int = 1) -> tuple[Enumeration, float, list[Segment], dict]:
+    """Molecules, their segments and the resume-key entries of a diverse-xtb run (or of one shard of it)."""
+    if frames_per_molecule < 1 or not temperatures:
+        raise ValueError("need frames_per_molecule >= 1 and at least one temperature")
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard must be in 0..{shards - 1}, got {shard} of {shards}")
+    tick = time.monotonic()
+    enumeration = random_molecules(n_molecules, seed=seed, max_heavy_atoms=max_heavy_atoms)
+    seconds = time.monotonic() - tick
+    segments = diverse_segments(enumeration.smiles, frames_per_molecule, temperatures, seed, shard, shards)
+    extra = {"molecules": n_molecules, "frames_per_molecule": frames_per_molecule,
+             "max_heavy_atoms": max_heavy_atoms, "temperatures_K": [float(t) for t in temperatures]}
+    if shards > 1:
+        extra["shard"] = [shard, shards]
+    return enumeration, seconds, segments, extra
+
+
+def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
+                         temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0, interval: int = 5,
+                         equilibration_steps: int = 20, max_heavy_atoms: int = 9, friction_per_fs: float = 0.02,
+                         check_every: int = 500, shard: int = 0, shards: int = 1, progress: bool = True) -> Path:
+    """Generate (or continue) the diverse set into ``output`` (extxyz) with its card; returns the path.
+
+    ``shard``/``shards``: sample only the molecules with index % shards == shard (run the shards as separate
+    processes into separate outputs, then pack them together).
+    """
+    enumeration, seconds, segments, extra = _plan(n_molecules, frames_per_molecule, temperatures, seed,
+                                                  max_heavy_atoms, shard, shards)
+    path = sample_md(output, segments, NAME, timestep_fs=0.5, interval=interval,
+                     equilibration_steps=equilibration_steps, seed=seed + 1_000_003 * shard,
+                     friction_per_fs=friction_per_fs, check_every=check_every, progress=progress,
+                     compact_parameters=True, extra_parameters=extra)
+    _complete_card(path, enumeration, seconds, seed, complete=True, segments=segments)
+    return path
+
+
+def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
+                       temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0,
+                       max_heavy_atoms: int = 9, shard: int = 0, shards: int = 1) -> Path:
+    """Card of the frames an unfinished (or still running) generation has written so far."""
+    from .xtb import segments_digest
+
+    path = Path(output)
+    state_path = path.with_name(path.name + ".state.json")
+    if not state_path.exists():
+        raise FileNotFoundError(f"{state_path} not found: no generation into {path} to describe")
+    state = json.loads(state_path.read_text())
+    enumeration, seconds, segments, _ = _plan(n_molecules, frames_per_molecule, temperatures, seed, max_heavy_atoms,
+                                              shard, shards)
+    parameters = state["parameters"]
+    if parameters.get("segments") != json.loads(json.dumps(segments_digest(segments))):
+        raise ValueError(f"{path} was generated with other molecules/frames/temperatures/seed than asked for")
+    out = ResumableTrajectory(path, parameters)
+    out.write_card({
+        "dataset": NAME, "temperatures_K": sorted(parameters["temperatures_K"]),
+        "timestep_fs": parameters["timestep_fs"], "sampling_interval_steps": parameters["interval"],
+        "equilibration_steps": parameters["equilibration_steps"], "friction_per_fs": parameters["friction_per_fs"],
+        "seed": parameters["seed"], "frames": state["frames"], "systems": len(segments),
+        "segments_completed": state["segment"],
+        "dropped_failed_scf": state["dropped_scf"], "dropped_exploded_geometry": state["dropped_geometry"],
+        **{key: state.get(key, 0) for key in ("failed_equilibrations", "skipped_segments", "skipped_frames")},
+        "finite_difference_check": {"frames_checked": state["fd_checked"],
+                                    "max_abs_error_eV_per_A": state["fd_max_error"]},
+        "generation_seconds": state["seconds"],
+    })
+    if sys.argv and sys.argv[0].endswith("nnp") and "--card-only" in sys.argv:  # the command that makes the frames
+        out.update_card({"command": " ".join(a for a in sys.argv if a != "--card-only"),
+                         "card_command": " ".join(sys.argv)})
+    return _complete_card(path, enumeration, seconds, seed, complete=False, max_frames=state["frames"],
+                          segments=segments)
+
+
+def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: float, seed: int, complete: bool,
+                   segments: Sequence[Segment], max_frames: int | None = None) -> Path:
+    """Add composition, exclusions and frame statistics to the card; write its Markdown rendering.
+
+    Composition describes the molecules this output samples (its shard); the SMILES file lists them.
+    """
+    out = ResumableTrajectory(path, {})
+    molecules_file = path.with_name(path.name + ".molecules.json")
+    mine = list(dict.fromkeys(s.label.rsplit("@", 1)[0] for s in segments))
+    molecules_file.write_text(json.dumps(mine, indent=0))
+    out.update_card({
+        "complete": complete,
+        "level_of_theory": LEVEL_OF_THEORY,
+        "how_made": ("random heavy-atom graphs (C, N, O, F, S, Cl; spanning tree + ring closures + bond orders), "
+                     "RDKit-sanitized, hydrogens added, neutral closed-shell, unique by canonical SMILES; per "
+                     "molecule and temperature one ETKDG conformer (own seed), MMFF-relaxed when parametrized, "
+                     "then GFN2-xTB Langevin MD"),
+        "molecule_enumeration": {"seed": seed, "attempts": enumeration.attempts,
+                                 "rejected": dict(enumeration.rejected), "seconds": enumeration_seconds,
+                                 "smiles_file": molecules_file.name},
+        "exclusions": [{"canonical_smiles": s, "times_drawn": n,
+                        "reason": ("aspirin: held-out benchmark molecule" if s == canonical_smiles(ASPIRIN)
+                                   else "excluded")}
+                       for s, n in enumeration.excluded.items()],
+        "composition": composition(mine),
+        **frame_statistics(path, max_frames),
+    })
+    write_markdown_card(out.card_path)
+    return out.card_path
+
+
+def frame_statistics(path: str | Path, max_frames: int | None = None) -> dict:
+    """Element counts and label statistics of an extxyz file (its first ``max_frames``), streamed."""
+    import ase.io
+
+    atoms_of, frames_with = Counter(), Counter()
+    force_sq, force_n, force_max = defaultdict(float), Counter(), defaultdict(float)
+    energy_per_atom, temperatures, systems, n = [], Counter(), set(), 0
+    if max_frames == 0 or Path(path).stat().st_size == 0:
+        return {"frame_statistics": {"frames": 0}}
+    for frame in ase.io.iread(path, index=slice(0, max_frames), format="extxyz"):
+        n += 1
+        symbols = np.array(frame.get_chemical_symbols())
+        forces = frame.get_forces()
+        energy_per_atom.append(frame.get_potential_energy() / len(frame))
+        temperatures[str(frame.info.get("temperature_K"))] += 1
+        systems.add(str(frame.info.get("system", "")).split("@")[0])
+        norms = np.linalg.norm(forces, axis=1)
+        for symbol in set(symbols):
+            mask = symbols == symbol
+            atoms_of[symbol] += int(mask.sum())
+            frames_with[symbol] += 1
+            force_sq[symbol] += float((forces[mask] ** 2).sum())
+            force_n[symbol] += int(mask.sum()) * 3
+            force_max[symbol] = max(force_max[symbol], float(norms[mask].max()))
+    e = np.array(energy_per_atom)
+    return {"frame_statistics": {
+        "frames": n,
+        "distinct_molecules_in_frames": len(systems),
+        "frames_per_temperature_K": dict(temperatures),
+        "atoms_per_element": dict(sorted(atoms_of.items())),
+        "frames_containing_element": dict(sorted(frames_with.items())),
+        "energy_per_atom_eV": {"mean": float(e.mean()), "std": float(e.std()), "min": float(e.min()),
+                               "max": float(e.max())},
+        "force_component_rms_eV_per_A": {s: float(np.sqrt(force_sq[s] / force_n[s])) for s in sorted(force_n)},
+        "force_norm_max_eV_per_A": {s: force_max[s] for s in sorted(force_max)},
+    }}
+
+
+def write_markdown_card(card_path: str | Path) -> Path:
+    """Short Markdown rendering of a diverse-xtb card, next to it (``.card.md``)."""
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
+    stats, comp = card["frame_statistics"], card["composition"]
+    lines = [f"# {card['dataset']}", "",
+             f"{stats['frames']} frames; {stats.get('distinct_molecules_in_frames', 0)} of {comp['molecules']} "
+             f"distinct molecules sampled{'' if card.get('complete') else ' so far (unfinished)'}; "
+             f"{card['level_of_theory']}.", "",
+             f"How made: {card['how_made']}. Temperatures {card['temperatures_K']} K, timestep "
+             f"{card['timestep_fs']} fs, a frame every {card['sampling_interval_steps']} steps after "
+             f"{card['equilibration_steps']} equilibration steps, seed {card['seed']}.", "",
+             f"Dropped: {card['dropped_failed_scf']} failed SCF, {card['dropped_exploded_geometry']} exploded "
+             f"geometries; {card.get('failed_equilibrations', 0)} failed equilibrations, "
+             f"{card.get('skipped_segments', 0)} molecule/temperature runs given up "
+             f"({card.get('skipped_frames', 0)} frames). Finite-difference force check: "
+             f"{card['finite_difference_check']['frames_checked']} "
+             f"frames, max error {card['finite_difference_check']['max_abs_error_eV_per_A']:.1e} eV/Å. "
+             f"Generation: {card['generation_seconds']:.0f} s. Command: `{card.get('command')}`.", "",
+             "Exclusions: " + "; ".join(f"{x['canonical_smiles']} ({x['reason']}, drawn {x['times_drawn']}x)"
+                                        for x in card["exclusions"]), "",
+             "| heavy atoms | " + " | ".join(comp["heavy_atom_histogram"]) + " |",
+             "|---" * (len(comp["heavy_atom_histogram"]) + 1) + "|",
+             "| molecules | " + " | ".join(str(v) for v in comp["heavy_atom_histogram"].values()) + " |", "",
+             f"Rings per molecule: {comp['ring_count_histogram']}; aromatic: {comp['molecules_with_aromatic_ring']}.",
+             "Functional groups (molecules): " + ", ".join(f"{k} {v}" for k, v in
+                                                           comp["molecules_with_functional_group"].items()), "",
+             "| element | atoms | frames containing | force rms (eV/Å) | max |F| (eV/Å) |", "|---|---|---|---|---|"]
+    for s in stats.get("atoms_per_element", {}):
+        lines.append(f"| {s} | {stats['atoms_per_element'][s]} | {stats['frames_containing_element'][s]} | "
+                     f"{stats['force_component_rms_eV_per_A'][s]:.3f} | {stats['force_norm_max_eV_per_A'][s]:.2f} |")
+    if "energy_per_atom_eV" in stats:
+        e = stats["energy_per_atom_eV"]
+        lines += ["", f"Energy per atom (eV): mean {e['mean']:.3f}, std {e['std']:.3f}, "
+                      f"min {e['min']:.3f}, max {e['max']:.3f}."]
+    md = card_path.with_name(card_path.name.removesuffix(".json") + ".md")
+    md.write_text("\n".join(lines) + "\n")
+    return md
