@@ -36,6 +36,12 @@ RECIPES = {  # model name -> recipe under training/
 }
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def readme_water(cache: Path) -> Path:
     """The README job's data: 300 flexible TIP3P frames (seed 0), generated once into ``cache``."""
     from nnp.data.generate.tip3p import generate_tip3p
@@ -98,12 +104,13 @@ def ase_ms(model: Path, atoms, repeats: int = 5) -> float:
     return 1000 * float(np.median(times))
 
 
-def time_model(row: dict, atoms_list, md_dtype: str, out: Path, steps: int) -> None:
+def time_model(row: dict, atoms_list, md_dtype: str, md_format: str, out: Path, steps: int) -> None:
     from nnp.export import export_model
     from nnp.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(row["checkpoint"]))
-    path = export_model(model, out / f"{row['model']}.{md_dtype}.nnp.pt", dtype=md_dtype)
+    suffix = ".nnp.pt2" if md_format == "pt2" else ".nnp.pt"
+    path = export_model(model, out / f"{row['model']}.{md_dtype}{suffix}", dtype=md_dtype, format=md_format)
     for atoms in atoms_list:
         n = len(atoms)
         rate = lammps_steps_per_second(path, atoms, "cpu", max(3, steps * 192 // n), out)
@@ -141,6 +148,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
     parser.add_argument("--sizes", type=int, nargs=2, default=[192, 1536])
     parser.add_argument("--md-dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--md-format", default="torchscript", choices=["torchscript", "pt2"],
+                        help="model file format timed in LAMMPS and ASE")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/pareto")
@@ -157,11 +166,12 @@ def main() -> None:
     rows = []
     for name in args.models:
         row = train(name, data, args.minutes, out, args.seed, args.reuse)
-        time_model(row, atoms_list, args.md_dtype, out, args.steps)
+        time_model(row, atoms_list, args.md_dtype, args.md_format, out, args.steps)
         rows.append(row)
         print(json.dumps(row), flush=True)
     small, large = sizes
-    print(f"\ndata {data}, {args.minutes:g} min training per model, MD files {args.md_dtype}")
+    print(f"\ndata {data}, {args.minutes:g} min training per model, MD files {args.md_dtype} {args.md_format}, "
+          f"{torch_threads()} torch threads")
     print(f"{'model':<10}{'params':>9}{'epochs':>8}{'E meV/atom':>12}{'F meV/Å':>10}"
           f"{f'LAMMPS ms {small}/{large}':>22}{f'ASE ms {small}/{large}':>20}")
     for r in rows:
@@ -173,6 +183,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "data": str(data),
                                                "minutes": args.minutes, "md_dtype": args.md_dtype,
+                                               "md_format": args.md_format, "torch_threads": torch_threads(),
                                                "rows": rows, "peers": peers}, indent=2))
     plot(rows, peers, small, Path(args.plot or out / "pareto.png"))
 
