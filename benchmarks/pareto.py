@@ -123,18 +123,21 @@ def plot(rows: list[dict], peers: list[dict], small: int, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for row in rows:
-        ax.scatter(row[f"lammps_ms_per_step_{small}"], row["force_rmse_meV_A"], color="C0")
-        ax.annotate(f"nnp {row['model']}", (row[f"lammps_ms_per_step_{small}"], row["force_rmse_meV_A"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for peer in peers:
-        ax.scatter(peer["ms_per_step_small"], peer["force_rmse_meV_A"], color="C1", marker="s")
-        ax.annotate(peer["label"], (peer["ms_per_step_small"], peer["force_rmse_meV_A"]),
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    points = [(f"nnp {r['model']}", r[f"lammps_ms_per_step_{small}"], r["force_rmse_meV_A"], "C0", "o") for r in rows]
+    points += [(p["label"], p["ms_per_step_small"], p["force_rmse_meV_A"], "C1", "s") for p in peers]
+    for label, x, y, color, marker in points:
+        ax.scatter(x, y, color=color, marker=marker)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    xs = [p[1] for p in points]
     ax.set_xscale("log")
-    ax.set_xlabel(f"ms per MD step, {small} atoms (CPU, 2 cores)")
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 4)
+    ax.xaxis.set_major_locator(FixedLocator([10, 20, 50, 100, 200, 500, 1000]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"ms per MD step (nnp: LAMMPS), {small} atoms, CPU 2 cores")
     ax.set_ylabel("test force RMSE (meV/Å)")
     ax.set_title("accuracy against cost (lower left is better)")
     fig.tight_layout()

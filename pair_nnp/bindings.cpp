@@ -90,7 +90,7 @@ PYBIND11_MODULE(_evaluator, m) {
            py::arg("num_local"), py::arg("check_finite") = false,
            "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial as float64\n"
            "numpy arrays. check_finite=True raises ModelError naming the first node with a NaN/inf output.");
-  m.def("model_deviation", &model_deviation, py::arg("forces"), py::arg("energies"), py::arg("num_atoms"),
+  m.def("model_deviation", &model_deviation, py::arg("member_forces"), py::arg("energies"), py::arg("num_atoms"),
         "Ensemble deviation (DeePMD definitions, pair_nnp/deviation.h): per-member (N, 3) forces and total\n"
         "energies -> (eps_i per atom, std over members of E / num_atoms).");
   m.def(
