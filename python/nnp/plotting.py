@@ -113,7 +113,7 @@ def plot_kaplan_meier(groups: dict[str, tuple[list[float], list[bool]]], total_p
     return path
 
 
-def plot_overlay(x, curves: dict[str, "np.ndarray"], xlabel: str, ylabel: str, path: Path) -> Path:
+def plot_overlay(x, curves: dict[str, "numpy.ndarray"], xlabel: str, ylabel: str, path: Path) -> Path:
     """Several curves (RDFs, h(r)) on one axis."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, y in curves.items():
