@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -32,7 +34,6 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> Path:
 
 def plot_analysis(curves: dict, output_dir: Path) -> list[Path]:
     """Latent projections coloured by environment, and force-smoothness distributions."""
-    import numpy as np
 
     paths = []
     labels = np.asarray(curves["labels"])
@@ -70,7 +71,6 @@ def plot_analysis(curves: dict, output_dir: Path) -> list[Path]:
 
 def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) -> Path:
     """Fraction of trajectories still stable against time, one curve per model."""
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 4))
     grid = np.linspace(0, total_ps, 200)
@@ -88,7 +88,6 @@ def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) ->
 def plot_kaplan_meier(groups: dict[str, tuple[list[float], list[bool]]], total_ps: float, path: Path,
                       confidence: float = 0.95) -> Path:
     """Kaplan–Meier survival curves (steps), their log-log confidence bands, censored runs marked '+'."""
-    import numpy as np
 
     from .md.survival import kaplan_meier
 
@@ -113,7 +112,7 @@ def plot_kaplan_meier(groups: dict[str, tuple[list[float], list[bool]]], total_p
     return path
 
 
-def plot_overlay(x, curves: dict[str, "numpy.ndarray"], xlabel: str, ylabel: str, path: Path) -> Path:
+def plot_overlay(x, curves: dict[str, np.ndarray], xlabel: str, ylabel: str, path: Path) -> Path:
     """Several curves (RDFs, h(r)) on one axis."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, y in curves.items():
