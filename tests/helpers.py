@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 from ase import Atoms
@@ -82,3 +90,16 @@ def predict(model, atoms: Atoms, cutoff=None):
     graph = atoms_to_graph(atoms, model.species, cutoff or model.cutoff, torch.float64, with_labels=False)
     out = model(graph.species, graph.edge_index, edge_vectors(graph), graph.num_nodes)
     return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def kill_during_generation(code: str, state: Path, frames: int, timeout: float = 120.0, poll: float = 0.02) -> None:
+    """Run ``code`` in a new Python process and SIGKILL it once its resumable state reports ``frames``."""
+    process = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["frames"] >= frames:
+            break
+        time.sleep(poll)
+    assert process.poll() is None, "generation finished before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

@@ -1,11 +1,6 @@
 """diverse-xtb: random molecules (valid, unique, deterministic, aspirin excluded), resumable generation, card, pack."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import ase.io
 import numpy as np
@@ -16,6 +11,7 @@ pytest.importorskip("rdkit")
 
 from rdkit import Chem
 
+from helpers import kill_during_generation
 from nnp.cli import main
 from nnp.data.generate.diverse import generate_diverse_xtb, write_partial_card
 from nnp.data.generate.molecule_graphs import ASPIRIN, canonical_smiles, composition, embeds, random_molecules
@@ -111,16 +107,8 @@ def test_killed_generation_resumes_to_the_same_frames(tmp_path):
     target = tmp_path / "killed.extxyz"
     code = ("from nnp.data.generate.diverse import generate_diverse_xtb; "
             f"generate_diverse_xtb({str(target)!r}, **{SMALL!r})")
-    process = subprocess.Popen([sys.executable, "-c", code])
     state = target.with_name(target.name + ".state.json")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["frames"] >= 3:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "generation finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_during_generation(code, state, frames=3, timeout=300, poll=0.02)
     done = json.loads(state.read_text())["frames"]
     card = json.loads(write_partial_card(target, n_molecules=2, frames_per_molecule=4, max_heavy_atoms=4,
                                          seed=3).read_text())

@@ -1,16 +1,12 @@
 """The default dataset: flexible TIP3P water from LAMMPS, with exact labels and exact resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import ase.io
 import numpy as np
 import pytest
 
+from helpers import kill_during_generation
 from nnp.data.generate.tip3p import evaluate_tip3p, generate_tip3p
 from nnp.data.readers import bundled_dataset, read_structures
 
@@ -92,16 +88,8 @@ def test_killed_generation_resumes_to_the_same_trajectory(tmp_path, frames):
     target = tmp_path / "water.extxyz"
     code = ("from nnp.data.generate.tip3p import generate_tip3p; "
             f"generate_tip3p({str(target)!r}, n_frames=200, interval=10, equilibration_steps=400, progress=False)")
-    process = subprocess.Popen([sys.executable, "-c", code])
     state = target.with_name(target.name + ".state.json")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["frames"] >= 2:
-            break
-        time.sleep(0.002)
-    assert process.poll() is None, "generation finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_during_generation(code, state, frames=2, timeout=120, poll=0.002)
     assert 2 <= json.loads(state.read_text())["frames"] < 8
     generate_tip3p(target, n_frames=8, **SHORT)
     assert_same_frames(frames[1], ase.io.read(target, ":"))

@@ -1,11 +1,6 @@
 """GFN2-xTB datasets: valid frames, force labels = -dE/dx, interrupt + resume, cards."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import ase.io
 import numpy as np
@@ -13,7 +8,7 @@ import pytest
 
 pytest.importorskip("tblite")
 
-from helpers import water_box
+from helpers import kill_during_generation, water_box
 from nnp.data.generate.xtb import generate_aspirin_xtb, generate_g2_xtb, relabel_xtb, xtb_calculator
 
 
@@ -51,16 +46,8 @@ def test_killed_generation_resumes_to_the_same_frames(tmp_path):
     target = tmp_path / "killed.extxyz"
     code = ("import sys; from nnp.data.generate.xtb import generate_aspirin_xtb; "
             f"generate_aspirin_xtb({str(target)!r}, n_frames=8, progress=False)")
-    process = subprocess.Popen([sys.executable, "-c", code])
     state = target.with_name(target.name + ".state.json")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["frames"] >= 3:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "generation finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_during_generation(code, state, frames=3, timeout=120, poll=0.02)
     generate_aspirin_xtb(target, n_frames=8, progress=False)
     a, b = ase.io.read(reference, ":"), ase.io.read(target, ":")
     assert len(a) == len(b) == 8
