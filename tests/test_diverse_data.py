@@ -147,5 +147,19 @@ def test_shards_partition_the_molecules_and_pack_together(tmp_path):
     card = json.loads(paths[1].with_name(paths[1].name + ".card.json").read_text())
     assert card["parameters"]["shard"] == [1, 2] and card["composition"]["molecules"] == 1
     assert PackedDataset(pack_dataset(paths, tmp_path / "all.pack", progress=False)).metadata["n_frames"] == 3
+    # one card for the whole set: counts summed, composition and statistics over every shard's frames
+    assert main(["data", "merge-cards", *map(str, paths), "--output", str(tmp_path / "all.card.json")]) == 0
+    merged = json.loads((tmp_path / "all.card.json").read_text())
+    frames = [f for p in paths for f in ase.io.read(p, ":")]
+    symbols = [s for f in frames for s in f.get_chemical_symbols()]
+    assert merged["complete"] and merged["frames"] == merged["frame_statistics"]["frames"] == 3
+    assert merged["composition"]["molecules"] == 3 and [s["shard"] for s in merged["shards"]] == [[0, 2], [1, 2]]
+    assert merged["frame_statistics"]["atoms_per_element"] == {s: symbols.count(s) for s in set(symbols)}
+    forces_h = np.concatenate([f.get_forces()[np.array(f.get_chemical_symbols()) == "H"].ravel() for f in frames])
+    assert merged["frame_statistics"]["force_component_rms_eV_per_A"]["H"] == pytest.approx(
+        np.sqrt((forces_h**2).mean()))
+    assert "3 frames; 3 of 3 distinct molecules" in (tmp_path / "all.card.md").read_text()
+    assert main(["data", "merge-cards", str(paths[0]), str(paths[0]), "--output", str(tmp_path / "x.json")]) == 2
+    assert main(["data", "merge-cards", str(tmp_path / "none.extxyz"), "--output", str(tmp_path / "x.json")]) == 2
     with pytest.raises(ValueError, match="shard must be"):
         generate_diverse_xtb(tmp_path / "bad.extxyz", shard=2, shards=2, **common)

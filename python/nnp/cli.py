@@ -108,6 +108,10 @@ def _add_data(sub) -> None:
     k.add_argument("--positions-only", action="store_true", help="accept unlabelled frames (pretraining data)")
     k.add_argument("--no-progress", action="store_true", help="no progress bar")
     k.set_defaults(func=cmd_data_pack)
+    m = dsub.add_parser("merge-cards", help="one dataset card for a diverse-xtb set generated as --shard outputs")
+    m.add_argument("outputs", nargs="+", metavar="SHARD", help="the extxyz output of each shard")
+    m.add_argument("--output", required=True, help="card to write (.card.json; its .card.md beside it)")
+    m.set_defaults(func=cmd_data_merge_cards)
 
 
 def _add_stability(sub) -> None:
@@ -318,6 +322,21 @@ def cmd_data_pack(args) -> int:
                         cutoff=args.cutoff, progress=not args.no_progress)
     meta = PackedDataset(path).metadata
     print(f"wrote {path}: {meta['n_frames']} frames, {meta['n_atoms']} atoms, elements {' '.join(meta['elements'])}")
+    return 0
+
+
+def cmd_data_merge_cards(args) -> int:
+    from .data.generate.diverse import merge_shard_cards
+    from .errors import UserError
+
+    try:
+        card = merge_shard_cards(args.outputs, args.output)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from err
+    summary = json.loads(card.read_text())
+    print(f"wrote {card} and {card.with_suffix('.md')}: {summary['frames']} frames, "
+          f"{summary['composition']['molecules']} molecules, {len(summary['shards'])} shards"
+          f"{'' if summary['complete'] else ' (unfinished)'}")
     return 0
 
 

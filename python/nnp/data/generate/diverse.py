@@ -180,16 +180,57 @@ def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: fl
     return out.card_path
 
 
-def frame_statistics(path: str | Path, max_frames: int | None = None) -> dict:
-    """Element counts and label statistics of an extxyz file (its first ``max_frames``), streamed."""
+def merge_shard_cards(outputs: Sequence[str | Path], card_path: str | Path) -> Path:
+    """One card for a set generated as shards (``--shard I N`` into separate outputs), and its Markdown.
+
+    Counts (frames, drops, seconds, finite-difference checks) are summed over the shards' cards; composition
+    and frame statistics are recomputed over all shards' molecules and frames. ``complete`` only if every
+    shard finished.
+    """
+    outputs = [Path(o) for o in outputs]
+    cards = []
+    for output in outputs:
+        card_file = output.with_name(output.name + ".card.json")
+        if not card_file.exists():
+            raise FileNotFoundError(f"{card_file} not found: generate the shard (or write its card with --card-only)")
+        cards.append(json.loads(card_file.read_text()))
+    shards = [tuple(c["parameters"].get("shard", (0, 1))) for c in cards]
+    if len(set(shards)) != len(shards) or any(c["parameters"].get("segments") is None for c in cards):
+        raise ValueError(f"the cards of {[str(o) for o in outputs]} are not distinct shards of one generation")
+    summed = ("frames", "systems", "segments_completed", "dropped_failed_scf", "dropped_exploded_geometry",
+              "failed_equilibrations", "skipped_segments", "skipped_frames", "generation_seconds")
+    molecules = [m for o in outputs for m in json.loads(o.with_name(o.name + ".molecules.json").read_text())]
+    merged = {key: value for key, value in cards[0].items() if key not in ("command", "card_command", "parameters")}
+    merged.update({key: sum(c.get(key, 0) for c in cards) for key in summed})
+    merged.update({
+        "complete": all(c.get("complete") for c in cards),
+        "command": " && ".join(str(c.get("command")) for c in cards),
+        "shards": [{"output": str(o), "shard": list(sh), "frames": c["frames"], "complete": c.get("complete", False),
+                    "command": c.get("command")} for o, sh, c in zip(outputs, shards, cards)],
+        "finite_difference_check": {
+            "frames_checked": sum(c["finite_difference_check"]["frames_checked"] for c in cards),
+            "max_abs_error_eV_per_A": max(c["finite_difference_check"]["max_abs_error_eV_per_A"] for c in cards)},
+        "composition": composition(molecules),
+        **frame_statistics(outputs, [c["frames"] for c in cards]),
+    })
+    card_path = Path(card_path)
+    card_path.write_text(json.dumps(merged, indent=2))
+    write_markdown_card(card_path)
+    return card_path
+
+
+def frame_statistics(paths: str | Path | Sequence[str | Path], max_frames: int | None | Sequence[int] = None) -> dict:
+    """Element counts and label statistics of extxyz files (the first ``max_frames`` of each), streamed."""
     import ase.io
 
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    limits = max_frames if isinstance(max_frames, (list, tuple)) else [max_frames] * len(paths)
     atoms_of, frames_with = Counter(), Counter()
     force_sq, force_n, force_max = defaultdict(float), Counter(), defaultdict(float)
     energy_per_atom, temperatures, systems, n = [], Counter(), set(), 0
-    if max_frames == 0 or Path(path).stat().st_size == 0:
-        return {"frame_statistics": {"frames": 0}}
-    for frame in ase.io.iread(path, index=slice(0, max_frames), format="extxyz"):
+    frames = (frame for path, limit in zip(paths, limits) if limit != 0 and Path(path).stat().st_size > 0
+              for frame in ase.io.iread(path, index=slice(0, limit), format="extxyz"))
+    for frame in frames:
         n += 1
         symbols = np.array(frame.get_chemical_symbols())
         forces = frame.get_forces()
@@ -204,6 +245,8 @@ def frame_statistics(path: str | Path, max_frames: int | None = None) -> dict:
             force_sq[symbol] += float((forces[mask] ** 2).sum())
             force_n[symbol] += int(mask.sum()) * 3
             force_max[symbol] = max(force_max[symbol], float(norms[mask].max()))
+    if n == 0:
+        return {"frame_statistics": {"frames": 0}}
     e = np.array(energy_per_atom)
     return {"frame_statistics": {
         "frames": n,
