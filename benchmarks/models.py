@@ -1,12 +1,12 @@
 """Per-model cost: parameters, forward+backward time per frame, peak memory, LAMMPS steps/s (CPU or CUDA).
 
-    python benchmarks/models.py [--device cpu|cuda] [--repeats 5] [--models egnn gns gemnet_t]
+    python benchmarks/models.py [--device cpu|cuda] [--repeats 5] [--models egnn gns painn gemnet_t gemnet_dt]
 
 Systems: 192-atom and 1536-atom water boxes (density 1 g/cm^3) and aspirin (21 atoms, gas phase);
 LAMMPS steps/s with pair_style nnp on the 192-atom bundled water frame. Peak memory on CPU is the
 process's maximum resident size so far (it only grows down the table).
-Models use the default sizes of the recipes in training/ (EGNN/GNS: 64 wide, 3 layers, cutoff 5 Å;
-GemNet-T: the MD17 configuration, 4 blocks, 128/64/16/16, cutoff 5 Å).
+Models use the default sizes of the recipes in training/ (EGNN/GNS/PaiNN: 64 wide, 3 layers, cutoff 5 Å;
+GemNet-T and GemNet-dT: the MD17 configuration, 4 blocks, 128/64/16/16, cutoff 5 Å).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from lammps_speed import water as bundled_water  # noqa: E402
 SIZES = {
     "egnn": dict(hidden=64, layers=3),
     "gns": dict(hidden=64, layers=3),
+    "painn": dict(hidden=64, layers=3),
     "gemnet_t": dict(hidden=128, layers=4),
+    "gemnet_dt": dict(hidden=128, layers=4),
 }
 
 

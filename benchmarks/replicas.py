@@ -1,9 +1,9 @@
 """MD steps/s of the replica-batched stability run: one aspirin vs N replicas of it in one LAMMPS run.
 
-    OMP_NUM_THREADS=1 python benchmarks/replicas.py [--models egnn gns gemnet_t] [--replicas 1 64]
+    OMP_NUM_THREADS=1 python benchmarks/replicas.py [--models egnn gns painn gemnet_t gemnet_dt] [--replicas 1 64]
                                                     [--seconds 20] [--dtype float32]
 
-Models: the zoo's default sizes (benchmarks/models.py SIZES: EGNN/GNS 64 wide, 3 layers; GemNet-T 128, 4
+Models: the zoo's default sizes (benchmarks/models.py SIZES: EGNN/GNS/PaiNN 64 wide, 3 layers; GemNet 128, 4
 blocks; cutoff 5 Å) with random weights, exported as --dtype. System: the bundled aspirin test frame 0 (21
 atoms), replicas on the lattice of nnp.md.replicas (cell = diameter + cutoff + 10 Å), MDsim protocol
 (fix nvt/mdsim, 500 K, 0.5 fs). Collapse checks are switched off for the timing (bond tolerance 1e6 Å,
