@@ -215,7 +215,7 @@ def stage_summary(args: argparse.Namespace, out: Path) -> dict:
         }
     pretrain = json.loads((out / "pretrain" / "results.json").read_text())
     summary = {
-        "command": " ".join(shlex.quote(a) for a in ["python", "training/experiments/seed2_aspirin.py", *sys.argv[1:]]),
+        "command": full_command(sys.argv[1:]),
         "scale": args.scale,
         "model_size": SCALES[args.scale]["model"] or "authors' MD17 GemNet-T",
         "pretraining": {"data": args.pretrain_data, "frames": pretrain["num_frames"], "epochs": pretrain["epochs"],
@@ -233,6 +233,17 @@ def stage_summary(args: argparse.Namespace, out: Path) -> dict:
     results_path.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("models", "logrank")}, indent=2))
     return summary
+
+
+def full_command(argv: list[str]) -> str:
+    """The command that runs every stage with these settings (``--stages``/``--models`` dropped)."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg in ("--stages", "--models")
+        if not skipping:
+            kept.append(arg)
+    return " ".join(shlex.quote(a) for a in [".venv/bin/python", "training/experiments/seed2_aspirin.py", *kept])
 
 
 def main(argv: list[str] | None = None) -> None:
