@@ -27,16 +27,17 @@ def test_seed2_aspirin_end_to_end(tmp_path, monkeypatch):
     results = tmp_path / "seed2.json"
     argv = ["seed2_aspirin.py", "--pretrain-data", "bundled:g2_xtb_small", "--pretrain-max-frames", "40",
             "--aspirin-max-frames", "30", "--pretrain-minutes", "0.01", "--train-minutes", "0.01",
-            "--extend-minutes", "0.01", "--match-tolerance", "0", "--max-extensions", "1",
+            "--extend-minutes", "0.01", "--match-tolerance", "-1", "--max-extensions", "1",
             "--replicas", "2", "--time-ps", "0.02", "--displacements", "3", "--analysis-frames", "2",
             "--output", str(tmp_path / "run"), "--results", str(results)]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / "training" / "experiments" / "seed2_aspirin.py"), run_name="__main__")
     summary = json.loads(results.read_text())
     assert set(summary["models"]) == {"scratch", "pretrained"}
-    assert len(summary["match_rounds"]) == 1  # tolerance 0: the worse model was trained on once
-    extended = summary["match_rounds"][0]["extended"]
-    assert summary["models"][extended]["epochs"] == 2  # resumed from its first epoch, not restarted
+    assert len(summary["match_rounds"]) == 1  # tolerance -1 (never met): scratch was trained on once
+    assert summary["match_rounds"][0]["extended"] == "scratch"
+    assert summary["models"]["scratch"]["epochs"] == 2  # resumed from its first epoch, not restarted
+    assert summary["models"]["pretrained"]["epochs"] == 1
     rows = summary["trajectories"]
     assert [r["model"] for r in rows] == ["scratch"] * 2 + ["pretrained"] * 2
     assert all(0 < r["stable_ps"] <= 0.02 + 1e-9 for r in rows)

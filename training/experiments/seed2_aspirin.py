@@ -12,9 +12,9 @@ aspirin trajectory (``--test``):
               training/aspirin/gemnet_t_pretrain.yaml), then every weight finetuned on aspirin
               (training/aspirin/gemnet_t_finetune.yaml).
 
-Force MAE is matched as the paper has it (both ~5 meV/Å there): after both trainings, while the two
-validation force MAEs differ by more than ``--match-tolerance`` (10 %), the worse model trains on for
-``--extend-minutes`` more (resumed from its last checkpoint), at most ``--max-extensions`` times.
+Force MAE is matched as the paper has it (both ~5 meV/Å there): after both trainings, while the scratch
+model's validation force MAE is more than ``--match-tolerance`` (10 %) above the pretrained one's, scratch
+trains on for ``--extend-minutes`` more (resumed from its last checkpoint), at most ``--max-extensions`` times.
 Stability: MDsim's molecular protocol (500 K, 0.5 fs, single Nosé–Hoover per molecule, bond deviation >
 0.5 Å against the reference set's mean bond lengths) with ``--replicas`` replicas per model in one LAMMPS
 run each (start frames from the test trajectory, the same starts and seeds for both models), Kaplan–Meier
@@ -129,22 +129,23 @@ def val_force_mae(out: Path, name: str) -> float:
 
 
 def stage_match(args: argparse.Namespace, out: Path) -> None:
-    """Train the worse model on until the validation force MAEs agree within the tolerance."""
+    """Train the scratch model on until its validation force MAE is within the tolerance of the pretrained one's.
+
+    Only scratch trains longer (the paper's comparison: equal force error, the scratch model given what it
+    needs to get there); a scratch model that ends up better is left as it is and reported.
+    """
     log = out / "match.json"
     rounds = json.loads(log.read_text()) if log.exists() else []
     while True:
         mae = {name: val_force_mae(out, name) for name in MODELS}
-        gap = abs(mae["scratch"] - mae["pretrained"]) / min(mae.values())
+        excess = mae["scratch"] / mae["pretrained"] - 1.0
         print(f"validation force MAE (meV/Å): scratch {1000 * mae['scratch']:.1f}, pretrained "
-              f"{1000 * mae['pretrained']:.1f}; gap {100 * gap:.1f} %", flush=True)
-        if gap <= args.match_tolerance or len(rounds) >= args.max_extensions:
+              f"{1000 * mae['pretrained']:.1f}; scratch {100 * excess:+.1f} %", flush=True)
+        if excess <= args.match_tolerance or len(rounds) >= args.max_extensions:
             break
-        worse = max(mae, key=mae.get)
         extend = args.extend_minutes or SCALES[args.scale]["extend_minutes"]
-        recipe = "gemnet_t_scratch.yaml" if worse == "scratch" else "gemnet_t_finetune.yaml"
-        pretrained = out / "pretrain" / "best.ckpt" if worse == "pretrained" else None
-        train(recipe, aspirin_overrides(args, out / worse, extend), pretrained, extra_epochs=100_000)
-        rounds.append({"extended": worse, "minutes": extend, "val_force_mae_before": mae})
+        train("gemnet_t_scratch.yaml", aspirin_overrides(args, out / "scratch", extend), extra_epochs=100_000)
+        rounds.append({"extended": "scratch", "minutes": extend, "val_force_mae_before": mae})
         log.write_text(json.dumps(rounds, indent=2))
 
 
