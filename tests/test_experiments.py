@@ -45,5 +45,5 @@ def test_seed2_aspirin_end_to_end(tmp_path, monkeypatch):
         model = summary["models"][name]
         assert model["force_mae_meV_A"] > 0 and model["smoothness_median"] > 0
     assert 0.0 <= summary["logrank"]["logrank_p"] <= 1.0
-    assert Path(summary["plots"][0]).exists()
+    assert len(summary["plots"]) == 3 and all(Path(p).parent == tmp_path and Path(p).exists() for p in summary["plots"])
     assert "seed2_aspirin.py" in summary["command"]

@@ -24,8 +24,8 @@ force-difference consistency and force smoothness from ``--displacements`` singl
 
 Stages are resumable and can run as separate processes (``--stages pretrain`` beside ``--stages
 scratch``, ``--stages stability --models scratch`` beside ``--models pretrained``); each reads what the
-earlier ones left in ``--output``. ``summary`` writes ``--results`` (results/seed2_aspirin.json) and the
-plots next to it.
+earlier ones left in ``--output``. ``summary`` writes ``--results`` (results/seed2_aspirin.json) and puts the
+plots next to it (survival curves, force smoothness, latent projections).
 
 Scales: ``gpu`` = the authors' MD17 GemNet-T (128 atom/edge, 64 triplet, 4 blocks), no time limits;
 ``cpu`` = a narrower GemNet-T (64/32, 3 blocks) with minute budgets, for the 2-core CPU box.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -215,6 +216,10 @@ def stage_summary(args: argparse.Namespace, out: Path) -> dict:
             **{k: v for k, v in analysis["models"][f"{name}.nnp.pt"].items() if k != "force_rmse"},
         }
     pretrain = json.loads((out / "pretrain" / "results.json").read_text())
+    plots = [plot]
+    for source in map(Path, analysis.get("plots", [])):  # next to the summary, so that it can be committed
+        plots.append(results_path.with_name(f"{results_path.stem}_{source.name}"))
+        shutil.copyfile(source, plots[-1])
     summary = {
         "command": full_command(sys.argv[1:]),
         "scale": args.scale,
@@ -228,7 +233,7 @@ def stage_summary(args: argparse.Namespace, out: Path) -> dict:
         "logrank": {k: comparison[k] for k in ("logrank_chi2", "logrank_p", "collapses_observed", "collapses_expected")},
         "reference_smoothness_median": analysis.get("reference_smoothness_median"),
         "trajectories": [{"model": name, **row} for name in MODELS for row in stability[name]["trajectories"]],
-        "plots": [str(plot), *analysis.get("plots", [])],
+        "plots": [str(p) for p in plots],
     }
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(summary, indent=2))
