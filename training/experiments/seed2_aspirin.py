@@ -42,6 +42,7 @@ from pathlib import Path
 
 RECIPES = Path(__file__).resolve().parents[1] / "aspirin"
 MODELS = ("scratch", "pretrained")
+STAGES = ("pretrain", "scratch", "finetune", "match", "stability", "analysis", "summary")
 SCALES = {
     "cpu": {"model": {"hidden": 64, "layers": 3, "emb_trip": 32, "emb_bil_trip": 32},
             "pretrain_minutes": 25.0, "train_minutes": 20.0, "extend_minutes": 8.0, "time_ps": 2.0},
@@ -52,8 +53,7 @@ SCALES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--stages", nargs="+", default=["pretrain", "scratch", "finetune", "match", "stability",
-                                                   "analysis", "summary"])
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="run in the order given")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="for the stability stage")
     p.add_argument("--pretrain-data", default="data/diverse-xtb.pack", help="labelled diverse set (pack or file)")
     p.add_argument("--pretrain-max-frames", type=int, default=None)
@@ -268,10 +268,8 @@ def main(argv: list[str] | None = None) -> None:
                 stage_stability(args, out, name)
         elif stage == "analysis":
             stage_analysis(args, out)
-        elif stage == "summary":
-            stage_summary(args, out)
         else:
-            raise SystemExit(f"unknown stage {stage!r}")
+            stage_summary(args, out)
 
 
 if __name__ == "__main__":
