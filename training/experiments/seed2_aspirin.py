@@ -144,7 +144,7 @@ def stage_match(args: argparse.Namespace, out: Path) -> None:
               f"{1000 * mae['pretrained']:.1f}; scratch {100 * excess:+.1f} %", flush=True)
         if excess <= args.match_tolerance or len(rounds) >= args.max_extensions:
             break
-        extend = args.extend_minutes or SCALES[args.scale]["extend_minutes"]
+        extend = minutes(args, "extend")
         train("gemnet_t_scratch.yaml", aspirin_overrides(args, out / "scratch", extend), extra_epochs=100_000)
         rounds.append({"extended": "scratch", "minutes": extend, "val_force_mae_before": mae})
         log.write_text(json.dumps(rounds, indent=2))
@@ -192,7 +192,7 @@ def stage_analysis(args: argparse.Namespace, out: Path) -> None:
                    displacements=args.displacements, max_frames=args.analysis_frames)
 
 
-def stage_summary(args: argparse.Namespace, out: Path) -> dict:
+def stage_summary(args: argparse.Namespace, out: Path, argv: list[str]) -> dict:
     from nnp.md.replicas import compare_stability
 
     stability = {name: json.loads((out / f"stability-{name}" / "stability.json").read_text()) for name in MODELS}
@@ -221,7 +221,7 @@ def stage_summary(args: argparse.Namespace, out: Path) -> dict:
         plots.append(results_path.with_name(f"{results_path.stem}_{source.name}"))
         shutil.copyfile(source, plots[-1])
     summary = {
-        "command": full_command(sys.argv[1:]),
+        "command": full_command(argv),
         "scale": args.scale,
         "model_size": SCALES[args.scale]["model"] or "authors' MD17 GemNet-T",
         "pretraining": {"data": args.pretrain_data, "frames": pretrain["num_frames"], "epochs": pretrain["epochs"],
@@ -253,6 +253,7 @@ def full_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "analysis":
             stage_analysis(args, out)
         else:
-            stage_summary(args, out)
+            stage_summary(args, out, argv)
 
 
 if __name__ == "__main__":
