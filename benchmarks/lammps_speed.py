@@ -69,12 +69,22 @@ def water(n_atoms: int):
 
 
 def lammps_steps_per_second(model: Path, atoms, device: str, steps: int, tmp: Path) -> float:
+    """Velocity-Verlet steps/s of ``pair_style nnp`` on ``atoms`` (periodic, or molecules in a fixed vacuum box)."""
+    from nnp.evaluator import load_evaluator
+
+    present = [s for s in load_evaluator(model).species if s in set(atoms.get_chemical_symbols())]
+    periodic = bool(atoms.pbc.all())
+    if not periodic:  # a molecule or cluster: fixed boundaries, 20 Å of vacuum
+        atoms = atoms.copy()
+        atoms.center(vacuum=20.0)
+        atoms.pbc = False
     data = tmp / "w.data"
-    write_lammps_data(atoms, data, ["O", "H"])
+    write_lammps_data(atoms, data, present)
     lmp = make_lammps()
-    for line in ("units metal", "atom_style atomic", "boundary p p p", f"read_data {data}",
-                 f"pair_style nnp device {device}", f"pair_coeff * * {model} O H", "neighbor 1.0 bin",
-                 "velocity all create 300 1", "fix nve all nve", "timestep 0.0005", "thermo 1000", "run 3"):
+    for line in ("units metal", "atom_style atomic", f"boundary {'p p p' if periodic else 'f f f'}",
+                 f"read_data {data}", f"pair_style nnp device {device}", f"pair_coeff * * {model} {' '.join(present)}",
+                 "neighbor 1.0 bin", "velocity all create 300 1", "fix nve all nve", "timestep 0.0005",
+                 "thermo 1000", "run 3"):
         lmp.command(line)
     tick = time.perf_counter()
     lmp.command(f"run {steps} pre no post no")  # no setup: it would add one more force evaluation

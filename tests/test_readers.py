@@ -10,7 +10,7 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from nnp.data.errors import DatasetError
-from nnp.data.readers import bundled_dataset, read_structures, write_extxyz
+from nnp.data.readers import bundled_dataset, read_structures, write_extxyz, write_md17_npz
 
 KCAL = units.kcal / units.mol
 
@@ -52,6 +52,24 @@ def test_md17_npz_in_ev(tmp_path):
         pytest.approx([a["E"][1, 0] * KCAL, a["E"][2, 0] * KCAL])
     assert read_structures(tmp_path / "md17_water.npz", index=-1)[0].get_potential_energy() == \
         pytest.approx(a["E"][3, 0] * KCAL)
+
+
+def test_md17_npz_writer_round_trip(tmp_path):
+    frames = read_structures(bundled_dataset("aspirin_xtb_test_small"), index=":5")
+    path = write_md17_npz(tmp_path / "aspirin.npz", frames, name="aspirin")
+    with np.load(path) as raw:  # the sGDML layout, in kcal/mol
+        assert raw["E"].shape == (5, 1) and raw["z"].dtype == np.uint8 and raw["R"].shape == (5, 21, 3)
+        assert raw["E"][0, 0] == pytest.approx(frames[0].get_potential_energy() / KCAL)
+    back = read_structures(path)
+    for a, b in zip(frames, back):
+        assert a.get_chemical_symbols() == b.get_chemical_symbols()
+        np.testing.assert_allclose(b.positions, a.positions)
+        assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), rel=1e-12)
+        np.testing.assert_allclose(b.get_forces(), a.get_forces(), rtol=1e-12, atol=1e-12)
+    water = labelled_frames(2)
+    water[1] = water[1][[1, 0, 2]]  # other atom order: not one MD17 molecule
+    with pytest.raises(DatasetError, match="frame 1 has other atoms"):
+        write_md17_npz(tmp_path / "bad.npz", water)
 
 
 def test_revised_md17_npz_in_ev(tmp_path):

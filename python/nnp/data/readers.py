@@ -173,6 +173,27 @@ def write_extxyz(path: str | Path, atoms_list: Atoms | Sequence[Atoms]) -> Path:
     return path
 
 
+def write_md17_npz(path: str | Path, atoms_list: Sequence[Atoms], name: str = "") -> Path:
+    """Write labelled frames of one molecule as an MD17 ``.npz`` (keys ``R, z, E, F``; kcal/mol, kcal/mol/Å).
+
+    The sGDML layout: ``E`` is (n, 1), ``z`` uint8, ``name`` a string; :func:`read_structures` reads it back.
+    Every frame must hold the same atoms in the same order (MD17 stores one ``z``).
+    """
+    frames = list(atoms_list)
+    if not frames:
+        raise DatasetError(f"{path}: no frames to write")
+    z = frames[0].numbers
+    for k, atoms in enumerate(frames):
+        if not np.array_equal(atoms.numbers, z):
+            raise DatasetError(f"{path}: frame {k} has other atoms than frame 0; MD17 holds one molecule per file")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, R=np.stack([a.positions for a in frames]), z=z.astype(np.uint8),
+             E=np.array([[a.get_potential_energy() / KCAL_PER_MOL] for a in frames]),
+             F=np.stack([a.get_forces() / KCAL_PER_MOL for a in frames]), name=np.array(name))
+    return path
+
+
 def _labelled(atoms: Atoms, energy=None, forces=None, stress=None) -> Atoms:
     labels = {"energy": energy, "forces": forces, "stress": stress}
     atoms.calc = SinglePointCalculator(atoms, **{k: v for k, v in labels.items() if v is not None})
