@@ -47,3 +47,32 @@ def test_seed2_aspirin_end_to_end(tmp_path, monkeypatch):
     assert 0.0 <= summary["logrank"]["logrank_p"] <= 1.0
     assert len(summary["plots"]) == 3 and all(Path(p).parent == tmp_path and Path(p).exists() for p in summary["plots"])
     assert "seed2_aspirin.py" in summary["command"]
+
+
+@pytest.mark.slow
+def test_seed1_water_end_to_end(tmp_path, monkeypatch):
+    """TIP3P + xTB data -> per-seed masked pretraining -> lr search -> paired finetuning at scratch's lr -> JSON."""
+    results = tmp_path / "seed1.json"
+    argv = ["seed1_water.py", "--models", "egnn", "--sizes", "4", "--seeds", "0", "1", "--methods", "scratch", "masked",
+            "--pretrain-frames", "16", "--test-frames", "2", "--pool", "bundled:water_xtb_small",
+            "--pretrain-epochs", "1", "--finetune-minutes", "0.001", "--scratch-lr-grid", "1e-3", "3e-3",
+            "--at-scratch-lr", "--fixed-lr-sizes", "40", "--output", str(tmp_path / "run"), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / "training" / "experiments" / "seed1_water.py"), run_name="__main__")
+    doc = json.loads(results.read_text())
+    assert doc["complete"] and doc["scratch_lr"]["egnn"] in (1e-3, 3e-3)
+    assert sorted((p["method"], p["seed"]) for p in doc["pretraining"]) == [("masked", 0), ("masked", 1)]
+    runs = {(r["method"], r["seed"]): r for r in doc["runs"]}
+    assert sorted(runs) == [("masked@scratch-lr", 0), ("masked@scratch-lr", 1), ("scratch", 0), ("scratch", 1)]
+    for seed in (0, 1):  # paired: same lr, each seed finetunes from its own pretraining
+        assert runs["masked@scratch-lr", seed]["lr"] == runs["scratch", seed]["lr"] == doc["scratch_lr"]["egnn"]
+        assert runs["masked@scratch-lr", seed]["pretrain_seed"] == seed
+        assert runs["scratch", seed]["n_test"] == 2 and runs["scratch", seed]["test_force_rmse_meV_A"] > 0
+    (row,) = [r for r in doc["summary"] if r["method"] == "masked@scratch-lr"]
+    low, high = row["test_force_rmse_meV_A_diff_ci95"]
+    assert low <= row["test_force_rmse_meV_A_diff_vs_scratch"] <= high
+    assert results.with_suffix(".png").exists()
+    script = runpy.run_path(str(ROOT / "training" / "experiments" / "seed1_water.py"), run_name="seed1")
+    for lr in (3e-4, 3e-3):  # the schedule decays to half its lr at every lr (the 3e-4 grid point once rose)
+        cfg = script["finetune_config"](script["SCALES"]["cpu"], "egnn", "x.extxyz", 10, 40, 0, tmp_path, lr)
+        assert cfg["train"]["min_lr"] == pytest.approx(lr / 2)

@@ -44,14 +44,14 @@ SCALES = {
             "egnn": {"kind": "egnn", "cutoff": 4.0, "hidden": 32, "layers": 3, "num_rbf": 16},
             "gns": {"kind": "gns", "cutoff": 4.0, "hidden": 32, "layers": 3, "num_rbf": 16},
             "pretrain": {"epochs": 25, "batch_size": 8, "lr": 1e-3, "min_lr": 1e-6, "time_limit_minutes": 3.0},
-            "finetune": {"epochs": 150, "batch_size": 4, "lr": 1e-3, "min_lr": 5e-4, "time_limit_minutes": 5.0}},
+            "finetune": {"epochs": 150, "batch_size": 4, "lr": 1e-3, "min_lr_ratio": 0.5, "time_limit_minutes": 5.0}},
     # the paper's sizes (GPU): EGNN 128 wide x 5 layers; 258 molecules (2 nm box); 25 epochs 1e-4 -> 1e-7;
     # finetuning 300 epochs 1e-4 -> 5e-5
     "gpu": {"molecules": 258, "pretrain_frames": 10000,
             "egnn": {"kind": "egnn", "cutoff": 3.5, "hidden": 128, "layers": 5, "num_rbf": 16},
             "gns": {"kind": "gns", "cutoff": 3.5, "hidden": 128, "layers": 10, "num_rbf": 16},
             "pretrain": {"epochs": 25, "batch_size": 16, "lr": 1e-4, "min_lr": 1e-7, "time_limit_minutes": None},
-            "finetune": {"epochs": 300, "batch_size": 16, "lr": 1e-4, "min_lr": 5e-5, "time_limit_minutes": None}},
+            "finetune": {"epochs": 300, "batch_size": 16, "lr": 1e-4, "min_lr_ratio": 0.5, "time_limit_minutes": None}},
 }
 PRETRAIN = {
     "masked": {"task": "masked", "target": "force", "mask_embedding": True, "mask_ratio": 0.5},
@@ -122,7 +122,8 @@ def finetune_config(scale, model, data_file, n_train, n_test, seed, output, lr, 
     cfg["data"] = {"path": str(data_file), "val_fraction": n_val / total, "test_fraction": n_test / total,
                    "split_seed": 0}  # split_files placed the frames where this split takes them
     cfg["train"].update({"epochs": f["epochs"], "batch_size": min(f["batch_size"], n_train), "lr": lr,
-                         "optimizer": "adam", "weight_decay": 0.0, "scheduler": "cosine", "min_lr": f["min_lr"],
+                         "optimizer": "adam", "weight_decay": 0.0, "scheduler": "cosine",
+                         "min_lr": lr * f["min_lr_ratio"],  # the paper's 1e-4 -> 5e-5 shape at any lr
                          "energy_weight": 1.0, "force_weight": 100.0, "early_stopping_patience": 10_000,
                          "time_limit_minutes": f["time_limit_minutes"], "seed": seed})
     if pretrained:
@@ -144,7 +145,11 @@ def main() -> None:
     parser.add_argument("--pool", default=None, help="labelled train/val pool to use instead of generating one "
                         "(e.g. bundled:water_xtb_small: 24 GFN2-xTB frames of another TIP3P trajectory)")
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the scratch learning-rate search")
-    parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--at-scratch-lr", action="store_true",
+                        help="also finetune every pretrained method at scratch's tuned lr (method@scratch-lr)")
+    parser.add_argument("--fixed-lr-sizes", type=int, nargs="+", default=None,
+                        help="sizes at which pretrained methods run at the fixed schedule lr (default: all)")
     parser.add_argument("--pretrain-minutes", type=float, default=None)
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the pretrained methods")
@@ -246,7 +251,11 @@ def main() -> None:
         jobs.append(("lr", model, None, None, None))
         for n in args.sizes:  # smallest N first, every seed and method: an interrupted run is still paired
             for seed in args.seeds:
-                jobs += [("finetune", model, method, n, seed) for method in args.methods]
+                for method in args.methods:
+                    if method == "scratch" or args.fixed_lr_sizes is None or n in args.fixed_lr_sizes:
+                        jobs.append(("finetune", model, method, n, seed))
+                    if method != "scratch" and args.at_scratch_lr:
+                        jobs.append(("finetune", model, method + "@scratch-lr", n, seed))
     bar = tqdm(jobs, desc="seed1_water", unit="run")
     for kind, model, method, n, seed in bar:
         bar.set_postfix_str(f"{kind} {model} {method or ''} N={n} s={seed}")
@@ -265,8 +274,9 @@ def main() -> None:
                                   "stopped_by": summary.get("stopped_by"), "best_val_loss": summary.get("best_val")})
         else:
             source = seed if seed in pretrain_seeds else pretrain_seeds[0]
-            ckpt = None if method == "scratch" else str(out / model / f"pretrain-{method}-s{source}" / "best.ckpt")
-            lr = lrs[model] if method == "scratch" else scale["finetune"]["lr"]
+            base, _, variant = method.partition("@")
+            ckpt = None if method == "scratch" else str(out / model / f"pretrain-{base}-s{source}" / "best.ckpt")
+            lr = lrs[model] if method == "scratch" or variant == "scratch-lr" else scale["finetune"]["lr"]
             summary = finetune(model, method + args.tag, n, seed, lr, ckpt)
             test = summary["metrics"]["test"]
             runs.append({"model": model, "method": method + args.tag, "n_train": n, "seed": seed, "lr": lr,
