@@ -28,7 +28,10 @@ import numpy as np
 
 
 def test_errors(calc, frames) -> dict[str, float]:
-    """Energy-per-atom and force-component RMSE (meV/atom, meV/Å) of ``calc`` on labelled ``frames``."""
+    """Energy-per-atom and force-component RMSE (meV/atom, meV/Å) of ``calc`` on labelled ``frames``.
+
+    The loop of ``nnp.train.evaluate.evaluate_model_file``, kept here on purpose: a peer's environment has no nnp.
+    """
     e_err, f_err = [], []
     for atoms in frames:
         ref_e, ref_f = atoms.get_potential_energy(), atoms.get_forces()
