@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -106,7 +107,9 @@ def split_files(data: dict, root: Path, n_train: int, seed: int) -> Path:
                          ("val", [pool[k] for k in order[n_train:n_train + n_val]]), ("test", test)):
         for slot, atoms in zip(slots[name], chosen):
             frames[slot] = atoms
-    ase.io.write(out, frames, format="extxyz")
+    partial = out.with_suffix(f".{os.getpid()}.partial")
+    ase.io.write(partial, frames, format="extxyz")
+    partial.replace(out)  # atomic: runs of other models in parallel processes share these files
     return out
 
 
