@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--pool", default=None, help="labelled train/val pool to use instead of generating one "
                         "(e.g. bundled:water_xtb_small: 24 GFN2-xTB frames of another TIP3P trajectory)")
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the scratch learning-rate search")
-    parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--scratch-lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2])
     parser.add_argument("--at-scratch-lr", action="store_true",
                         help="also finetune every pretrained method at scratch's tuned lr (method@scratch-lr)")
     parser.add_argument("--fixed-lr-sizes", type=int, nargs="+", default=None,
