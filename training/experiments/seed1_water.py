@@ -167,9 +167,13 @@ def main() -> None:
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None,
                         help="pretrain only with these seeds (default: --seeds); finetuning seeds without their own "
                              "pretraining start from the first of these (reduced protocol)")
+    parser.add_argument("--table", default=None, help="print the markdown table of a results JSON and exit")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="merge the JSON files of several invocations (e.g. one per N run side by side) into --results")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
     if args.merge:
         docs = [json.loads(Path(f).read_text()) for f in args.merge]
         runs = [r for d in docs for r in d["runs"]]
@@ -318,6 +322,28 @@ def paired_summary(runs: list[dict]) -> list[dict]:
                 row[metric + "_rel_diff_vs_scratch"] = float(rel.mean())
         rows.append(row)
     return rows
+
+
+def markdown_table(doc: dict) -> str:
+    """Per model/method/N: per-seed test errors, means and the paired difference to scratch with its 95 % interval."""
+    def diff(row: dict, metric: str) -> str:
+        if row["method"] == "scratch" or metric + "_diff_vs_scratch" not in row:
+            return "—"
+        ci, rel, digits = row[metric + "_diff_ci95"], 100 * row[metric + "_rel_diff_vs_scratch"], 1 + metric.startswith("test_e")
+        interval = f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else ""
+        return f"{row[metric + '_diff_vs_scratch']:+.{digits}f} ({rel:+.0f} %){interval}"
+
+    lines = ["| model | method | N | seeds | F RMSE (meV/Å) per seed | F mean | ΔF vs scratch [95 % CI] | "
+             "E RMSE (meV/atom) per seed | E mean | ΔE vs scratch [95 % CI] |", "|---" * 10 + "|"]
+    for row in sorted(doc["summary"], key=lambda r: (r["model"], r["n_train"], r["method"] != "scratch", r["method"])):
+        runs = sorted((r for r in doc["runs"] if (r["model"], r["method"], r["n_train"]) ==
+                       (row["model"], row["method"], row["n_train"])), key=lambda r: r["seed"])
+        f = ", ".join(f"{r['test_force_rmse_meV_A']:.1f}" for r in runs)
+        e = ", ".join(f"{r['test_energy_rmse_meV_atom']:.2f}" for r in runs)
+        lines.append(f"| {row['model']} | {row['method']} | {row['n_train']} | {len(runs)} | {f} | "
+                     f"{row['test_force_rmse_meV_A_mean']:.1f} | {diff(row, 'test_force_rmse_meV_A')} | {e} | "
+                     f"{row['test_energy_rmse_meV_atom_mean']:.2f} | {diff(row, 'test_energy_rmse_meV_atom')} |")
+    return "\n".join(lines)
 
 
 def write(path: Path, command, args, scale, data, lrs, runs, pretrain_rows, final=False) -> None:
