@@ -329,7 +329,8 @@ def markdown_table(doc: dict) -> str:
     def diff(row: dict, metric: str) -> str:
         if row["method"] == "scratch" or metric + "_diff_vs_scratch" not in row:
             return "—"
-        ci, rel, digits = row[metric + "_diff_ci95"], 100 * row[metric + "_rel_diff_vs_scratch"], 1 + metric.startswith("test_e")
+        ci, rel = row[metric + "_diff_ci95"], 100 * row[metric + "_rel_diff_vs_scratch"]
+        digits = 2 if metric.startswith("test_energy") else 1
         interval = f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else ""
         return f"{row[metric + '_diff_vs_scratch']:+.{digits}f} ({rel:+.0f} %){interval}"
 
