@@ -175,7 +175,7 @@ def plot(rows: list[dict], peers: list[dict], small: int, path: Path) -> None:
     xs = [p[1] for p in points]
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 1.5, max(xs) * 4)
-    ax.xaxis.set_major_locator(FixedLocator([10, 20, 50, 100, 200, 500, 1000]))
+    ax.xaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"ms per MD step (nnp: LAMMPS), {small} atoms, CPU")
