@@ -180,7 +180,7 @@ def main() -> None:
         merged = {"command": [d["command"] for d in docs], "merged_from": args.merge, "scale": docs[0]["scale"],
                   "settings": docs[0]["settings"], "data": docs[0]["data"],
                   "scratch_lr": [d["scratch_lr"] for d in docs], "complete": all(d["complete"] for d in docs),
-                  "pretraining": docs[0]["pretraining"], "runs": runs, "summary": paired_summary(runs)}
+                  "pretraining": [p for d in docs for p in d["pretraining"]], "runs": runs, "summary": paired_summary(runs)}
         Path(args.results).write_text(json.dumps(merged, indent=1))
         plot(Path(args.results).with_suffix(".png"), runs)
         return
@@ -278,7 +278,7 @@ def main() -> None:
         elif kind == "pretrain":
             summary = pretrain(model, method, seed)
             pretrain_rows.append({"model": model, "method": method, "seed": seed, "epochs": summary["epochs"],
-                                  "stopped_by": summary.get("stopped_by"), "best_val_loss": summary.get("best_val")})
+                                  "stopped_by": summary.get("stopped_by"), "best_val_loss": summary.get("best_val_loss")})
         else:
             source = seed if seed in pretrain_seeds else pretrain_seeds[0]
             base, _, variant = method.partition("@")
