@@ -176,7 +176,10 @@ def main() -> None:
         return
     if args.merge:
         docs = [json.loads(Path(f).read_text()) for f in args.merge]
-        runs = [r for d in docs for r in d["runs"]]
+        unique = {}  # a run shared by two invocations (e.g. scratch reused as the pair) counts once
+        for r in (r for d in docs for r in d["runs"]):
+            unique.setdefault((r["model"], r["method"], r["n_train"], r["seed"]), r)
+        runs = list(unique.values())
         merged = {"command": [d["command"] for d in docs], "merged_from": args.merge, "scale": docs[0]["scale"],
                   "settings": docs[0]["settings"], "data": docs[0]["data"],
                   "scratch_lr": [d["scratch_lr"] for d in docs], "complete": all(d["complete"] for d in docs),
