@@ -40,6 +40,7 @@ RECIPES = {  # data kind -> model name -> recipe under training/
                  "gemnet_t": "aspirin/gemnet_t_scratch.yaml"},
 }
 MODELS = sorted({m for recipes in RECIPES.values() for m in recipes})
+VAL_FRACTION, TEST_FRACTION, SPLIT_SEED = 0.1, 0.1, 0  # the engine's split of --data (no test part with --test)
 
 
 def torch_threads() -> int:
@@ -74,7 +75,8 @@ def train(name: str, kind: str, data: Path, held_out_test: bool, minutes: float,
     config = load_config(find_recipe(RECIPES[kind][name]), [
         f"data.path={data}", f"output_dir={out / name}", f"train.time_limit_minutes={minutes}",
         "train.epochs=100000", "train.early_stopping_patience=100000", f"train.seed={seed}",
-        "data.split_seed=0", "data.val_fraction=0.1", f"data.test_fraction={0.0 if held_out_test else 0.1}"])
+        f"data.split_seed={SPLIT_SEED}", f"data.val_fraction={VAL_FRACTION}",
+        f"data.test_fraction={0.0 if held_out_test else TEST_FRACTION}"])
     results = out / name / "results.json"
     tick = time.monotonic()
     if reuse and results.exists():
@@ -86,15 +88,20 @@ def train(name: str, kind: str, data: Path, held_out_test: bool, minutes: float,
             "checkpoint": str(out / name / "best.ckpt")}
 
 
-def test_frames(data: Path, test: Path | None) -> list:
-    """The test set: ``test`` if given, else the engine's split of ``data`` (10 % / 10 %, split seed 0)."""
+def split(frames, held_out_test: bool) -> dict:
+    """The engine's train/val/test indices of ``frames`` for this protocol (no test part with ``--test``)."""
     from nnp.data.dataset import split_indices
+
+    return split_indices(len(frames), VAL_FRACTION, 0.0 if held_out_test else TEST_FRACTION, SPLIT_SEED)
+
+
+def test_frames(frames, test: Path | None) -> list:
+    """The test set: the frames of ``test`` if given, else the engine's test part of ``frames``."""
     from nnp.data.readers import read_structures
 
     if test is not None:
         return read_structures(test)
-    frames = read_structures(data)
-    return [frames[k] for k in split_indices(len(frames), 0.1, 0.1, 0)["test"]]
+    return [frames[k] for k in split(frames, False)["test"]]
 
 
 def structures(frames, sizes: list[int]):
@@ -126,18 +133,16 @@ def molecule_copies(molecule, copies: int):
     return cluster
 
 
-def write_split(directory: Path, data: Path, test: Path | None, atoms_list) -> None:
+def write_split(directory: Path, frames, held_out_test: bool, tests, atoms_list) -> None:
     """The exact frames nnp trained, validated and tested on, and the timed structures, for the peers."""
     import ase.io
 
-    from nnp.data.dataset import split_indices
-    from nnp.data.readers import read_structures, write_extxyz
+    from nnp.data.readers import write_extxyz
 
-    frames = read_structures(data)
-    parts = split_indices(len(frames), 0.1, 0.0 if test else 0.1, 0)
+    parts = split(frames, held_out_test)
     for name in ("train", "val"):
         write_extxyz(directory / f"{name}.extxyz", [frames[k] for k in parts[name]])
-    write_extxyz(directory / "test.extxyz", test_frames(data, test))
+    write_extxyz(directory / "test.extxyz", tests)
     for atoms in atoms_list:
         ase.io.write(directory / f"size_{len(atoms)}.extxyz", atoms, format="extxyz")
 
@@ -217,9 +222,9 @@ def main() -> None:
     kind = data_kind(frames)
     sizes = args.sizes or ([192, 1536] if kind == "periodic" else [len(frames[-1]), 8 * len(frames[-1])])
     atoms_list = structures(frames, sizes)
-    tests = test_frames(data, test)
+    tests = test_frames(frames, test)
     if args.write_split:
-        write_split(Path(args.write_split), data, test, atoms_list)
+        write_split(Path(args.write_split), frames, test is not None, tests, atoms_list)
     small, large = (len(a) for a in atoms_list)
     rows = []
     for name in args.models:
