@@ -6,6 +6,7 @@
 #include "contract.h"
 #include "deviation.h"
 #include "evaluator.h"
+#include "model_path.h"
 
 namespace py = pybind11;
 
@@ -86,10 +87,14 @@ PYBIND11_MODULE(_evaluator, m) {
       .def_property_readonly("direct_forces", [](const nnp::Evaluator &e) { return e.info().direct_forces; })
       .def_property_readonly("metadata", [](const nnp::Evaluator &e) { return e.info().metadata; })
       .def_property_readonly("device", &nnp::Evaluator::device)
+      .def_property_readonly("path", &nnp::Evaluator::path, "the model file that was loaded")
       .def("evaluate", &evaluate, py::arg("species"), py::arg("edge_index"), py::arg("edge_vectors"),
            py::arg("num_local"), py::arg("check_finite") = false,
            "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial as float64\n"
            "numpy arrays. check_finite=True raises ModelError naming the first node with a NaN/inf output.");
+  m.def("resolve_model_path", &nnp::resolve_model_path, py::arg("name_or_path"),
+        "The file itself, or a bundled model's file by name (the lookup pair_coeff does); ModelError if neither.");
+  m.def("model_search_path", &nnp::model_search_path, "Directories searched for models given by name, in order.");
   m.def("model_deviation", &model_deviation, py::arg("member_forces"), py::arg("energies"), py::arg("num_atoms"),
         "Ensemble deviation (DeePMD definitions, pair_nnp/deviation.h): per-member (N, 3) forces and total\n"
         "energies -> (eps_i per atom, std over members of E / num_atoms).");

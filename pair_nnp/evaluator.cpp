@@ -1,4 +1,5 @@
 #include "evaluator.h"
+#include "model_path.h"
 
 #include <cmath>
 #include <fstream>
@@ -72,11 +73,10 @@ bool since_v2(const std::string &key) {
 
 }  // namespace
 
-Evaluator::Evaluator(const std::string &path, const std::string &device)
-    : device_(parse_device(device)), dtype_(torch::kFloat64) {
-  if (!std::ifstream(path).good()) throw Error("model file " + path + " does not exist or cannot be read");
-  backend_ = open_backend(path, device_);
-  read_metadata(path, backend_->metadata());
+Evaluator::Evaluator(const std::string &name_or_path, const std::string &device)
+    : path_(resolve_model_path(name_or_path)), device_(parse_device(device)), dtype_(torch::kFloat64) {
+  backend_ = open_backend(path_, device_);
+  read_metadata(path_, backend_->metadata());
 }
 
 void Evaluator::read_metadata(const std::string &path, const MetadataMap &stored) {

@@ -38,10 +38,12 @@ struct Result {
 
 class Evaluator {
  public:
-  // path: a TorchScript file (*.nnp.pt) or an AOTInductor package (*.nnp.pt2), chosen by suffix.
-  // device: "cpu", "cuda", "cuda:K"; throws Error on a missing/corrupt/foreign file or bad device.
-  Evaluator(const std::string &path, const std::string &device = "cpu");
+  // name_or_path: a TorchScript file (*.nnp.pt) or an AOTInductor package (*.nnp.pt2), chosen by suffix,
+  // or the name of a bundled model (resolve_model_path). device: "cpu", "cuda", "cuda:K"; throws Error on a
+  // missing/corrupt/foreign file or bad device.
+  Evaluator(const std::string &name_or_path, const std::string &device = "cpu");
 
+  const std::string &path() const { return path_; }  // the file that was loaded
   const ModelInfo &info() const { return info_; }
   std::string device() const { return device_.str(); }
   const torch::Device &torch_device() const { return device_; }
@@ -65,6 +67,7 @@ class Evaluator {
   void read_metadata(const std::string &path, const MetadataMap &stored);
   void read_halo_metadata(const std::string &path, const MetadataMap &extra, bool version_1);
 
+  std::string path_;
   ModelInfo info_;
   torch::Device device_;
   torch::ScalarType dtype_;

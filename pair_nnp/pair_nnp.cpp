@@ -155,6 +155,7 @@ std::string PairNNP::choose_device() const {
 }
 
 // pair_coeff * * model.nnp.pt El_1 ... El_ntypes   (NULL: the type is left to another hybrid sub-style)
+// (a bundled model's name, e.g. organic-xtb, in place of the file)
 void PairNNP::coeff(int narg, char **arg) {
   if (!allocated) allocate();
   const int ntypes = atom->ntypes;
@@ -163,12 +164,12 @@ void PairNNP::coeff(int narg, char **arg) {
                           std::to_string(ntypes) + " types; NULL for a type left to another hybrid style), got " + std::to_string(narg) + " arguments");
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_coeff for pair_style nnp must start with '* *'");
-  model_path = arg[2];
   try {
-    model = std::make_unique<nnp::Evaluator>(model_path, choose_device());
+    model = std::make_unique<nnp::Evaluator>(arg[2], choose_device());  // a file, or a bundled model's name
   } catch (const nnp::Error &err) {
     error->all(FLERR, std::string("pair_style nnp: ") + err.what());
   }
+  model_path = model->path();
   if (ensemble_) ensemble_->load(*model, model_path);
   const auto &info = model->info();
   type_species.assign(ntypes + 1, -1);

@@ -32,14 +32,30 @@ def _add_pretrain(sub) -> None:
 
 
 def _add_finetune(sub) -> None:
-    p = sub.add_parser("finetune", help="train a potential starting from a pretrained backbone",
-                       description="Like train, with the backbone initialised from a pretraining (or training) checkpoint.")
-    p.add_argument("--config", required=True, help="YAML run config (same model section as the pretraining)")
-    p.add_argument("--from", dest="checkpoint", required=True, help="checkpoint of the pretraining run (best.ckpt)")
+    p = sub.add_parser("finetune", help="train a potential starting from a pretrained model or backbone",
+                       description="Like train, with the weights initialised from a bundled pretrained model "
+                                   "(`nnp models list`) or a pretraining/training checkpoint. Without --config: "
+                                   "the pretrained model's architecture with finetuning defaults "
+                                   "(docs/training.md) on --data.")
+    p.add_argument("--config", default=None, help="YAML run config (same model section as the pretraining)")
+    p.add_argument("--from", dest="checkpoint", required=True,
+                   help="a bundled pretrained model's name (e.g. organic-xtb) or a checkpoint (best.ckpt)")
+    p.add_argument("--data", default=None, help="dataset to finetune on (sets data.path)")
+    p.add_argument("--output-dir", default=None, help="run directory (default runs/finetune-<data name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="pretrained models that ship with nnp (usable by name in pair_coeff)")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="name, elements, cutoff, size and errors of each model").set_defaults(
+        func=cmd_models_list)
+    c = msub.add_parser("card", help="a model's card (Markdown) and the paths of its files")
+    c.add_argument("name", help="model name, e.g. organic-xtb")
+    c.set_defaults(func=cmd_models_card)
 
 
 def _add_evaluate(sub) -> None:
@@ -70,8 +86,9 @@ def _add_data(sub) -> None:
         "generate", help="generate a dataset (resumable: re-run the same command to continue)",
         description="water-tip3p: classical flexible TIP3P water (LAMMPS). aspirin-xtb: GFN2-xTB NVT MD of aspirin "
                     "(500 K, 0.5 fs). g2-xtb: GFN2-xTB MD of ASE's G2 molecules at 300/600/1000 K. water-xtb: TIP3P "
-                    "frames relabelled with periodic GFN2-xTB. diverse-xtb: GFN2-xTB MD (500/1000 K) of thousands of random small "
-                    "molecules (H C N O F S Cl, aspirin excluded), the large pretraining set (docs/datasets.md).")
+                    "frames relabelled with periodic GFN2-xTB. diverse-xtb: GFN2-xTB MD of thousands of random small "
+                    "molecules (H C N O F S Cl, the rMD17 molecules held out), the large pretraining set "
+                    "(docs/datasets.md).")
     g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "g2-xtb", "water-xtb", "diverse-xtb"], help="dataset to generate")
     g.add_argument("--output", required=True, help="extxyz file to write; a .card.json is written beside it")
     g.add_argument("--frames", type=int, default=None,
@@ -82,6 +99,11 @@ def _add_data(sub) -> None:
     g.add_argument("--temperatures", type=float, nargs="+", default=None, help="diverse-xtb: K (500 1000)")
     g.add_argument("--equilibration-steps", type=int, default=None,
                    help="diverse-xtb: MD steps before the first frame of each molecule and temperature (20)")
+    g.add_argument("--preset", choices=["v1", "v2"], default="v1",
+                   help="diverse-xtb: v1 (4,000 molecules, 500/1000 K) or v2 (20,000 molecules up to 12 heavy atoms, "
+                        "300/500/1000 K, displaced frames, 18%% non-bonded clusters, all ten rMD17 molecules held "
+                        "out); the flags below override it")
+    g.add_argument("--max-heavy-atoms", type=int, default=None, help="diverse-xtb: largest molecule (v1 9, v2 12)")
     g.add_argument("--shard", type=int, nargs=2, default=None, metavar=("I", "N"),
                    help="diverse-xtb: sample only molecules with index %% N == I (parallel processes, separate outputs)")
     g.add_argument("--card-only", action="store_true",
@@ -181,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_stability,
-                _add_stability_compare, _add_analyze, _add_quickstart):
+                _add_stability_compare, _add_analyze, _add_quickstart, _add_models):
         add(sub)
     return parser
 
@@ -237,8 +259,54 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    args.overrides = [f"finetune.from_checkpoint={args.checkpoint}", *args.overrides]
-    return cmd_train(args)
+    from .pretrained import checkpoint_for
+    from .train.finetune import finetune_config
+    from .train.trainer import run_training
+
+    checkpoint = checkpoint_for(args.checkpoint)
+    given = [f"data.path={args.data}"] * (args.data is not None) + [f"output_dir={args.output_dir}"] * bool(args.output_dir)
+    if args.config is not None:
+        args.overrides = [f"finetune.from_checkpoint={checkpoint}", *given, *args.overrides]
+        return cmd_train(args)
+    if args.data is None:
+        from .errors import UserError
+
+        raise UserError("give --data FILE (the frames to finetune on) or a --config that names them")
+    config = finetune_config(checkpoint, args.data, given[1:] + args.overrides)
+    summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
+    if "table" in summary:
+        print(summary["table"])
+        print(f"finetuned {args.checkpoint}: stopped by {summary['stopped_by']} after {summary['epochs']} epochs; "
+              f"model: {summary['model_file']}")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from .pretrained import available
+
+    models = available()
+    if not models:
+        print("no pretrained models found (search path: NNP_MODEL_PATH, then the package)")
+        return 0
+    print(f"{'name':<18} {'elements':<16} {'cutoff':>7} {'params':>8} {'MB':>5}  errors")
+    for m in models:
+        c = m.card
+        size = sum((m.directory / f).stat().st_size for f in c.get("files", {}).values()
+                   if (m.directory / f).exists()) / 1e6
+        print(f"{m.name:<18} {' '.join(c['elements']):<16} {c['cutoff_A']:>6.1f}A {c['parameters']:>8,} "
+              f"{size:>5.1f}  {c.get('summary_errors', '')}")
+    return 0
+
+
+def cmd_models_card(args) -> int:
+    from .pretrained import get
+
+    model = get(args.name)
+    print(model.markdown.read_text() if model.markdown.exists() else json.dumps(model.card, indent=2))
+    print("files:")
+    for variant in model.card.get("files", {}):
+        print(f"  {variant:<10} {model.file(variant)}")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -287,8 +355,10 @@ def cmd_data_generate(args) -> int:
     elif args.name == "diverse-xtb":
         from .data.generate import diverse
 
-        common = given(n_molecules=args.molecules, frames_per_molecule=args.frames_per_molecule,
-                       temperatures=args.temperatures)
+        preset = diverse.PRESETS[args.preset]
+        common = {"n_molecules": args.molecules or preset["n_molecules"], "sampling": preset["sampling"],
+                  "max_heavy_atoms": args.max_heavy_atoms or preset["max_heavy_atoms"],
+                  **given(frames_per_molecule=args.frames_per_molecule, temperatures=args.temperatures)}
         if args.shard:
             common.update(shard=args.shard[0], shards=args.shard[1])
         if args.card_only:
@@ -473,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UserError, FileNotFoundError) as err:
         message = " ".join(str(err).split())  # one line
-        command = " ".join(c for c in (args.command, getattr(args, "data_command", None)) if c)
+        command = " ".join(c for c in (args.command, getattr(args, "data_command", None),
+                                       getattr(args, "models_command", None)) if c)
         print(f"nnp {command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -107,6 +107,7 @@ class FinetuneConfig:
     #                                     pretraining checkpoint (every weight transfers), yes otherwise
     freeze_backbone_epochs: int = 0  # train only the head (and readout) for this many epochs
     backbone_lr_factor: float = 1.0  # backbone learning rate = factor x train.lr
+    allow_new_elements: bool = False  # elements the pretrained model never saw get fresh embeddings (else an error)
 
 
 @dataclass
@@ -165,6 +166,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(apply_overrides(values, overrides), str(path))
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """``values`` (nested, changed in place and returned) with ``section.key=value`` strings applied."""
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -174,7 +180,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         for p in parents:
             target = target.setdefault(p, {})
         target[leaf] = yaml.safe_load(raw)
-    return config_from_dict(values, str(path))
+    return values
 
 
 def _check(config: RunConfig, source: str) -> None:

@@ -117,12 +117,15 @@ def export_model(
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str, str]]:
-    """Load a model file (TorchScript or .pt2, by suffix) and its metadata, validating both against the contract.
+    """Load a model file (TorchScript or .pt2, by suffix; or a bundled model by name) and its metadata, validating
+    both against the contract.
 
     A TorchScript file gives its ``ScriptModule``; a ``.pt2`` package gives a
     :class:`nnp.export_pt2.CompiledModel` called the same way (CPU only).
     """
-    path = Path(path)
+    from .pretrained import resolve_file
+
+    path = resolve_file(path)  # a file, or a bundled model's name
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
     if file_format(path) == "pt2":

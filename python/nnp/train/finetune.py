@@ -6,9 +6,13 @@ backbone's ``HEAD``); every other parameter is the transferable backbone.
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from ..config import RunConfig, apply_overrides, config_from_dict
 
 from ..models.potential import Potential, is_head
 from .checkpoint import CheckpointError, load_checkpoint
@@ -82,3 +86,34 @@ def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head
         transferred.append(key)
     model.load_state_dict(target)
     return transferred
+
+
+# `nnp finetune --from MODEL --data FILE` without --config: the pretrained run's model and loss weights,
+# these settings (docs/training.md, "Finetuning a pretrained model"). Chosen for 10 to 1,000 frames: a
+# lower learning rate for the backbone than for the readout, early stopping on the validation split.
+FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"val_fraction": 0.1, "test_fraction": 0.0, "max_frames": None, "format": None},
+    "train": {"epochs": 1000, "batch_size": 4, "lr": 1.0e-3, "optimizer": "adamw", "scheduler": "plateau",
+              "scheduler_patience": 10, "scheduler_factor": 0.5, "warmup_epochs": 0,
+              "early_stopping_patience": 40, "ema_decay": 0.99, "time_limit_minutes": None, "seed": 0},
+    "finetune": {"backbone_lr_factor": 0.3, "reinit_readout": False, "freeze_backbone_epochs": 0},
+}
+
+
+def finetune_config(checkpoint_path: str | Path, data: str | None, overrides: list[str] | None = None,
+                    name: str | None = None) -> RunConfig:
+    """The run config of finetuning ``checkpoint_path`` on ``data`` with :data:`FINETUNE_DEFAULTS`.
+
+    The model section (architecture, cutoff) and the loss weights come from the checkpoint's own config;
+    ``overrides`` (``section.key=value``) apply last.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    values = copy.deepcopy(checkpoint["config"])
+    values.pop("output_dir", None)
+    for section, defaults in FINETUNE_DEFAULTS.items():
+        values.setdefault(section, {}).update(copy.deepcopy(defaults))
+    values["finetune"]["from_checkpoint"] = str(checkpoint_path)
+    if data is not None:
+        values["data"]["path"] = str(data)
+    values["name"] = name or f"finetune-{Path(str(values['data']['path'])).name.split('.')[0]}"
+    return config_from_dict(apply_overrides(values, overrides), f"finetuning {checkpoint_path}")

@@ -18,6 +18,7 @@ from ..config import RunConfig, TrainConfig
 from ..models.build import build_backbone, build_potential, check_architecture
 from ..models.heads import ForcePretrainModel, PretrainModel
 from ..models.potential import Potential
+from ..pretrained import check_elements
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
 from .data import DTYPES, GraphDataset, TrainingData, prepare_data
 from .distributed import choose_device
@@ -78,6 +79,8 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
     data = prepare_data(config, progress, species=pretrained["species"] if pretrained else None)
     if pretrained:  # the backbone's message normalisation must stay what it was pretrained with
         data.statistics.avg_num_neighbors = pretrained["avg_num_neighbors"]
+        if not config.finetune.allow_new_elements:
+            check_elements(pretrained["species"], data.species, f"the model of {config.finetune.from_checkpoint}")
     model = model_for_data(config, data)
     if config.finetune.from_checkpoint and not (config.run_dir / "last.ckpt").exists():
         load_pretrained_backbone(model, config.finetune.from_checkpoint, config.finetune.reinit_readout)

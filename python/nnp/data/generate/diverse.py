@@ -10,21 +10,25 @@ finite-difference force checks); the card adds composition, element counts and l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
-from .molecule_graphs import ASPIRIN, EMBED_CHECK_SEED, Enumeration, canonical_smiles, composition, random_molecules
+from .clusters import build_cluster, draw_cluster_members
+from .molecule_graphs import EMBED_CHECK_SEED, Enumeration, composition, held_out_reason, random_molecules
 from .resumable import ResumableTrajectory
 from .xtb import LEVEL_OF_THEORY, Segment, sample_md
 
 NAME = "diverse-xtb"
+CLUSTER = "cluster:"  # label prefix of cluster segments
 EMBED_ATTEMPTS = 20
 
 
@@ -56,55 +60,143 @@ def split_frames(frames_per_molecule: int, temperatures: Sequence[float]) -> lis
     return [base + (k < extra) for k in range(len(temperatures))]
 
 
-def diverse_segments(smiles: Sequence[str], frames_per_molecule: int, temperatures: Sequence[float],
-                     seed: int, shard: int = 0, shards: int = 1) -> list[Segment]:
-    """One segment per molecule (of this shard: index % shards == shard) and temperature.
+@dataclass(frozen=True)
+class Sampling:
+    """What is sampled of each molecule, and how many non-bonded clusters go between the molecules.
 
-    Conformers are built only when the MD reaches them; their seeds depend on the molecule's index in the
-    whole list, so a molecule starts from the same conformer whichever shard samples it.
+    v1 (the defaults): every molecule at every temperature. v2 (:data:`PRESETS`): each molecule at one
+    temperature (cycling through them), plus displaced single points, plus clusters of two or three
+    molecules (water among them) making ``cluster_share`` of all frames.
     """
+
+    frames_per_molecule: int = 25
+    temperatures: tuple[float, ...] = (500.0, 1000.0)
+    one_temperature_per_molecule: bool = False
+    displaced_frames: int = 0  # per molecule (see xtb.Segment.displacement)
+    max_displacement: float = 0.25  # Å
+    cluster_share: float = 0.0  # fraction of all frames that are cluster frames
+    cluster_frames: int = 2  # MD frames per cluster
+    cluster_temperatures: tuple[float, ...] = (300.0, 500.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        if self.frames_per_molecule < 1 or not self.temperatures:
+            raise ValueError("need frames_per_molecule >= 1 and at least one temperature")
+        if not 0 <= self.cluster_share < 1 or self.displaced_frames < 0:
+            raise ValueError("need 0 <= cluster_share < 1 and displaced_frames >= 0")
+
+    def resume_key(self) -> dict:
+        """Resume-key entries: v1's exactly as before, the v2 fields only when used."""
+        key = {"frames_per_molecule": self.frames_per_molecule, "temperatures_K": list(self.temperatures)}
+        defaults = Sampling()
+        for name in ("one_temperature_per_molecule", "displaced_frames", "max_displacement", "cluster_share",
+                     "cluster_frames", "cluster_temperatures"):
+            if getattr(self, name) != getattr(defaults, name):
+                key[name] = list(getattr(self, name)) if name == "cluster_temperatures" else getattr(self, name)
+        return key
+
+    def clusters_per_molecule(self) -> float:
+        """Clusters per molecule so that cluster frames are ``cluster_share`` of all frames."""
+        per_molecule = self.frames_per_molecule + self.displaced_frames
+        return self.cluster_share * per_molecule / (self.cluster_frames * (1 - self.cluster_share))
+
+
+# `nnp data generate diverse-xtb --preset NAME`: the published versions of the set
+PRESETS = {
+    "v1": {"n_molecules": 4000, "max_heavy_atoms": 9, "sampling": Sampling()},
+    "v2": {"n_molecules": 20000, "max_heavy_atoms": 12,
+           "sampling": Sampling(frames_per_molecule=2, temperatures=(300.0, 500.0, 1000.0),
+                                one_temperature_per_molecule=True, displaced_frames=1, max_displacement=0.05,
+                                cluster_share=0.18)},
+}
+
+
+def diverse_segments(smiles: Sequence[str], sampling: Sampling, seed: int, shard: int = 0,
+                     shards: int = 1) -> list[Segment]:
+    """The segments of the molecules of this shard (index % shards == shard) and of their clusters.
+
+    Conformers (and clusters) are built only when the MD reaches them; their seeds depend on the molecule's
+    index in the whole list, so a molecule starts from the same conformer whichever shard samples it.
+    Clusters follow the molecule they are counted after, so any prefix of the run has the cluster share.
+    """
+    temperatures = sampling.temperatures
+    rate = sampling.clusters_per_molecule()
+    heavy = _heavy_atom_counts(smiles) if rate > 0 else []
     segments = []
     for m, s in enumerate(smiles):
         if m % shards != shard:
             continue
-        for t, (temperature, frames) in enumerate(zip(temperatures, split_frames(frames_per_molecule, temperatures))):
+        if sampling.one_temperature_per_molecule:
+            plan = [(m % len(temperatures), temperatures[m % len(temperatures)], sampling.frames_per_molecule)]
+        else:
+            plan = list(zip(range(len(temperatures)), temperatures,
+                            split_frames(sampling.frames_per_molecule, temperatures)))
+        for t, temperature, frames in plan:
             if frames == 0:
                 continue
             embed_seed = (seed * 1_000_003 + m * len(temperatures) + t) % 2**31
             segments.append(Segment(f"{s}@{int(temperature)}K", lambda s=s, k=embed_seed: conformer(s, k),
                                     float(temperature), frames))
+        if sampling.displaced_frames:
+            embed_seed = (seed * 1_000_003 + m * len(temperatures) + len(temperatures)) % 2**31
+            segments.append(Segment(f"{s}@displaced", lambda s=s, k=embed_seed: conformer(s, k), 0.0,
+                                    sampling.displaced_frames, displacement=sampling.max_displacement))
+        for c in range(int((m + 1) * rate) - int(m * rate)):
+            segments.append(_cluster_segment(smiles, heavy, sampling, seed, int(m * rate) + c))
     return segments
 
 
-def _plan(n_molecules: int, frames_per_molecule: int, temperatures: Sequence[float], seed: int,
-          max_heavy_atoms: int, shard: int = 0, shards: int = 1) -> tuple[Enumeration, float, list[Segment], dict]:
+def _heavy_atom_counts(smiles: Sequence[str]) -> list[int]:
+    from rdkit import Chem
+
+    return [Chem.MolFromSmiles(s).GetNumHeavyAtoms() for s in smiles]
+
+
+def _cluster_segment(smiles: Sequence[str], heavy: Sequence[int], sampling: Sampling, seed: int,
+                     index: int) -> Segment:
+    """Cluster number ``index`` of the run: members, temperature and geometry depend on it and the seed only."""
+    rng = np.random.default_rng([seed, 0xC1, index])
+    members = draw_cluster_members(smiles, heavy, rng)
+    temperature = float(sampling.cluster_temperatures[index % len(sampling.cluster_temperatures)])
+    builders = [lambda s=s, k=k: conformer(s, (seed * 7_919 + index * 5 + k) % 2**31) for k, s in enumerate(members)]
+    build_seed = (seed * 1_000_033 + index) % 2**31
+    return Segment(f"{CLUSTER}{'.'.join(members)}@{int(temperature)}K",
+                   lambda: build_cluster(builders, build_seed), temperature, sampling.cluster_frames)
+
+
+def _plan(n_molecules: int, sampling: Sampling, seed: int, max_heavy_atoms: int, shard: int = 0,
+          shards: int = 1) -> tuple[Enumeration, float, list[Segment], dict]:
     """Molecules, their segments and the resume-key entries of a diverse-xtb run (or of one shard of it)."""
-    if frames_per_molecule < 1 or not temperatures:
-        raise ValueError("need frames_per_molecule >= 1 and at least one temperature")
     if not 0 <= shard < shards:
         raise ValueError(f"shard must be in 0..{shards - 1}, got {shard} of {shards}")
     tick = time.monotonic()
     enumeration = random_molecules(n_molecules, seed=seed, max_heavy_atoms=max_heavy_atoms)
     seconds = time.monotonic() - tick
-    segments = diverse_segments(enumeration.smiles, frames_per_molecule, temperatures, seed, shard, shards)
-    extra = {"molecules": n_molecules, "frames_per_molecule": frames_per_molecule,
-             "max_heavy_atoms": max_heavy_atoms, "temperatures_K": [float(t) for t in temperatures]}
+    segments = diverse_segments(enumeration.smiles, sampling, seed, shard, shards)
+    extra = {"molecules": n_molecules, **sampling.resume_key(), "max_heavy_atoms": max_heavy_atoms}
     if shards > 1:
         extra["shard"] = [shard, shards]
     return enumeration, seconds, segments, extra
 
 
-def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
-                         temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0, interval: int = 5,
-                         equilibration_steps: int = 20, max_heavy_atoms: int = 9, friction_per_fs: float = 0.02,
-                         check_every: int = 500, shard: int = 0, shards: int = 1, progress: bool = True) -> Path:
+def _sampling(sampling: Sampling | None, fields: dict) -> Sampling:
+    """``sampling`` (default v1) with the given fields replaced (``frames_per_molecule=``, ``temperatures=``...)."""
+    base = sampling or Sampling()
+    return dataclasses.replace(base, **fields) if fields else base
+
+
+def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, sampling: Sampling | None = None, *,
+                         seed: int = 0, interval: int = 5, equilibration_steps: int = 20, max_heavy_atoms: int = 9,
+                         friction_per_fs: float = 0.02, check_every: int = 500, shard: int = 0, shards: int = 1,
+                         progress: bool = True, **sampling_fields) -> Path:
     """Generate (or continue) the diverse set into ``output`` (extxyz) with its card; returns the path.
 
+    ``sampling``: what is sampled (default: v1's); keyword fields of :class:`Sampling` override it.
     ``shard``/``shards``: sample only the molecules with index % shards == shard (run the shards as separate
     processes into separate outputs, then pack them together).
     """
-    enumeration, seconds, segments, extra = _plan(n_molecules, frames_per_molecule, temperatures, seed,
-                                                  max_heavy_atoms, shard, shards)
+    sampling = _sampling(sampling, sampling_fields)
+    enumeration, seconds, segments, extra = _plan(n_molecules, sampling, seed, max_heavy_atoms, shard, shards)
     path = sample_md(output, segments, NAME, timestep_fs=0.5, interval=interval,
                      equilibration_steps=equilibration_steps, seed=seed + 1_000_003 * shard,
                      friction_per_fs=friction_per_fs, check_every=check_every, progress=progress,
@@ -113,9 +205,9 @@ def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, frames_per
     return path
 
 
-def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_molecule: int = 25,
-                       temperatures: Sequence[float] = (500.0, 1000.0), seed: int = 0,
-                       max_heavy_atoms: int = 9, shard: int = 0, shards: int = 1) -> Path:
+def write_partial_card(output: str | Path, n_molecules: int = 4000, sampling: Sampling | None = None, *,
+                       seed: int = 0, max_heavy_atoms: int = 9, shard: int = 0, shards: int = 1,
+                       **sampling_fields) -> Path:
     """Card of the frames an unfinished (or still running) generation has written so far."""
     from .xtb import segments_digest
 
@@ -124,8 +216,8 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, frames_per_m
     if not state_path.exists():
         raise FileNotFoundError(f"{state_path} not found: no generation into {path} to describe")
     state = json.loads(state_path.read_text())
-    enumeration, seconds, segments, _ = _plan(n_molecules, frames_per_molecule, temperatures, seed, max_heavy_atoms,
-                                              shard, shards)
+    enumeration, seconds, segments, _ = _plan(n_molecules, _sampling(sampling, sampling_fields), seed,
+                                              max_heavy_atoms, shard, shards)
     parameters = state["parameters"]
     if parameters.get("segments") != json.loads(json.dumps(segments_digest(segments))):
         raise ValueError(f"{path} was generated with other molecules/frames/temperatures/seed than asked for")
@@ -157,7 +249,7 @@ def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: fl
     """
     out = ResumableTrajectory(path, {})
     molecules_file = path.with_name(path.name + ".molecules.json")
-    mine = list(dict.fromkeys(s.label.rsplit("@", 1)[0] for s in segments))
+    mine = list(dict.fromkeys(s.label.rsplit("@", 1)[0] for s in segments if not s.label.startswith(CLUSTER)))
     molecules_file.write_text(json.dumps(mine, indent=0))
     out.update_card({
         "complete": complete,
@@ -165,13 +257,15 @@ def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: fl
         "how_made": ("random heavy-atom graphs (C, N, O, F, S, Cl; spanning tree + ring closures + bond orders), "
                      "RDKit-sanitized, hydrogens added, neutral closed-shell, unique by canonical SMILES; per "
                      "molecule and temperature one ETKDG conformer (own seed), MMFF-relaxed when parametrized, "
-                     "then GFN2-xTB Langevin MD"),
+                     "then GFN2-xTB Langevin MD; v2 also: displaced single points of the conformer (Gaussian "
+                     "noise, sigma up to max_displacement) and MD of non-bonded clusters of two or three small "
+                     "molecules or water placed at 0.65-0.9 of their van der Waals contact distance"),
+        "held_out_benchmark": "the ten revised-MD17 molecules (exclusions below) are never sampled, alone or in "
+                              "clusters",
         "molecule_enumeration": {"seed": seed, "attempts": enumeration.attempts,
                                  "rejected": dict(enumeration.rejected), "seconds": enumeration_seconds,
                                  "smiles_file": molecules_file.name},
-        "exclusions": [{"canonical_smiles": s, "times_drawn": n,
-                        "reason": ("aspirin: held-out benchmark molecule" if s == canonical_smiles(ASPIRIN)
-                                   else "excluded")}
+        "exclusions": [{"canonical_smiles": s, "times_drawn": n, "reason": held_out_reason(s)}
                        for s, n in enumeration.excluded.items()],
         "composition": composition(mine),
         **frame_statistics(path, max_frames),
@@ -227,7 +321,7 @@ def frame_statistics(paths: str | Path | Sequence[str | Path], max_frames: int |
     limits = max_frames if isinstance(max_frames, (list, tuple)) else [max_frames] * len(paths)
     atoms_of, frames_with = Counter(), Counter()
     force_sq, force_n, force_max = defaultdict(float), Counter(), defaultdict(float)
-    energy_per_atom, temperatures, systems, n = [], Counter(), set(), 0
+    energy_per_atom, temperatures, systems, kinds, n = [], Counter(), set(), Counter(), 0
     frames = (frame for path, limit in zip(paths, limits) if limit != 0 and Path(path).stat().st_size > 0
               for frame in ase.io.iread(path, index=slice(0, limit), format="extxyz"))
     for frame in frames:
@@ -235,8 +329,13 @@ def frame_statistics(paths: str | Path | Sequence[str | Path], max_frames: int |
         symbols = np.array(frame.get_chemical_symbols())
         forces = frame.get_forces()
         energy_per_atom.append(frame.get_potential_energy() / len(frame))
-        temperatures[str(frame.info.get("temperature_K"))] += 1
-        systems.add(str(frame.info.get("system", "")).split("@")[0])
+        system, _, how = str(frame.info.get("system", "")).rpartition("@")
+        temperatures["displaced" if how == "displaced" else str(frame.info.get("temperature_K"))] += 1
+        if system.startswith(CLUSTER):
+            kinds["cluster"] += 1
+        else:
+            systems.add(system)
+            kinds["displaced" if how == "displaced" else "molecule_md"] += 1
         norms = np.linalg.norm(forces, axis=1)
         for symbol in set(symbols):
             mask = symbols == symbol
@@ -252,6 +351,8 @@ def frame_statistics(paths: str | Path | Sequence[str | Path], max_frames: int |
         "frames": n,
         "distinct_molecules_in_frames": len(systems),
         "frames_per_temperature_K": dict(temperatures),
+        "frames_per_kind": {k: kinds[k] for k in ("molecule_md", "displaced", "cluster")},
+        "cluster_frame_share": kinds["cluster"] / n,
         "atoms_per_element": dict(sorted(atoms_of.items())),
         "frames_containing_element": dict(sorted(frames_with.items())),
         "energy_per_atom_eV": {"mean": float(e.mean()), "std": float(e.std()), "min": float(e.min()),
@@ -280,6 +381,9 @@ def write_markdown_card(card_path: str | Path) -> Path:
              f"{card['finite_difference_check']['frames_checked']} "
              f"frames, max error {card['finite_difference_check']['max_abs_error_eV_per_A']:.1e} eV/Å. "
              f"Generation: {card['generation_seconds']:.0f} s. Command: `{card.get('command')}`.", "",
+             f"Frames by kind: {stats.get('frames_per_kind', {})} (cluster share "
+             f"{stats.get('cluster_frame_share', 0):.1%}); by temperature: {stats.get('frames_per_temperature_K')}.",
+             "",
              "Exclusions: " + "; ".join(f"{x['canonical_smiles']} ({x['reason']}, drawn {x['times_drawn']}x)"
                                         for x in card["exclusions"]), "",
              "| heavy atoms | " + " | ".join(comp["heavy_atom_histogram"]) + " |",

@@ -65,12 +65,18 @@ def g2_molecules(min_atoms: int = 2) -> list[tuple[str, Atoms]]:
 
 @dataclass
 class Segment:
-    """One MD trajectory to sample; ``atoms`` may be a function building the start (called when reached)."""
+    """One MD trajectory to sample; ``atoms`` may be a function building the start (called when reached).
+
+    ``displacement`` > 0: no MD; each frame is the start with Gaussian noise on every coordinate, its
+    standard deviation drawn per frame uniformly in [0.2, 1] x ``displacement`` (Å): strained geometries,
+    high forces and short contacts that thermal MD rarely visits.
+    """
 
     label: str
     atoms: Atoms | Callable[[], Atoms]
     temperature: float
     frames: int
+    displacement: float = 0.0
 
     def start(self) -> Atoms:
         return self.atoms() if callable(self.atoms) else self.atoms
@@ -78,7 +84,8 @@ class Segment:
 
 def segments_digest(segments: Sequence[Segment]) -> dict:
     """Count, total frames and SHA-256 of (label, temperature, frames) of every segment: a compact resume key."""
-    listing = json.dumps([(s.label, s.temperature, s.frames) for s in segments]).encode()
+    listing = json.dumps([(s.label, s.temperature, s.frames) + ((s.displacement,) if s.displacement else ())
+                          for s in segments]).encode()
     return {"count": len(segments), "frames": sum(s.frames for s in segments),
             "sha256": hashlib.sha256(listing).hexdigest()}
 
@@ -160,6 +167,11 @@ def sample_md(
     while state["segment"] < len(segments):
         segment = segments[state["segment"]]
         start = segment.start()
+        if segment.displacement > 0:
+            _displaced_frames(segment, start, state, rng, calculator, out, bar, max_failures)
+            state.update(segment=state["segment"] + 1, segment_frames=0, positions=None, velocities=None)
+            tick = time.monotonic()
+            continue
         atoms = start.copy()
         atoms.set_constraint(FixCom())
         atoms.calc = calculator()
@@ -249,6 +261,50 @@ def sample_md(
         "generation_seconds": state["seconds"],
     })
     return out.path
+
+
+def _displaced_frames(segment: Segment, start: Atoms, state: dict, rng: np.random.Generator, calculator: Callable,
+                      out: ResumableTrajectory, bar, max_failures: int) -> None:
+    """The frames of a displaced segment: single points of the start with Gaussian noise (see Segment)."""
+    atoms = start.copy()
+    atoms.calc = calculator()
+    reference = reference_bonds(start)
+    failures = 0
+    while state["segment_frames"] < segment.frames:
+        if failures >= max_failures:
+            state["skipped_segments"] += 1
+            state["skipped_frames"] += segment.frames - state["segment_frames"]
+            bar.update(segment.frames - state["segment_frames"])
+            return
+        tick = time.monotonic()
+        sigma = float(rng.uniform(0.2, 1.0)) * segment.displacement
+        atoms.positions = start.positions + rng.normal(scale=sigma, size=start.positions.shape)
+        try:
+            if exploded(atoms, reference):
+                state["dropped_geometry"] += 1
+                failures += 1
+                continue
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        except Exception:  # SCF did not converge
+            state["dropped_scf"] += 1
+            failures += 1
+            atoms.calc = calculator()
+            continue
+        if not np.all(np.isfinite(forces)):
+            state["dropped_scf"] += 1
+            failures += 1
+            continue
+        frame = Atoms(atoms.symbols, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+        frame.info.update({"system": segment.label, "temperature_K": segment.temperature,
+                           "displacement_sigma_A": sigma})
+        frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+        failures = 0
+        state["segment_frames"] += 1
+        state["frames"] += 1
+        state.update(positions=None, velocities=None, rng=rng.bit_generator.state,
+                     seconds=state["seconds"] + time.monotonic() - tick)
+        out.append(frame, state)
+        bar.update(1)
 
 
 def generate_aspirin_xtb(output: str | Path, n_frames: int = 10000, temperature: float = 500.0, seed: int = 0,
