@@ -163,3 +163,76 @@ def test_shards_partition_the_molecules_and_pack_together(tmp_path):
     assert main(["data", "merge-cards", str(tmp_path / "none.extxyz"), "--output", str(tmp_path / "x.json")]) == 2
     with pytest.raises(ValueError, match="shard must be"):
         generate_diverse_xtb(tmp_path / "bad.extxyz", shard=2, shards=2, **common)
+
+
+V2_SMALL = dict(n_molecules=6, max_heavy_atoms=5, seed=2, progress=False, frames_per_molecule=1,
+                temperatures=(300.0, 500.0, 1000.0), one_temperature_per_molecule=True, displaced_frames=1,
+                max_displacement=0.05, cluster_share=0.3, cluster_frames=1)
+
+
+def test_v2_samples_each_molecule_once_with_displaced_frames_and_clusters(tmp_path):
+    from nnp.data.generate.clusters import contact_fraction
+    from nnp.data.generate.diverse import CLUSTER
+    from nnp.data.generate.molecule_graphs import HELD_OUT
+    from nnp.data.molecules import find_molecules
+
+    path = generate_diverse_xtb(tmp_path / "v2.extxyz", **V2_SMALL)
+    frames = ase.io.read(path, ":")
+    smiles = json.loads(path.with_name(path.name + ".molecules.json").read_text())
+    md = [f for f in frames if not f.info["system"].startswith(CLUSTER) and not f.info["system"].endswith("@displaced")]
+    displaced = [f for f in frames if f.info["system"].endswith("@displaced")]
+    clusters = [f for f in frames if f.info["system"].startswith(CLUSTER)]
+    # one MD temperature per molecule, cycling 300/500/1000 K; one displaced frame per molecule
+    assert [f.info["temperature_K"] for f in md] == [300.0, 500.0, 1000.0] * 2
+    assert [f.info["system"].split("@")[0] for f in md] == smiles == [f.info["system"].split("@")[0] for f in displaced]
+    assert all(0.01 - 1e-9 <= f.info["displacement_sigma_A"] <= 0.05 for f in displaced)
+    # clusters: 2-3 molecules, not bonded to each other, at contact distances; their share as asked
+    share = 0.3 * 2 / (1 * 0.7)  # clusters per molecule (Sampling.clusters_per_molecule)
+    assert len(clusters) == int(6 * share)
+    for f in clusters:
+        members = f.info["system"][len(CLUSTER):].rsplit("@", 1)[0].split(".")
+        assert 2 <= len(members) <= 3 and len(find_molecules(f)) >= 2
+        parts = find_molecules(f)
+        fractions = [contact_fraction(f[parts[a]], f[parts[b]]) for a in range(len(parts)) for b in range(a)]
+        assert 0.5 < min(fractions) < 1.1  # at contact after a short MD from 0.65-0.9
+    held_out = {canonical_smiles(s) for s in HELD_OUT.values()}
+    used = set(smiles) | {m for f in clusters for m in f.info["system"][len(CLUSTER):].rsplit("@", 1)[0].split(".")}
+    assert not used & held_out
+    card = json.loads(path.with_name(path.name + ".card.json").read_text())
+    stats = card["frame_statistics"]
+    assert stats["frames_per_kind"] == {"molecule_md": 6, "displaced": 6, "cluster": len(clusters)}
+    assert stats["cluster_frame_share"] == pytest.approx(len(clusters) / len(frames))
+    assert card["parameters"]["cluster_share"] == 0.3 and card["parameters"]["displaced_frames"] == 1
+    assert {x["canonical_smiles"] for x in card["exclusions"]} == held_out
+    assert "uracil: held-out benchmark molecule" in json.dumps(card["exclusions"])
+    assert "cluster share" in path.with_name(path.name + ".card.md").read_text()
+
+
+def test_v2_resumes_inside_displaced_and_cluster_segments(tmp_path):
+    reference = generate_diverse_xtb(tmp_path / "straight.extxyz", **V2_SMALL)
+    target = tmp_path / "killed.extxyz"
+    code = ("from nnp.data.generate.diverse import generate_diverse_xtb; "
+            f"generate_diverse_xtb({str(target)!r}, **{V2_SMALL!r})")
+    kill_during_generation(code, target.with_name(target.name + ".state.json"), frames=5, timeout=300)
+    generate_diverse_xtb(target, **V2_SMALL)
+    a, b = ase.io.read(reference, ":"), ase.io.read(target, ":")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.info["system"] == y.info["system"]
+        np.testing.assert_allclose(x.positions, y.positions, atol=1e-6)
+        np.testing.assert_allclose(x.get_forces(), y.get_forces(), atol=1e-4)
+
+
+def test_cli_v2_preset_and_held_out_molecule_trajectories(tmp_path):
+    out = tmp_path / "ethanol.extxyz"
+    assert main(["data", "generate", "molecule-xtb", "--molecule", "ethanol", "--frames", "3", "--interval", "2",
+                 "--output", str(out)]) == 0
+    frames = ase.io.read(out, ":")
+    assert len(frames) == 3 and frames[0].get_chemical_formula() == "C2H6O"
+    assert main(["data", "generate", "molecule-xtb", "--output", str(out)]) == 2  # no --molecule
+    v2 = tmp_path / "v2.extxyz"
+    assert main(["data", "generate", "diverse-xtb", "--preset", "v2", "--molecules", "2", "--max-heavy-atoms", "4",
+                 "--output", str(v2)]) == 0
+    card = json.loads(v2.with_name(v2.name + ".card.json").read_text())
+    assert card["parameters"]["one_temperature_per_molecule"] and card["parameters"]["max_heavy_atoms"] == 4
+    assert card["frame_statistics"]["frames_per_kind"]["displaced"] == 2

@@ -85,11 +85,15 @@ def _add_data(sub) -> None:
     g = dsub.add_parser(
         "generate", help="generate a dataset (resumable: re-run the same command to continue)",
         description="water-tip3p: classical flexible TIP3P water (LAMMPS). aspirin-xtb: GFN2-xTB NVT MD of aspirin "
-                    "(500 K, 0.5 fs). g2-xtb: GFN2-xTB MD of ASE's G2 molecules at 300/600/1000 K. water-xtb: TIP3P "
+                    "(500 K, 0.5 fs). molecule-xtb: the same for any molecule (--molecule). g2-xtb: GFN2-xTB MD of ASE's G2 molecules at 300/600/1000 K. water-xtb: TIP3P "
                     "frames relabelled with periodic GFN2-xTB. diverse-xtb: GFN2-xTB MD of thousands of random small "
                     "molecules (H C N O F S Cl, the rMD17 molecules held out), the large pretraining set "
                     "(docs/datasets.md).")
-    g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "g2-xtb", "water-xtb", "diverse-xtb"], help="dataset to generate")
+    g.add_argument("name", choices=["water-tip3p", "aspirin-xtb", "molecule-xtb", "g2-xtb", "water-xtb", "diverse-xtb"],
+                   help="dataset to generate")
+    g.add_argument("--molecule", default=None,
+                   help="molecule-xtb: a revised-MD17 molecule (aspirin, azobenzene, benzene, ethanol, malonaldehyde, "
+                        "naphthalene, paracetamol, salicylic acid, toluene, uracil) or any SMILES")
     g.add_argument("--output", required=True, help="extxyz file to write; a .card.json is written beside it")
     g.add_argument("--frames", type=int, default=None,
                    help="frames (g2-xtb: per molecule and temperature); defaults: tip3p 200, aspirin 10000, g2 50, water-xtb 200")
@@ -189,9 +193,12 @@ def _add_analyze(sub) -> None:
 
 
 def _add_quickstart(sub) -> None:
-    p = sub.add_parser("quickstart", help="the README's main job: data -> train -> evaluate -> export -> LAMMPS MD")
+    p = sub.add_parser("quickstart", help="the README's main job: the pretrained model zero-shot, finetuned and "
+                                          "against scratch on aspirin; then water data -> train -> export -> LAMMPS MD")
     p.add_argument("--output", default="runs/quickstart", help="run directory")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=3.0, help="water training time budget")
+    p.add_argument("--finetune-minutes", type=float, default=1.5,
+                   help="time for finetuning the pretrained model on aspirin, and for scratch on the same frames")
     p.add_argument("--frames", type=int, default=300, help="TIP3P frames to generate")
     p.add_argument("--md-steps", type=int, default=200, help="LAMMPS MD steps at the end (0 to skip)")
     p.set_defaults(func=cmd_quickstart)
@@ -348,6 +355,13 @@ def cmd_data_generate(args) -> int:
                                       temperature=args.temperature, interval=args.interval))
     elif args.name == "aspirin-xtb":
         path = xtb.generate_aspirin_xtb(args.output, seed=args.seed, **given(
+            n_frames=args.frames, temperature=args.temperature, interval=args.interval))
+    elif args.name == "molecule-xtb":
+        if not args.molecule:
+            from .errors import UserError
+
+            raise UserError("molecule-xtb needs --molecule NAME_OR_SMILES (e.g. --molecule ethanol)")
+        path = xtb.generate_molecule_xtb(args.output, args.molecule, seed=args.seed, **given(
             n_frames=args.frames, temperature=args.temperature, interval=args.interval))
     elif args.name == "g2-xtb":
         path = xtb.generate_g2_xtb(args.output, seed=args.seed, **given(
@@ -530,7 +544,8 @@ def cmd_analyze(args) -> int:
 def cmd_quickstart(args) -> int:
     from .quickstart import quickstart
 
-    quickstart(Path(args.output), minutes=args.minutes, frames=args.frames, md_steps=args.md_steps)
+    quickstart(Path(args.output), minutes=args.minutes, frames=args.frames, md_steps=args.md_steps,
+               finetune_minutes=args.finetune_minutes)
     return 0
 
 

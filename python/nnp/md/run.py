@@ -22,6 +22,7 @@ def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int =
              timestep_fs: float = 0.5, seed: int = 12345) -> dict:
     """NVT (Nosé–Hoover) MD of ``structure`` with the model; returns speed and final thermodynamics."""
     from ..evaluator import load_evaluator
+    from ..pretrained import resolve_file
 
     species = load_evaluator(model_path).species
     atoms = structure if isinstance(structure, Atoms) else ase.io.read(structure, index=0)
@@ -35,7 +36,7 @@ def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int =
                 "units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
                 f"read_data {data}",
                 "pair_style nnp",
-                f"pair_coeff * * {Path(model_path).resolve()} {' '.join(present)}",
+                f"pair_coeff * * {resolve_file(model_path).resolve()} {' '.join(present)}",
                 f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
                 f"timestep {timestep_fs / 1000.0}",
                 f"fix nvt all nvt temp {temperature} {temperature} $(100.0*dt)",

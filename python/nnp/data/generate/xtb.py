@@ -40,15 +40,23 @@ def xtb_calculator():
     return TBLite(method="GFN2-xTB", verbosity=0, accuracy=0.01)
 
 
-def aspirin() -> Atoms:
-    """Aspirin (21 atoms) from SMILES, embedded with RDKit's ETKDG."""
+def molecule(smiles: str, seed: int = 42) -> Atoms:
+    """A molecule from SMILES (hydrogens added), embedded with RDKit's ETKDG and MMFF-relaxed."""
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    mol = Chem.AddHs(Chem.MolFromSmiles("CC(=O)OC1=CC=CC=C1C(=O)O"))
-    AllChem.EmbedMolecule(mol, randomSeed=42)
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise ValueError(f"invalid SMILES {smiles!r}")
+    mol = Chem.AddHs(mol)
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
     AllChem.MMFFOptimizeMolecule(mol)
     return Atoms([a.GetSymbol() for a in mol.GetAtoms()], positions=mol.GetConformer().GetPositions())
+
+
+def aspirin() -> Atoms:
+    """Aspirin (21 atoms) from SMILES, embedded with RDKit's ETKDG."""
+    return molecule("CC(=O)OC1=CC=CC=C1C(=O)O")
 
 
 def g2_molecules(min_atoms: int = 2) -> list[tuple[str, Atoms]]:
@@ -313,6 +321,18 @@ def generate_aspirin_xtb(output: str | Path, n_frames: int = 10000, temperature:
     segments = [Segment("aspirin", aspirin(), temperature, n_frames)]
     return sample_md(output, segments, "aspirin-xtb", timestep_fs=0.5, interval=interval, seed=seed,
                      progress=progress)
+
+
+def generate_molecule_xtb(output: str | Path, name: str, n_frames: int = 1000, temperature: float = 500.0,
+                          seed: int = 0, interval: int = 10, progress: bool = True) -> Path:
+    """MD17-like trajectory of any molecule: a revised-MD17 name (``ethanol``, ``uracil``...) or a SMILES."""
+    from .molecule_graphs import HELD_OUT
+
+    smiles = HELD_OUT.get(name, name)
+    label = name if name in HELD_OUT else smiles
+    segments = [Segment(label.replace(" ", "_"), molecule(smiles), temperature, n_frames)]
+    return sample_md(output, segments, f"{label.replace(' ', '_')}-xtb", timestep_fs=0.5, interval=interval,
+                     seed=seed, progress=progress)
 
 
 def generate_g2_xtb(output: str | Path, frames_per_system: int = 50, temperatures: Sequence[float] = (300.0, 600.0, 1000.0),
