@@ -1,0 +1,230 @@
+"""Does pretraining pay off on molecules the model never saw? Label-efficiency runs, paired by seed.
+
+    .venv/bin/python training/experiments/transfer.py --targets aspirin ethanol paracetamol --sizes 100 \
+        --seeds 0 1 2 --minutes 2.5 --jobs 2
+
+For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a separate test trajectory
+``<target>_test.extxyz``, made by ``nnp data generate molecule-xtb``), training size N and seed s:
+
+* the split: the first N frames of a permutation of the pool drawn from s train, the next
+  ``max(10, N // 10)`` validate (one file per (target, N, s), shared by every objective: paired);
+* ``scratch``: the pretrained model's architecture from random weights (seed s), the molecule recipe
+  ``training/aspirin/painn.yaml``, learning rate tuned on validation over ``--lr-grid`` (seed 0, each
+  target's smallest N);
+* ``supervised``: the bundled pretrained model (``--pretrained``) finetuned with the defaults of
+  ``nnp finetune --from`` (one fixed schedule);
+* ``zero-shot`` rows: the pretrained model as shipped.
+
+Every model trains for the same wall-clock budget (``--minutes``) in its own process on one thread
+(``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
+Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
+run is read back from its directory. Writes ``results/transfer.json`` (``runs``, paired ``summary``) and
+a learning-curve plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NNP = str(Path(sys.executable).with_name("nnp"))
+SCRATCH_RECIPE = "training/aspirin/painn.yaml"
+
+
+@dataclass(frozen=True)
+class Run:
+    target: str
+    objective: str  # scratch | supervised
+    n_train: int
+    seed: int
+    lr: float | None = None  # scratch only
+
+    def directory(self, root: Path) -> Path:
+        tag = f"-lr{self.lr:g}" if self.lr is not None else ""
+        return root / self.target / f"{self.objective}{tag}-n{self.n_train}-s{self.seed}"
+
+
+def split_file(pool: Path, n: int, seed: int, out: Path) -> tuple[Path, float]:
+    """Train + validation frames of (pool, N, seed) in one file, and the validation fraction of it."""
+    import ase.io
+
+    path = out / f"{pool.stem}-n{n}-s{seed}.extxyz"
+    n_val = max(10, n // 10)
+    if not path.exists():
+        frames = ase.io.read(pool, ":")
+        if n + n_val > len(frames):
+            raise SystemExit(f"{pool} has {len(frames)} frames; N={n} needs {n + n_val} (train + validation)")
+        order = np.random.default_rng(seed).permutation(len(frames))[: n + n_val]
+        tmp = path.with_name(path.name + ".tmp")
+        ase.io.write(tmp, [frames[k] for k in order], format="extxyz")
+        os.replace(tmp, path)
+    return path, n_val / (n + n_val)
+
+
+def command(run: Run, data: Path, val_fraction: float, args, architecture: dict) -> list[str]:
+    common = ["--output-dir", str(run.directory(args.output)), "--no-progress",
+              "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
+              "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
+              "--set", f"train.time_limit_minutes={args.minutes}", "--set", "train.epochs=100000"]
+    if run.objective == "supervised":
+        return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *common]
+    model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
+    return [NNP, "train", "--config", SCRATCH_RECIPE, "--set", f"data.path={data}", *model, *common,
+            "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
+
+
+def execute(run: Run, args, architecture: dict) -> dict:
+    """Train (or read back) one run; its test errors on the target's test trajectory and CPU minutes."""
+    from nnp.data.dataset import load_structures
+    from nnp.train.evaluate import evaluate_model_file
+
+    directory = run.directory(args.output)
+    row_file = directory / "row.json"
+    if row_file.exists():
+        return json.loads(row_file.read_text())
+    data, val_fraction = split_file(args.data / f"{run.target}_pool.extxyz", run.n_train, run.seed,
+                                    args.output / "splits")
+    cmd = command(run, data, val_fraction, args, architecture)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "train.log", "w") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed; see {directory / 'train.log'}")
+    summary = json.loads((directory / "results.json").read_text())
+    test = evaluate_model_file(directory / "model.nnp.pt", load_structures(str(args.data / f"{run.target}_test.extxyz")))
+    row = {"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed, "lr": run.lr,
+           "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
+           "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
+           "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
+           "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
+    tmp = row_file.with_name("row.json.tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    os.replace(tmp, row_file)
+    return row
+
+
+def zero_shot(target: str, args) -> dict:
+    from nnp.data.dataset import load_structures
+    from nnp.train.evaluate import evaluate_model_file
+
+    test = evaluate_model_file(args.pretrained, load_structures(str(args.data / f"{target}_test.extxyz")))
+    return {"objective": "supervised", "target": target, "n_train": 0, "seed": None, "lr": None,
+            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
+            "cpu_minutes": 0.0, "epochs": 0, "stopped_by": "zero-shot"}
+
+
+def paired_summary(runs: list[dict]) -> list[dict]:
+    """Per target and N: each objective's mean test errors and its paired ratio to scratch (95 % t-interval)."""
+    from scipy import stats
+
+    out = []
+    for target, n in sorted({(r["target"], r["n_train"]) for r in runs if r["n_train"] > 0}):
+        base = {r["seed"]: r for r in runs if (r["target"], r["n_train"], r["objective"]) == (target, n, "scratch")}
+        for objective in sorted({r["objective"] for r in runs if (r["target"], r["n_train"]) == (target, n)}):
+            mine = {r["seed"]: r for r in runs if (r["target"], r["n_train"], r["objective"]) == (target, n, objective)}
+            row = {"target": target, "n_train": n, "objective": objective, "seeds": sorted(mine),
+                   "cpu_minutes_mean": float(np.mean([r["cpu_minutes"] for r in mine.values()]))}
+            for metric in ("test_force_mae_meV_A", "test_energy_mae_meV_atom"):
+                row[metric + "_mean"] = float(np.mean([r[metric] for r in mine.values()]))
+                common = sorted(set(mine) & set(base))
+                if objective != "scratch" and len(common) > 1:
+                    ratio = np.array([mine[s][metric] / base[s][metric] for s in common])
+                    half = float(stats.t.ppf(0.975, len(ratio) - 1) * ratio.std(ddof=1) / np.sqrt(len(ratio)))
+                    row[metric + "_ratio_to_scratch"] = float(ratio.mean())
+                    row[metric + "_ratio_ci95"] = [float(ratio.mean() - half), float(ratio.mean() + half)]
+            out.append(row)
+    return out
+
+
+def plot(path: Path, runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = sorted({r["target"] for r in runs})
+    fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue")):
+            mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
+            sizes = sorted({r["n_train"] for r in mine})
+            if not sizes:
+                continue
+            values = [[r["test_force_mae_meV_A"] for r in mine if r["n_train"] == n] for n in sizes]
+            ax.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
+                        color=colour, label="pretrained, finetuned" if objective == "supervised" else objective)
+        zero = [r for r in runs if r["target"] == target and r["n_train"] == 0]
+        if zero:
+            ax.axhline(zero[0]["test_force_mae_meV_A"], color="tab:blue", ls=":", label="zero-shot")
+        ax.set(xscale="log", yscale="log", title=target, xlabel="training frames N", ylabel="test force MAE (meV/Å)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", nargs="+", default=["aspirin", "ethanol", "paracetamol"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=2.5, help="wall-clock budget of every model")
+    parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--scratch-lr", type=float, default=None, help="skip the search")
+    parser.add_argument("--pretrained", default="organic-xtb")
+    parser.add_argument("--data", type=Path, default=Path("data/heldout"))
+    parser.add_argument("--output", type=Path, default=Path("runs/transfer"))
+    parser.add_argument("--results", type=Path, default=Path("results/transfer.json"))
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    from nnp.pretrained import get
+
+    architecture = {k: v for k, v in get(args.pretrained).card["architecture"].items()}
+    architecture["cutoff"] = get(args.pretrained).card["cutoff_A"]
+
+    def run_all(runs: list[Run]) -> list[dict]:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            return list(pool.map(lambda r: execute(r, args, architecture), runs))
+
+    lrs = {}
+    for target in args.targets:
+        if args.scratch_lr is not None:
+            lrs[target] = args.scratch_lr
+            continue
+        search = run_all([Run(target, "scratch", min(args.sizes), 0, lr) for lr in args.lr_grid])
+        lrs[target] = min(search, key=lambda r: r["val_force_mae_meV_A"])["lr"]
+        print(f"{target}: scratch lr {lrs[target]:g} (validation force MAE "
+              + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
+    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None)
+            for n in args.sizes for s in args.seeds for t in args.targets for objective in ("supervised", "scratch")]
+    rows = [zero_shot(t, args) for t in args.targets] + run_all(runs)
+    doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
+           "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
+           "scratch_lr": lrs, "runs": rows, "summary": paired_summary(rows), "cpu": os.uname().machine,
+           "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
+               resource.getrusage(resource.RUSAGE_CHILDREN))}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(doc, indent=1))
+    plot(args.results.with_suffix(".png"), rows)
+    for row in doc["summary"]:
+        ratio = row.get("test_force_mae_meV_A_ratio_to_scratch")
+        print(f"{row['target']:<12} N={row['n_train']:<5} {row['objective']:<11} F MAE "
+              f"{row['test_force_mae_meV_A_mean']:7.1f} meV/Å  E MAE {row['test_energy_mae_meV_atom_mean']:6.2f} meV/atom"
+              + (f"  ratio to scratch {ratio:.2f} {row['test_force_mae_meV_A_ratio_ci95']}" if ratio else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
