@@ -105,7 +105,7 @@ def test_unknown_elements_and_names_are_one_line_errors(tmp_path, capsys, aspiri
     silane.calc = SinglePointCalculator(silane, energy=-10.0, forces=np.zeros((5, 3)))
     data = tmp_path / "with_si.extxyz"
     ase.io.write(data, list(aspirin[:3]) + [silane] * 3)
-    assert main(["finetune", "--from", NAME, "--data", str(data), "--output-dir", str(tmp_path / "r")]) == 2
+    assert main(["finetune", "--from", NAME, "--data", str(data), "--output-dir", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "element(s) Si not known to" in err and len(err.strip().splitlines()) == 1
     assert main(["finetune", "--from", "no-such-model", "--data", str(data)]) == 2

@@ -42,6 +42,9 @@ def _add_finetune(sub) -> None:
                    help="a bundled pretrained model's name (e.g. organic-xtb) or a checkpoint (best.ckpt)")
     p.add_argument("--data", default=None, help="dataset to finetune on (sets data.path)")
     p.add_argument("--output-dir", default=None, help="run directory (default runs/finetune-<data name>)")
+    p.add_argument("--replay", type=int, nargs="?", const=500, default=None, metavar="N",
+                   help="mix N (default 500) frames of the pretrained model's replay slice of its pretraining data "
+                        "into the training split (a bundled model; else --set finetune.replay=FILE)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--export-dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true")
@@ -272,6 +275,10 @@ def cmd_finetune(args) -> int:
 
     checkpoint = checkpoint_for(args.checkpoint)
     given = [f"data.path={args.data}"] * (args.data is not None) + [f"output_dir={args.output_dir}"] * bool(args.output_dir)
+    if args.replay is not None:
+        from .pretrained import get
+
+        given += [f"finetune.replay={get(args.checkpoint).file('replay')}", f"finetune.replay_frames={args.replay}"]
     if args.config is not None:
         args.overrides = [f"finetune.from_checkpoint={checkpoint}", *given, *args.overrides]
         return cmd_train(args)
@@ -279,7 +286,7 @@ def cmd_finetune(args) -> int:
         from .errors import UserError
 
         raise UserError("give --data FILE (the frames to finetune on) or a --config that names them")
-    config = finetune_config(checkpoint, args.data, given[1:] + args.overrides)
+    config = finetune_config(checkpoint, args.data, [g for g in given if not g.startswith("data.path=")] + args.overrides)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
     if "table" in summary:
         print(summary["table"])

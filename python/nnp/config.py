@@ -108,6 +108,8 @@ class FinetuneConfig:
     freeze_backbone_epochs: int = 0  # train only the head (and readout) for this many epochs
     backbone_lr_factor: float = 1.0  # backbone learning rate = factor x train.lr
     allow_new_elements: bool = False  # elements the pretrained model never saw get fresh embeddings (else an error)
+    replay: str | None = None  # frames of the pretraining data mixed into the training split (never validated on)
+    replay_frames: int = 500  # how many of them (evenly spaced through the file)
 
 
 @dataclass
@@ -210,6 +212,8 @@ def _check(config: RunConfig, source: str) -> None:
         problems.append(f"pretrain.noise_target must be eps or displacement, not {config.pretrain.noise_target!r}")
     if not 0 < config.pretrain.mask_ratio <= 1:
         problems.append("pretrain.mask_ratio must be in (0, 1]")
+    if config.finetune.replay_frames < 1:
+        problems.append("finetune.replay_frames must be >= 1 (set finetune.replay: null for no replay)")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         problems.append("train.ema_decay must be in (0, 1) or null")
     if problems:

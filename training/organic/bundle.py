@@ -3,7 +3,8 @@
     python training/organic/bundle.py --run runs/organic-xtb-painn --data-card data/diverse-xtb-v2/diverse-xtb-v2.card.json
 
 writes into python/nnp/pretrained/: NAME.nnp.pt (TorchScript float64), NAME-f32.nnp.pt (float32),
-NAME.ckpt (weights + config: the start of `nnp finetune --from NAME`), NAME.card.json and NAME.card.md.
+NAME.ckpt (weights + config: the start of `nnp finetune --from NAME`), NAME.replay.extxyz (training frames
+for `nnp finetune --replay`), NAME.card.json and NAME.card.md.
 The card's numbers are measured here: validation errors (per element, per molecule size, molecules vs
 clusters) on the run's own validation split, zero-shot errors on held-out molecules (their test
 trajectories), LAMMPS MD speed. Its summary also goes to results/organic_xtb.json.
@@ -18,6 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import torch
 
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout", default="data/heldout", help="directory of <molecule>_test.extxyz files")
     parser.add_argument("--output", default=str(BUNDLED_DIR))
     parser.add_argument("--val-frames", type=int, default=2000, help="validation frames evaluated (evenly spaced)")
+    parser.add_argument("--replay-frames", type=int, default=1000, help="frames of the bundled replay slice")
+    parser.add_argument("--train-threads", type=int, default=2, help="CPU threads the training ran on (for the card)")
     parser.add_argument("--comparison", default=None, help="JSON of the architecture comparison (results/)")
     args = parser.parse_args(argv)
 
@@ -83,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     history = checkpoint.get("history") or []
     train_seconds = float(sum(h.get("train_seconds", 0.0) for h in history))
     provenance = {"name": args.name, "run": str(run), "config": checkpoint["config"], "epochs": checkpoint["epoch"]}
-    files = {"float64": f"{args.name}.nnp.pt", "float32": f"{args.name}-f32.nnp.pt", "checkpoint": f"{args.name}.ckpt"}
+    files = {"float64": f"{args.name}.nnp.pt", "float32": f"{args.name}-f32.nnp.pt", "checkpoint": f"{args.name}.ckpt",
+             "replay": f"{args.name}.replay.extxyz"}
     export_model(model, out / files["float64"], dtype="float64", provenance=provenance)
     export_model(model, out / files["float32"], dtype="float32", provenance=provenance)
     weights = checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
@@ -98,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     val = split_indices(n, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)["val"]
     val = val[np.linspace(0, len(val) - 1, min(args.val_frames, len(val))).astype(int)]
     val_frames = [frames.atoms(int(k)) for k in val]
+    # the replay slice (nnp finetune --replay): training frames, evenly spaced, so finetuning can keep them in view
+    train = split_indices(n, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)["train"]
+    train = train[np.linspace(0, len(train) - 1, min(args.replay_frames, len(train))).astype(int)]
+    ase.io.write(out / files["replay"], [frames.atoms(int(k)) for k in train], format="extxyz")
     validation = evaluate_model_file(model_file, val_frames, progress=True)
     by_size = grouped_errors(model_file, [a for a in val_frames if len(find_molecules(a)) == 1], heavy_atoms)
     by_kind = grouped_errors(model_file, val_frames,
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": {"data": config.data.path, "frames": n, "validation_frames": len(
             split_indices(n, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)["val"]),
             "epochs": checkpoint["epoch"], "train_seconds": train_seconds, "cpu": platform.processor() or "x86_64",
-            "threads": torch.get_num_threads(), "recipe": "training/organic/painn.yaml"},
+            "threads": args.train_threads, "recipe": "training/organic/painn.yaml"},
         "data_card": {k: data_card.get(k) for k in ("dataset", "frames", "complete", "generation_seconds",
                                                     "level_of_theory", "command")}
         | {"molecules": data_card["composition"]["molecules"],

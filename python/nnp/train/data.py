@@ -163,16 +163,35 @@ def prepare_data(config: RunConfig, progress: bool = True, labelled: bool = True
     d = config.data
     frames = open_frames(d.path, d.format, require_labels=labelled)
     n = len(frames) if not d.max_frames else min(d.max_frames, len(frames))
+    replay = replay_frames(config) if labelled else []
+    if replay:  # after the dataset's own frames; only ever in the training split
+        if not isinstance(frames, InMemoryFrames):
+            from ..data.errors import DatasetError
+
+            raise DatasetError(f"finetune.replay mixes frames into in-memory data; {d.path} is a pack: "
+                               "pack the replay frames with your data instead")
+        frames = InMemoryFrames(frames.frames[:n] + replay)
     in_memory = isinstance(frames, InMemoryFrames)
-    present = dataset_species(frames.frames[:n]) if in_memory else frames.metadata["elements"]
+    present = dataset_species(frames.frames[:n + len(replay)]) if in_memory else frames.metadata["elements"]
     species = list(species or [])
     species += [s for s in present if s not in species]
     spec = GraphSpec(species, config.model.cutoff, DTYPES[config.train.dtype],
                      config.pretrain.bond_scale if with_molecules else None)
     indices = split_indices(n, d.val_fraction, d.test_fraction, d.split_seed)
+    indices["train"] = np.concatenate([indices["train"], np.arange(n, n + len(replay))])
     splits = {name: GraphDataset(frames, ids, spec, cache=in_memory, progress=progress and name == "train")
               for name, ids in indices.items()}
     return TrainingData(species, splits, training_statistics(frames, splits["train"], species, labelled))
+
+
+def replay_frames(config: RunConfig) -> list[Atoms]:
+    """``finetune.replay_frames`` frames, evenly spaced, of ``finetune.replay`` (none when it is unset)."""
+    f = config.finetune
+    if not f.replay:
+        return []
+    pool = open_frames(f.replay)
+    picks = np.linspace(0, len(pool) - 1, min(f.replay_frames, len(pool))).round().astype(int)
+    return [pool.atoms(int(k)) for k in np.unique(picks)]
 
 
 def training_statistics(frames: Frames, train: GraphDataset, species: list[str], labelled: bool) -> Statistics:

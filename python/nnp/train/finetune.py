@@ -50,8 +50,11 @@ def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head
     holds a backbone and a vector head (never copied); a ``force`` pretraining checkpoint holds a whole
     potential under ``potential.`` and a mask embedding (never copied): every weight of the backbone,
     energy readout included, transfers (``reinit_head=None`` means: re-initialise the readout only for
-    checkpoints that are not force-target pretraining). The potential's data statistics (reference
-    energies, scale, shift) always come from the finetuning data. Species embeddings are matched by
+    checkpoints that are not force-target pretraining). Reference energies and the shift always come
+    from the finetuning data. The force scale (the backbone's output unit) comes from a trained
+    potential's checkpoint (its backbone learned energies in that unit: with the new data's scale the
+    transferred model would start with every force multiplied by the ratio of the two), and from the
+    finetuning data for a self-supervised one (pretrained at scale 1). Species embeddings are matched by
     element symbol, so the finetuning data may have other species. Returns the names of the tensors that
     were transferred.
     """
@@ -84,6 +87,9 @@ def load_pretrained_backbone(model: Potential, checkpoint_path: str, reinit_head
                                   f"{tuple(target[key].shape)}: model sizes differ")
         target[key] = value.to(target[key].dtype)
         transferred.append(key)
+    if meta.get("kind", "potential") == "potential" and "scale" in source and not reinit_head:
+        target["scale"] = source["scale"].to(target["scale"].dtype)
+        transferred.append("scale")
     model.load_state_dict(target)
     return transferred
 
