@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pathlib import Path
+
 from helpers import water_box
 from lammps_models import ase_graph, load_model, metadata, reference_results, write_model
 
@@ -172,3 +174,55 @@ def test_python_and_binding_load_the_same_module(ref_model):
     # the evaluator fills in the version-2 keys a version-1 file lacks
     assert {**meta, "halo": "none", "receptive_hops": meta["num_interactions"]} == Evaluator(str(ref_model)).metadata
     assert hasattr(module, "node_features")
+
+
+WITHOUT_EXTENSION = """
+import importlib.abc, importlib.machinery, sys
+class Refuse(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ImportError("extension hidden by the test")
+    def exec_module(self, module):
+        pass
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        return importlib.machinery.ModuleSpec(name, Refuse()) if name == "nnp._evaluator" else None
+sys.meta_path.insert(0, Hide())
+"""
+
+
+def test_no_silent_fallback_without_the_extension(tmp_path):
+    """Without the C++ extension the evaluator is an error (the Python one only when asked for), and a
+    halo model does not export with the identity stand-ins of the halo ops."""
+    import subprocess
+    import sys
+
+    from helpers import small_model
+
+    from nnp.export import export_model
+
+    model = export_model(small_model(cutoff=3.0), tmp_path / "m.nnp.pt")
+    code = WITHOUT_EXTENSION + f"""
+from nnp.errors import UserError
+from nnp.evaluator import load_evaluator
+from nnp.nn import halo
+assert halo.IDENTITY_OPS
+try:
+    load_evaluator({str(model)!r})
+except UserError as err:
+    assert "C++ extension is not built" in str(err), err
+else:
+    raise SystemExit("load_evaluator fell back silently")
+assert load_evaluator({str(model)!r}, backend="python").species == ["H", "O"]
+import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+from helpers import small_model
+from nnp.export import export_model
+try:
+    export_model(small_model(cutoff=3.0), {str(tmp_path / "x.nnp.pt")!r})
+except UserError as err:
+    assert "halo" in str(err), err
+else:
+    raise SystemExit("a halo model exported with identity halo ops")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -114,3 +114,33 @@ def test_stable_molecule_reports_nve_drift(tmp_path):
                                                                 bond_tolerance=5.0), index=0, seed=3)
     assert not traj.collapsed and traj.time_ps == pytest.approx(0.05)
     assert traj.nve_drift is not None and 0 <= traj.nve_drift < 1e-2
+
+
+def test_only_an_exploding_system_counts_as_a_collapse(tmp_path):
+    """LAMMPS errors of an exploding system (the model's NaN, lost atoms) are collapses; any other error
+    in a stability run is raised, never counted as a collapse."""
+    import torch
+
+    from helpers import small_model
+    from lammps_helpers import run_lammps
+    from nnp.export import export_model
+    from nnp.md.lammps import make_lammps
+    from nnp.md.stability import is_explosion
+
+    model = small_model(cutoff=3.0)
+    with torch.no_grad():
+        model.reference_energies[1] = float("nan")
+    with pytest.raises(Exception) as nan_error:
+        run_lammps(water_box(seed=1), export_model(model, tmp_path / "nan.nnp.pt"), tmp_path, ["H", "O"])
+    assert is_explosion(nan_error.value)
+    lmp = make_lammps()
+    lmp.commands_string("units metal\nboundary f f f\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\n"
+                        "create_atoms 1 single 1 1 1\nmass 1 1.0\npair_style zero 2.0\npair_coeff * *\n"
+                        "velocity all set 1000 0 0\nfix move all nve\nthermo 10\nthermo_modify lost error\nrun 0")
+    with pytest.raises(Exception) as lost:
+        lmp.command("run 100")
+    assert is_explosion(lost.value)
+    with pytest.raises(Exception) as typo:
+        lmp.command("fix bad all nosuchfix")
+    assert not is_explosion(typo.value)
+    lmp.close()

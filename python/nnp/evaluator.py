@@ -1,8 +1,7 @@
 """Load a model file for evaluation from Python.
 
 ``load_evaluator`` returns the C++ evaluator (``nnp._evaluator``, the code LAMMPS runs). The pure
-TorchScript evaluator is kept for environments where the extension was not built (for example a
-source checkout used without ``pip install``); it follows the same contract.
+TorchScript evaluator follows the same contract and is used only when asked for (``backend="python"``).
 """
 
 from __future__ import annotations
@@ -39,14 +38,26 @@ class TorchScriptEvaluator:
         return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
 
 
-def load_evaluator(path: str | Path, device: str = "cpu"):
-    """The C++ evaluator of ``path`` (model file errors raise :class:`nnp.export.ModelFileError`)."""
-    try:
-        from ._evaluator import Evaluator, ModelError
-    except ImportError:
-        return TorchScriptEvaluator(path, device)
+def load_evaluator(path: str | Path, device: str = "cpu", backend: str = "cpp"):
+    """The evaluator of ``path`` (a file or a bundled model's name).
+
+    ``backend="cpp"`` (default): the C++ evaluator LAMMPS runs; an unbuilt extension is an error, never a
+    silent switch to other code. ``backend="python"``: :class:`TorchScriptEvaluator`, asked for explicitly.
+    Model file errors raise :class:`nnp.export.ModelFileError`.
+    """
+    from .errors import UserError
     from .export import ModelFileError
 
+    if backend == "python":
+        return TorchScriptEvaluator(path, device)
+    if backend != "cpp":
+        raise UserError(f"evaluator backend must be cpp or python, not {backend!r}")
+    try:
+        from ._evaluator import Evaluator, ModelError
+    except ImportError as err:
+        raise UserError(f"nnp's C++ extension is not built ({err}): install nnp with "
+                        "`pip install --no-build-isolation -e .` (or pass backend='python' for the pure "
+                        "TorchScript evaluator)") from None
     try:
         return Evaluator(str(path), device)
     except ModelError as err:

@@ -69,6 +69,16 @@ def model_metadata(model: Potential, dtype: str, provenance: dict[str, Any] | No
     return metadata
 
 
+def check_halo_ops(model: Potential) -> None:
+    """A per-layer-halo model exports only with the C++ halo ops: the Python stand-ins are identities,
+    and a compiled file would carry the identity and give wrong forces on several LAMMPS ranks."""
+    from .nn import halo
+
+    if halo_metadata(model)[0] == contract.HALO_PER_LAYER and halo.IDENTITY_OPS:
+        raise UserError("exporting a model with per-layer halo exchange needs nnp's C++ extension (the halo ops "
+                        "are identity stand-ins without it): install nnp with `pip install --no-build-isolation -e .`")
+
+
 FORMATS = ("torchscript", "pt2")
 
 
@@ -99,6 +109,7 @@ def export_model(
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
     chosen = file_format(path, format)
+    check_halo_ops(model)
     module = copy.deepcopy(model).to(dtype=_DTYPES[dtype], device="cpu").eval()
     for p in module.parameters():
         p.requires_grad_(False)

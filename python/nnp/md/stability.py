@@ -105,6 +105,17 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
     return present
 
 
+# LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
+# box or too close for the neighbour bins); any other error in a run is reported as an error
+EXPLOSION_ERRORS = ("NaN or infinite", "Lost atoms", "Out of range atoms", "Non-numeric", "neighbor list overflow",
+                    "Neighbor list overflow", "Too many neighbor bins", "Bond atom missing", "Atom count")
+
+
+def is_explosion(error: BaseException) -> bool:
+    """Whether a LAMMPS error is one an exploding system ends in (a collapse), not a failure of the run."""
+    return any(pattern in str(error) for pattern in EXPLOSION_ERRORS)
+
+
 def fix_rdf_column(lmp, fix_id: str, rows: int, column: int) -> np.ndarray:
     """One column of a global array fix (``fix ave/time ... mode vector`` over ``compute rdf``)."""
     return np.array([lmp.extract_fix(fix_id, 0, 2, row, column) for row in range(rows)])
@@ -156,7 +167,10 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             n = min(chunk, total_steps - traj.steps)
             try:
                 lmp.command(f"run {n} post no")
-            except Exception as err:  # an exploding system ends in a LAMMPS error (NaN, lost atoms, bins)
+            except Exception as err:
+                if not is_explosion(err):  # a broken setup, device or model is an error, never a collapse
+                    raise RuntimeError(f"trajectory {index} stopped at step {lmp.get_thermo('step'):.0f} by an "
+                                       f"error that is not a collapse: {str(err).splitlines()[0]}") from err
                 traj.steps = int(lmp.get_thermo("step"))
                 traj.collapsed, traj.reason = True, "LAMMPS stopped: " + str(err).splitlines()[0][:120]
                 break

@@ -31,6 +31,9 @@ def _core_library() -> Path | None:
     return path if path.exists() else None
 
 
+IDENTITY_OPS = False  # True when the stand-ins below are registered instead of the C++ ops
+
+
 def _define_identity_ops() -> None:
     """Pure-Python stand-ins (identity, identity gradient) for an unbuilt extension."""
     library = torch.library.Library("nnp", "DEF")
@@ -48,7 +51,9 @@ def _load_ops() -> None:
     if path is not None:
         torch.ops.load_library(str(path))
     else:
+        global IDENTITY_OPS
         _define_identity_ops()
+        IDENTITY_OPS = True
 
 
 _load_ops()
