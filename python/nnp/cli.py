@@ -73,7 +73,8 @@ def _add_evaluate(sub) -> None:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="checkpoint -> model file (TorchScript or compiled .pt2) with metadata")
-    p.add_argument("--checkpoint", required=True, help="best.ckpt or last.ckpt of a run")
+    p.add_argument("--checkpoint", required=True,
+                   help="best.ckpt or last.ckpt of a run, or a bundled model's name (e.g. organic-xtb --format pt2)")
     p.add_argument("--output", required=True, help="model file to write (*.nnp.pt, or *.nnp.pt2 for --format pt2)")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--format", choices=["torchscript", "pt2"], default=None,
@@ -340,7 +341,9 @@ def cmd_export(args) -> int:
     from .export import export_model
     from .train.trainer import load_checkpoint, model_from_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    from .pretrained import checkpoint_for
+
+    checkpoint = load_checkpoint(checkpoint_for(args.checkpoint))  # a run's checkpoint or a bundled model's name
     model = model_from_checkpoint(checkpoint)
     path = export_model(model, args.output, dtype=args.dtype, format=args.format,
                         provenance={"checkpoint": str(args.checkpoint), "config": checkpoint["config"],
