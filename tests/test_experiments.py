@@ -76,3 +76,43 @@ def test_seed1_water_end_to_end(tmp_path, monkeypatch):
     for lr in (3e-4, 3e-3):  # the schedule decays to half its lr at every lr (the 3e-4 grid point once rose)
         cfg = script["finetune_config"](script["SCALES"]["cpu"], "egnn", "x.extxyz", 10, 40, 0, tmp_path, lr)
         assert cfg["train"]["min_lr"] == pytest.approx(lr / 2)
+
+
+@pytest.mark.slow
+def test_transfer_end_to_end(tmp_path, monkeypatch):
+    """Held-out xTB data -> scratch lr search -> the bundled model finetuned (with and without replay) vs
+    scratch, paired by seed, in parallel processes -> JSON with CPU minutes, paired summary, plot; resumes."""
+    from nnp.data.generate.xtb import generate_molecule_xtb
+
+    data = tmp_path / "heldout"
+    generate_molecule_xtb(data / "ethanol_pool.extxyz", "ethanol", n_frames=22, interval=2, progress=False)
+    generate_molecule_xtb(data / "ethanol_test.extxyz", "ethanol", n_frames=4, interval=2, seed=1, progress=False)
+    results = tmp_path / "transfer.json"
+    argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.01",
+            "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch",
+            "--replay-frames", "5", "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+
+    def transfer():
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(ROOT / "training" / "experiments" / "transfer.py"), run_name="__main__")
+        assert done.value.code == 0
+
+    transfer()
+    doc = json.loads(results.read_text())
+    rows = doc["runs"]
+    keys = {"objective", "target", "n_train", "seed", "test_force_mae_meV_A", "test_energy_mae_meV_atom", "cpu_minutes"}
+    assert all(keys <= set(r) for r in rows)
+    assert sorted((r["objective"], r["seed"]) for r in rows if r["n_train"] == 10) == [
+        (o, s) for o in ("scratch", "supervised", "supervised+replay") for s in (0, 1)]
+    assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
+    assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
+    assert doc["scratch_lr"]["ethanol"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
+    finetuned = next(s for s in doc["summary"] if s["objective"] == "supervised")
+    assert len(finetuned["test_force_mae_meV_A_ratio_ci95"]) == 2
+    assert results.with_suffix(".png").exists()
+    # the splits are shared by the objectives (paired), and a second call reads every run back
+    assert len(list((tmp_path / "runs" / "splits").glob("*.extxyz"))) == 2
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")}
+    transfer()
+    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")} == stamps

@@ -13,6 +13,8 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
   target's smallest N);
 * ``supervised``: the bundled pretrained model (``--pretrained``) finetuned with the defaults of
   ``nnp finetune --from`` (one fixed schedule);
+* ``supervised+replay``: the same with ``--replay``: frames of the pretraining set's replay slice mixed
+  into the training split (does keeping the general data in view change accuracy?);
 * ``zero-shot`` rows: the pretrained model as shipped.
 
 Every model trains for the same wall-clock budget (``--minutes``) in its own process on one thread
@@ -31,6 +33,7 @@ import resource
 import shlex
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +41,14 @@ from pathlib import Path
 import numpy as np
 
 NNP = str(Path(sys.executable).with_name("nnp"))
+SPLIT_LOCK = threading.Lock()
 SCRATCH_RECIPE = "training/aspirin/painn.yaml"
 
 
 @dataclass(frozen=True)
 class Run:
     target: str
-    objective: str  # scratch | supervised
+    objective: str  # scratch | supervised | supervised+replay
     n_train: int
     seed: int
     lr: float | None = None  # scratch only
@@ -56,28 +60,36 @@ class Run:
 
 def split_file(pool: Path, n: int, seed: int, out: Path) -> tuple[Path, float]:
     """Train + validation frames of (pool, N, seed) in one file, and the validation fraction of it."""
-    import ase.io
-
     path = out / f"{pool.stem}-n{n}-s{seed}.extxyz"
     n_val = max(10, n // 10)
-    if not path.exists():
-        frames = ase.io.read(pool, ":")
-        if n + n_val > len(frames):
-            raise SystemExit(f"{pool} has {len(frames)} frames; N={n} needs {n + n_val} (train + validation)")
-        order = np.random.default_rng(seed).permutation(len(frames))[: n + n_val]
-        tmp = path.with_name(path.name + ".tmp")
-        ase.io.write(tmp, [frames[k] for k in order], format="extxyz")
-        os.replace(tmp, path)
+    with SPLIT_LOCK:  # parallel runs share split files
+        if not path.exists():
+            _write_split(pool, n + n_val, seed, path)
     return path, n_val / (n + n_val)
 
 
+def _write_split(pool: Path, count: int, seed: int, path: Path) -> None:
+    import ase.io
+
+    """The first ``count`` frames of a permutation of ``pool`` drawn from ``seed``, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = ase.io.read(pool, ":")
+    if count > len(frames):
+        raise SystemExit(f"{pool} has {len(frames)} frames; the split needs {count} (train + validation)")
+    order = np.random.default_rng(seed).permutation(len(frames))[:count]
+    tmp = path.with_name(path.name + ".tmp")
+    ase.io.write(tmp, [frames[k] for k in order], format="extxyz")
+    os.replace(tmp, path)
+
+
 def command(run: Run, data: Path, val_fraction: float, args, architecture: dict) -> list[str]:
-    common = ["--output-dir", str(run.directory(args.output)), "--no-progress",
+    common = ["--set", f"output_dir={run.directory(args.output)}", "--no-progress",
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
               "--set", f"train.time_limit_minutes={args.minutes}", "--set", "train.epochs=100000"]
-    if run.objective == "supervised":
-        return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *common]
+    if run.objective.startswith("supervised"):
+        replay = ["--replay", str(args.replay_frames)] if run.objective == "supervised+replay" else []
+        return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *replay, *common]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     return [NNP, "train", "--config", SCRATCH_RECIPE, "--set", f"data.path={data}", *model, *common,
             "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
@@ -157,14 +169,14 @@ def plot(path: Path, runs: list[dict]) -> None:
     targets = sorted({r["target"] for r in runs})
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue")):
+        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue"), ("supervised+replay", "tab:green")):
             mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
             sizes = sorted({r["n_train"] for r in mine})
             if not sizes:
                 continue
             values = [[r["test_force_mae_meV_A"] for r in mine if r["n_train"] == n] for n in sizes]
             ax.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
-                        color=colour, label="pretrained, finetuned" if objective == "supervised" else objective)
+                        color=colour, label={"supervised": "pretrained, finetuned"}.get(objective, objective))
         zero = [r for r in runs if r["target"] == target and r["n_train"] == 0]
         if zero:
             ax.axhline(zero[0]["test_force_mae_meV_A"], color="tab:blue", ls=":", label="zero-shot")
@@ -183,11 +195,15 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=2.5, help="wall-clock budget of every model")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the search")
+    parser.add_argument("--lr-from", default=None, help="search scratch's lr on this target only, use it for all")
     parser.add_argument("--pretrained", default="organic-xtb")
     parser.add_argument("--data", type=Path, default=Path("data/heldout"))
     parser.add_argument("--output", type=Path, default=Path("runs/transfer"))
     parser.add_argument("--results", type=Path, default=Path("results/transfer.json"))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--objectives", nargs="+", default=["supervised", "scratch"],
+                        choices=["supervised", "supervised+replay", "scratch"])
+    parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
     args = parser.parse_args()
     from nnp.pretrained import get
 
@@ -198,21 +214,26 @@ def main() -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             return list(pool.map(lambda r: execute(r, args, architecture), runs))
 
-    lrs = {}
-    for target in args.targets:
+    lrs, searched = {}, []
+    for target in [args.lr_from] if args.lr_from else args.targets:
+        if "scratch" not in args.objectives:
+            break
         if args.scratch_lr is not None:
             lrs[target] = args.scratch_lr
             continue
         search = run_all([Run(target, "scratch", min(args.sizes), 0, lr) for lr in args.lr_grid])
+        searched += search
         lrs[target] = min(search, key=lambda r: r["val_force_mae_meV_A"])["lr"]
         print(f"{target}: scratch lr {lrs[target]:g} (validation force MAE "
               + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
+    if args.lr_from and "scratch" in args.objectives:  # one search, reused for every target
+        lrs = {t: lrs.get(args.lr_from, lrs.get(t)) for t in args.targets}
     runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None)
-            for n in args.sizes for s in args.seeds for t in args.targets for objective in ("supervised", "scratch")]
+            for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args) for t in args.targets] + run_all(runs)
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
-           "scratch_lr": lrs, "runs": rows, "summary": paired_summary(rows), "cpu": os.uname().machine,
+           "scratch_lr": lrs, "lr_search": searched, "runs": rows, "summary": paired_summary(rows), "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
                resource.getrusage(resource.RUSAGE_CHILDREN))}
     args.results.parent.mkdir(parents=True, exist_ok=True)
