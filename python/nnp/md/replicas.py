@@ -47,6 +47,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_masses, covalent_radii
 
+from ..pretrained import resolve_file
 from .stability import Protocol
 
 MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
@@ -176,7 +177,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
             _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
             for line in ("units metal", "atom_style molecular", "atom_modify map array sort 0 0.0",
                          "boundary f f f", f"read_data {data}", "pair_style nnp",
-                         f"pair_coeff * * {Path(model).resolve()} {' '.join(species)}", "neighbor 1.0 bin",
+                         f"pair_coeff * * {resolve_file(model).resolve()} {' '.join(species)}", "neighbor 1.0 bin",
                          "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
                          f"timestep {dt_ps}",
                          f"fix nvt all nvt/mdsim {protocol.temperature} {MDSIM_TTIME * dt_ps}",
