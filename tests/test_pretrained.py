@@ -138,3 +138,13 @@ def test_models_on_nnp_model_path_resolve_by_name_everywhere(tmp_path, monkeypat
     monkeypatch.setenv("NNP_MODEL_PATH", str(tmp_path / "elsewhere"))
     with pytest.raises(Exception, match="my-water.nnp.pt"):
         NNPCalculator("my-water")
+
+
+def test_export_from_the_bundled_name_reproduces_the_bundled_file(tmp_path, aspirin):
+    out = tmp_path / "mine-f32.nnp.pt"
+    assert main(["export", "--checkpoint", NAME, "--output", str(out), "--dtype", "float32"]) == 0
+    frame = aspirin[5].copy()
+    frame.calc = NNPCalculator(out)
+    mine = frame.get_forces()
+    frame.calc = NNPCalculator(f"{NAME}-f32")
+    np.testing.assert_allclose(mine, frame.get_forces(), atol=1e-6)
