@@ -11,7 +11,9 @@ finite-difference force checks); the card adds composition, element counts and l
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import sys
 import time
 from collections import Counter, defaultdict
@@ -23,7 +25,7 @@ import numpy as np
 from ase import Atoms
 
 from .clusters import build_cluster, draw_cluster_members
-from .molecule_graphs import EMBED_CHECK_SEED, Enumeration, composition, held_out_reason, random_molecules
+from .molecule_graphs import EMBED_CHECK_SEED, HELD_OUT, Enumeration, composition, held_out_reason, random_molecules
 from .resumable import ResumableTrajectory
 from .xtb import LEVEL_OF_THEORY, Segment, sample_md
 
@@ -164,14 +166,35 @@ def _cluster_segment(smiles: Sequence[str], heavy: Sequence[int], sampling: Samp
                    lambda: build_cluster(builders, build_seed), temperature, sampling.cluster_frames)
 
 
+def cached_molecules(n_molecules: int, seed: int, max_heavy_atoms: int,
+                     cache_dir: Path | None = None) -> tuple[Enumeration, float]:
+    """:func:`random_molecules` and its CPU seconds, kept in ``cache_dir`` so that the shards of a run, its
+    restarts and ``--card-only`` draw 20,000 molecules once (minutes of 3D-embedding checks), not each time."""
+    key = json.dumps([n_molecules, seed, max_heavy_atoms, sorted(HELD_OUT.values())])
+    path = None if cache_dir is None else Path(cache_dir) / f".molecules-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path is not None and path.exists():
+        cached = json.loads(path.read_text())
+        return Enumeration(cached["smiles"], cached["attempts"], Counter(cached["rejected"]), cached["excluded"]), \
+            cached["seconds"]
+    tick = time.process_time()
+    enumeration = random_molecules(n_molecules, seed=seed, max_heavy_atoms=max_heavy_atoms)
+    seconds = time.process_time() - tick
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "smiles": enumeration.smiles, "attempts": enumeration.attempts,
+                                   "rejected": dict(enumeration.rejected), "excluded": enumeration.excluded,
+                                   "seconds": seconds}))
+        os.replace(tmp, path)
+    return enumeration, seconds
+
+
 def _plan(n_molecules: int, sampling: Sampling, seed: int, max_heavy_atoms: int, shard: int = 0,
-          shards: int = 1) -> tuple[Enumeration, float, list[Segment], dict]:
+          shards: int = 1, cache_dir: Path | None = None) -> tuple[Enumeration, float, list[Segment], dict]:
     """Molecules, their segments and the resume-key entries of a diverse-xtb run (or of one shard of it)."""
     if not 0 <= shard < shards:
         raise ValueError(f"shard must be in 0..{shards - 1}, got {shard} of {shards}")
-    tick = time.monotonic()
-    enumeration = random_molecules(n_molecules, seed=seed, max_heavy_atoms=max_heavy_atoms)
-    seconds = time.monotonic() - tick
+    enumeration, seconds = cached_molecules(n_molecules, seed, max_heavy_atoms, cache_dir)
     segments = diverse_segments(enumeration.smiles, sampling, seed, shard, shards)
     extra = {"molecules": n_molecules, **sampling.resume_key(), "max_heavy_atoms": max_heavy_atoms}
     if shards > 1:
@@ -196,7 +219,8 @@ def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, sampling: 
     processes into separate outputs, then pack them together).
     """
     sampling = _sampling(sampling, sampling_fields)
-    enumeration, seconds, segments, extra = _plan(n_molecules, sampling, seed, max_heavy_atoms, shard, shards)
+    enumeration, seconds, segments, extra = _plan(n_molecules, sampling, seed, max_heavy_atoms, shard, shards,
+                                                  Path(output).parent)
     path = sample_md(output, segments, NAME, timestep_fs=0.5, interval=interval,
                      equilibration_steps=equilibration_steps, seed=seed + 1_000_003 * shard,
                      friction_per_fs=friction_per_fs, check_every=check_every, progress=progress,
@@ -217,7 +241,7 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, sampling: Sa
         raise FileNotFoundError(f"{state_path} not found: no generation into {path} to describe")
     state = json.loads(state_path.read_text())
     enumeration, seconds, segments, _ = _plan(n_molecules, _sampling(sampling, sampling_fields), seed,
-                                              max_heavy_atoms, shard, shards)
+                                              max_heavy_atoms, shard, shards, path.parent)
     parameters = state["parameters"]
     if parameters.get("segments") != json.loads(json.dumps(segments_digest(segments))):
         raise ValueError(f"{path} was generated with other molecules/frames/temperatures/seed than asked for")
