@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 def evaluate_model_file(model_path: str | Path, frames: Sequence[Atoms], progress: bool = False) -> dict[str, float]:
     """Energy/atom and force-component MAE and RMSE of a model file (or bundled model name) on ``frames``;
-    ``forces_mae_by_element``: force-component MAE of each element's atoms."""
+    ``forces_mae_by_element``: force-component MAE of each element's atoms; ``energy_per_atom_mae_centered``:
+    the energy MAE once the mean error (a constant offset, e.g. another molecule's reference) is removed."""
     from ..calculator import NNPCalculator
 
     from ..data.graph import species_indices
@@ -32,6 +33,7 @@ def evaluate_model_file(model_path: str | Path, frames: Sequence[Atoms], progres
     return {
         "energy_per_atom_mae": float(np.abs(e).mean()),
         "energy_per_atom_rmse": float(np.sqrt((e**2).mean())),
+        "energy_per_atom_mae_centered": float(np.abs(e - e.mean()).mean()),  # a constant offset removed
         "forces_mae": float(np.abs(f).mean()),
         "forces_rmse": float(np.sqrt((f**2).mean())),
         "forces_mae_by_element": {str(el): float(np.abs(per_atom[symbols == el]).mean())
