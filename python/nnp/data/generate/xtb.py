@@ -208,9 +208,7 @@ def sample_md(
         failures = 0  # in a row: a molecule that keeps breaking apart is given up after max_failures
         while state["segment_frames"] < segment.frames:
             if failures >= max_failures:
-                state["skipped_segments"] += 1
-                state["skipped_frames"] += segment.frames - state["segment_frames"]
-                bar.update(segment.frames - state["segment_frames"])
+                _give_up(segment, state, bar)
                 break
             try:
                 dyn.run(interval)
@@ -271,6 +269,13 @@ def sample_md(
     return out.path
 
 
+def _give_up(segment: Segment, state: dict, bar) -> None:
+    """Count the rest of a segment whose frames kept failing as skipped."""
+    state["skipped_segments"] += 1
+    state["skipped_frames"] += segment.frames - state["segment_frames"]
+    bar.update(segment.frames - state["segment_frames"])
+
+
 def _displaced_frames(segment: Segment, start: Atoms, state: dict, rng: np.random.Generator, calculator: Callable,
                       out: ResumableTrajectory, bar, max_failures: int) -> None:
     """The frames of a displaced segment: single points of the start with Gaussian noise (see Segment)."""
@@ -280,9 +285,7 @@ def _displaced_frames(segment: Segment, start: Atoms, state: dict, rng: np.rando
     failures = 0
     while state["segment_frames"] < segment.frames:
         if failures >= max_failures:
-            state["skipped_segments"] += 1
-            state["skipped_frames"] += segment.frames - state["segment_frames"]
-            bar.update(segment.frames - state["segment_frames"])
+            _give_up(segment, state, bar)
             return
         tick = time.monotonic()
         sigma = float(rng.uniform(0.2, 1.0)) * segment.displacement
