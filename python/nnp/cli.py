@@ -275,19 +275,21 @@ def cmd_finetune(args) -> int:
     from .train.trainer import run_training
 
     checkpoint = checkpoint_for(args.checkpoint)
-    given = [f"data.path={args.data}"] * (args.data is not None) + [f"output_dir={args.output_dir}"] * bool(args.output_dir)
+    overrides = [f"output_dir={args.output_dir}"] * bool(args.output_dir)
     if args.replay is not None:
         from .pretrained import get
 
-        given += [f"finetune.replay={get(args.checkpoint).file('replay')}", f"finetune.replay_frames={args.replay}"]
+        overrides += [f"finetune.replay={get(args.checkpoint).file('replay')}", f"finetune.replay_frames={args.replay}"]
+    overrides += args.overrides
     if args.config is not None:
-        args.overrides = [f"finetune.from_checkpoint={checkpoint}", *given, *args.overrides]
+        data = [f"data.path={args.data}"] * (args.data is not None)
+        args.overrides = [f"finetune.from_checkpoint={checkpoint}", *data, *overrides]
         return cmd_train(args)
     if args.data is None:
         from .errors import UserError
 
         raise UserError("give --data FILE (the frames to finetune on) or a --config that names them")
-    config = finetune_config(checkpoint, args.data, [g for g in given if not g.startswith("data.path=")] + args.overrides)
+    config = finetune_config(checkpoint, args.data, overrides)
     summary = run_training(config, progress=not args.no_progress, export_dtype=args.export_dtype)
     if "table" in summary:
         print(summary["table"])

@@ -89,26 +89,14 @@ def get(name: str) -> PretrainedModel:
     raise UnknownModelError(f"unknown pretrained model {name!r}; known: {known} (`nnp models list`)")
 
 
-def is_name(text: str | Path) -> bool:
-    """Whether ``text`` names a pretrained model rather than a file (bare name, no file of that name)."""
-    text = str(text)
-    return "/" not in text and not Path(text).exists() and any(m.name == text for m in available())
-
-
 def resolve_file(name_or_path: str | Path) -> Path:
     """A model file as given, or a pretrained model's file by name (the lookup of ``pair_coeff``)."""
-    from .. import contract
-
     if Path(name_or_path).exists() or "/" in str(name_or_path):
         return Path(name_or_path)
     try:
         from .._evaluator import ModelError, resolve_model_path
-    except ImportError:  # no compiled extension: the same search in Python
-        for directory in search_path():
-            for suffix in (contract.MODEL_SUFFIX, contract.PT2_SUFFIX):
-                if (directory / f"{name_or_path}{suffix}").exists():
-                    return directory / f"{name_or_path}{suffix}"
-        return Path(name_or_path)  # the loader reports the missing file
+    except ImportError:  # no compiled extension: files only (the lookup lives in C++, model_path.cpp)
+        return Path(name_or_path)
     try:
         return Path(resolve_model_path(str(name_or_path)))
     except ModelError as err:
