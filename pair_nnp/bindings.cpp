@@ -59,7 +59,7 @@ py::dict evaluate(nnp::Evaluator &self, py::array_t<int64_t, py::array::c_style 
 
 // forces: list of (N, 3) arrays, one per member; energies: total energies -> (eps_i (N,), devi_e)
 py::tuple model_deviation(const std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> &forces,
-                          const std::vector<double> &energies, double num_atoms) {
+                          const std::vector<double> &energies, double num_atoms, double relative_level) {
   if (forces.size() != energies.size()) throw py::value_error("one force array and one energy per member");
   std::vector<torch::Tensor> rows;
   for (const auto &f : forces) {
@@ -67,8 +67,20 @@ py::tuple model_deviation(const std::vector<py::array_t<double, py::array::c_sty
       throw py::value_error("every member's forces must have the same shape (N, 3)");
     rows.push_back(torch::from_blob(const_cast<double *>(f.data()), {f.shape(0), 3}, torch::kFloat64));
   }
-  torch::Tensor eps = nnp::force_deviation(torch::stack(rows, 0)).contiguous();
+  torch::Tensor eps = nnp::force_deviation(torch::stack(rows, 0), relative_level).contiguous();
   return py::make_tuple(to_numpy(eps), nnp::energy_deviation(energies, num_atoms));
+}
+
+py::tuple virial_deviation(const std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> &virials,
+                           double num_atoms, double relative_level) {
+  std::vector<std::vector<double>> rows;
+  for (const auto &v : virials) {
+    if (v.size() != 9) throw py::value_error("every member's virial must have nine components (3, 3)");
+    rows.emplace_back(v.data(), v.data() + 9);
+  }
+  const std::vector<double> eps = nnp::virial_deviation(rows, num_atoms, relative_level);
+  const nnp::VirialSummary s = nnp::summarize_virial(eps);
+  return py::make_tuple(py::array_t<double>(9, eps.data()), s.max, s.min, s.avg);
 }
 
 }  // namespace
@@ -96,8 +108,14 @@ PYBIND11_MODULE(_evaluator, m) {
         "The file itself, or a bundled model's file by name (the lookup pair_coeff does); ModelError if neither.");
   m.def("model_search_path", &nnp::model_search_path, "Directories searched for models given by name, in order.");
   m.def("model_deviation", &model_deviation, py::arg("member_forces"), py::arg("energies"), py::arg("num_atoms"),
+        py::arg("relative_level") = -1.0,
         "Ensemble deviation (DeePMD definitions, pair_nnp/deviation.h): per-member (N, 3) forces and total\n"
-        "energies -> (eps_i per atom, std over members of E / num_atoms).");
+        "energies -> (eps_i per atom, std over members of E / num_atoms); relative_level >= 0 divides eps_i\n"
+        "by |<F_i>| + relative_level.");
+  m.def("virial_deviation", &virial_deviation, py::arg("member_virials"), py::arg("num_atoms"),
+        py::arg("relative_level") = -1.0,
+        "Virial deviation (DeePMD): per-member (3, 3) virials -> (std over members of virial / num_atoms as 9\n"
+        "values, their max, min and root mean square); relative_level >= 0 divides by |<virial>|/N + level.");
   m.def(
       "check_ensemble_member",
       [](const nnp::Evaluator &driver, const std::string &driver_path, const nnp::Evaluator &member,

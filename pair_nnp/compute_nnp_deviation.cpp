@@ -15,7 +15,7 @@ using namespace LAMMPS_NS;
 ComputeNNPDeviation::ComputeNNPDeviation(LAMMPS *lmp, int narg, char **arg) : Compute(lmp, narg, arg) {
   if (narg != 3) error->all(FLERR, "compute nnp/deviation takes no arguments: compute ID group nnp/deviation");
   vector_flag = 1;
-  size_vector = 4;
+  size_vector = 7;
   extvector = 0;
   peratom_flag = 1;
   size_peratom_cols = 0;
@@ -54,6 +54,9 @@ void ComputeNNPDeviation::compute_vector() {
   vector[1] = last.min_f;
   vector[2] = last.avg_f;
   vector[3] = last.devi_e;
+  vector[4] = last.max_v;
+  vector[5] = last.min_v;
+  vector[6] = last.avg_v;
 }
 
 void ComputeNNPDeviation::compute_peratom() {

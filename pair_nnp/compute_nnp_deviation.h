@@ -1,6 +1,7 @@
 // compute ID group nnp/deviation
 // The ensemble model deviation that pair_style nnp (keyword ensemble) measured on this step:
 //   global vector [1] max_devi_f  [2] min_devi_f  [3] avg_devi_f  (force units)  [4] devi_e (energy/atom)
+//                 [5] max_devi_v  [6] min_devi_v  [7] avg_devi_v  (energy/atom; ratios where relative)
 //   per-atom vector: eps_i (force units) for atoms of the group, 0 for others.
 // The pair style measures only every out_freq steps; invoking the compute on any other step is an
 // error (a stale value would let fix halt miss the step it should stop at).

@@ -8,18 +8,67 @@
 
 namespace nnp {
 
-torch::Tensor force_deviation(const torch::Tensor &forces) {
+namespace {
+
+void check_members(size_t members) {
+  if (members < 2) throw Error("an ensemble needs at least two members (the driving model and one more)");
+}
+
+}  // namespace
+
+torch::Tensor force_deviation(const torch::Tensor &forces, double relative_level) {
   if (forces.dim() != 3 || forces.size(2) != 3) throw Error("force_deviation expects (members, atoms, 3) forces");
-  if (forces.size(0) < 2) throw Error("an ensemble needs at least two members (the driving model and one more)");
+  check_members(static_cast<size_t>(forces.size(0)));
   // relative to the first member (the variance does not change): identical members give exactly 0
   torch::Tensor f = forces.to(torch::kFloat64);
   f = f - f.narrow(0, 0, 1);
   torch::Tensor spread = f - f.mean(0, /*keepdim=*/true);
-  return (spread * spread).sum(2).mean(0).sqrt();
+  torch::Tensor eps = (spread * spread).sum(2).mean(0).sqrt();
+  if (relative_level < 0.0) return eps;
+  torch::Tensor mean_force = forces.to(torch::kFloat64).mean(0);  // (N, 3)
+  return eps / (mean_force.norm(2, /*dim=*/1) + relative_level);
+}
+
+std::vector<double> virial_deviation(const std::vector<std::vector<double>> &virials, double num_atoms,
+                                     double relative_level) {
+  check_members(virials.size());
+  std::vector<double> eps(9, 0.0);
+  if (!(num_atoms > 0.0)) return eps;
+  const double m = static_cast<double>(virials.size());
+  for (const auto &v : virials)
+    if (v.size() != 9) throw Error("virial_deviation expects nine components (row-major 3x3) per member");
+  for (int ab = 0; ab < 9; ab++) {
+    // relative to the first member, as for forces
+    double mean = 0.0, mean_abs = 0.0, var = 0.0;
+    for (const auto &v : virials) {
+      mean += (v[ab] - virials[0][ab]) / num_atoms;
+      mean_abs += v[ab] / num_atoms;
+    }
+    mean /= m;
+    mean_abs /= m;
+    for (const auto &v : virials) {
+      const double d = (v[ab] - virials[0][ab]) / num_atoms - mean;
+      var += d * d;
+    }
+    eps[ab] = std::sqrt(var / m);
+    if (relative_level >= 0.0) eps[ab] /= std::fabs(mean_abs) + relative_level;
+  }
+  return eps;
+}
+
+VirialSummary summarize_virial(const std::vector<double> &eps_ab) {
+  VirialSummary s;
+  if (eps_ab.empty()) return s;
+  s.max = *std::max_element(eps_ab.begin(), eps_ab.end());
+  s.min = *std::min_element(eps_ab.begin(), eps_ab.end());
+  double squares = 0.0;
+  for (double v : eps_ab) squares += v * v;
+  s.avg = std::sqrt(squares / static_cast<double>(eps_ab.size()));
+  return s;
 }
 
 double energy_deviation(const std::vector<double> &energies, double num_atoms) {
-  if (energies.size() < 2) throw Error("an ensemble needs at least two members (the driving model and one more)");
+  check_members(energies.size());
   if (!(num_atoms > 0.0)) return 0.0;
   // relative to the first member, as for forces
   std::vector<double> d;

@@ -93,15 +93,25 @@ void PairNNP::allocate() {
 }
 
 // pair_style nnp [device cpu|cuda] [threads N] [ensemble m2.nnp.pt m3.nnp.pt ...] [out_freq N] [out_file F]
+//                [relative L] [relative_v L] [atomic]
 void PairNNP::settings(int narg, char **arg) {
   const std::string usage = "; usage: pair_style nnp [device cpu|cuda] [threads N] [ensemble model2 model3 ... "
-                            "[out_freq N] [out_file F]]";
+                            "[out_freq N] [out_file F] [relative L] [relative_v L] [atomic]]";
   device_request.clear();
   ensemble_.reset();
   std::vector<std::string> members;
-  bigint out_freq = 100;
-  std::string out_file = "model_devi.out";
+  DeviationOptions deviation;
   bool ensemble_options = false;
+  auto is_keyword = [](const std::string &w) {
+    for (const char *k : {"device", "threads", "ensemble", "out_freq", "out_file", "relative", "relative_v", "atomic"})
+      if (w == k) return true;
+    return false;
+  };
+  auto level = [&](int i, const std::string &word) {
+    const double value = utils::numeric(FLERR, arg[i], false, lmp);
+    if (!(value >= 0.0)) error->all(FLERR, "pair_style nnp: " + word + " needs a level >= 0" + usage);
+    return value;
+  };
   int iarg = 0;
   while (iarg < narg) {
     const std::string word = arg[iarg];
@@ -117,28 +127,32 @@ void PairNNP::settings(int narg, char **arg) {
       at::set_num_threads(threads);
       iarg += 2;
     } else if (word == "ensemble") {
-      for (++iarg; iarg < narg; ++iarg) {
-        const std::string file = arg[iarg];
-        if (file == "device" || file == "threads" || file == "out_freq" || file == "out_file") break;
-        members.push_back(file);
-      }
+      for (++iarg; iarg < narg && !is_keyword(arg[iarg]); ++iarg) members.push_back(arg[iarg]);
     } else if (word == "out_freq" && iarg + 1 < narg) {
-      out_freq = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (out_freq < 1) error->all(FLERR, "pair_style nnp: out_freq must be a positive number of steps");
+      deviation.out_freq = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (deviation.out_freq < 1) error->all(FLERR, "pair_style nnp: out_freq must be a positive number of steps");
       ensemble_options = true;
       iarg += 2;
     } else if (word == "out_file" && iarg + 1 < narg) {
-      out_file = arg[iarg + 1];
+      deviation.out_file = arg[iarg + 1];
       ensemble_options = true;
       iarg += 2;
+    } else if ((word == "relative" || word == "relative_v") && iarg + 1 < narg) {
+      (word == "relative" ? deviation.relative : deviation.relative_v) = level(iarg + 1, word);
+      ensemble_options = true;
+      iarg += 2;
+    } else if (word == "atomic") {
+      deviation.atomic = true;
+      ensemble_options = true;
+      iarg += 1;
     } else {
       error->all(FLERR, "pair_style nnp: unknown argument '" + word + "'" + usage);
     }
   }
   if (ensemble_options && members.empty())
-    error->all(FLERR, "pair_style nnp: out_freq and out_file need ensemble member files" + usage);
-  if (!members.empty())
-    ensemble_ = std::make_unique<NNPEnsemble>(lmp, members, out_freq, out_file);
+    error->all(FLERR, "pair_style nnp: out_freq, out_file, relative, relative_v and atomic need ensemble member "
+                      "files" + usage);
+  if (!members.empty()) ensemble_ = std::make_unique<NNPEnsemble>(lmp, members, deviation);
 }
 
 std::string PairNNP::choose_device() const {

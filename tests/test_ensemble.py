@@ -15,6 +15,7 @@ import pytest
 from helpers import small_model, water_box
 from lammps_helpers import run_deck, setup_lines
 from lammps_models import reference_results, write_model
+from nnp.calculator import NNPCalculator
 from nnp.export import export_model
 from nnp.md.lammps import make_lammps
 from nnp.md.run import write_lammps_data
@@ -22,18 +23,32 @@ from nnp.md.run import write_lammps_data
 TOL = 1e-10
 
 
-def numpy_deviation(files: list[Path], atoms) -> tuple[np.ndarray, float]:
+def numpy_deviation(files: list[Path], atoms, relative: float | None = None) -> tuple[np.ndarray, float]:
     """eps_i = sqrt(<|F_i - <F_i>|^2>) over members, and std over members of E/N (DeePMD's model_devi)."""
     outs = [reference_results(f, atoms) for f in files]
     forces = np.stack([o["forces"] for o in outs])
     eps = np.sqrt(np.mean(np.sum((forces - forces.mean(0)) ** 2, axis=-1), axis=0))
+    if relative is not None:  # DeePMD's relative model deviation
+        eps = eps / (np.linalg.norm(forces.mean(0), axis=1) + relative)
     return eps, float(np.std([float(o["energy"]) / len(atoms) for o in outs]))
 
 
+def numpy_virial_deviation(files: list[Path], atoms, relative_v: float | None = None) -> list[float]:
+    """max, min, avg of the std over members of virial/N per component, as deepmd.infer.calc_model_devi_v."""
+    virials = np.stack([reference_results(f, atoms)["virial"].reshape(9) / len(atoms) for f in files])
+    eps = np.std(virials, axis=0)
+    if relative_v is not None:
+        eps = eps / (np.abs(virials.mean(0)) + relative_v)
+    return [eps.max(), eps.min(), np.linalg.norm(eps) / 3]
+
+
+HEADER = ["#", "step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e"]
+
+
 def read_model_devi(path: Path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    assert lines[0].split() == ["#", "step", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e"]
-    return np.array([[float(v) for v in line.split()] for line in lines[1:]])
+    """The file as DP-GEN reads it (numpy.loadtxt, columns by position), after checking DeePMD's header."""
+    assert path.read_text().splitlines()[0].split()[:len(HEADER)] == HEADER
+    return np.loadtxt(path, ndmin=2)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +78,9 @@ def per_atom(lmp, name: str = "dev") -> np.ndarray:
 def test_identical_members_give_zero_deviation(members, tmp_path):
     lmp = ensemble_lammps(tmp_path, water_box(seed=1), members[0], [members[0], members[0]], "out_freq 1")
     lmp.command("run 0")
-    assert [lmp.numpy.extract_compute("dev", 0, 1)[k] for k in range(4)] == [0.0, 0.0, 0.0, 0.0]
+    assert [lmp.numpy.extract_compute("dev", 0, 1)[k] for k in range(7)] == [0.0] * 7
     assert np.all(per_atom(lmp) == 0.0)
-    assert read_model_devi(tmp_path / "model_devi.out").tolist() == [[0, 0, 0, 0, 0]]
+    assert read_model_devi(tmp_path / "model_devi.out").tolist() == [[0.0] * 8]
     lmp.close()
 
 
@@ -74,12 +89,14 @@ def test_deviation_equals_independent_python(members, tmp_path):
     lmp = ensemble_lammps(tmp_path, atoms, members[0], members[1:], "out_freq 1")
     lmp.command("run 0")
     eps, devi_e = numpy_deviation(members, atoms)
-    assert eps.max() > 1e-3 and devi_e > 1e-6  # the members really differ
+    virial = numpy_virial_deviation(members, atoms)
+    assert eps.max() > 1e-3 and devi_e > 1e-6 and min(virial) > 1e-6  # the members really differ
     expected = [eps.max(), eps.min(), eps.mean(), devi_e]
-    got = np.array(lmp.numpy.extract_compute("dev", 0, 1)[:4])
-    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+    got = np.array(lmp.numpy.extract_compute("dev", 0, 1)[:7])
+    np.testing.assert_allclose(got, expected + virial, rtol=0, atol=TOL)
     np.testing.assert_allclose(per_atom(lmp), eps, rtol=0, atol=TOL)
-    np.testing.assert_allclose(read_model_devi(tmp_path / "model_devi.out")[0], [0, *expected], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(read_model_devi(tmp_path / "model_devi.out")[0], [0, *virial, *expected], rtol=0,
+                               atol=1e-9)
     # the driver's dynamics are untouched: LAMMPS's forces are member 0's
     n = lmp.get_natoms()
     order = np.argsort(lmp.numpy.extract_atom("id")[:n])
@@ -99,7 +116,30 @@ def test_ase_calculator_gives_the_same_deviation(members):
     np.testing.assert_allclose(results["devi_f"], eps, rtol=0, atol=TOL)
     np.testing.assert_allclose(results["model_deviation"], [eps.max(), eps.min(), eps.mean(), devi_e], atol=TOL)
     assert results["max_devi_f"] == pytest.approx(eps.max(), abs=TOL)
+    np.testing.assert_allclose([results[k] for k in ("max_devi_v", "min_devi_v", "avg_devi_v")],
+                               numpy_virial_deviation(members, atoms), rtol=0, atol=TOL)
     np.testing.assert_allclose(results["forces"], reference_results(members[0], atoms)["forces"], atol=TOL)
+
+
+def test_relative_and_atomic_deviation_as_deepmd_writes_them(members, tmp_path):
+    atoms = water_box(seed=6)
+    lmp = ensemble_lammps(tmp_path, atoms, members[0], members[1:], "out_freq 1 relative 0.5 relative_v 0.2 atomic")
+    lmp.command("run 0")
+    eps, devi_e = numpy_deviation(members, atoms, relative=0.5)
+    virial = numpy_virial_deviation(members, atoms, relative_v=0.2)
+    absolute, _ = numpy_deviation(members, atoms)
+    assert not np.allclose(eps, absolute)  # the relative level changed the numbers
+    table = read_model_devi(tmp_path / "model_devi.out")
+    assert table.shape == (1, 8 + len(atoms))  # DeePMD's columns, then one value per atom (atom-ID order)
+    np.testing.assert_allclose(table[0, :8], [0, *virial, eps.max(), eps.min(), eps.mean(), devi_e], atol=1e-9)
+    np.testing.assert_allclose(table[0, 8:], eps, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(per_atom(lmp), eps, rtol=0, atol=TOL)
+    lmp.close()
+    atoms.calc = NNPCalculator(members[0], ensemble=members[1:], relative=0.5, relative_v=0.2)
+    atoms.get_potential_energy()
+    np.testing.assert_allclose(atoms.calc.results["devi_f"], eps, rtol=0, atol=TOL)
+    np.testing.assert_allclose([atoms.calc.results[k] for k in ("max_devi_v", "min_devi_v", "avg_devi_v")], virial,
+                               rtol=0, atol=TOL)
 
 
 def test_deviation_only_every_out_freq_steps_and_stale_compute_is_an_error(members, tmp_path):
@@ -151,7 +191,7 @@ atom_style atomic
 atom_modify map yes
 boundary p p p
 read_data {data}
-pair_style nnp ensemble {others} out_freq 2 out_file {out}
+pair_style nnp ensemble {others} out_freq 2 out_file {out} atomic
 pair_coeff * * {driver} H O
 neighbor 1.0 bin
 compute dev all nnp/deviation
@@ -185,7 +225,8 @@ def test_two_ranks_equal_one_rank(members, tmp_path, kind):
                                  .splitlines()[1:])) for f in frames]
         results[ranks] = (read_model_devi(out), atoms)
     assert results[1][0][:, 0].tolist() == [0, 2, 4]
-    assert results[1][0][-1, 1] > 1e-3
+    assert results[1][0][-1, 4] > 1e-3 and results[1][0][-1, 1] > 1e-6  # max_devi_f, max_devi_v
+    assert results[1][0].shape[1] == 8 + len(results[1][1][0])  # atomic: one column per atom
     np.testing.assert_allclose(results[2][0], results[1][0], rtol=0, atol=1e-9)
     for one, two in zip(results[1][1], results[2][1]):
         np.testing.assert_allclose(two, one, rtol=0, atol=TOL)
@@ -227,7 +268,7 @@ def test_mismatched_member_is_a_clear_error_naming_the_file(members, tmp_path, c
 
 
 @pytest.mark.parametrize("style,message", [
-    ("nnp out_freq 10", "out_freq and out_file need ensemble member files"),
+    ("nnp out_freq 10", "need ensemble member files"),
     ("nnp ensemble {m} out_freq 0", "out_freq must be a positive number of steps"),
     ("nnp", "compute nnp/deviation needs pair_style nnp with an ensemble"),
 ])
@@ -308,8 +349,11 @@ def test_stability_records_the_deviation_trace_up_to_the_collapse(tmp_path):
     assert trace[0, 0] == 0 and np.all(np.diff(trace[:, 0]) == 5) and trace[-1, 0] <= collapse_step
     start.calc = NNPCalculator(driver, ensemble=[member])
     start.get_potential_energy()
-    np.testing.assert_allclose(trace[0, 1:], start.calc.results["model_deviation"], rtol=1e-9, atol=1e-12)
-    crossing = int(trace[np.argmax(trace[:, 1] > 0.15), 0]) if (trace[:, 1] > 0.15).any() else None
+    results = start.calc.results
+    np.testing.assert_allclose(trace[0, 4:], results["model_deviation"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(trace[0, 1:4], [results[k] for k in ("max_devi_v", "min_devi_v", "avg_devi_v")],
+                               rtol=1e-9, atol=1e-12)
+    crossing = int(trace[np.argmax(trace[:, 4] > 0.15), 0]) if (trace[:, 4] > 0.15).any() else None
     assert entry["first_exceeds_step"] == crossing
     if crossing is not None:
         assert entry["warning_steps_before_collapse"] == collapse_step - crossing

@@ -11,21 +11,41 @@ from typing import Sequence
 
 import numpy as np
 
-COLUMNS = ("step", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e")
+# DeePMD-kit's model_devi.out columns (pair_deepmd, then devi_e where `dp model-devi` writes it); with
+# `atomic`, one eps_i per atom follows. DP-GEN reads max_devi_v (1) and max_devi_f (4) by position.
+COLUMNS = ("step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e")
 
 
-def ensemble_arguments(members: Sequence[str | Path], out_freq: int, out_file: str | Path) -> str:
+def ensemble_arguments(members: Sequence[str | Path], out_freq: int, out_file: str | Path, *,
+                       relative: float | None = None, relative_v: float | None = None, atomic: bool = False) -> str:
     """What follows ``pair_style nnp`` to measure the deviation of ``members`` beside the driver."""
-    return f"ensemble {' '.join(str(m) for m in members)} out_freq {out_freq} out_file {out_file}"
+    words = [f"ensemble {' '.join(str(m) for m in members)} out_freq {out_freq} out_file {out_file}"]
+    if relative is not None:
+        words.append(f"relative {relative!r}")
+    if relative_v is not None:
+        words.append(f"relative_v {relative_v!r}")
+    if atomic:
+        words.append("atomic")
+    return " ".join(words)
 
 
-def read_model_devi(path: str | Path) -> np.ndarray:
-    """Rows of a ``model_devi.out`` file as an (n, 5) array in the order of :data:`COLUMNS`."""
+def read_model_devi(path: str | Path, atomic: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Rows of a ``model_devi.out`` file as an (n, 8) array in the order of :data:`COLUMNS`.
+
+    With ``atomic=True`` also the per-atom force deviations (n, N) of a file written with ``atomic``
+    (atom-ID order; an (n, 0) array when the file has none). A missing file gives no rows.
+    """
     path = Path(path)
-    if not path.exists():
-        return np.zeros((0, len(COLUMNS)))
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return np.array(rows, dtype=float).reshape(-1, len(COLUMNS))
+    rows = []
+    if path.exists():
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    table = np.array(rows, dtype=float) if rows else np.zeros((0, len(COLUMNS)))
+    if table.ndim != 2 or table.shape[1] < len(COLUMNS):
+        raise ValueError(f"{path}: not a model deviation file with the columns {' '.join(COLUMNS)} "
+                         "(written by pair_style nnp ensemble)")
+    if atomic:
+        return table[:, :len(COLUMNS)], table[:, len(COLUMNS):]
+    return table[:, :len(COLUMNS)]
 
 
 def first_crossing(trace: np.ndarray, threshold: float, column: str = "max_devi_f") -> int | None:
@@ -40,7 +60,7 @@ def crossing_summary(trace: np.ndarray, threshold: float, timestep_fs: float, co
     """When max_devi_f first exceeded ``threshold`` and how many steps that was before the collapse."""
     crossing = first_crossing(trace, threshold)
     summary = {"deviation_threshold": threshold, "deviation_samples": int(len(trace)),
-               "max_devi_f_peak": float(trace[:, 1].max()) if len(trace) else None,
+               "max_devi_f_peak": float(trace[:, COLUMNS.index("max_devi_f")].max()) if len(trace) else None,
                "first_exceeds_step": crossing,
                "first_exceeds_ps": None if crossing is None else crossing * timestep_fs / 1000.0,
                "warning_steps_before_collapse": None}

@@ -312,7 +312,8 @@ def _record_deviation(trajectories: list[Trajectory], protocol: Protocol, summar
         entry.update(crossing_summary(traces[t.index], protocol.deviation_threshold, protocol.timestep_fs,
                                       t.collapsed, t.steps))
     ps = protocol.timestep_fs / 1000.0
-    return plot_deviation({t.index: (traces[t.index][:, 0] * ps, traces[t.index][:, 1]) for t in trajectories},
+    max_f = COLUMNS.index("max_devi_f")
+    return plot_deviation({t.index: (traces[t.index][:, 0] * ps, traces[t.index][:, max_f]) for t in trajectories},
                           {t.index: t.time_ps if t.collapsed else None for t in trajectories},
                           protocol.deviation_threshold, output_dir / "deviation.png")
 
