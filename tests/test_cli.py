@@ -9,7 +9,7 @@ from helpers import small_model
 from nnp.cli import main, parse_time_ps
 from nnp.export import export_model
 
-SUBCOMMANDS = ["train", "pretrain", "finetune", "evaluate", "export", "data", "stability", "stability-compare", "analyze", "quickstart", "models"]
+SUBCOMMANDS = ["train", "pretrain", "finetune", "evaluate", "export", "data", "stability", "stability-compare", "analyze", "quickstart", "models", "learn"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -208,13 +208,29 @@ def _add_quickstart(sub) -> None:
     p.set_defaults(func=cmd_quickstart)
 
 
+def _add_learn(sub) -> None:
+    p = sub.add_parser("learn", help="active learning: train an ensemble, explore in LAMMPS, label the frames where "
+                                     "the members disagree, repeat (resumable; docs/active_learning.md)")
+    p.add_argument("--config", required=True, help="learn.yaml (docs/active_learning.md)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_learn)
+
+
+def cmd_learn(args) -> int:
+    from .learn import load_learn_config, run_learning
+
+    summary = run_learning(load_learn_config(args.config), progress=not args.no_progress)
+    print(f"stopped: {summary['stopped_by']}; models: {' '.join(summary['final_models'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnp", description="Train, pretrain, export and run neural network potentials in LAMMPS.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_pretrain, _add_finetune, _add_evaluate, _add_export, _add_data, _add_stability,
-                _add_stability_compare, _add_analyze, _add_quickstart, _add_models):
+                _add_stability_compare, _add_analyze, _add_quickstart, _add_models, _add_learn):
         add(sub)
     return parser
 

@@ -1,0 +1,172 @@
+"""`nnp learn` configuration: YAML -> validated dataclasses (unknown keys are errors).
+
+A minimal ``learn.yaml``::
+
+    output_dir: runs/learn-aspirin
+    start: organic-xtb                  # a bundled model, a checkpoint (.ckpt), or a training config (.yaml)
+    initial_data: aspirin_20.extxyz     # labelled frames to start from
+    explore:
+      systems:
+        - {structure: aspirin_start.xyz, temperatures: [500], steps: 4000, replicas: 4}
+    deviation: {lo: 0.05, hi: 0.35}     # eV/Å on max_devi_f: DeePMD-kit's trust levels
+    select: {per_iteration: 30}
+    stop: {candidate_fraction: 0.02, max_labels: 300, max_iterations: 10}
+
+The labeller defaults to GFN2-xTB through tblite; any ASE calculator is ``{calculator: module:Name,
+kwargs: {...}}`` (a class or a function that returns a calculator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError
+
+DEFAULT_LABELLER = "nnp.data.generate.xtb:xtb_calculator"
+
+
+@dataclass
+class SystemConfig:
+    """One exploration system: ``replicas`` NVT runs of ``steps`` steps at each temperature."""
+
+    structure: str
+    index: int = 0  # frame of the structure file to start from
+    temperatures: list = field(default_factory=lambda: [300.0])  # K
+    steps: int = 2000
+    replicas: int = 2
+
+
+@dataclass
+class ExploreConfig:
+    systems: list = field(default_factory=list)  # of SystemConfig
+    timestep_fs: float = 0.5
+    out_freq: int = 10  # steps between deviation measurements (and candidate frames)
+    thermostat_fs: float = 100.0  # Nosé–Hoover damping time
+    vacuum: float = 50.0  # Å around a non-periodic system (LAMMPS needs a box)
+
+
+@dataclass
+class DeviationConfig:
+    """DeePMD-kit's trust levels on max_devi_f (eV/Å): below lo accurate, at or above hi failed."""
+
+    lo: float = 0.05
+    hi: float = 0.35
+
+
+@dataclass
+class SelectConfig:
+    per_iteration: int = 30  # candidates labelled per iteration (diverse, by farthest-point sampling)
+    fingerprint_bins: int = 32  # distance histogram bins per element pair
+
+
+@dataclass
+class LabellerConfig:
+    calculator: str = DEFAULT_LABELLER  # module:Name (class or factory returning an ASE calculator)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class StopConfig:
+    """Stop when (candidates + failed) / explored frames < candidate_fraction, or at either budget.
+
+    ``max_labels`` counts every labelled frame, the initial ones included."""
+
+    candidate_fraction: float = 0.02
+    max_labels: int = 300
+    max_iterations: int = 10
+
+
+@dataclass
+class LearnConfig:
+    output_dir: str
+    start: str  # bundled model name | *.ckpt (finetuned from) | *.yaml training config (from scratch)
+    initial_data: str
+    ensemble: int = 4  # members; member 0 drives the exploration
+    seed: int = 0
+    train: list = field(default_factory=list)  # section.key=value overrides for every member's training
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+    deviation: DeviationConfig = field(default_factory=DeviationConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    labeller: LabellerConfig = field(default_factory=LabellerConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    @property
+    def from_scratch(self) -> bool:
+        return str(self.start).endswith((".yaml", ".yml"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_NESTED = {"explore": ExploreConfig, "deviation": DeviationConfig, "select": SelectConfig,
+           "labeller": LabellerConfig, "stop": StopConfig}
+
+
+def _build(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in '{where}'; known keys: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except TypeError as err:  # a required key is missing
+        raise ConfigError(f"'{where}': {err}") from None
+
+
+def learn_config_from_dict(values: dict[str, Any], source: str = "<dict>") -> LearnConfig:
+    """Validate a nested dict (as read from YAML) into a :class:`LearnConfig`."""
+    values = dict(values or {})
+    try:
+        nested = {k: _build(cls, values.pop(k, {}) or {}, k) for k, cls in _NESTED.items()}
+        nested["explore"].systems = [_build(SystemConfig, s, f"explore.systems[{k}]")
+                                     for k, s in enumerate(nested["explore"].systems)]
+        config = _build(LearnConfig, {**values, **nested}, "top level")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    _check(config, source)
+    return config
+
+
+def load_learn_config(path: str | Path) -> LearnConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return learn_config_from_dict(values, str(path))
+
+
+def _check(config: LearnConfig, source: str) -> None:
+    problems = []
+    if config.ensemble < 2:
+        problems.append(f"ensemble must be >= 2 (the deviation needs two members), not {config.ensemble}")
+    if not config.explore.systems:
+        problems.append("explore.systems is empty: name at least one structure to run MD from")
+    for k, system in enumerate(config.explore.systems):
+        if system.steps < config.explore.out_freq or system.replicas < 1 or not system.temperatures:
+            problems.append(f"explore.systems[{k}] needs steps >= explore.out_freq, replicas >= 1 and a temperature")
+    if config.explore.out_freq < 1 or config.explore.timestep_fs <= 0:
+        problems.append("explore.out_freq must be >= 1 and explore.timestep_fs > 0")
+    if not 0 <= config.deviation.lo < config.deviation.hi:
+        problems.append(f"deviation needs 0 <= lo < hi, got lo={config.deviation.lo} hi={config.deviation.hi}")
+    if config.select.per_iteration < 1:
+        problems.append("select.per_iteration must be >= 1")
+    if ":" not in config.labeller.calculator:
+        problems.append(f"labeller.calculator must look like module:Name, not {config.labeller.calculator!r}")
+    if config.stop.max_iterations < 1 or config.stop.max_labels < 1:
+        problems.append("stop.max_iterations and stop.max_labels must be >= 1")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))

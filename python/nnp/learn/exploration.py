@@ -1,0 +1,133 @@
+"""Exploration: NVT MD in LAMMPS driven by ensemble member 0, the deviation measured every out_freq steps.
+
+``pair_style nnp ensemble`` evaluates the other members on the driver's graph every ``out_freq`` steps
+(docs/pair_style.md); after each such step the frame and its ``max_devi_f`` are kept. A replica stops
+when ``max_devi_f`` reaches the upper trust level (the members disagree so much that what follows is
+not worth simulating) or when the system explodes; its stable time is the time of the last frame
+below that level.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from ..md.deviation import ensemble_arguments
+from ..md.stability import is_explosion
+
+
+@dataclass
+class ReplicaResult:
+    frames: int  # frames written (one per deviation step)
+    steps: int  # steps run
+    time_ps: float  # stable time: up to the last frame below the upper trust level
+    failed: bool  # stopped early (deviation >= hi, or an explosion)
+    reason: str
+    cpu_seconds: float
+
+
+def _deck(atoms: Atoms, data: Path, members: Sequence[str], species: list[str], temperature: float, seed: int,
+          timestep_fs: float, out_freq: int, thermostat_fs: float, devi_file: Path) -> list[str]:
+    boundary = " ".join("p" if p else "f" for p in atoms.get_pbc())
+    style = "nnp " + ensemble_arguments(members[1:], out_freq, devi_file)
+    return ["units metal", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}", f"read_data {data}",
+            f"pair_style {style}", f"pair_coeff * * {members[0]} {' '.join(species)}", "neighbor 1.0 bin",
+            f"timestep {timestep_fs / 1000.0}", "compute dev all nnp/deviation",
+            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
+            f"fix nvt all nvt temp {temperature} {temperature} {thermostat_fs / 1000.0}",
+            "thermo_style custom step temp pe c_dev[1]", f"thermo {out_freq * 100}"]
+
+
+def _frame(lmp, symbols: list[str], pbc, cell: np.ndarray) -> Atoms:
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    x = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=float)
+    types = np.array(lmp.numpy.extract_atom("type")[:n][order])
+    return Atoms([symbols[t - 1] for t in types], positions=x, cell=cell, pbc=pbc)
+
+
+def run_replica(members: Sequence[str], start: Atoms, temperature: float, steps: int, seed: int, *,
+                timestep_fs: float, out_freq: int, thermostat_fs: float, hi: float, vacuum: float,
+                output_dir: str | Path) -> ReplicaResult:
+    """One replica into ``output_dir`` (frames.extxyz, model_devi.out, result.json); result.json last.
+
+    A replica whose result.json exists is not run again (resume): its result is read back.
+    """
+    from ..evaluator import load_evaluator
+    from ..md.lammps import make_lammps
+    from ..md.run import write_lammps_data
+
+    output_dir = Path(output_dir)
+    result_path = output_dir / "result.json"
+    if result_path.exists():
+        return ReplicaResult(**json.loads(result_path.read_text()))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.process_time()
+    atoms = start.copy()
+    if not atoms.pbc.any():
+        atoms.center(vacuum=vacuum)
+    species = [s for s in load_evaluator(members[0]).species if s in set(atoms.get_chemical_symbols())]
+    frames_path, devi_path = output_dir / "frames.extxyz", output_dir / "model_devi.out"
+    frames, devis = [], []
+    steps_done, stable_step, failed, reason = 0, 0, False, "ran every step below the upper trust level"
+    lmp = make_lammps()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "start.data"
+            write_lammps_data(atoms, data, species)
+            for line in _deck(atoms, data, members, species, temperature, seed, timestep_fs, out_freq,
+                              thermostat_fs, devi_path):
+                lmp.command(line)
+        cell = np.asarray(atoms.get_cell())
+        lmp.command("run 0 post no")  # the deviation of the start (step 0) is measured too
+        while True:
+            devi = float(lmp.numpy.extract_compute("dev", 0, 1)[0])
+            frame = _frame(lmp, species, atoms.get_pbc(), cell)
+            frame.info.update({"step": steps_done, "max_devi_f": devi, "temperature": float(temperature)})
+            frames.append(frame)
+            devis.append(devi)
+            if not (devi < hi):
+                failed, reason = True, f"max_devi_f {devi:.3g} >= hi {hi:g} eV/Å at step {steps_done}"
+                break
+            stable_step = steps_done
+            if steps_done >= steps:
+                break
+            try:
+                lmp.command(f"run {out_freq} post no")
+            except Exception as err:  # noqa: BLE001 - classified just below
+                if not is_explosion(err):
+                    raise RuntimeError(f"exploration replica {output_dir} stopped by an error that is not a "
+                                       f"collapse: {str(err).splitlines()[0]}") from err
+                failed, reason = True, "LAMMPS stopped: " + str(err).splitlines()[0][:120]
+                break
+            steps_done = int(lmp.get_thermo("step"))
+            temperature_now = lmp.get_thermo("temp")
+            if not math.isfinite(temperature_now):
+                failed, reason = True, "temperature is not finite"
+                break
+    finally:
+        lmp.close()
+    tmp_frames = frames_path.with_name(frames_path.name + ".tmp")
+    ase.io.write(tmp_frames, frames, format="extxyz")
+    os.replace(tmp_frames, frames_path)
+    result = ReplicaResult(frames=len(frames), steps=steps_done, time_ps=stable_step * timestep_fs / 1000.0,
+                           failed=failed, reason=reason, cpu_seconds=time.process_time() - started)
+    tmp_result = result_path.with_name("result.json.tmp")
+    tmp_result.write_text(json.dumps(asdict(result)))
+    os.replace(tmp_result, result_path)
+    return result
+
+
+def read_frames(output_dir: str | Path) -> list[Atoms]:
+    """The frames of a finished replica, each with ``info['max_devi_f']`` and ``info['step']``."""
+    return ase.io.read(Path(output_dir) / "frames.extxyz", index=":", format="extxyz")

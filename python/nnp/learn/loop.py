@@ -1,0 +1,255 @@
+"""The active-learning loop of ``nnp learn``: train an ensemble, explore, select, label, repeat.
+
+Layout of ``output_dir``::
+
+    data-000.extxyz          the initial frames; data-<k+1> = data-<k> + the labels of iteration k
+    iter-000/train/member<i>/   each member's run (model.nnp.pt, best.ckpt), warm-started from iter-<k-1>
+    iter-000/explore/<system>-T<temperature>-r<replica>/   frames.extxyz, model_devi.out, result.json
+    iter-000/selection.json, candidates.extxyz
+    iter-000/labelled.extxyz (+ .state.json)
+    learn.json, learn.png    one summary row per iteration and the plot of those rows
+
+Every stage writes its outputs atomically and last, so a loop killed at any point (SIGKILL included)
+resumes where it stopped when run again: finished member trainings, replicas and labels are kept
+(training itself resumes from its last checkpoint), and no label is lost or made twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+
+from ..data.readers import read_structures
+from .config import LearnConfig
+from .exploration import read_frames, run_replica
+from .labelling import label_frames, make_labeller
+from .selection import ACCURATE, CANDIDATE, FAILED, classify, select_candidates
+
+
+def _atomic_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def _data_path(config: LearnConfig, iteration: int) -> Path:
+    return config.run_dir / f"data-{iteration:03d}.extxyz"
+
+
+def _iteration_dir(config: LearnConfig, iteration: int) -> Path:
+    return config.run_dir / f"iter-{iteration:03d}"
+
+
+def _start_data(config: LearnConfig) -> Path:
+    """data-000: the initial frames, validated, copied once."""
+    path = _data_path(config, 0)
+    if not path.exists():
+        frames = read_structures(config.initial_data)  # labels required; a clear error otherwise
+        tmp = path.with_name(path.name + ".tmp")
+        ase.io.write(tmp, frames, format="extxyz")
+        os.replace(tmp, path)
+    return path
+
+
+def train_ensemble(config: LearnConfig, iteration: int, data: Path, progress: bool) -> tuple[list[str], float]:
+    """Each member finetuned (or trained) on ``data``; returns the model files and the CPU seconds."""
+    from ..config import load_config
+    from ..pretrained import checkpoint_for
+    from ..train.finetune import finetune_config
+    from ..train.trainer import run_training
+
+    files, cpu = [], 0.0
+    for member in range(config.ensemble):
+        run_dir = _iteration_dir(config, iteration) / "train" / f"member{member}"
+        files.append(str(run_dir / "model.nnp.pt"))
+        if (run_dir / "results.json").exists() and (run_dir / "model.nnp.pt").exists():
+            continue
+        started = time.process_time()
+        overrides = [*config.train, f"train.seed={config.seed + member}", f"output_dir={run_dir}"]
+        name = f"learn-iter{iteration}-member{member}"
+        if iteration > 0:  # warm start: each member from its own previous weights
+            previous = _iteration_dir(config, iteration - 1) / "train" / f"member{member}" / "best.ckpt"
+            run = finetune_config(previous, str(data), overrides, name=name)
+        elif config.from_scratch:
+            run = load_config(config.start, [f"data.path={data}", f"name={name}", *overrides])
+        else:
+            run = finetune_config(checkpoint_for(config.start), str(data), overrides, name=name)
+        run_training(run, progress=progress)
+        cpu += time.process_time() - started
+    return files, cpu
+
+
+def explore(config: LearnConfig, iteration: int, members: list[str]) -> tuple[list[dict], float]:
+    """Every replica of every system and temperature; returns their results and the CPU seconds."""
+    results, cpu = [], 0.0
+    e = config.explore
+    for s, system in enumerate(config.explore.systems):
+        start = read_structures(system.structure, index=system.index, require_labels=False)[0]
+        for temperature in system.temperatures:
+            for replica in range(system.replicas):
+                name = f"system{s}-T{temperature:g}-r{replica}"
+                seed = 1 + config.seed * 100003 + iteration * 1009 + s * 101 + replica * 7 + int(temperature)
+                result = run_replica(members, start, float(temperature), system.steps, seed,
+                                     timestep_fs=e.timestep_fs, out_freq=e.out_freq, thermostat_fs=e.thermostat_fs,
+                                     hi=config.deviation.hi, vacuum=e.vacuum,
+                                     output_dir=_iteration_dir(config, iteration) / "explore" / name)
+                cpu += result.cpu_seconds
+                results.append({"replica": name, **result.__dict__})
+    return results, cpu
+
+
+def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_far: int,
+           cutoff: float) -> dict:
+    """Classify every explored frame, pick the candidates to label; selection.json + candidates.extxyz."""
+    it_dir = _iteration_dir(config, iteration)
+    path = it_dir / "selection.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    started = time.process_time()
+    frames = [f for r in replicas for f in read_frames(it_dir / "explore" / r["replica"])]
+    devi = np.array([f.info["max_devi_f"] for f in frames], dtype=float)
+    kinds = classify(devi, config.deviation.lo, config.deviation.hi)
+    counts = {k: int((kinds == k).sum()) for k in (ACCURATE, CANDIDATE, FAILED)}
+    pool = np.flatnonzero(kinds == CANDIDATE)
+    budget = min(config.select.per_iteration, max(config.stop.max_labels - labels_so_far, 0))
+    picked = select_candidates([frames[k] for k in pool], devi[pool], budget, cutoff,
+                               config.select.fingerprint_bins)
+    chosen = [frames[pool[k]] for k in picked]
+    tmp = it_dir / "candidates.extxyz.tmp"
+    ase.io.write(tmp, chosen, format="extxyz")
+    os.replace(tmp, it_dir / "candidates.extxyz")
+    total = max(len(frames), 1)
+    selection = {"frames": len(frames), **counts, "selected": len(chosen),
+                 "fractions": {k: v / total for k, v in counts.items()},
+                 "cpu_seconds": time.process_time() - started}
+    _atomic_json(path, selection)
+    return selection
+
+
+def _merge(config: LearnConfig, iteration: int) -> Path:
+    """data-<k+1> = data-<k> + iteration k's labels (written once, atomically)."""
+    target = _data_path(config, iteration + 1)
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(_data_path(config, iteration), tmp)
+        with open(tmp, "a") as handle, open(_iteration_dir(config, iteration) / "labelled.extxyz") as labels:
+            shutil.copyfileobj(labels, handle)
+        os.replace(tmp, target)
+    return target
+
+
+def _stable_summary(replicas: list[dict]) -> dict:
+    from ..md.survival import summarize
+
+    km = summarize([r["time_ps"] for r in replicas], [r["failed"] for r in replicas])
+    return {"replicas": len(replicas), "replicas_stable": sum(not r["failed"] for r in replicas),
+            "mean_stable_ps": float(np.mean([r["time_ps"] for r in replicas])), "km_median_ps": km["median_ps"]}
+
+
+def format_row(row: dict) -> str:
+    f = row["fractions"]
+    return (f"iteration {row['iteration']}: {row['labels']} labels (+{row['new_labels']}, {row['label_failures']} "
+            f"failed) | accurate {f['accurate']:.1%} candidate {f['candidate']:.1%} failed {f['failed']:.1%} | "
+            f"{row['replicas_stable']}/{row['replicas']} replicas stable, mean {row['mean_stable_ps']:.3g} ps | "
+            f"CPU s: train {row['cpu_seconds']['train']:.0f}, MD {row['cpu_seconds']['explore']:.0f}, "
+            f"label {row['cpu_seconds']['label']:.0f}")
+
+
+def plot_learning(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["iteration"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for kind in (ACCURATE, CANDIDATE, FAILED):
+        a.plot(x, [r["fractions"][kind] for r in rows], marker="o", label=kind)
+    a.set(xlabel="iteration", ylabel="fraction of explored frames", ylim=(0, 1))
+    a.legend()
+    b.plot(x, [r["labels"] for r in rows], marker="o", color="k", label="labels")
+    b.set(xlabel="iteration", ylabel="labelled frames")
+    c = b.twinx()
+    c.plot(x, [r["mean_stable_ps"] for r in rows], marker="s", color="tab:green")
+    c.set_ylabel("mean stable time (ps)", color="tab:green")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _read_xyz(path: Path) -> list:
+    return ase.io.read(path, index=":", format="extxyz") if path.exists() and path.stat().st_size else []
+
+
+def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
+    """Run (or resume) the loop until the stopping rule; returns the learn.json content.
+
+    An iteration trains the ensemble on everything labelled so far, explores with it and measures the
+    fractions; if candidates + failed frames are below ``stop.candidate_fraction`` the loop has
+    converged and that ensemble is the result. Otherwise the selected candidates are labelled and
+    added; when a budget (labels, iterations) is then reached, a last ensemble is trained on all labels.
+    """
+    from ..evaluator import load_evaluator
+
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_json(config.run_dir / "learn-config.json", config.to_dict())
+    summary_path = config.run_dir / "learn.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"iterations": []}
+    rows = summary["iterations"]
+    make_calculator = make_labeller(config.labeller.calculator, config.labeller.kwargs)
+    initial = _read_xyz(_start_data(config))
+    labels = len(initial)
+    # labels carry a stress only when the initial frames do (a data set mixes none with some)
+    with_stress = all(a.calc is not None and "stress" in a.calc.results for a in initial)
+    iteration = len(rows)
+    if rows:
+        labels = rows[-1]["labels"]
+    while not (rows and rows[-1]["stop"]):
+        data = _data_path(config, iteration)
+        members, cpu_train = train_ensemble(config, iteration, data, progress)
+        cutoff = load_evaluator(members[0]).cutoff
+        replicas, cpu_md = explore(config, iteration, members)
+        selection = select(config, iteration, replicas, labels, cutoff)
+        f = selection["fractions"]
+        row = {"iteration": iteration, "fractions": f, **{k: selection[k] for k in ("frames", ACCURATE, CANDIDATE, FAILED)},
+               **_stable_summary(replicas), "models": members, "stop": None}
+        state = {"labelled": 0, "failed": 0, "cpu_seconds": 0.0}
+        if f[CANDIDATE] + f[FAILED] < config.stop.candidate_fraction:
+            row["stop"] = (f"converged: candidates + failed {f[CANDIDATE] + f[FAILED]:.1%} of the explored frames "
+                           f"< {config.stop.candidate_fraction:.1%}")
+        else:
+            it_dir = _iteration_dir(config, iteration)
+            state = label_frames(_read_xyz(it_dir / "candidates.extxyz"), it_dir / "labelled.extxyz",
+                                 make_calculator, progress, with_stress)
+            _merge(config, iteration)
+            labels += state["labelled"]
+            if labels >= config.stop.max_labels:
+                row["stop"] = f"label budget reached ({labels} >= {config.stop.max_labels})"
+            elif iteration + 1 >= config.stop.max_iterations:
+                row["stop"] = f"iteration budget reached ({iteration + 1})"
+            elif state["labelled"] == 0:
+                row["stop"] = "no candidate could be labelled"
+            if row["stop"]:  # the last labels must reach a model: one more ensemble, on everything
+                row["models"], extra = train_ensemble(config, iteration + 1, _data_path(config, iteration + 1),
+                                                      progress)
+                cpu_train += extra
+        row.update({"labels": labels, "new_labels": state["labelled"], "label_failures": state["failed"],
+                    "cpu_seconds": {"train": cpu_train, "explore": cpu_md, "select": selection["cpu_seconds"],
+                                    "label": state["cpu_seconds"]}})
+        rows.append(row)
+        _atomic_json(summary_path, summary)
+        plot_learning(rows, config.run_dir / "learn.png")
+        log(format_row(row))
+        iteration += 1
+    summary["final_models"] = rows[-1]["models"]
+    summary["stopped_by"] = rows[-1]["stop"]
+    _atomic_json(summary_path, summary)
+    return summary

@@ -1,0 +1,221 @@
+"""nnp learn: the active-learning loop at toy size (bulk Cu, EMT as the reference method).
+
+The loop runs in a subprocess with one thread, as a user runs it; the deviation it records is checked
+against an independent numpy computation on the members' forces, the selection against the trust
+window, and a run killed with SIGKILL in each stage against an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from nnp.calculator import NNPCalculator
+from nnp.config import ConfigError
+from nnp.learn import learn_config_from_dict
+from nnp.learn.labelling import label_frames, make_labeller, read_labelled
+from nnp.learn.selection import classify, farthest_point_sampling
+
+TESTS = Path(__file__).parent
+LO, HI = 0.02, 2.0
+
+
+def cu_frames(n: int, seed: int = 0, sigma: float = 0.05) -> list:
+    rng = np.random.default_rng(seed)
+    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    frames = []
+    for _ in range(n):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0.0, sigma, atoms.positions.shape)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    return frames
+
+
+def write_setup(tmp: Path, run: str, delay: float = 0.0) -> Path:
+    ase.io.write(tmp / "init.extxyz", cu_frames(20), format="extxyz")
+    ase.io.write(tmp / "start.xyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="extxyz")
+    (tmp / "scratch.yaml").write_text(yaml.safe_dump({
+        "name": "cu", "model": {"kind": "egnn", "cutoff": 4.0, "hidden": 16, "layers": 2, "num_rbf": 8},
+        "data": {"val_fraction": 0.2, "test_fraction": 0.0},
+        "train": {"epochs": 6, "batch_size": 4, "lr": 0.005}}))
+    config = tmp / f"{run}.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp / run), "start": str(tmp / "scratch.yaml"), "initial_data": str(tmp / "init.extxyz"),
+        "ensemble": 2, "train": ["train.epochs=6"],
+        "explore": {"systems": [{"structure": str(tmp / "start.xyz"), "temperatures": [900], "steps": 200,
+                                 "replicas": 2}], "timestep_fs": 2.0, "out_freq": 10},
+        "deviation": {"lo": LO, "hi": HI}, "select": {"per_iteration": 5},
+        "labeller": {"calculator": "emt_labeller:SlowEMT", "kwargs": {"delay": delay}},
+        "stop": {"candidate_fraction": 0.01, "max_labels": 35, "max_iterations": 2}}))
+    return config
+
+
+def learn_process(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen([sys.executable, "-m", "nnp.cli", "learn", "--config", str(config), "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_to_end(config: Path) -> str:
+    proc = learn_process(config)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One uninterrupted loop: 2 iterations, then the final ensemble on every label."""
+    tmp = tmp_path_factory.mktemp("learn")
+    out = run_to_end(write_setup(tmp, "run"))
+    assert "iteration 1:" in out and "stopped: iteration budget reached (2)" in out
+    return tmp
+
+
+def test_loop_end_to_end(finished):
+    run = finished / "run"
+    summary = json.loads((run / "learn.json").read_text())
+    rows = summary["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1] and summary["stopped_by"].startswith("iteration budget")
+    initial = len(ase.io.read(run / "data-000.extxyz", ":"))
+    for k, row in enumerate(rows):
+        it = run / f"iter-{k:03d}"
+        labelled = read_labelled(it / "labelled.extxyz")
+        candidates = ase.io.read(it / "candidates.extxyz", ":")
+        assert row["new_labels"] == len(labelled) == len(candidates) - row["label_failures"] > 0
+        assert row["frames"] == row["accurate"] + row["candidate"] + row["failed"] == 2 * (200 // 10 + 1)
+        # the selection respects the trust window, and picks distinct frames
+        assert all(LO <= c.info["max_devi_f"] < HI for c in candidates)
+        assert len({(c.info["step"], round(c.positions[0, 0], 8)) for c in candidates}) == len(candidates)
+        # data-<k+1> = data-<k> + the labels of iteration k, with EMT's numbers
+        before, after = (ase.io.read(run / f"data-{j:03d}.extxyz", ":") for j in (k, k + 1))
+        assert len(after) == len(before) + len(labelled)
+        for frame in after[len(before):]:
+            reference = frame.copy()
+            reference.calc = EMT()
+            np.testing.assert_allclose(frame.get_forces(), reference.get_forces(), atol=1e-6)  # extxyz: 8 decimals
+    assert rows[-1]["labels"] == initial + sum(r["new_labels"] for r in rows)
+    assert all(Path(m).exists() for m in summary["final_models"]) and "iter-002" in summary["final_models"][0]
+    assert (run / "learn.png").exists()
+
+
+def test_recorded_deviation_equals_numpy_on_the_members_forces(finished):
+    """max_devi_f that the loop read from LAMMPS = DeePMD's formula over the members' forces (numpy)."""
+    it = finished / "run" / "iter-000"
+    members = [it / "train" / f"member{k}" / "model.nnp.pt" for k in range(2)]
+    frames = ase.io.read(it / "explore" / "system0-T900-r1" / "frames.extxyz", ":")
+    for frame in frames[:: max(1, len(frames) // 4)]:
+        forces = []
+        for member in members:
+            atoms = frame.copy()
+            atoms.calc = NNPCalculator(member)
+            forces.append(atoms.get_forces())
+        forces = np.stack(forces)
+        eps = np.sqrt(np.mean(np.sum((forces - forces.mean(0)) ** 2, axis=-1), axis=0))
+        assert frame.info["max_devi_f"] == pytest.approx(eps.max(), abs=1e-6)
+
+
+def test_finished_loop_does_not_run_again(finished):
+    before = (finished / "run" / "learn.json").read_text()
+    out = run_to_end(finished / "run.yaml")
+    assert "iteration 0:" not in out and "stopped: iteration budget reached (2)" in out
+    assert (finished / "run" / "learn.json").read_text() == before
+
+
+def _wait_for(proc: subprocess.Popen, marker, timeout: float = 300.0) -> bool:
+    """Until marker() is true (then True) or the process ends (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if marker():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    raise TimeoutError("the learn process neither reached the stage nor ended")
+
+
+def _labelling_started(state: Path) -> bool:
+    try:
+        s = json.loads(state.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return 0 < s["done"] < s["total"]
+
+
+def test_sigkill_in_each_stage_resumes_to_the_same_data(finished, tmp_path):
+    """Killed while training, exploring and labelling (SIGKILL), restarted each time: the same data."""
+    config = write_setup(tmp_path, "killed", delay=0.3)
+    run = tmp_path / "killed"
+    it = run / "iter-000"
+    markers = [
+        ("training", lambda: (it / "train" / "member1" / "last.ckpt").exists()),
+        ("exploring", lambda: (it / "explore" / "system0-T900-r0" / "result.json").exists()),
+        ("labelling", lambda: _labelling_started(it / "labelled.extxyz.state.json")),
+    ]
+    killed = []
+    for stage, marker in markers:
+        proc = learn_process(config)
+        if _wait_for(proc, marker):
+            proc.send_signal(signal.SIGKILL)
+            killed.append(stage)
+        proc.communicate(timeout=600)
+    assert killed == ["training", "exploring", "labelling"]
+    run_to_end(config)
+    for k in range(3):
+        name = f"data-{k:03d}.extxyz"
+        a, b = (ase.io.read(d / name, ":") for d in (finished / "run", run))
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x.positions, y.positions, atol=1e-8)
+            np.testing.assert_allclose(x.get_forces(), y.get_forces(), atol=1e-8)
+
+
+def test_failing_labeller_is_counted_and_skipped(tmp_path):
+    frames = cu_frames(4, seed=1)
+    bad = frames[1].copy()
+    bad.set_chemical_symbols(["Fe"] * len(bad))  # EMT has no parameters for Fe: it raises
+    frames[1] = bad
+    state = label_frames(frames, tmp_path / "labelled.extxyz", make_labeller("emt_labeller:SlowEMT"))
+    assert (state["labelled"], state["failed"], state["done"], state["complete"]) == (3, 1, 4, True)
+    assert [a.get_chemical_symbols()[0] for a in read_labelled(tmp_path / "labelled.extxyz")] == ["Cu"] * 3
+    # labelling again does nothing (resume of a complete state)
+    assert label_frames(frames, tmp_path / "labelled.extxyz", make_labeller("emt_labeller:SlowEMT"))["labelled"] == 3
+    assert len(read_labelled(tmp_path / "labelled.extxyz")) == 3
+
+
+def test_selection_window_and_diversity():
+    kinds = classify(np.array([0.01, 0.05, 0.2, 0.5, np.nan]), lo=0.05, hi=0.5)
+    assert kinds.tolist() == ["accurate", "candidate", "candidate", "failed", "failed"]
+    features = np.array([[0.0], [0.1], [5.0], [5.1], [10.0]])
+    assert farthest_point_sampling(features, 3, first=0) == [0, 4, 2]
+    assert farthest_point_sampling(np.zeros((4, 2)), 3, first=1) == [1]  # duplicates are not picked twice
+
+
+def test_bad_config_and_labeller_are_clear_errors():
+    base = {"output_dir": "x", "start": "organic-xtb", "initial_data": "d.extxyz",
+            "explore": {"systems": [{"structure": "s.xyz"}]}}
+    learn_config_from_dict(base)
+    with pytest.raises(ConfigError, match="unknown key.*tempratures"):
+        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "tempratures": [300]}]}})
+    with pytest.raises(ConfigError, match="lo < hi"):
+        learn_config_from_dict({**base, "deviation": {"lo": 0.5, "hi": 0.1}})
+    with pytest.raises(ConfigError, match="ensemble must be >= 2"):
+        learn_config_from_dict({**base, "ensemble": 1})
+    with pytest.raises(ValueError, match="cannot be imported"):
+        make_labeller("no_such_module:Calc")
