@@ -134,7 +134,8 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "pr
              "finetune": FinetuneConfig}
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def build_dataclass(cls, values: dict[str, Any], where: str):
+    """``cls(**values)`` for a config section; a non-mapping, an unknown or a missing key is a ConfigError."""
     if not isinstance(values, dict):
         raise ConfigError(f"section '{where}' must be a mapping, got {type(values).__name__}")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -143,16 +144,19 @@ def _build(cls, values: dict[str, Any], where: str):
         raise ConfigError(
             f"unknown key(s) {', '.join(unknown)} in section '{where}'; known keys: {', '.join(known)}"
         )
-    return cls(**values)
+    try:
+        return cls(**values)
+    except TypeError as err:  # a required key is missing
+        raise ConfigError(f"section '{where}': {err}") from None
 
 
 def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a nested dict (as read from YAML) into a :class:`RunConfig`."""
     values = dict(values or {})
     top = {k: values.pop(k) for k in list(values) if k not in _SECTIONS}
-    sections = {name: _build(cls, values.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    sections = {name: build_dataclass(cls, values.get(name, {}), name) for name, cls in _SECTIONS.items()}
     try:
-        config = _build(RunConfig, {**top, **sections}, "top level")
+        config = build_dataclass(RunConfig, {**top, **sections}, "top level")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     _check(config, source)

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, build_dataclass
 
 DEFAULT_LABELLER = "nnp.data.generate.xtb:xtb_calculator"
 
@@ -111,27 +111,14 @@ _NESTED = {"explore": ExploreConfig, "deviation": DeviationConfig, "select": Sel
            "labeller": LabellerConfig, "stop": StopConfig}
 
 
-def _build(cls, values: Any, where: str):
-    if not isinstance(values, dict):
-        raise ConfigError(f"'{where}' must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in '{where}'; known keys: {', '.join(sorted(known))}")
-    try:
-        return cls(**values)
-    except TypeError as err:  # a required key is missing
-        raise ConfigError(f"'{where}': {err}") from None
-
-
 def learn_config_from_dict(values: dict[str, Any], source: str = "<dict>") -> LearnConfig:
     """Validate a nested dict (as read from YAML) into a :class:`LearnConfig`."""
     values = dict(values or {})
     try:
-        nested = {k: _build(cls, values.pop(k, {}) or {}, k) for k, cls in _NESTED.items()}
-        nested["explore"].systems = [_build(SystemConfig, s, f"explore.systems[{k}]")
+        nested = {k: build_dataclass(cls, values.pop(k, {}) or {}, k) for k, cls in _NESTED.items()}
+        nested["explore"].systems = [build_dataclass(SystemConfig, s, f"explore.systems[{k}]")
                                      for k, s in enumerate(nested["explore"].systems)]
-        config = _build(LearnConfig, {**values, **nested}, "top level")
+        config = build_dataclass(LearnConfig, {**values, **nested}, "top level")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     _check(config, source)
