@@ -10,6 +10,8 @@ namespace contract {
 constexpr int FORMAT_VERSION = 2;  // what the exporter writes
 constexpr int READABLE_FORMAT_VERSIONS[] = {1, 2};
 constexpr const char *UNITS = "metal";
+// LAMMPS `real` energies are kcal/mol (python/nnp/units.py: KCAL_PER_MOL_PER_EV, ASE's value)
+constexpr double KCAL_PER_MOL_PER_EV = 23.060548012069496;
 
 // forward(species, edge_index, edge_vectors, num_local) -> Dict[str, Tensor]
 constexpr const char *INPUT_KEYS[] = {"species", "edge_index", "edge_vectors", "num_local"};

@@ -30,7 +30,6 @@ using namespace LAMMPS_NS;
 
 namespace {
 
-constexpr double EV_TO_KCAL_PER_MOL = 23.060548012069496;
 constexpr int HALO_CHUNK = 64;              // columns per forward/reverse communication (comm_forward)
 constexpr double MASS_TOLERANCE = 0.10;     // relative mass mismatch that triggers a warning
 
@@ -261,7 +260,7 @@ void PairNNP::init_style() {
                       "elements... again after pair_style nnp ensemble ...");
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style nnp requires atom IDs");
   if (strcmp(update->unit_style, "metal") == 0) energy_factor = 1.0;
-  else if (strcmp(update->unit_style, "real") == 0) energy_factor = EV_TO_KCAL_PER_MOL;
+  else if (strcmp(update->unit_style, "real") == 0) energy_factor = nnp::contract::KCAL_PER_MOL_PER_EV;
   else
     error->all(FLERR, std::string("pair_style nnp supports units metal and real, not ") + update->unit_style +
                           " (the model works in eV and Angstrom)");

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnp import contract
+from nnp import contract, units
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = (ROOT / "pair_nnp" / "contract.h").read_text()
@@ -27,6 +27,7 @@ def test_constants_agree():
     readable = re.search(r"READABLE_FORMAT_VERSIONS\[\] = \{(.*?)\};", HEADER).group(1)
     assert tuple(int(v) for v in readable.split(",")) == contract.READABLE_FORMAT_VERSIONS
     assert re.search(r'UNITS = "(\w+)";', HEADER).group(1) == contract.UNITS
+    assert float(re.search(r"KCAL_PER_MOL_PER_EV = ([0-9.e+-]+);", HEADER).group(1)) == units.KCAL_PER_MOL_PER_EV
     for name in ("MODEL_SUFFIX", "PT2_SUFFIX"):
         assert re.search(rf'{name} = "([^"]+)";', HEADER).group(1) == getattr(contract, name), name
     for name in ("PT2_MIN_NODES", "PT2_MIN_EDGES"):

@@ -10,10 +10,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ..units import LAMMPS_ENERGY_IN_EV
 from .errors import DatasetError
-
-# LAMMPS energy units -> eV (lengths are Å in both supported styles)
-ENERGY_TO_EV = {"metal": 1.0, "real": 0.0433641043}
 
 
 def read_log_energies(log_path: str | Path, column: str = "PotEng") -> dict[int, float]:
@@ -44,7 +42,7 @@ def read_lammps_dump(dump_path: str | Path, type_symbols: Sequence[str], log_pat
     import ase.io
 
     dump_path = Path(dump_path)
-    if units not in ENERGY_TO_EV:
+    if units not in LAMMPS_ENERGY_IN_EV:
         raise DatasetError(f"{dump_path}: units {units!r} not supported; use metal or real")
     if not dump_path.exists():
         raise DatasetError(f"{dump_path}: file does not exist")
@@ -54,7 +52,7 @@ def read_lammps_dump(dump_path: str | Path, type_symbols: Sequence[str], log_pat
     except Exception as err:
         raise DatasetError(f"{dump_path}: not a readable LAMMPS text dump ({err})") from None
     energies = read_log_energies(log_path, energy_column) if log_path else {}
-    scale = ENERGY_TO_EV[units]
+    scale = LAMMPS_ENERGY_IN_EV[units]
     out = []
     for k, (atoms, step) in enumerate(zip(frames, steps)):
         types = atoms.numbers  # ASE stores the LAMMPS type as the atomic number

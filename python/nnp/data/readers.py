@@ -14,12 +14,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ..units import EV_PER_KCAL_PER_MOL
 from .errors import DatasetError
 
-KCAL_PER_MOL = units.kcal / units.mol  # eV; MD17 and revised MD17 store kcal/mol and kcal/mol/Å
 MAX_ATOMIC_NUMBER = 118
 MD17_KEYS = ("R", "z", "E", "F")  # positions, atomic numbers, energies, forces (sGDML MD17 files)
 RMD17_KEYS = ("coords", "nuclear_charges", "energies", "forces")  # revised MD17 (Christensen & von Lilienfeld)
@@ -189,8 +189,8 @@ def write_md17_npz(path: str | Path, atoms_list: Sequence[Atoms], name: str = ""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, R=np.stack([a.positions for a in frames]), z=z.astype(np.uint8),
-             E=np.array([[a.get_potential_energy() / KCAL_PER_MOL] for a in frames]),
-             F=np.stack([a.get_forces() / KCAL_PER_MOL for a in frames]), name=np.array(name))
+             E=np.array([[a.get_potential_energy() / EV_PER_KCAL_PER_MOL] for a in frames]),
+             F=np.stack([a.get_forces() / EV_PER_KCAL_PER_MOL for a in frames]), name=np.array(name))
     return path
 
 
@@ -365,8 +365,8 @@ class NpzFrames:
         """Frame ``k`` as labelled Atoms in eV and eV/Å."""
         try:
             positions = np.array(self._positions[k], dtype=np.float64)
-            energy = float(np.asarray(self._energies[k]).reshape(-1)[0]) * KCAL_PER_MOL
-            forces = np.array(self._forces[k], dtype=np.float64) * KCAL_PER_MOL
+            energy = float(np.asarray(self._energies[k]).reshape(-1)[0]) * EV_PER_KCAL_PER_MOL
+            forces = np.array(self._forces[k], dtype=np.float64) * EV_PER_KCAL_PER_MOL
         except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
             raise DatasetError(f"{self.path}: frame {k}: cannot be read ({type(err).__name__}: {err}); the file "
                                "may be truncated or corrupt: download or write it again") from None

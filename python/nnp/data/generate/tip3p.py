@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
 from ... import __version__
+from ...units import EV_PER_KCAL_PER_MOL
 from .resumable import ResumableTrajectory
 
-KCAL_PER_MOL_TO_EV = units.kcal / units.mol  # LAMMPS real units -> eV (forces: kcal/mol/Å -> eV/Å)
 WATER_MASS_G = 18.01528 / 6.02214076e23
 LEVEL_OF_THEORY = "flexible TIP3P (classical)"
 FORCE_FIELD = {
@@ -105,8 +105,8 @@ def _frame(lmp, symbols: list[str], cell: np.ndarray, labelled: bool) -> Atoms:
     positions = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=np.float64)
     atoms = Atoms(symbols, positions=positions, cell=cell, pbc=True)
     if labelled:
-        forces = np.array(lmp.numpy.extract_atom("f")[:n][order], dtype=np.float64) * KCAL_PER_MOL_TO_EV
-        energy = float(lmp.get_thermo("pe")) * KCAL_PER_MOL_TO_EV
+        forces = np.array(lmp.numpy.extract_atom("f")[:n][order], dtype=np.float64) * EV_PER_KCAL_PER_MOL
+        energy = float(lmp.get_thermo("pe")) * EV_PER_KCAL_PER_MOL
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
     return atoms
 
