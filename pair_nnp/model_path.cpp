@@ -1,6 +1,7 @@
 #include "model_path.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -13,7 +14,11 @@ namespace nnp {
 
 namespace {
 
-bool readable(const std::string &path) { return std::ifstream(path).good(); }
+// a regular file that can be opened (a directory of the same name is not a model)
+bool readable(const std::string &path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && std::ifstream(path).good();
+}
 
 std::string library_dir() {
   Dl_info info;
@@ -46,7 +51,7 @@ std::string resolve_model_path(const std::string &name_or_path) {
     throw Error("model file " + name_or_path + " does not exist or cannot be read");
   std::string looked;
   for (const auto &dir : model_search_path())
-    for (const char *suffix : {contract::MODEL_SUFFIX, contract::PT2_SUFFIX}) {
+    for (const char *suffix : {"", contract::MODEL_SUFFIX, contract::PT2_SUFFIX}) {
       const std::string candidate = dir + "/" + name_or_path + suffix;
       if (readable(candidate)) return candidate;
       looked += "\n  " + candidate;

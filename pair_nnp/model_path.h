@@ -13,7 +13,8 @@ namespace nnp {
 std::vector<std::string> model_search_path();
 
 // `name_or_path` itself when it is an existing file; otherwise, for a bare name (no '/'), the first
-// <dir>/<name>.nnp.pt (then .nnp.pt2) on the search path, e.g. organic-xtb -> .../organic-xtb.nnp.pt.
+// <dir>/<name>, <dir>/<name>.nnp.pt, <dir>/<name>.nnp.pt2 on the search path, e.g. organic-xtb ->
+// .../organic-xtb.nnp.pt and organic-xtb-f32.nnp.pt2 -> .../organic-xtb-f32.nnp.pt2.
 // Throws Error naming every place it looked when neither exists.
 std::string resolve_model_path(const std::string &name_or_path);
 

@@ -135,6 +135,7 @@ def test_models_on_nnp_model_path_resolve_by_name_everywhere(tmp_path, monkeypat
     assert held.calc.evaluator.path == str(path)
     assert held.get_potential_energy() == pytest.approx(by_path["energy"], abs=1e-8)
     assert load_exported("my-water")[1]["species"] == "H O"
+    assert NNPCalculator("my-water.nnp.pt").evaluator.path == str(path)  # the file name on the search path
     monkeypatch.setenv("NNP_MODEL_PATH", str(tmp_path / "elsewhere"))
     with pytest.raises(Exception, match="my-water.nnp.pt"):
         NNPCalculator("my-water")
