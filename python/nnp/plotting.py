@@ -85,15 +85,13 @@ def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) ->
     return path
 
 
-def plot_kaplan_meier(groups: dict[str, tuple[list[float], list[bool]]], total_ps: float, path: Path,
-                      confidence: float = 0.95) -> Path:
-    """Kaplan–Meier survival curves (steps), their log-log confidence bands, censored runs marked '+'."""
+def plot_kaplan_meier(curves: dict, total_ps: float, path: Path, confidence: float = 0.95) -> Path:
+    """Kaplan–Meier survival curves (steps), their log-log confidence bands, censored runs marked '+'.
 
-    from .md.survival import kaplan_meier
-
+    ``curves``: name -> ``nnp.md.survival.KaplanMeier`` (made by the caller: plotting imports nothing of md).
+    """
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (durations, collapsed) in groups.items():
-        km = kaplan_meier(durations, collapsed)
+    for name, km in curves.items():
         t = np.concatenate([[0.0], km.times, [max(total_ps, float(km.durations.max()))]])
         s = np.concatenate([[1.0], km.survival, km.survival[-1:] if len(km.times) else [1.0]])
         (line,) = ax.step(t, s, where="post", label=f"{name} (n={len(km.durations)}, {int(km.events.sum())} collapsed)")

@@ -258,7 +258,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
                           reference: Sequence[Atoms], seed: int = 0, progress: bool = False) -> dict:
     """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json and survival.png."""
     from ..plotting import plot_kaplan_meier
-    from .survival import summarize
+    from .survival import kaplan_meier, summarize
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +278,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
         "kaplan_meier": summarize(durations, collapsed),
     }
     name = Path(model).name
-    summary["plots"] = [str(plot_kaplan_meier({name: (durations, collapsed)}, protocol.time_ps,
+    summary["plots"] = [str(plot_kaplan_meier({name: kaplan_meier(durations, collapsed)}, protocol.time_ps,
                                               output_dir / "survival.png"))]
     (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -304,7 +304,7 @@ def format_replica_table(summary: dict) -> str:
 
 def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None = None) -> dict:
     """Log-rank test between two stability summaries (``stability.json``); optionally plot both KM curves."""
-    from .survival import logrank_test
+    from .survival import kaplan_meier, logrank_test
 
     def groups(summary: dict) -> tuple[list[float], list[bool]]:
         rows = summary["trajectories"]
@@ -322,5 +322,6 @@ def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None 
         if names[0] == names[1]:
             names = [summary_a["model"], summary_b["model"]]
         total = max(summary_a["protocol"]["time_ps"], summary_b["protocol"]["time_ps"])
-        result["plot"] = str(plot_kaplan_meier({names[0]: (da, ea), names[1]: (db, eb)}, total, Path(path)))
+        curves = {names[0]: kaplan_meier(da, ea), names[1]: kaplan_meier(db, eb)}
+        result["plot"] = str(plot_kaplan_meier(curves, total, Path(path)))
     return result
