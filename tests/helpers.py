@@ -103,3 +103,26 @@ def kill_during_generation(code: str, state: Path, frames: int, timeout: float =
     assert process.poll() is None, "generation finished before it could be interrupted"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+# Independent references for the statistics nnp computes from its streaming summary table
+# (nnp.data.pack.subset_statistics): plain numpy on the frames.
+def composition_matrix(frames, species) -> np.ndarray:
+    index = {s: k for k, s in enumerate(species)}
+    counts = np.zeros((len(frames), len(species)))
+    for row, atoms in enumerate(frames):
+        for s in atoms.get_chemical_symbols():
+            counts[row, index[s]] += 1
+    return counts
+
+
+def fit_reference_energies(frames, species) -> np.ndarray:
+    """Per-species energies minimising sum_frames (E - sum_s n_s e_s)^2 (minimum-norm least squares)."""
+    energies = np.array([atoms.get_potential_energy() for atoms in frames])
+    solution, *_ = np.linalg.lstsq(composition_matrix(frames, species), energies, rcond=None)
+    return solution
+
+
+def force_rms(frames) -> float:
+    forces = np.concatenate([atoms.get_forces().ravel() for atoms in frames])
+    return float(np.sqrt(np.mean(forces**2))) if forces.size else 1.0

@@ -17,8 +17,9 @@ import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from nnp.data.dataset import (build_graphs, dataset_species, fit_reference_energies, force_rms, load_structures,
+from nnp.data.dataset import (build_graphs, dataset_species, load_structures,
                               mean_num_neighbors)
+from helpers import fit_reference_energies, force_rms
 from nnp.data.errors import DatasetError
 from nnp.data.info import dataset_info
 from nnp.data.pack import (PackedDataset, PackError, frame_key, is_pack, iter_structures, pack_dataset,

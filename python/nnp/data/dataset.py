@@ -50,32 +50,6 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     }
 
 
-def composition_matrix(frames: Sequence[Atoms], species: Sequence[str]) -> np.ndarray:
-    index = {s: k for k, s in enumerate(species)}
-    counts = np.zeros((len(frames), len(species)))
-    for row, atoms in enumerate(frames):
-        for s in atoms.get_chemical_symbols():
-            counts[row, index[s]] += 1
-    return counts
-
-
-def fit_reference_energies(frames: Sequence[Atoms], species: Sequence[str]) -> np.ndarray:
-    """Per-species energies ``e_s`` minimising ``sum_frames (E - sum_s n_s e_s)^2`` (least squares).
-
-    With one fixed composition the fit is rank-deficient; ``lstsq`` then returns the minimum-norm
-    solution, which still removes the mean energy.
-    """
-    counts = composition_matrix(frames, species)
-    energies = np.array([atoms.get_potential_energy() for atoms in frames])
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return solution
-
-
-def force_rms(frames: Sequence[Atoms]) -> float:
-    forces = np.concatenate([atoms.get_forces().ravel() for atoms in frames])
-    return float(np.sqrt(np.mean(forces**2))) if forces.size else 1.0
-
-
 def build_graphs(frames: Sequence[Atoms], species: Sequence[str], cutoff: float,
                  dtype: torch.dtype = torch.float32, progress: bool = True) -> list[Data]:
     """Neighbour lists for every frame (done once, kept in memory)."""

@@ -212,7 +212,7 @@ def subset_statistics(summary: dict[str, np.ndarray], indices: Sequence[int] | n
     ``summary`` is :meth:`PackedDataset.summary`; its composition columns follow ``summary["elements"]``
     (the pack's elements), which must all be in ``species`` for the frames used. The reference energies
     are the minimum-norm least-squares fit over the subset's labelled frames (as
-    :func:`nnp.data.dataset.fit_reference_energies`); the neighbour count is at the pack's cutoff.
+    ``numpy.linalg.lstsq`` on the composition matrix gives); the neighbour count is at the pack's cutoff.
     """
     idx = np.asarray(indices, dtype=np.int64)
     composition = _composition_in(summary, idx, species)
