@@ -17,7 +17,8 @@
 using namespace LAMMPS_NS;
 
 namespace {
-// covalent radii (Angstrom) of ase.data.covalent_radii (Cordero et al. 2008), so Python and C++ agree
+// covalent radii (Angstrom) of python/nnp/chemistry.py (ASE, Cordero et al. 2008); tests/test_contract.py
+// checks this copy and the default scale against it
 const std::map<std::string, double> COVALENT_RADIUS = {
     {"H", 0.31},  {"He", 0.28}, {"Li", 1.28}, {"Be", 0.96}, {"B", 0.84},  {"C", 0.76},  {"N", 0.71},
     {"O", 0.66},  {"F", 0.57},  {"Ne", 0.58}, {"Na", 1.66}, {"Mg", 1.41}, {"Al", 1.21}, {"Si", 1.11},

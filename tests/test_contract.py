@@ -134,3 +134,16 @@ def test_halo_can_be_traced_by_torch_export():
     assert "torch.ops.nnp.halo.default" in str(program.graph_module.code)
     x = torch.randn(6, 3)
     torch.testing.assert_close(program.module()(x), 2.0 * x + 1.0)
+
+
+def test_cpp_bond_radii_and_scale_are_nnp_chemistry():
+    """compute bond/deviation keeps a copy of the covalent radii and the default scale: they must agree."""
+    from nnp import chemistry
+
+    code = (ROOT / "pair_nnp" / "compute_bond_deviation.cpp").read_text()
+    table = dict(re.findall(r'\{"(\w+)",\s*([0-9.]+)\}', code))
+    assert len(table) > 10
+    for symbol, radius in table.items():
+        assert float(radius) == chemistry.covalent_radius(symbol), symbol
+    header = (ROOT / "pair_nnp" / "compute_bond_deviation.h").read_text()
+    assert float(re.search(r"double scale = ([0-9.]+);", header).group(1)) == chemistry.BOND_SCALE

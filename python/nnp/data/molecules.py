@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
-from ase.data import covalent_radii
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ..chemistry import BOND_SCALE, bond_length_limit, radii
 from .neighbors import neighbor_list
 
 
-def bonds(atoms: Atoms, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bonded pairs ``(i, j, shift)`` with ``d_ij < scale * (r_cov_i + r_cov_j)`` (each pair both ways)."""
-    radii = covalent_radii[atoms.numbers]
-    cutoff = 2 * scale * float(radii.max())
+def bonds(atoms: Atoms, scale: float = BOND_SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bonded pairs ``(i, j, shift)`` by nnp's rule (nnp.chemistry), each pair both ways."""
+    r = radii(atoms.numbers)
+    cutoff = float(bond_length_limit(r.max(), r.max(), scale))
     i, j, shifts = neighbor_list(atoms.positions, np.asarray(atoms.cell), atoms.pbc, cutoff)
     vectors = atoms.positions[j] - atoms.positions[i] + shifts @ np.asarray(atoms.cell)
-    bonded = np.linalg.norm(vectors, axis=1) < scale * (radii[i] + radii[j])
+    bonded = np.linalg.norm(vectors, axis=1) < bond_length_limit(r[i], r[j], scale)
     return i[bonded], j[bonded], shifts[bonded]
 
 
-def find_molecules(atoms: Atoms, scale: float = 1.2) -> list[np.ndarray]:
+def find_molecules(atoms: Atoms, scale: float = BOND_SCALE) -> list[np.ndarray]:
     """Connected components of the bond graph, as sorted arrays of atom indices."""
     i, j, _ = bonds(atoms, scale)
     n = len(atoms)
@@ -30,7 +30,7 @@ def find_molecules(atoms: Atoms, scale: float = 1.2) -> list[np.ndarray]:
     return [np.flatnonzero(labels == k) for k in range(count)]
 
 
-def reference_bonds(atoms: Atoms, scale: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reference_bonds(atoms: Atoms, scale: float = BOND_SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bonds (i < j) of a structure and their lengths there (minimum image when periodic)."""
     i, j, shifts = bonds(atoms, scale)
     keep = i < j

@@ -45,13 +45,13 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms, units
-from ase.data import atomic_masses, covalent_radii
+from ase.data import atomic_masses
 
+from ..chemistry import mdsim_bond_length_limit, radii
 from ..pretrained import resolve_file
 from .stability import Protocol
 
 MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
-ASE_SKIN = 0.3  # ase.neighborlist.NeighborList default skin, added to each atom's natural cutoff
 
 
 @dataclass
@@ -75,11 +75,11 @@ class ReplicaRun:
 
 
 def mdsim_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """Bonded pairs (i < j) as MDsim finds them: ``d < r_cov,i + r_cov,j + 2 * 0.3 Å`` (ASE NeighborList)."""
-    radii = covalent_radii[atoms.numbers] + ASE_SKIN
+    """Bonded pairs (i < j) as MDsim finds them (nnp.chemistry's MDsim rule, ASE NeighborList)."""
+    r = radii(atoms.numbers)
     d = atoms.get_all_distances()
     i, j = np.triu_indices(len(atoms), 1)
-    bonded = d[i, j] < radii[i] + radii[j]
+    bonded = d[i, j] < mdsim_bond_length_limit(r[i], r[j])
     return i[bonded], j[bonded]
 
 
