@@ -25,8 +25,8 @@ import torch
 from nnp.config import ModelConfig
 from nnp.data.readers import bundled_dataset, read_structures
 from nnp.export import export_model
+from nnp.md.protocol import molecule_protocol
 from nnp.md.replicas import run_replicas
-from nnp.md.stability import molecule_protocol
 from nnp.models import build_potential
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -333,7 +333,8 @@ def test_stability_records_the_deviation_trace_up_to_the_collapse(tmp_path):
     import json
 
     from nnp.calculator import NNPCalculator
-    from nnp.md.stability import molecule_protocol, run_stability
+    from nnp.md.protocol import molecule_protocol
+    from nnp.md.stability import run_stability
 
     driver = scaled_egnn(tmp_path / "broken.nnp.pt", seed=0, scale=2.0)  # collapses within 2 ps (test_stability)
     member = scaled_egnn(tmp_path / "other.nnp.pt", seed=1, scale=2.0)

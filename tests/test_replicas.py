@@ -9,8 +9,9 @@ from ase.neighborlist import NeighborList, natural_cutoffs
 from nnp.config import ModelConfig
 from nnp.data.readers import bundled_dataset, read_structures
 from nnp.export import export_model
-from nnp.md.replicas import MDSIM_TTIME, mdsim_bonds, mean_bond_lengths, run_replica_stability, run_replicas, start_velocities
-from nnp.md.stability import molecule_protocol
+from nnp.md.criteria import mdsim_bonds, mean_bond_lengths
+from nnp.md.protocol import molecule_protocol
+from nnp.md.replicas import MDSIM_TTIME, run_replica_stability, run_replicas, start_velocities
 from nnp.models import build_potential
 
 MVV2E, FTM2V, BOLTZ = 1.0364269e-4, 1.0 / 1.0364269e-4, 8.617343e-5  # LAMMPS units metal

@@ -9,7 +9,8 @@ from nnp.data.generate.tip3p import SETTINGS, box_length, initial_water, write_d
 from nnp.export import export_model
 from nnp.md.lammps import make_lammps
 from nnp.md.observables import max_bond_deviation, rdf, rdf_mae, reference_bonds
-from nnp.md.stability import molecule_protocol, run_stability, run_trajectory, water_protocol  # noqa: E501
+from nnp.md.protocol import molecule_protocol, water_protocol
+from nnp.md.stability import run_stability, run_trajectory
 
 
 def scrambled_model(tmp_path, scale=8.0):
@@ -125,7 +126,7 @@ def test_only_an_exploding_system_counts_as_a_collapse(tmp_path):
     from lammps_helpers import run_lammps
     from nnp.export import export_model
     from nnp.md.lammps import make_lammps
-    from nnp.md.stability import is_explosion
+    from nnp.md.criteria import is_explosion
 
     model = small_model(cutoff=3.0)
     with torch.no_grad():

@@ -470,7 +470,8 @@ def _replica_stability(args, reference, protocol, output: str) -> int:
     import numpy as np
 
     from .errors import UserError
-    from .md.replicas import compare_stability, format_replica_table, run_replica_stability
+    from .md.replicas import run_replica_stability
+    from .md.report import compare_stability, format_replica_table
 
     if args.system == "water":
         raise UserError("--replicas runs the molecular protocol (aspirin/molecule), not water")
@@ -496,7 +497,7 @@ def cmd_stability_compare(args) -> int:
     import json
 
     from .errors import UserError
-    from .md.replicas import compare_stability, format_median
+    from .md.report import compare_stability, format_median
     from .md.survival import summarize
 
     summaries = []
@@ -520,7 +521,9 @@ def cmd_stability(args) -> int:
     import numpy as np
 
     from .data.dataset import load_structures
-    from .md.stability import format_stability_table, molecule_protocol, run_stability, water_protocol
+    from .md.protocol import molecule_protocol, water_protocol
+    from .md.report import format_stability_table
+    from .md.stability import run_stability
 
     water = args.system == "water"
     default_reference = "bundled:water_tip3p_small" if water else "bundled:aspirin_xtb_test_small"

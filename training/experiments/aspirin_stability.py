@@ -18,7 +18,9 @@ from nnp.config import load_config
 from nnp.data.dataset import load_structures
 from nnp.data.generate.xtb import xtb_calculator
 from nnp.md.analysis import compare_models
-from nnp.md.stability import format_stability_table, molecule_protocol, run_stability
+from nnp.md.protocol import molecule_protocol
+from nnp.md.report import format_stability_table
+from nnp.md.stability import run_stability
 from nnp.train.trainer import run_training
 
 RECIPE = Path(__file__).resolve().parents[1] / "aspirin" / "scratch.yaml"

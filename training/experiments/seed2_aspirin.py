@@ -167,8 +167,9 @@ def test_metrics(args: argparse.Namespace, out: Path, name: str) -> dict:
 # -- MD and analyses -----------------------------------------------------------------------------------
 def stage_stability(args: argparse.Namespace, out: Path, name: str) -> None:
     from nnp.data.dataset import load_structures
-    from nnp.md.replicas import format_replica_table, run_replica_stability
-    from nnp.md.stability import molecule_protocol
+    from nnp.md.protocol import molecule_protocol
+    from nnp.md.replicas import run_replica_stability
+    from nnp.md.report import format_replica_table
 
     test = load_structures(args.test)
     starts = [test[k * len(test) // args.replicas] for k in range(args.replicas)]  # spread over the trajectory
@@ -193,7 +194,7 @@ def stage_analysis(args: argparse.Namespace, out: Path) -> None:
 
 
 def stage_summary(args: argparse.Namespace, out: Path, argv: list[str]) -> dict:
-    from nnp.md.replicas import compare_stability
+    from nnp.md.report import compare_stability
 
     stability = {name: json.loads((out / f"stability-{name}" / "stability.json").read_text()) for name in MODELS}
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())

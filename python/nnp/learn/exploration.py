@@ -23,7 +23,7 @@ import numpy as np
 from ase import Atoms
 
 from ..md.deviation import ensemble_arguments
-from ..md.stability import is_explosion
+from ..md.criteria import is_explosion
 
 
 @dataclass

@@ -47,9 +47,9 @@ import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_masses
 
-from ..chemistry import mdsim_bond_length_limit, radii
 from ..pretrained import resolve_file
-from .stability import Protocol
+from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
+from .protocol import Protocol
 
 MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
 
@@ -72,25 +72,6 @@ class ReplicaRun:
     steps: int  # MD steps of the run (of the longest-lived replica)
     md_wall_s: float = 0.0  # inside LAMMPS's `run` commands (MD only: no setup, no collapse checks)
     positions: dict = field(default_factory=dict, repr=False)  # step -> (replicas, atoms, 3), NaN once removed
-
-
-def mdsim_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """Bonded pairs (i < j) as MDsim finds them (nnp.chemistry's MDsim rule, ASE NeighborList)."""
-    r = radii(atoms.numbers)
-    d = atoms.get_all_distances()
-    i, j = np.triu_indices(len(atoms), 1)
-    bonded = d[i, j] < mdsim_bond_length_limit(r[i], r[j])
-    return i[bonded], j[bonded]
-
-
-def mean_bond_lengths(reference: Sequence[Atoms], symbols: Sequence[str], i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Mean length of each bond over the reference frames of the same molecule (same symbols, same order)."""
-    same = [a.positions for a in reference if a.get_chemical_symbols() == list(symbols)]
-    if not same:
-        raise ValueError("no reference frame has the start frame's atoms in its order: cannot compute the "
-                         "dataset's mean bond lengths (MDsim's d_ref)")
-    x = np.asarray(same)
-    return np.linalg.norm(x[:, j] - x[:, i], axis=-1).mean(axis=0)
 
 
 def start_velocities(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
@@ -221,17 +202,9 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
             finished = []
             for k in sorted(alive):
                 xk = x[offsets[k]:offsets[k + 1]]
-                i, j = bonds[k]
-                deviation = np.abs(np.linalg.norm(xk[j] - xk[i], axis=1) - d_ref[k])
                 ke = 0.5 * (masses[k][:, None] * v[offsets[k]:offsets[k + 1]] ** 2).sum() * units._amu * 1e4 / units._e
                 temperature = ke / (1.5 * len(xk) * units.kB)  # MDsim's temperature (3N degrees of freedom)
-                reason = None
-                if not np.all(np.isfinite(xk)):
-                    reason = "atoms left the box (exploded)"
-                elif deviation.max() > protocol.bond_tolerance:
-                    reason = "bond deviation > %.2f Å" % protocol.bond_tolerance
-                elif not protocol.t_min < temperature < protocol.t_max:
-                    reason = f"temperature {temperature:.3g} K out of range"
+                reason = molecule_collapse(xk, bonds[k], d_ref[k], temperature, protocol)
                 if reason:
                     outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, True, reason)
                     finished.append(k)
@@ -284,44 +257,3 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
     return summary
 
 
-def format_median(km: dict) -> str:
-    """One line: median stable time and its CI, 'not reached' where the curve (or band) stays above 0.5."""
-    def fmt(value: float | None) -> str:
-        return "not reached" if value is None else f"{value:.3f} ps"
-
-    lower, upper = km["median_ci_ps"]
-    return (f"Kaplan-Meier median stable time {fmt(km['median_ps'])}, 95% CI [{fmt(lower)}, {fmt(upper)}]; "
-            f"{km['collapses']}/{km['n']} collapsed, the others censored")
-
-
-def format_replica_table(summary: dict) -> str:
-    lines = [f"{'traj':>5}{'seed':>7}{'stable (ps)':>13}  outcome"]
-    for t in summary["trajectories"]:
-        lines.append(f"{t['index']:>5}{t['seed']:>7}{t['stable_ps']:>13.3f}  {t['reason']}")
-    lines.append(format_median(summary["kaplan_meier"]) + f"; wall {summary['wall_s']:.1f} s")
-    return "\n".join(lines)
-
-
-def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None = None) -> dict:
-    """Log-rank test between two stability summaries (``stability.json``); optionally plot both KM curves."""
-    from .survival import kaplan_meier, logrank_test
-
-    def groups(summary: dict) -> tuple[list[float], list[bool]]:
-        rows = summary["trajectories"]
-        return [r.get("stable_ps", r.get("time_ps")) for r in rows], [bool(r["collapsed"]) for r in rows]
-
-    (da, ea), (db, eb) = groups(summary_a), groups(summary_b)
-    test = logrank_test(da, ea, db, eb)
-    result = {"models": [summary_a["model"], summary_b["model"]], "logrank_chi2": test.chi2,
-              "logrank_p": test.p_value, "collapses_observed": list(test.observed),
-              "collapses_expected": list(test.expected)}
-    if path is not None:
-        from ..plotting import plot_kaplan_meier
-
-        names = [Path(summary_a["model"]).name, Path(summary_b["model"]).name]
-        if names[0] == names[1]:
-            names = [summary_a["model"], summary_b["model"]]
-        total = max(summary_a["protocol"]["time_ps"], summary_b["protocol"]["time_ps"])
-        curves = {names[0]: kaplan_meier(da, ea), names[1]: kaplan_meier(db, eb)}
-        result["plot"] = str(plot_kaplan_meier(curves, total, Path(path)))
-    return result

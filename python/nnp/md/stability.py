@@ -14,7 +14,6 @@ Independent trajectories run in separate processes (LAMMPS instances) in paralle
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -26,38 +25,10 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_mae
-
-
-@dataclass
-class Protocol:
-    system: str  # "molecule" or "water"
-    temperature: float
-    timestep_fs: float
-    time_ps: float
-    bond_tolerance: float = 0.5  # Å (molecules)
-    rdf_threshold: float = 3.0  # max over pairs of RDF MAE x 6 Å (water)
-    rdf_window_ps: float = 1.0
-    rdf_bins: int = 500
-    rdf_r_max: float = 6.0
-    t_min: float = 0.1
-    t_max: float = 1.0e5
-    check_every: int = 20  # steps between bond checks (molecules)
-    sample_every: int = 100  # steps between stored frames (observables)
-    damping_fs: float = 100.0  # Nosé–Hoover time constant
-    nve_ps: float = 0.0  # > 0: after a stable NVT run, this long in NVE to measure the energy drift
-    pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))
-    ensemble: tuple = ()  # extra model files: record the model deviation (pair_style nnp ensemble)
-    deviation_every: int = 10  # steps between deviation samples (out_freq)
-    deviation_threshold: float = 0.15  # eV/Å: the trust level whose first crossing is reported
-
-
-def molecule_protocol(**overrides) -> Protocol:
-    return Protocol(**{"system": "molecule", "temperature": 500.0, "timestep_fs": 0.5, "time_ps": 300.0, **overrides})
-
-
-def water_protocol(**overrides) -> Protocol:
-    return Protocol(**{"system": "water", "temperature": 300.0, "timestep_fs": 1.0, "time_ps": 500.0, **overrides})
+from .protocol import Protocol
+from .report import record_deviation
 
 
 @dataclass
@@ -103,17 +74,6 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
                  "thermo_style custom step temp pe", f"thermo {max(protocol.sample_every, 1000)}"):
         lmp.command(line)
     return present
-
-
-# LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
-# box or too close for the neighbour bins); any other error in a run is reported as an error
-EXPLOSION_ERRORS = ("NaN or infinite", "Lost atoms", "Out of range atoms", "Non-numeric", "neighbor list overflow",
-                    "Neighbor list overflow", "Too many neighbor bins", "Bond atom missing", "Atom count")
-
-
-def is_explosion(error: BaseException) -> bool:
-    """Whether a LAMMPS error is one an exploding system ends in (a collapse), not a failure of the run."""
-    return any(pattern in str(error) for pattern in EXPLOSION_ERRORS)
 
 
 def fix_rdf_column(lmp, fix_id: str, rows: int, column: int) -> np.ndarray:
@@ -181,8 +141,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             if protocol.system == "molecule":
                 if halted or lmp.extract_variable("dev") > protocol.bond_tolerance:
                     traj.collapsed, traj.reason = True, "bond deviation > %.2f Å" % protocol.bond_tolerance
-            in_range = math.isfinite(temperature) and protocol.t_min < temperature < protocol.t_max
-            if not traj.collapsed and not in_range:
+            if not traj.collapsed and not temperature_in_range(temperature, protocol):
                 traj.collapsed, traj.reason = True, f"temperature {temperature:.3g} K out of range"
             if protocol.system == "water" and not traj.collapsed and not halted:
                 errors = {f"{a}-{b}": rdf_mae(fix_rdf_column(lmp, "rdf", protocol.rdf_bins, 1 + 2 * k),
@@ -274,7 +233,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     name = Path(model).name
     plots = [plot_survival({name: times.tolist()}, protocol.time_ps, output_dir / "survival.png")]
     if protocol.ensemble:
-        plots.append(_record_deviation(trajectories, protocol, summary, output_dir))
+        plots.append(record_deviation(trajectories, protocol, summary, output_dir))
     if stable_frames and protocol.system == "molecule":
         r, h = distance_histogram(stable_frames)
         _, h_ref = distance_histogram(reference)
@@ -300,34 +259,3 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     return summary
 
 
-def _record_deviation(trajectories: list[Trajectory], protocol: Protocol, summary: dict, output_dir: Path) -> Path:
-    """Ensemble runs: deviation traces (deviation.npz), first crossing of the trust level, plot."""
-    from ..plotting import plot_deviation
-    from .deviation import COLUMNS, crossing_summary
-
-    traces = {t.index: np.array(t.deviation).reshape(-1, len(COLUMNS)) for t in trajectories}
-    np.savez(output_dir / "deviation.npz", columns=np.array(COLUMNS),
-             **{f"trajectory_{k}": trace for k, trace in traces.items()})
-    for entry, t in zip(summary["trajectories"], trajectories):
-        entry.update(crossing_summary(traces[t.index], protocol.deviation_threshold, protocol.timestep_fs,
-                                      t.collapsed, t.steps))
-    ps = protocol.timestep_fs / 1000.0
-    max_f = COLUMNS.index("max_devi_f")
-    return plot_deviation({t.index: (traces[t.index][:, 0] * ps, traces[t.index][:, max_f]) for t in trajectories},
-                          {t.index: t.time_ps if t.collapsed else None for t in trajectories},
-                          protocol.deviation_threshold, output_dir / "deviation.png")
-
-
-def format_stability_table(summary: dict) -> str:
-    lines = [f"{'traj':>5}{'time (ps)':>12}  outcome"]
-    for t in summary["trajectories"]:
-        lines.append(f"{t['index']:>5}{t['time_ps']:>12.2f}  {t['reason']}")
-        if "deviation_threshold" in t:
-            crossed = ("never" if t["first_exceeds_step"] is None else
-                       f"at step {t['first_exceeds_step']} ({t['first_exceeds_ps']:.3f} ps)")
-            lead = t["warning_steps_before_collapse"]
-            lines.append(f"{'':>17}max_devi_f > {t['deviation_threshold']:g} eV/Å {crossed}"
-                         + ("" if lead is None else f", {lead} steps before collapse"))
-    lines.append(f"median {summary['median_time_ps']:.2f} ps (min {summary['min_time_ps']:.2f}, "
-                 f"max {summary['max_time_ps']:.2f}); stable for the full run: {100 * summary['stable_fraction']:.0f}%")
-    return "\n".join(lines)

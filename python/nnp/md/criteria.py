@@ -1,0 +1,67 @@
+"""Collapse criteria of the stability runs, in one place.
+
+* an explosion: the LAMMPS errors an exploding system ends in (a run stopped by any other error is an
+  error of the setup, never a collapse);
+* the temperature leaving the protocol's range;
+* molecules: MDsim's bond rule (nnp.chemistry) on the start frame and the largest deviation of those
+  bonds from their mean length over the reference data (``compute bond/deviation`` does nnp's rule
+  inside LAMMPS for ``nnp stability``);
+* water: the RDF error of a window against the reference (nnp.md.observables.rdf_mae).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ..chemistry import mdsim_bond_length_limit, radii
+from .protocol import Protocol
+
+# LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
+# box or too close for the neighbour bins); any other error in a run is reported as an error
+EXPLOSION_ERRORS = ("NaN or infinite", "Lost atoms", "Out of range atoms", "Non-numeric", "neighbor list overflow",
+                    "Neighbor list overflow", "Too many neighbor bins", "Bond atom missing", "Atom count")
+
+
+def is_explosion(error: BaseException) -> bool:
+    """Whether a LAMMPS error is one an exploding system ends in (a collapse), not a failure of the run."""
+    return any(pattern in str(error) for pattern in EXPLOSION_ERRORS)
+
+
+def temperature_in_range(temperature: float, protocol: Protocol) -> bool:
+    return math.isfinite(temperature) and protocol.t_min < temperature < protocol.t_max
+
+
+def mdsim_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+    """Bonded pairs (i < j) as MDsim finds them (nnp.chemistry's MDsim rule, ASE NeighborList)."""
+    r = radii(atoms.numbers)
+    d = atoms.get_all_distances()
+    i, j = np.triu_indices(len(atoms), 1)
+    bonded = d[i, j] < mdsim_bond_length_limit(r[i], r[j])
+    return i[bonded], j[bonded]
+
+
+def mean_bond_lengths(reference: Sequence[Atoms], symbols: Sequence[str], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Mean length of each bond over the reference frames of the same molecule (same symbols, same order)."""
+    same = [a.positions for a in reference if a.get_chemical_symbols() == list(symbols)]
+    if not same:
+        raise ValueError("no reference frame has the start frame's atoms in its order: cannot compute the "
+                         "dataset's mean bond lengths (MDsim's d_ref)")
+    x = np.asarray(same)
+    return np.linalg.norm(x[:, j] - x[:, i], axis=-1).mean(axis=0)
+
+
+def molecule_collapse(positions: np.ndarray, bonds: tuple[np.ndarray, np.ndarray], d_ref: np.ndarray,
+                      temperature: float, protocol: Protocol) -> str | None:
+    """Why a molecule (MDsim's protocol) has collapsed, or None: lost atoms, a bond, the temperature."""
+    i, j = bonds
+    if not np.all(np.isfinite(positions)):
+        return "atoms left the box (exploded)"
+    if len(i) and np.abs(np.linalg.norm(positions[j] - positions[i], axis=1) - d_ref).max() > protocol.bond_tolerance:
+        return "bond deviation > %.2f Å" % protocol.bond_tolerance
+    if not temperature_in_range(temperature, protocol):
+        return f"temperature {temperature:.3g} K out of range"
+    return None
