@@ -32,16 +32,19 @@ from nnp.md.lammps import lmp_executable, make_lammps, mpirun_executable, subpro
 from nnp.md.run import write_lammps_data
 from nnp.models import build_potential
 
-REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4)}
+REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4), 98304: (8, 8, 8)}
 
 
 THREADS_PER_RANK: int | None = None  # --threads-per-rank
 
-def default_model(path: Path, dtype: str) -> Path:
-    """The quickstart-size EGNN with seeded random weights; the format (TorchScript / .pt2) by suffix."""
+def default_model(path: Path, dtype: str, device: str = "cpu") -> Path:
+    """The quickstart-size EGNN with seeded random weights; the format (TorchScript / .pt2) by suffix; a .pt2
+    is compiled for ``device``."""
     torch.manual_seed(0)
     config = ModelConfig(kind="egnn", cutoff=4.5, hidden=48, layers=3)
-    return export_model(build_potential(config, ["H", "O"], avg_num_neighbors=30.0), path, dtype=dtype)
+    pt2 = str(path).endswith(contract.PT2_SUFFIX)
+    return export_model(build_potential(config, ["H", "O"], avg_num_neighbors=30.0), path, dtype=dtype,
+                        device=torch.device(device).type if pt2 else None)
 
 
 def formats_table(sizes: list[int], dtype: str, device: str, steps: int, repeats: int, tmp: Path) -> None:
@@ -49,7 +52,7 @@ def formats_table(sizes: list[int], dtype: str, device: str, steps: int, repeats
     files = {}
     for name, suffix in (("torchscript", contract.MODEL_SUFFIX), ("pt2", contract.PT2_SUFFIX)):
         tick = time.perf_counter()
-        files[name] = default_model(tmp / f"egnn{suffix}", dtype)
+        files[name] = default_model(tmp / f"egnn{suffix}", dtype, device)
         print(f"export {name}: {time.perf_counter() - tick:.1f} s", flush=True)
     print(f"{'atoms':>7}{'dtype':>9}{'TorchScript steps/s':>21}{'pt2 steps/s':>13}{'pt2 / TorchScript':>19}")
     for n in sizes:
@@ -80,7 +83,8 @@ def lammps_steps_per_second(model: Path, atoms, device: str, steps: int, tmp: Pa
         atoms.pbc = False
     data = tmp / "w.data"
     write_lammps_data(atoms, data, present)
-    lmp = make_lammps()
+    log = tmp / "log.speed"
+    lmp = make_lammps(["-log", str(log), "-screen", "none"])
     for line in ("units metal", "atom_style atomic", f"boundary {'p p p' if periodic else 'f f f'}",
                  f"read_data {data}", f"pair_style nnp device {device}", f"pair_coeff * * {model} {' '.join(present)}",
                  "neighbor 1.0 bin", "velocity all create 300 1", "fix nve all nve", "timestep 0.0005",
@@ -90,7 +94,12 @@ def lammps_steps_per_second(model: Path, atoms, device: str, steps: int, tmp: Pa
     lmp.command(f"run {steps} pre no post no")  # no setup: it would add one more force evaluation
     seconds = time.perf_counter() - tick
     lmp.close()
+    global LAST_TIMERS
+    LAST_TIMERS = [line for line in log.read_text().splitlines() if "seconds over" in line or "per rank and" in line]
     return steps / seconds
+
+
+LAST_TIMERS: list[str] = []  # the pair style's graph sizes and timer breakdown of the last LAMMPS run
 
 
 def bare_seconds(model: Path, atoms, device: str, repeats: int) -> float:
@@ -202,6 +211,7 @@ def main() -> None:
     parser.add_argument("--format", default="torchscript", choices=["torchscript", "pt2", "both"],
                         help="format of the default model; both: only the TorchScript vs .pt2 LAMMPS table")
     parser.add_argument("--repeats", type=int, default=1, help="--format both: best of this many LAMMPS runs")
+    parser.add_argument("--json", default=None, help="also write the rows (with the timer lines) to this file")
     parser.add_argument("--threads-per-rank", type=int, default=None,
                         help="torch threads per rank (default: cores / ranks, so every run uses every core)")
     args = parser.parse_args()
@@ -214,8 +224,8 @@ def main() -> None:
             formats_table(args.sizes, args.dtype, args.device, args.steps, args.repeats, tmp)
             return
         suffix = contract.PT2_SUFFIX if args.format == "pt2" else contract.MODEL_SUFFIX
-        model = Path(args.model) if args.model else default_model(tmp / f"egnn{suffix}", args.dtype)
-        _, meta = load_exported(model)
+        model = Path(args.model) if args.model else default_model(tmp / f"egnn{suffix}", args.dtype, args.device)
+        _, meta = load_exported(model, args.device if str(model).endswith(contract.PT2_SUFFIX) else "cpu")
         print(f"model {model.name}: {meta['model_kind']}, {meta['dtype']}, cutoff {meta['cutoff']} Å, "
               f"{meta['num_interactions']} layers; device {args.device}; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads")
@@ -223,6 +233,7 @@ def main() -> None:
             mpi_table(model, args.sizes, args.steps, tmp)
             return
         print(f"{'atoms':>7}{'LAMMPS steps/s':>16}{'bare ms':>10}{'ratio':>8}{'ASE MD steps/s':>16}")
+        rows = []
         for n in args.sizes:
             atoms = water(n)
             steps = max(3, args.steps * 192 // n * 4) if n > 192 else args.steps
@@ -231,6 +242,16 @@ def main() -> None:
             ratio = (1.0 / lmp_rate) / bare
             ase_rate = ase_steps_per_second(model, atoms, max(2, steps // 2)) if n <= 1536 else float("nan")
             print(f"{n:>7}{lmp_rate:>16.2f}{1000 * bare:>10.1f}{ratio:>8.2f}{ase_rate:>16.2f}", flush=True)
+            for line in LAST_TIMERS:
+                print(f"        {line}", flush=True)
+            rows.append({"atoms": n, "steps": steps, "lammps_steps_per_s": lmp_rate, "bare_ms": 1000 * bare,
+                         "ratio": ratio, "ase_steps_per_s": None if ase_rate != ase_rate else ase_rate,
+                         "pair_nnp_timers": list(LAST_TIMERS)})
+            if args.json:
+                import json
+
+                Path(args.json).write_text(json.dumps({"model": meta, "device": args.device, "format": args.format,
+                                                       "torch": torch.__version__, "rows": rows}, indent=1))
         if not args.no_mpi and args.device == "cpu" and not str(model).endswith(".pt2"):  # deep-shell copy: TorchScript
             mpi_table(model, [n for n in args.sizes if n >= 1536], max(3, args.steps // 4), tmp)
 

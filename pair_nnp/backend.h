@@ -11,6 +11,7 @@
 #include <string>
 #include <unordered_map>
 
+#include <c10/core/DeviceGuard.h>
 #include <torch/torch.h>
 
 namespace nnp {
@@ -45,9 +46,31 @@ class Backend {
 // Throws Error naming the file when it cannot be loaded as that format.
 std::unique_ptr<Backend> open_torchscript(const std::string &path, const torch::Device &device);
 std::unique_ptr<Backend> open_aoti(const std::string &path, const torch::Device &device);
+std::string aoti_device_type(const std::string &path);  // compiled_device_type of a .pt2 package
 
 // By suffix: ".pt2" -> AOTInductor, anything else -> TorchScript.
 std::unique_ptr<Backend> open_backend(const std::string &path, const torch::Device &device);
+
+// The device type a file was compiled for: "cpu" or "cuda" for a .pt2 package (AOTInductor compiles for
+// one), "" for a TorchScript file (runs on any device). Throws Error when a .pt2 package is unreadable.
+std::string compiled_device_type(const std::string &path);
+
+// Makes `device` this thread's current device while it lives (nothing on the CPU), so that every CUDA
+// call of a rank on cuda:1 (kernels, streams, pinned host buffers, the CUDA context itself) goes to
+// cuda:1 and not to device 0. Device-generic (c10::OptionalDeviceGuard): compiles against CPU-only torch.
+class DeviceScope {
+ public:
+  explicit DeviceScope(const torch::Device &device) {
+    if (!device.is_cpu()) guard_.reset_device(device);
+  }
+
+ private:
+  c10::OptionalDeviceGuard guard_;
+};
+
+// Waits for the work queued so far on this thread's current stream of `device` (nothing on the CPU):
+// this rank's work only, unlike torch::cuda::synchronize() (the whole current device, device 0 by default).
+void synchronize_stream(const torch::Device &device);
 
 std::string first_line(const std::string &text);
 

@@ -19,22 +19,35 @@ using torch::inductor::AOTIModelPackageLoader;
 constexpr double DUMMY_EDGE_LENGTH = 1.0;  // Å; the dummy nodes see nothing else, any length works
 constexpr const char *DEVICE_KEY = "AOTI_DEVICE_KEY";  // written by AOTInductor into every package
 
+std::string not_a_package(const std::string &path) {
+  return path + " is not a .pt2 model package (export one with `nnp export --format pt2`): ";
+}
+
+MetadataMap read_package_metadata(const std::string &path) {
+  MetadataMap metadata;
+  try {
+    for (const auto &[key, value] : AOTIModelPackageLoader::load_metadata_from_package(path, "model"))
+      metadata[key] = value;
+  } catch (const c10::Error &err) {
+    throw Error(not_a_package(path) + first_line(err.what_without_backtrace()));
+  } catch (const std::exception &err) {
+    throw Error(not_a_package(path) + first_line(err.what()));
+  }
+  return metadata;
+}
+
 class AotiBackend : public Backend {
  public:
   AotiBackend(const std::string &path, const torch::Device &device) : device_(device) {
-    const std::string hint = path + " is not a .pt2 model package (export one with `nnp export --format pt2`): ";
-    try {
-      for (const auto &[key, value] : AOTIModelPackageLoader::load_metadata_from_package(path, "model"))
-        metadata_[key] = value;
-    } catch (const c10::Error &err) {
-      throw Error(hint + first_line(err.what_without_backtrace()));
-    } catch (const std::exception &err) {
-      throw Error(hint + first_line(err.what()));
-    }
+    const std::string hint = not_a_package(path);
+    metadata_ = read_package_metadata(path);
     const std::string compiled_for = metadata_.count(DEVICE_KEY) ? metadata_.at(DEVICE_KEY) : "";
-    if (compiled_for != c10::DeviceTypeName(device.type(), /*lower_case=*/true))
+    const std::string wanted = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
+    if (compiled_for != wanted)
       throw Error(path + " was compiled for device '" + compiled_for + "', not " + device.str() +
-                  ": export it again on a machine with that device, or run on " + compiled_for);
+                  ": export it again for this device (nnp export --format pt2 --device " + wanted +
+                  ") or run on " + compiled_for + " (pair_style nnp device " + compiled_for + ")");
+    DeviceScope scope(device);  // the loader's CUDA kernels and constants on this rank's device
     try {
       loader_ = std::make_unique<AOTIModelPackageLoader>(path, "model", false, 1,
                                                          device.has_index() ? device.index() : -1);
@@ -49,6 +62,7 @@ class AotiBackend : public Backend {
 
   Outputs forward(const torch::Tensor &species, const torch::Tensor &edge_index, const torch::Tensor &edge_vectors,
                   int64_t num_local) override {
+    DeviceScope scope(device_);
     const int64_t n = species.size(0);
     std::vector<torch::Tensor> inputs{species.contiguous(), edge_index.contiguous(), edge_vectors.contiguous(),
                                       torch::scalar_tensor(num_local, torch::dtype(torch::kInt64).device(device_))};
@@ -88,6 +102,11 @@ class AotiBackend : public Backend {
 
 std::unique_ptr<Backend> open_aoti(const std::string &path, const torch::Device &device) {
   return std::make_unique<AotiBackend>(path, device);
+}
+
+std::string aoti_device_type(const std::string &path) {
+  const MetadataMap metadata = read_package_metadata(path);
+  return metadata.count(DEVICE_KEY) ? metadata.at(DEVICE_KEY) : "";
 }
 
 }  // namespace nnp

@@ -37,6 +37,7 @@ class TorchScriptBackend : public Backend {
     using namespace contract;
     std::vector<torch::jit::IValue> inputs{species, edge_index, edge_vectors, num_local};
     torch::jit::IValue output;
+    torch::jit::setGraphExecutorOptimize(false);  // thread-local: also on a thread other than the loader's
     try {
       output = module_.forward(inputs);
     } catch (const std::exception &err) {

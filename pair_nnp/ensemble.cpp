@@ -46,6 +46,7 @@ void NNPEnsemble::evaluate(const nnp::Outputs &driver, const torch::Tensor &spec
                            const std::function<void(torch::Tensor)> &reverse, const std::vector<int> &node_atom,
                            double energy_factor) {
   const int64_t num_nodes = species.size(0);
+  nnp::DeviceScope device_scope(species.device());  // the members share the driver's device
   auto virial_of = [](const torch::Tensor &v) {
     torch::Tensor host = v.to(torch::kCPU, torch::kFloat64).contiguous();
     return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + 9);
@@ -54,13 +55,17 @@ void NNPEnsemble::evaluate(const nnp::Outputs &driver, const torch::Tensor &spec
   std::vector<double> energies{driver.energy.item<double>()};
   std::vector<double> virials = virial_of(driver.virial);  // (M, 9) row-major, this rank's part
   for (auto &model : models_) {
-    nnp::HaloScope scope(halo);
     nnp::Outputs out;
-    try {
-      out = model->forward(species, edge_index, edge_vectors.to(model->dtype()), num_local);
-    } catch (const nnp::Error &err) {
-      error->one(FLERR, std::string("pair_style nnp: ensemble member: ") + err.what());
-    }
+    std::string failure;
+    // as for the driver: halo exchanges (MPI) only from this thread (halo.h)
+    nnp::run_with_exchanger(halo, model->torch_device(), [&] {
+      try {
+        out = model->forward(species, edge_index, edge_vectors.to(model->dtype()), num_local);
+      } catch (const nnp::Error &err) {
+        failure = err.what();
+      }
+    });
+    if (!failure.empty()) error->one(FLERR, "pair_style nnp: ensemble member: " + failure);
     forces.push_back(out.forces.to(torch::kFloat64));
     energies.push_back(out.energy.item<double>());
     const std::vector<double> v = virial_of(out.virial);

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/cuda.h>
 
 #include "contract.h"
@@ -30,6 +31,15 @@ std::string first_line(const std::string &text) { return text.substr(0, text.fin
 
 std::unique_ptr<Backend> open_backend(const std::string &path, const torch::Device &device) {
   return ends_with(path, ".pt2") ? open_aoti(path, device) : open_torchscript(path, device);
+}
+
+std::string compiled_device_type(const std::string &path) {
+  return ends_with(path, ".pt2") ? aoti_device_type(path) : std::string();
+}
+
+void synchronize_stream(const torch::Device &device) {
+  if (device.is_cpu()) return;
+  c10::impl::VirtualGuardImpl(device.type()).getStream(device).synchronize();
 }
 
 torch::Device parse_device(const std::string &device) {
@@ -75,6 +85,7 @@ bool since_v2(const std::string &key) {
 
 Evaluator::Evaluator(const std::string &name_or_path, const std::string &device)
     : path_(resolve_model_path(name_or_path)), device_(parse_device(device)), dtype_(torch::kFloat64) {
+  DeviceScope scope(device_);  // the model's weights, its CUDA context and AOTInductor's kernels on device_
   backend_ = open_backend(path_, device_);
   read_metadata(path_, backend_->metadata());
 }
@@ -151,6 +162,7 @@ void Evaluator::read_halo_metadata(const std::string &path,
 
 Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &edge_index,
                            const torch::Tensor &edge_vectors, int64_t num_local) {
+  DeviceScope scope(device_);
   Outputs result = backend_->forward(species, edge_index, edge_vectors, num_local);
   const int64_t num_nodes = species.size(0);
   if (result.forces.size(0) != num_nodes || result.atom_energy.size(0) != num_nodes)
@@ -161,6 +173,7 @@ Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &ed
 
 Result Evaluator::evaluate(const int64_t *species, int64_t num_nodes, const int64_t *edge_index,
                            const double *edge_vectors, int64_t num_edges, int64_t num_local) {
+  DeviceScope scope(device_);
   auto as_long = torch::TensorOptions().dtype(torch::kInt64);
   auto as_double = torch::TensorOptions().dtype(torch::kFloat64);
   // from_blob does not own the memory: .to() copies onto the device / into the model dtype

@@ -12,6 +12,7 @@
 #define NNP_HALO_H
 
 #include <cstdint>
+#include <functional>
 
 #include <torch/torch.h>
 
@@ -40,6 +41,24 @@ class HaloScope {
 };
 
 HaloExchanger *active_halo_exchanger();
+
+// Runs `work` (a model evaluation on `device`) with `exchanger` active (nullptr: none).
+//
+// Exchanges are served from the calling thread: on a GPU, `work` runs on a helper thread while the
+// calling thread carries out every exchange requested by the helper or by autograd's device threads, so
+// the exchanger (MPI, in LAMMPS) is only ever called from the thread that called this. LAMMPS initialises
+// MPI without thread support, and autograd runs the backward of CUDA tensors (nnp::halo's backward,
+// nnp::halo_reverse, inside a TorchScript model's force computation) on its per-device worker thread.
+// The helper inherits the caller's thread-local torch state (grad mode, dispatch keys), intra-op thread
+// count, and current device and stream. An exception thrown by an exchange (a LAMMPS error) is rethrown
+// here as it was thrown; one from `work` after the helper has finished.
+//
+// On the CPU autograd runs the whole backward on the calling thread: `work` runs right here, unless the
+// environment sets NNP_HALO_SERVE=1 (tests use it to check the served path on machines without a GPU).
+void run_with_exchanger(HaloExchanger *exchanger, const torch::Device &device, const std::function<void()> &work);
+
+// Whether run_with_exchanger serves the exchanges of a model on `device` from a helper thread.
+bool exchanges_served(const torch::Device &device);
 
 // The ops through the dispatcher (with autograd).
 torch::Tensor halo(const torch::Tensor &x, int64_t layer);

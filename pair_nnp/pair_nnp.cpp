@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <sstream>
+#include <thread>
 
 #include <mpi.h>
 #include <ATen/Parallel.h>
@@ -22,6 +23,7 @@
 #include "evaluator.h"
 #include "force.h"
 #include "memory.h"
+#include "model_path.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
@@ -154,8 +156,27 @@ void PairNNP::settings(int narg, char **arg) {
   if (!members.empty()) ensemble_ = std::make_unique<NNPEnsemble>(lmp, members, deviation);
 }
 
-std::string PairNNP::choose_device() const {
-  const bool want_cuda = device_request == "cuda" || (device_request.empty() && torch::cuda::is_available());
+// device cpu|cuda as requested; without a request the .pt2 package's own device, else CUDA when a GPU is
+// visible. Several GPUs on a node: rank k of the node takes GPU k % GPUs.
+std::string PairNNP::choose_device(const std::string &path) const {
+  std::string compiled;  // "" for TorchScript (any device)
+  try {
+    compiled = nnp::compiled_device_type(path);
+  } catch (const nnp::Error &err) {
+    error->all(FLERR, std::string("pair_style nnp: ") + err.what());
+  }
+  const std::string fix = "export it again for the device you want (nnp export --format pt2 --device cpu|cuda)";
+  if (!compiled.empty() && !device_request.empty() && compiled != device_request)
+    error->all(FLERR, "pair_style nnp: " + path + " was compiled for " + compiled + " but pair_style nnp asks for device " +
+                          device_request + ": " + fix + ", or use pair_style nnp device " + compiled);
+  if (compiled == "cuda" && !torch::cuda::is_available())
+    error->all(FLERR, "pair_style nnp: " + path + " was compiled for cuda but no CUDA GPU is usable here: " + fix +
+                          " (--device cpu), or run on a GPU machine");
+  if (!compiled.empty() && compiled != "cpu" && compiled != "cuda")
+    error->all(FLERR, "pair_style nnp: " + path + " was compiled for device '" + compiled +
+                          "', which pair_style nnp does not run: " + fix);
+  const bool want_cuda = compiled.empty() ? device_request == "cuda" || (device_request.empty() && torch::cuda::is_available())
+                                          : compiled == "cuda";
   if (!want_cuda) return "cpu";
   const int gpus = static_cast<int>(torch::cuda::device_count());
   if (gpus == 0) return "cuda";  // the evaluator turns this into a clear error
@@ -178,7 +199,8 @@ void PairNNP::coeff(int narg, char **arg) {
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair_coeff for pair_style nnp must start with '* *'");
   try {
-    model = std::make_unique<nnp::Evaluator>(arg[2], choose_device());  // a file, or a bundled model's name
+    const std::string path = nnp::resolve_model_path(arg[2]);  // a file, or a bundled model's name
+    model = std::make_unique<nnp::Evaluator>(path, choose_device(path));
   } catch (const nnp::Error &err) {
     error->all(FLERR, std::string("pair_style nnp: ") + err.what());
   }
@@ -239,6 +261,8 @@ void PairNNP::choose_graph_mode() {
   const auto &info = model->info();
   if (comm->nprocs == 1) mode = GraphMode::OWNERS;
   else mode = info.halo_per_layer ? GraphMode::HALO : GraphMode::DEEP_SHELL;
+  if (mode == GraphMode::HALO && nnp::exchanges_served(model->torch_device()) && comm->me == 0)
+    utils::logmesg(lmp, "pair_style nnp: the model runs on a helper thread, its halo exchanges (MPI) on this one\n");
   if (mode != GraphMode::DEEP_SHELL) return;
   // every atom within receptive_hops cutoffs of a local atom must be a node, with all its edges
   const double needed = info.receptive_hops * cutoff + neighbor->skin;
@@ -385,6 +409,26 @@ torch::Tensor PairNNP::to_host(const torch::Tensor &t, torch::Tensor &staging) {
   return view;
 }
 
+// Several device tensors to the host as float64 in one copy (they are packed on the device first), as
+// views of the staging buffer in their own shapes. On the CPU each is converted on its own (no copy for
+// float64), as to_host does.
+std::vector<torch::Tensor> PairNNP::to_host(const std::vector<torch::Tensor> &ts, torch::Tensor &staging) {
+  std::vector<torch::Tensor> out;
+  if (ts.front().device().is_cpu()) {
+    for (const auto &t : ts) out.push_back(t.to(torch::kFloat64).contiguous());
+    return out;
+  }
+  std::vector<torch::Tensor> flat;
+  for (const auto &t : ts) flat.push_back(t.reshape({-1}).to(torch::kFloat64));
+  torch::Tensor packed = to_host(torch::cat(flat), staging);
+  int64_t offset = 0;
+  for (const auto &t : ts) {
+    out.push_back(packed.narrow(0, offset, t.numel()).view(t.sizes()));
+    offset += t.numel();
+  }
+  return out;
+}
+
 // Edge vectors x_j - x_i of the candidate pairs, on the device, cut at the model's cutoff.
 void PairNNP::edges_from_positions(torch::Tensor &edge_index, torch::Tensor &edge_vectors) {
   const auto device = model->torch_device();
@@ -406,6 +450,8 @@ void PairNNP::edges_from_positions(torch::Tensor &edge_index, torch::Tensor &edg
   Stopwatch clock(timers[T_EDGES]);
   torch::Tensor vectors = x.index_select(0, pair_atoms_dev[1]) - x.index_select(0, pair_atoms_dev[0]);
   torch::Tensor inside = (vectors * vectors).sum(1) < cutoff * cutoff;
+  // nonzero() waits for the device (the edge count sets the model's shapes): with the copy of the outputs,
+  // the only host syncs of a step
   torch::Tensor keep = inside.nonzero().squeeze(1);
   edge_index = pair_nodes_dev.index_select(1, keep);
   edge_vectors = vectors.index_select(0, keep).to(model->dtype());
@@ -421,6 +467,9 @@ void PairNNP::compute(int eflag, int vflag) {
   // (and so must a rank without atoms on an ensemble step: the deviation is reduced over all ranks)
   const bool deviation_step = ensemble_ && ensemble_->due(update->ntimestep);
   if (nlocal == 0 && mode != GraphMode::HALO && !deviation_step) return;
+  const torch::Device device = model->torch_device();
+  nnp::DeviceScope device_scope(device);  // every CUDA call below on this rank's GPU
+  lammps_thread = std::this_thread::get_id();
 
   if (graph_is_stale()) {
     Stopwatch clock(timers[T_GRAPH]);
@@ -432,30 +481,41 @@ void PairNNP::compute(int eflag, int vflag) {
   nnp::Outputs out;
   {
     Stopwatch clock(timers[T_MODEL]);
-    nnp::HaloScope scope(mode == GraphMode::HALO ? &halo : nullptr);
-    try {
-      out = model->forward(species_dev, edge_index, edge_vectors, num_local_nodes);
-    } catch (const nnp::Error &err) {
-      error->one(FLERR, std::string("pair_style nnp: ") + err.what());
-    }
-    if (!model->torch_device().is_cpu()) torch::cuda::synchronize();
+    std::string failure;
+    // the halo's MPI calls stay on this thread, also those of autograd's CUDA worker thread (halo.h)
+    nnp::run_with_exchanger(mode == GraphMode::HALO ? &halo : nullptr, device, [&] {
+      try {
+        out = model->forward(species_dev, edge_index, edge_vectors, num_local_nodes);
+      } catch (const nnp::Error &err) {
+        failure = err.what();
+      }
+    });
+    if (!failure.empty()) error->one(FLERR, "pair_style nnp: " + failure);
+    nnp::synchronize_stream(device);  // this rank's stream only; keeps the model and d2h timers apart
   }
   sum_nodes += num_nodes;
   sum_local += num_local_nodes;
   sum_edges += static_cast<double>(edge_index.size(1));
   ++evaluations;
 
-  // only what LAMMPS asked for comes back to the host
+  // only what LAMMPS asked for comes back to the host, in one copy (one wait for the device)
   torch::Tensor forces, atom_energy, atom_virial, global_virial;
   double energy;
   {
     Stopwatch clock(timers[T_D2H]);
-    forces = to_host(out.forces, forces_host);
-    energy = out.energy.item<double>();
-    if (vflag_global) global_virial = out.virial.to(torch::kCPU, torch::kFloat64).contiguous();
-    if (eflag_atom || !std::isfinite(energy))
+    std::vector<torch::Tensor> parts{out.forces, out.energy};
+    if (vflag_global) parts.push_back(out.virial);
+    if (eflag_atom) parts.push_back(out.atom_energy);
+    if (vflag_atom) parts.push_back(out.atom_virial);  // only when a compute asks
+    std::vector<torch::Tensor> host = to_host(parts, outputs_host);
+    forces = host[0];
+    energy = host[1].item<double>();
+    size_t next = 2;
+    if (vflag_global) global_virial = host[next++];
+    if (eflag_atom) atom_energy = host[next++];
+    if (vflag_atom) atom_virial = host[next++];
+    if (!eflag_atom && !std::isfinite(energy))  // to find the atom for the error message
       atom_energy = out.atom_energy.to(torch::kCPU, torch::kFloat64).contiguous();
-    if (vflag_atom) atom_virial = to_host(out.atom_virial, atom_virial_host);  // only when a compute asks
   }
   check_finite(forces, energy, atom_energy);
   if (deviation_step) evaluate_ensemble(out, edge_index, edge_vectors);
@@ -486,7 +546,7 @@ void PairNNP::evaluate_ensemble(const nnp::Outputs &out, const torch::Tensor &ed
   if (mode != GraphMode::OWNERS) reverse = [this](torch::Tensor rows) { exchange_rows(rows, true); };
   ensemble_->evaluate(out, species_dev, edge_index, edge_vectors, num_local_nodes,
                       mode == GraphMode::HALO ? &halo : nullptr, reverse, node_atom, energy_factor);
-  if (!model->torch_device().is_cpu()) torch::cuda::synchronize();
+  nnp::synchronize_stream(model->torch_device());  // for the timer (the deviation is on the host already)
 }
 
 void PairNNP::check_finite(const torch::Tensor &forces, double energy, const torch::Tensor &atom_energy) {
@@ -519,6 +579,10 @@ void PairNNP::exchange_rows(torch::Tensor all_rows, bool reverse) {
   // a .pt2 model may see padding rows after the graph's nodes (backend_aoti.cpp): they stay as they are
   if (all_rows.dim() != 2 || all_rows.size(0) < num_nodes)
     error->one(FLERR, "pair_style nnp: the model called nnp::halo on a tensor that is not (num_nodes, F)");
+  // MPI was initialised without thread support: never communicate from autograd's worker threads
+  if (std::this_thread::get_id() != lammps_thread)
+    throw nnp::Error("halo exchange called from a thread other than the one LAMMPS called pair_style nnp on "
+                     "(a bug in nnp: see run_with_exchanger in pair_nnp/halo.h)");
   torch::Tensor rows = all_rows.narrow(0, 0, num_nodes);
   Stopwatch clock(timers[T_HALO]);
   const bool in_place = rows.device().is_cpu() && rows.scalar_type() == torch::kFloat64;

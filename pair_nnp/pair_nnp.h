@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -73,7 +74,9 @@ class PairNNP : public Pair {
   int position_rows = 0;               // atoms whose positions the edge vectors read
 
   // pinned (CUDA) or plain host staging buffers, reused between steps
-  torch::Tensor positions_host, halo_host, forces_host, atom_virial_host;
+  torch::Tensor positions_host, halo_host, outputs_host;
+
+  std::thread::id lammps_thread;       // the thread of the current compute(): the only one that may call MPI
 
   // halo exchange state for pack/unpack
   double *halo_rows = nullptr;
@@ -98,7 +101,7 @@ class PairNNP : public Pair {
 
   void report_run();
   void allocate();
-  std::string choose_device() const;
+  std::string choose_device(const std::string &path) const;
   void warn_on_mass_mismatch();
   void choose_graph_mode();
   bool graph_is_stale() const;
@@ -107,6 +110,7 @@ class PairNNP : public Pair {
   std::vector<int64_t> candidate_pairs(std::vector<int64_t> &pair_nodes) const;
   void edges_from_positions(torch::Tensor &edge_index, torch::Tensor &edge_vectors);
   torch::Tensor to_host(const torch::Tensor &t, torch::Tensor &staging);
+  std::vector<torch::Tensor> to_host(const std::vector<torch::Tensor> &ts, torch::Tensor &staging);
   void exchange_rows(torch::Tensor rows, bool reverse);
   void evaluate_ensemble(const nnp::Outputs &out, const torch::Tensor &edge_index,
                          const torch::Tensor &edge_vectors);

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import small_model, water_box
 from lammps_helpers import run_deck, setup_lines
@@ -191,7 +192,7 @@ atom_style atomic
 atom_modify map yes
 boundary p p p
 read_data {data}
-pair_style nnp ensemble {others} out_freq 2 out_file {out} atomic
+pair_style nnp {device}ensemble {others} out_freq 2 out_file {out} atomic
 pair_coeff * * {driver} H O
 neighbor 1.0 bin
 compute dev all nnp/deviation
@@ -205,10 +206,19 @@ run 4
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("kind", ["reference", "egnn"])
-def test_two_ranks_equal_one_rank(members, tmp_path, kind):
-    """reference (version-1 file): deep ghost shell; EGNN: per-layer halo exchange."""
-    if kind == "egnn":
+@pytest.mark.parametrize("kind", ["reference", "egnn", "egnn-served", pytest.param("egnn-cuda", marks=pytest.mark.cuda)])
+def test_two_ranks_equal_one_rank(members, tmp_path, kind, monkeypatch):
+    """reference (version-1 file): deep ghost shell; EGNN: per-layer halo exchange. egnn-served: the
+    members' exchanges handed from a helper thread to the LAMMPS thread (NNP_HALO_SERVE=1, the path of a
+    GPU run) on the CPU; egnn-cuda: on a GPU, 1 and 2 ranks sharing it (skipped without one)."""
+    device = ""
+    if kind == "egnn-served":
+        monkeypatch.setenv("NNP_HALO_SERVE", "1")
+    if kind == "egnn-cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU")
+        device = "device cuda "
+    if kind.startswith("egnn"):
         files = [export_model(small_model(seed=k), tmp_path / f"egnn{k}.nnp.pt") for k in range(3)]
     else:
         files = members
@@ -217,9 +227,12 @@ def test_two_ranks_equal_one_rank(members, tmp_path, kind):
     results = {}
     for ranks in (1, 2):
         out, dump = tmp_path / f"devi.{ranks}", tmp_path / f"dump.{ranks}"
-        deck = MPI_DECK.format(data=data, others=" ".join(map(str, files[1:])), out=out, driver=files[0], dump=dump)
+        deck = MPI_DECK.format(data=data, others=" ".join(map(str, files[1:])), out=out, driver=files[0], dump=dump,
+                               device=device)
         done = run_deck(deck, tmp_path, ranks)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        if ranks == 2 and kind in ("egnn-served", "egnn-cuda"):
+            assert "its halo exchanges (MPI) on this one" in done.stdout
         frames = dump.read_text().split("ITEM: TIMESTEP")[1:]
         atoms = [np.array(sorted([float(v) for v in row.split()] for row in f.split("ITEM: ATOMS")[1].strip()
                                  .splitlines()[1:])) for f in frames]

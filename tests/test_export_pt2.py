@@ -6,6 +6,7 @@ One tiny EGNN is compiled once for the module (AOTInductor takes ~30-90 s of C++
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -195,3 +196,90 @@ def test_float32_pt2_sums_in_float64(tmp_path):
     assert out["forces"].dtype == out["atom_energy"].dtype == torch.float32
     for key in contract.OUTPUT_KEYS:
         np.testing.assert_allclose(as_numpy(out[key]), as_numpy(ref[key]), atol=1e-4, rtol=1e-5, err_msg=key)
+
+
+# --- devices: a package runs on the device type it was compiled for (nnp export --format pt2 --device) ---
+
+def deck_output(pt2_file: Path, tmp: Path, style: str) -> str:
+    """stdout + stderr of a `run 0` with `style` and the package."""
+    from lammps_helpers import run_deck, setup_lines
+    from nnp.md.run import write_lammps_data
+
+    data = tmp / "w.data"
+    write_lammps_data(water_box(seed=3), data, ["H", "O"])
+    lines = setup_lines(data, pt2_file, ["H", "O"])
+    lines[lines.index("pair_style nnp")] = style
+    done = run_deck("\n".join(lines + ["run 0"]), tmp)
+    return done.stdout + done.stderr
+
+
+def test_pair_style_runs_a_package_on_its_own_device(egnn_files, tmp_path):
+    """Without a device keyword a CPU package runs on the CPU, also where a GPU is visible (the GPU check
+    runs this there); asking for another device is an error naming the export option that fixes it."""
+    _, _, pt2_file = egnn_files
+    assert re.search(r"pair_style nnp: egnn model .* on cpu", deck_output(pt2_file, tmp_path, "pair_style nnp"))
+    out = deck_output(pt2_file, tmp_path, "pair_style nnp device cuda")
+    assert re.search(r"was compiled for cpu but pair_style nnp asks for device cuda: export it again .*"
+                     r"--format pt2 --device cpu\|cuda.*pair_style nnp device cpu", out), out[-2000:]
+
+
+def test_device_is_an_option_of_pt2_only(tmp_path):
+    with pytest.raises(UserError, match="--device cuda applies to .pt2 packages only.*runs on any device"):
+        export_model(tiny(), tmp_path / "egnn.nnp.pt", device="cuda")
+    with pytest.raises(UserError, match="compiled for cpu or cuda, not 'tpu'"):
+        export_model(tiny(), tmp_path / "egnn.nnp.pt2", device="tpu")
+
+
+def test_cuda_package_without_a_gpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: test_cuda_package_equals_the_cpu runs instead")
+    with pytest.raises(UserError, match="for cuda needs a CUDA GPU.*--device cpu"):
+        export_model(tiny(), tmp_path / "egnn.nnp.pt2", device="cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_package_equals_the_cpu(egnn_files, tmp_path):
+    """A package compiled for cuda: Python and LAMMPS (which picks cuda from the file) equal the CPU
+    TorchScript file; asking pair_style nnp for the CPU is an error naming --device cpu."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model, ts_file, _ = egnn_files
+    cuda_file = export_model(model, tmp_path / "egnn_cuda.nnp.pt2", device="cuda")
+    with pytest.raises(ModelFileError, match="compiled for device 'cuda', not 'cpu'.*--device cpu"):
+        load_exported(cuda_file)
+    from nnp.data.graph import atoms_to_graph, edge_vectors
+
+    g = atoms_to_graph(water_box(seed=5), ["H", "O"], 3.0, torch.float64, with_labels=False)
+    inputs = (g.species, g.edge_index, edge_vectors(g).detach(), int(g.num_nodes))
+    ref = {k: v.detach() for k, v in load_exported(ts_file)[0](*inputs).items()}
+    gpu = load_exported(cuda_file, "cuda")[0](*(x.cuda() if torch.is_tensor(x) else x for x in inputs))
+    assert_outputs_close({k: v.cpu() for k, v in gpu.items()}, ref, "cuda package in Python")
+    for nodes, edges, num_local in [(0, 0, 0), (2, 1, 1)]:  # padded below the compiled minimum on the GPU too
+        species = torch.arange(nodes) % 2
+        edge_index = torch.tensor([[0, 2], [1, 0]])[:, :edges]
+        vectors = torch.tensor([[1.0, 0.2, 0.1], [-0.4, 0.9, 0.3]], dtype=torch.float64)[:edges]
+        got = load_evaluator(cuda_file, "cuda").evaluate(species.numpy(), edge_index.numpy(), vectors.numpy(),
+                                                         num_local)
+        assert_outputs_close(got, model(species, edge_index, vectors, num_local), f"cuda, {nodes} nodes")
+    lmp, held = run_lammps(water_box(seed=10), cuda_file, tmp_path, ["H", "O"])
+    out, ref = lammps_results(lmp), python_results(ts_file, held)
+    lmp.close()
+    for key in ("atom_energy", "forces", "atom_virial_voigt"):
+        np.testing.assert_allclose(out[key], ref[key], atol=TOL, rtol=0, err_msg=key)
+    assert "on cuda" in deck_output(cuda_file, tmp_path, "pair_style nnp")
+    assert "export it again" in deck_output(cuda_file, tmp_path, "pair_style nnp device cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.mpi
+def test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package(egnn_files, tmp_path):
+    """The compiled program's nnp::halo calls on a GPU, 2 ranks sharing it."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from test_lammps_mpi import assert_same, run_cases
+
+    cuda_file = export_model(egnn_files[0], tmp_path / "egnn_cuda.nnp.pt2", device="cuda")
+    cases = ["cubic", "empty_rank", "thin"]
+    serial, parallel = run_cases(cuda_file, tmp_path, 1, cases), run_cases(cuda_file, tmp_path, 2, cases)
+    assert "on cuda:0" in parallel["stdout"] and "per-layer halo exchange" in parallel["stdout"]
+    assert_same(serial, parallel, cases, "cuda pt2 2 ranks")

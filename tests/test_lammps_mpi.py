@@ -52,7 +52,8 @@ CASES = {
 }
 
 
-def case_block(name: str, data: Path, model: Path, grid: str, commands: str, dump: Path) -> str:
+def case_block(name: str, data: Path, model: Path, grid: str, commands: str, dump: Path,
+               style: str = "pair_style nnp") -> str:
     processors = f"processors {grid}" if grid else ""
     voigt = " ".join(f"c_v[{k}]" for k in range(1, 7))
     result = " ".join(f"$({q}:%.17g)" for q in ["pe", "vol"] + [f"c_v[{k}]" for k in range(1, 7)])
@@ -63,7 +64,7 @@ atom_modify map yes
 boundary p p p
 {processors}
 read_data {data}
-pair_style nnp
+{style}
 pair_coeff * * {model} H O
 neighbor 1.0 bin
 compute pe all pe/atom
@@ -86,7 +87,7 @@ def read_dump(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0].astype(int), data[:, 1:]
 
 
-def run_cases(model: Path, tmp: Path, ranks: int, cases: list[str]) -> dict:
+def run_cases(model: Path, tmp: Path, ranks: int, cases: list[str], style: str = "pair_style nnp") -> dict:
     """Every case on `ranks` ranks in one deck; returns {case: (totals, ids, per-atom columns)}."""
     blocks = []
     for name in cases:
@@ -95,7 +96,7 @@ def run_cases(model: Path, tmp: Path, ranks: int, cases: list[str]) -> dict:
         if not data.exists():
             write_lammps_data(make(), data, ["H", "O"])
         grid = {1: "", 2: grid2, 4: grid4}[ranks]
-        blocks.append(case_block(name, data, model, grid, commands, tmp / f"{name}.{ranks}.dump"))
+        blocks.append(case_block(name, data, model, grid, commands, tmp / f"{name}.{ranks}.dump", style))
     done = run_deck("\n".join(blocks), tmp, ranks, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = {}
@@ -186,3 +187,39 @@ def test_a_model_that_skips_the_halo_calls_is_wrong_on_several_ranks(tmp_path):
     assert_same(serial, run_cases(honest, tmp_path, 2, cases), cases, "honest")
     wrong = run_cases(liar, tmp_path, 2, cases)
     assert np.abs(wrong["cubic"][2]["forces"] - serial["cubic"][2]["forces"]).max() > 1e-6
+
+
+SERVED = "the model runs on a helper thread, its halo exchanges (MPI) on this one"
+
+
+def test_exchanges_served_from_the_lammps_thread_equal_one_rank(tmp_path, monkeypatch):
+    """The path every GPU run takes (pair_nnp/halo.h run_with_exchanger), forced on the CPU: the model on a
+    helper thread, every nnp::halo / nnp::halo_reverse handed back to the LAMMPS thread for MPI (the pair
+    style refuses an exchange from any other thread). 2 ranks still equal 1 rank."""
+    model = model_for("egnn", tmp_path)
+    cases = ["cubic", "empty_rank", "thin", "delete_and_change_box"]
+    serial = run_cases(model, tmp_path, 1, cases, "pair_style nnp device cpu")
+    monkeypatch.setenv("NNP_HALO_SERVE", "1")
+    parallel = run_cases(model, tmp_path, 2, cases, "pair_style nnp device cpu")
+    assert SERVED in parallel["stdout"] and "per-layer halo exchange" in parallel["stdout"]
+    assert_same(serial, parallel, cases, "served exchanges, 2 ranks")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", ["egnn", "gemnet_t"])
+def test_two_ranks_on_one_gpu_equal_one_rank(tmp_path, kind):
+    """CUDA: autograd runs the halo's backward on its device thread; the exchanges must still reach MPI
+    from the LAMMPS thread (EGNN, per-layer halo) and 2 ranks sharing one GPU equal 1 rank; GemNet-T
+    (deep ghost shell) too. Both equal the CPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model = model_for(kind, tmp_path)
+    cases = ["cubic", "empty_rank", "thin"]
+    cpu = run_cases(model, tmp_path, 1, cases, "pair_style nnp device cpu")
+    serial = run_cases(model, tmp_path, 1, cases, "pair_style nnp device cuda")
+    parallel = run_cases(model, tmp_path, 2, cases, "pair_style nnp device cuda")
+    assert "on cuda:0" in parallel["stdout"]
+    if kind == "egnn":
+        assert SERVED in parallel["stdout"]
+    assert_same(serial, parallel, cases, f"{kind} cuda 2 ranks")
+    assert_same(cpu, serial, cases, f"{kind} cuda vs cpu")

@@ -80,6 +80,9 @@ def _add_export(sub) -> None:
     p.add_argument("--format", choices=["torchscript", "pt2"], default=None,
                    help="torchscript, or pt2 (torch.export + AOTInductor, compiles for a minute or more); "
                         "default: by the suffix of --output")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="pt2 only: the device the package is compiled for and runs on (default cpu; cuda needs a "
+                        "GPU here). pair_style nnp runs a package on its own device; TorchScript runs on any")
     p.set_defaults(func=cmd_export)
 
 
@@ -363,7 +366,7 @@ def cmd_export(args) -> int:
 
     checkpoint = load_checkpoint(checkpoint_for(args.checkpoint))  # a run's checkpoint or a bundled model's name
     model = model_from_checkpoint(checkpoint)
-    path = export_model(model, args.output, dtype=args.dtype, format=args.format,
+    path = export_model(model, args.output, dtype=args.dtype, format=args.format, device=args.device,
                         provenance={"checkpoint": str(args.checkpoint), "config": checkpoint["config"],
                                     "epoch": checkpoint["epoch"]})
     print(f"wrote {path}")

@@ -100,15 +100,21 @@ def export_model(
     dtype: str = "float64",
     provenance: dict[str, Any] | None = None,
     format: str | None = None,
+    device: str | None = None,
 ) -> Path:
     """Write ``model`` in ``dtype`` with its metadata to ``path`` (atomically).
 
     ``format``: ``"torchscript"`` (scripted, ``.nnp.pt``) or ``"pt2"`` (``torch.export`` + AOTInductor,
     ``.nnp.pt2``, compiles C++ for a minute or more); by default chosen by the suffix of ``path``.
+    ``device``: for ``pt2``, the device type the package is compiled for and runs on (``cpu``, the default,
+    or ``cuda``); a TorchScript file runs on any device and takes none.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
     chosen = file_format(path, format)
+    if device is not None and chosen != "pt2":
+        raise UserError(f"--device {device} applies to .pt2 packages only: a TorchScript file ({path}) runs on "
+                        "any device (choose it with pair_style nnp device ...); drop --device or use --format pt2")
     check_halo_ops(model)
     module = copy.deepcopy(model).to(dtype=_DTYPES[dtype], device="cpu").eval()
     for p in module.parameters():
@@ -119,7 +125,7 @@ def export_model(
     if chosen == "pt2":
         from .export_pt2 import write_package
 
-        return write_package(module, path, metadata, _DTYPES[dtype])
+        return write_package(module, path, metadata, _DTYPES[dtype], device or "cpu")
     scripted = torch.jit.script(module)
     tmp = path.with_name(path.name + ".tmp")
     torch.jit.save(scripted, str(tmp), _extra_files=metadata)
@@ -132,7 +138,7 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str,
     both against the contract.
 
     A TorchScript file gives its ``ScriptModule``; a ``.pt2`` package gives a
-    :class:`nnp.export_pt2.CompiledModel` called the same way (CPU only).
+    :class:`nnp.export_pt2.CompiledModel` called the same way, on the device type it was compiled for.
     """
     from .pretrained import resolve_file
 
@@ -153,12 +159,21 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str,
 
 
 def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
-    from .export_pt2 import CompiledModel, load_package
+    from .export_pt2 import CompiledModel, load_package, package_device
 
-    if device != "cpu":
-        raise ModelFileError(f"{path}: loading a .pt2 package in Python supports device cpu only, not {device!r}")
     try:
-        runner, stored = load_package(path)
+        compiled_for = package_device(path)
+    except Exception as err:  # not a zip, no model inside, ...
+        raise ModelFileError(
+            f"{path} is not a .pt2 model package (export one with `nnp export --format pt2`): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+    if compiled_for != torch.device(device).type:
+        raise ModelFileError(
+            f"{path} was compiled for device {compiled_for!r}, not {device!r}: export it again with "
+            f"`nnp export --format pt2 --device {torch.device(device).type}`, or load it on {compiled_for}")
+    try:
+        runner, stored = load_package(path, device)
     except Exception as err:  # corrupt zip, no compiled model inside, ...
         raise ModelFileError(
             f"{path} is not a .pt2 model package (export one with `nnp export --format pt2`): "

@@ -97,7 +97,7 @@ def _no_duck_shapes() -> Iterator[None]:
         config.use_duck_shape = previous
 
 
-def example_inputs(num_species: int, cutoff: float, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+def example_inputs(num_species: int, cutoff: float, dtype: torch.dtype, device: str = "cpu") -> Tuple[Tensor, ...]:
     """A small random graph with ``_TRACE_NODES`` nodes and ``_TRACE_EDGES`` edges inside the cutoff."""
     generator = torch.Generator().manual_seed(0)
     species = torch.arange(_TRACE_NODES) % num_species
@@ -106,17 +106,18 @@ def example_inputs(num_species: int, cutoff: float, dtype: torch.dtype) -> Tuple
     direction = torch.randn(_TRACE_EDGES, 3, generator=generator, dtype=torch.float64)
     length = cutoff * (0.3 + 0.6 * torch.rand(_TRACE_EDGES, 1, generator=generator, dtype=torch.float64))
     vectors = (direction / direction.norm(dim=1, keepdim=True) * length).to(dtype)
-    return species, edge_index, vectors, torch.tensor(_TRACE_NODES - 2)
+    inputs = species, edge_index, vectors, torch.tensor(_TRACE_NODES - 2)
+    return tuple(x.to(device) for x in inputs)
 
 
-def export_program(module: nn.Module, cutoff: float, num_species: int, dtype: torch.dtype):
+def export_program(module: nn.Module, cutoff: float, num_species: int, dtype: torch.dtype, device: str = "cpu"):
     """``torch.export`` of ``ExportedPotential(module)`` with dynamic node and edge counts."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
     wrapper = ExportedPotential(module)
-    inputs = example_inputs(num_species, cutoff, dtype)
+    inputs = example_inputs(num_species, cutoff, dtype, device)
     try:
         with _no_duck_shapes():
             graph = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True,
@@ -131,10 +132,28 @@ def export_program(module: nn.Module, cutoff: float, num_species: int, dtype: to
     return torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
 
 
-def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype: torch.dtype) -> Path:
-    """Export and AOT-compile ``module`` (a Potential in ``dtype``, eval mode) to the package ``path``."""
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`UserError` unless a package can be compiled for ``device`` (cpu, or cuda with a GPU)."""
+    if device not in DEVICES:
+        raise UserError(f"a .pt2 package is compiled for cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("exporting a .pt2 package for cuda needs a CUDA GPU and a CUDA torch on this machine "
+                        f"(torch {torch.__version__}, GPU visible: no): export on the GPU machine, or use --device cpu")
+
+
+def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype: torch.dtype,
+                  device: str = "cpu") -> Path:
+    """Export and AOT-compile ``module`` (a Potential in ``dtype``, eval mode) to the package ``path``.
+
+    ``device``: ``cpu`` or ``cuda``; the package runs only on that device type (pair_style nnp picks it).
+    """
+    check_device(device)
     check_compiler()
-    program = export_program(module, float(module.cutoff), len(module.species), dtype)
+    module = module.to(device)
+    program = export_program(module, float(module.cutoff), len(module.species), dtype, device)
     # written beside the target under its final name (the archive's folder is named after it), then moved
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         out = torch._inductor.aoti_compile_and_package(
@@ -174,14 +193,28 @@ class CompiledModel:
     def __call__(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int) -> Dict[str, Tensor]:
         n = species.shape[0]
         padded = pad_graph(species, edge_index.contiguous(), edge_vectors.contiguous())
-        out = self.runner(*padded, torch.tensor(int(num_local), dtype=torch.long))
+        out = self.runner(*padded, torch.tensor(int(num_local), dtype=torch.long, device=species.device))
         result = dict(zip(contract.OUTPUT_KEYS, out))
         for key in ("atom_energy", "forces", "atom_virial"):
             result[key] = result[key][:n]
         return result
 
 
-def load_package(path: Path) -> Tuple[Any, Dict[str, str]]:
-    """The AOTInductor runner of ``path`` and every metadata string stored in the package."""
-    compiled = torch._inductor.aoti_load_package(str(path))
+def package_device(path: Path) -> str:
+    """The device type ``path`` was compiled for (``cpu`` or ``cuda``), read without loading the code."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("_metadata.json") and "/model/" in n]
+        if not names:
+            raise ValueError("no AOTInductor model metadata in the archive")
+        import json
+
+        return json.loads(archive.read(names[0])).get("AOTI_DEVICE_KEY", "")
+
+
+def load_package(path: Path, device: str = "cpu") -> Tuple[Any, Dict[str, str]]:
+    """The AOTInductor runner of ``path`` on ``device`` and every metadata string stored in the package."""
+    index = torch.device(device).index
+    compiled = torch._inductor.aoti_load_package(str(path), device_index=-1 if index is None else index)
     return compiled, dict(compiled.get_metadata())

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The one command to run when a GPU is lent (docs/gpu.md): build nnp against the machine's CUDA torch,
+# run the CUDA tests, check 2 ranks on one GPU against 1 rank (halo per layer, ensemble) and a .pt2 on
+# CUDA, measure LAMMPS speed (12,288 and 98,304 atoms, with the pair style's timer breakdown) and training
+# throughput, and write every number into one JSON file.
+#
+#   bash benchmarks/gpu_check.sh [--wheels DIR] [--out FILE] [--cpu-dry-run]
+#
+#   --wheels DIR    cp312 wheels made by scripts/pack_gpu_wheels.sh (default gpu-wheels/); installed
+#                   with --no-index for whatever the machine lacks (LAMMPS, mpich, build tools, ...)
+#   --out FILE      the JSON (default results/gpu_check.json)
+#   --cpu-dry-run   the same steps on the CPU at tiny sizes (a machine without a GPU: checks the script)
+#
+# No internet is needed. Every step runs even when an earlier one failed; each step's exit code, time and
+# log tail go into the JSON, and the script exits non-zero when any step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+wheels=$root/gpu-wheels
+out=$root/results/gpu_check.json
+dry=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --wheels) wheels=$(realpath "$2"); shift 2 ;;
+        --out) out=$(realpath -m "$2"); shift 2 ;;
+        --cpu-dry-run) dry=1; shift ;;
+        *) echo "gpu_check: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+    esac
+done
+python=${PYTHON:-python3}
+venv=${NNP_GPU_VENV:-$root/.venv-gpu}
+logs=$root/results/gpu_check_logs
+mkdir -p "$logs" "$(dirname "$out")"
+steps_file=$logs/steps.jsonl
+: > "$steps_file"
+start=$(date +%s)
+
+# step NAME TIMEOUT_S COMMAND...: run, log, record {name, rc, seconds, log}
+step() {
+    local name=$1 limit=$2; shift 2
+    local t0=$(date +%s)
+    echo "== $name"
+    timeout "$limit" "$@" > "$logs/$name.log" 2>&1
+    local rc=$?
+    local dt=$(( $(date +%s) - t0 ))
+    tail -3 "$logs/$name.log" | sed 's/^/   /'
+    echo "   -> rc $rc, ${dt} s"
+    printf '{"name": "%s", "rc": %d, "seconds": %d, "log": "%s"}\n' "$name" "$rc" "$dt" "$logs/$name.log" >> "$steps_file"
+    return 0
+}
+
+# --- environment: the machine's torch, plus the carried wheels for what it lacks ---------------------
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv --system-site-packages "$venv"   # sees the machine's CUDA torch (and numpy, ...)
+fi
+py=$venv/bin/python
+export PATH=$venv/bin:$PATH
+install_missing() {
+    local need=()
+    for pair in "lammps:lammps" "mpich:mpich" "ase:ase" "vesin:vesin" "torch_geometric:torch-geometric" \
+                "lmdb:lmdb" "yaml:pyyaml" "tqdm:tqdm" "scikit_build_core:scikit-build-core" "pybind11:pybind11" \
+                "ninja:ninja" "pytest:pytest"; do
+        "$py" -c "import ${pair%%:*}" 2>/dev/null || need+=("${pair#*:}")
+    done
+    command -v cmake >/dev/null || need+=(cmake)
+    [ ${#need[@]} -eq 0 ] && { echo "nothing to install"; return 0; }
+    echo "installing from $wheels: ${need[*]}"
+    "$py" -m pip install --no-index --find-links "$wheels" --no-deps "${need[@]}"
+}
+step install 300 install_missing
+missing=$("$py" -c "
+import importlib.util as u
+print(' '.join(m for m in ['torch', 'numpy', 'scipy', 'matplotlib', 'sklearn', 'lammps', 'ase', 'vesin', 'torch_geometric']
+               if u.find_spec(m) is None))")
+[ -n "$missing" ] && echo "gpu_check: missing Python modules: $missing (the steps that import them fail)"
+
+# --- build: CMake config of torch when a CUDA compiler is there, else torch's files directly -------------
+build_nnp() {
+    local direct=ON
+    if command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then direct=OFF; fi
+    echo "NNP_TORCH_DIRECT=$direct"
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} "$py" -m pip install --no-index \
+        --no-build-isolation --no-deps -e . -Cbuild-dir=build/gpu-check "-Ccmake.define.NNP_TORCH_DIRECT=$direct"
+}
+step build 900 build_nnp
+
+if [ $dry = 1 ]; then
+    device=cpu; sizes=(192 1536); markers="cuda or mpi"; train_steps=2
+    export CUDA_VISIBLE_DEVICES=""   # the cuda tests must skip
+    export NNP_HALO_SERVE=1          # the multi-rank checks take the GPU's code path (halo.h) on the CPU
+else
+    device=cuda; sizes=(12288 98304); markers="cuda"; train_steps=6
+fi
+
+# --- tests -----------------------------------------------------------------------------------------------
+step pytest_cuda 1200 "$py" -m pytest -q -p no:cacheprovider -m "$markers" -rs tests
+# 2 ranks on one GPU equal 1 rank: halo per layer, ensemble, .pt2 (also inside -m cuda; named here so
+# that the JSON says which of them passed)
+step ranks_halo 600 "$py" -m pytest -q -p no:cacheprovider -rs \
+    "tests/test_lammps_mpi.py::test_two_ranks_on_one_gpu_equal_one_rank" \
+    "tests/test_lammps_mpi.py::test_exchanges_served_from_the_lammps_thread_equal_one_rank"
+step ranks_ensemble 600 "$py" -m pytest -q -p no:cacheprovider -rs "tests/test_ensemble.py::test_two_ranks_equal_one_rank"
+step pt2_cuda 900 "$py" -m pytest -q -p no:cacheprovider -rs \
+    "tests/test_export_pt2.py::test_cuda_package_equals_the_cpu" \
+    "tests/test_export_pt2.py::test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package" \
+    "tests/test_export_pt2.py::test_pair_style_runs_a_package_on_its_own_device"
+
+# --- speed -----------------------------------------------------------------------------------------------
+step lammps_speed 900 "$py" benchmarks/lammps_speed.py --device "$device" --sizes "${sizes[@]}" --steps 20 \
+    --no-mpi --json "$logs/lammps_speed.json"
+step lammps_speed_pt2 900 "$py" benchmarks/lammps_speed.py --device "$device" --sizes "${sizes[0]}" --steps 20 \
+    --no-mpi --format pt2 --json "$logs/lammps_speed_pt2.json"
+step training 900 "$py" benchmarks/training.py throughput --device "$device" --steps "$train_steps" \
+    --models egnn gns --systems water --source memory --json "$logs/training.json"
+
+# --- one JSON ----------------------------------------------------------------------------------------------
+"$py" - "$out" "$steps_file" "$logs" "$dry" "$(( $(date +%s) - start ))" <<'EOF'
+import json, platform, subprocess, sys
+from pathlib import Path
+out, steps_file, logs, dry, seconds = sys.argv[1:]
+logs = Path(logs)
+steps = [json.loads(line) for line in Path(steps_file).read_text().splitlines() if line.strip()]
+for s in steps:
+    text = Path(s["log"]).read_text(errors="replace").splitlines()
+    s["tail"] = text[-8:]
+def load(name):
+    path = logs / name
+    return json.loads(path.read_text()) if path.exists() else None
+env = {"python": platform.python_version(), "cpu_dry_run": dry == "1"}
+try:
+    import torch
+    env.update(torch=torch.__version__, torch_cuda=torch.version.cuda, gpu_visible=torch.cuda.is_available(),
+               gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+except Exception as err:  # noqa: BLE001 - recorded, not raised
+    env["torch_error"] = str(err)
+try:
+    env["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                        "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    env["nvidia_smi"] = None
+result = {"environment": env, "seconds": int(seconds), "steps": steps,
+          "all_passed": all(s["rc"] == 0 for s in steps),
+          "lammps_speed": load("lammps_speed.json"), "lammps_speed_pt2": load("lammps_speed_pt2.json"),
+          "training_throughput": load("training.json")}
+Path(out).write_text(json.dumps(result, indent=1))
+print(f"wrote {out}: {'all steps passed' if result['all_passed'] else 'FAILED: ' + ', '.join(s['name'] for s in steps if s['rc'])}")
+sys.exit(0 if result["all_passed"] else 1)
+EOF
