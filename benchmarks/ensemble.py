@@ -22,8 +22,8 @@ import torch
 
 from nnp.config import ModelConfig
 from nnp.export import export_model
-from nnp.md.lammps import make_lammps
-from nnp.md.run import write_lammps_data
+from nnp.lammps import make_lammps
+from nnp.lammps import write_lammps_data
 from nnp.models import build_potential
 
 from lammps_speed import water

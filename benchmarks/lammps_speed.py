@@ -28,8 +28,8 @@ from nnp.config import ModelConfig
 from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.data.readers import bundled_dataset, read_structures
 from nnp.export import export_model, load_exported
-from nnp.md.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
-from nnp.md.run import write_lammps_data
+from nnp.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
+from nnp.lammps import write_lammps_data
 from nnp.models import build_potential
 
 REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4), 98304: (8, 8, 8)}

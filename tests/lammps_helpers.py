@@ -12,8 +12,8 @@ from ase import Atoms
 
 from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.export import load_exported
-from nnp.md.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
-from nnp.md.run import write_lammps_data
+from nnp.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
+from nnp.lammps import write_lammps_data
 
 NKTV2P = {"metal": 1.6021765e6, "real": 68568.415}  # LAMMPS pressure*volume -> energy units
 

@@ -18,8 +18,8 @@ from lammps_helpers import run_deck, setup_lines
 from lammps_models import reference_results, write_model
 from nnp.calculator import NNPCalculator
 from nnp.export import export_model
-from nnp.md.lammps import make_lammps
-from nnp.md.run import write_lammps_data
+from nnp.lammps import make_lammps
+from nnp.lammps import write_lammps_data
 
 TOL = 1e-10
 

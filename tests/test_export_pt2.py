@@ -203,7 +203,7 @@ def test_float32_pt2_sums_in_float64(tmp_path):
 def deck_output(pt2_file: Path, tmp: Path, style: str) -> str:
     """stdout + stderr of a `run 0` with `style` and the package."""
     from lammps_helpers import run_deck, setup_lines
-    from nnp.md.run import write_lammps_data
+    from nnp.lammps import write_lammps_data
 
     data = tmp / "w.data"
     write_lammps_data(water_box(seed=3), data, ["H", "O"])

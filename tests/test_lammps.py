@@ -17,7 +17,7 @@ from lammps_helpers import (
     run_lammps,
 )
 from nnp.export import export_model
-from nnp.md.run import write_lammps_data
+from nnp.lammps import write_lammps_data
 
 TOL = 1e-10
 
@@ -241,7 +241,7 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gives_a_clear_error(model_file, tmp_path, case):
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     line, message = BAD_INPUTS[case]
     junk = tmp_path / "junk.nnp.pt"
@@ -259,7 +259,7 @@ def test_bad_input_gives_a_clear_error(model_file, tmp_path, case):
 @pytest.mark.parametrize("setting,message", [("units lj", "supports units metal and real"),
                                              ("newton off", "requires newton pair on")])
 def test_unsupported_run_settings_are_refused(model_file, tmp_path, setting, message):
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     data = tmp_path / "w.data"
     write_lammps_data(water_box(seed=1), data, ["H", "O"])
@@ -289,7 +289,7 @@ def test_nan_output_stops_with_step_and_atom(tmp_path):
 def test_cuda_request_without_gpu_is_a_clear_error(model_file, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     data = tmp_path / "w.data"
     write_lammps_data(water_box(seed=1), data, ["H", "O"])
@@ -370,7 +370,7 @@ def argon_distances(argon, cutoff):
 
 
 def test_plain_nnp_with_a_null_type_is_an_error(model_file, tmp_path):
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     data = tmp_path / "w.data"
     write_lammps_data(water_box(seed=1), data, ["H", "O"])

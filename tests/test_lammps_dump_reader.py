@@ -5,7 +5,7 @@ import pytest
 
 from nnp.data.errors import DatasetError
 from nnp.data.lammps_dump import read_lammps_dump
-from nnp.md.lammps import make_lammps
+from nnp.lammps import make_lammps
 
 EPSILON_EV = 0.0104  # argon-like LJ
 

@@ -19,7 +19,7 @@ from helpers import ALL_KINDS, small_model, triclinic_water, water_box
 from lammps_helpers import run_deck
 from nnp import contract
 from nnp.export import export_model, load_exported
-from nnp.md.run import write_lammps_data
+from nnp.lammps import write_lammps_data
 
 pytestmark = pytest.mark.mpi
 

@@ -17,7 +17,7 @@ from ase import Atoms
 from helpers import triclinic_water, water_box, water_cluster
 from lammps_helpers import final_thermo, lammps_results, run_deck, run_lammps
 from lammps_models import reference_results, write_model
-from nnp.md.run import write_lammps_data
+from nnp.lammps import write_lammps_data
 
 TOL = 1e-10
 KCAL_PER_EV = 23.060548012069496
@@ -71,7 +71,7 @@ def test_lammps_equals_reference(ref_model, tmp_path, system):
 
 
 def test_lammps_reports_exceptions():
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     lmp = make_lammps()
     assert lmp.has_exceptions and lmp.has_style("pair", "nnp")
@@ -133,7 +133,7 @@ def test_type_maps_give_identical_physics(ref_model, tmp_path):
             fields[1] = "3"
         lines[k] = " ".join(fields)
     data.write_text("\n".join(lines) + "\n")
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     c = make_lammps()
     for line in ["units metal", "atom_style atomic", "atom_modify map yes", f"read_data {data}", "pair_style nnp",
@@ -356,7 +356,7 @@ BAD_MODELS = {
 
 @pytest.fixture
 def lammps_with_box(tmp_path):
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
 
     data = tmp_path / "w.data"
     write_lammps_data(water_box(seed=1), data, ["H", "O"])

@@ -7,7 +7,7 @@ import torch
 from helpers import small_model, water_box
 from nnp.data.generate.tip3p import SETTINGS, box_length, initial_water, write_data_file
 from nnp.export import export_model
-from nnp.md.lammps import make_lammps
+from nnp.lammps import make_lammps
 from nnp.md.observables import max_bond_deviation, rdf, rdf_mae, reference_bonds
 from nnp.md.protocol import molecule_protocol, water_protocol
 from nnp.md.stability import run_stability, run_trajectory
@@ -125,7 +125,7 @@ def test_only_an_exploding_system_counts_as_a_collapse(tmp_path):
     from helpers import small_model
     from lammps_helpers import run_lammps
     from nnp.export import export_model
-    from nnp.md.lammps import make_lammps
+    from nnp.lammps import make_lammps
     from nnp.md.criteria import is_explosion
 
     model = small_model(cutoff=3.0)

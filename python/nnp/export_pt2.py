@@ -22,13 +22,7 @@ from torch import Tensor, nn
 
 from . import contract
 from .errors import UserError
-from .models.potential import (
-    DirectForcePotential,
-    Potential,
-    atom_virial_from_edge_virials,
-    edge_virials,
-    forces_from_edge_gradient,
-)
+from .models.potential import Potential
 from .nn.halo import halo as _halo  # noqa: F401  (registers nnp::halo before tracing and loading)
 
 MIN_NODES, MIN_EDGES = contract.PT2_MIN_NODES, contract.PT2_MIN_EDGES
@@ -66,23 +60,8 @@ class ExportedPotential(nn.Module):
     def forward(
         self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: Tensor
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        n = species.shape[0]
-        local = torch.arange(n, device=species.device) < num_local
-        p = self.potential
-        # as Potential.forward: the system sums (energy, virial) in float64, per-node outputs in the model dtype
-        if isinstance(p, DirectForcePotential):  # the head's forces; no strain derivative
-            atom_energy, forces, _ = p.energy_and_forces(species, edge_index, edge_vectors, num_local, False)
-            virial = torch.zeros((3, 3), dtype=torch.float64, device=forces.device)
-            atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
-            energy = torch.where(local, atom_energy, 0.0).to(torch.float64).sum()
-            return energy, atom_energy, forces, virial, atom_virial
-        edge_vectors = edge_vectors.detach().requires_grad_(True)
-        atom_energy = p.atom_energies(species, edge_index, edge_vectors)
-        local_energy = torch.where(local, atom_energy, 0.0)
-        (grad,) = torch.autograd.grad([local_energy.sum()], [edge_vectors], materialize_grads=True)
-        per_edge = edge_virials(grad, edge_vectors)
-        return (local_energy.to(torch.float64).sum(), atom_energy, forces_from_edge_gradient(grad, edge_index, n),
-                per_edge.to(torch.float64).sum(0), atom_virial_from_edge_virials(per_edge, edge_index, n))
+        local = torch.arange(species.shape[0], device=species.device) < num_local
+        return self.potential.contract_outputs(species, edge_index, edge_vectors, local, False)
 
 
 @contextlib.contextmanager

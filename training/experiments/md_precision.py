@@ -18,41 +18,31 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 
 def lammps_run(model: Path, atoms, species: list[str], steps: int, threads: int, tmp: Path) -> dict:
-    from nnp.md.lammps import make_lammps
-    from nnp.md.run import write_lammps_data
+    from nnp.lammps import make_lammps, nnp_lines, nve_energy_trace, system_lines, write_lammps_data
 
     data = tmp / "start.data"
     write_lammps_data(atoms, data, species)
     lmp = make_lammps()
     try:
-        for line in ("units metal", "atom_style atomic", "atom_modify map array sort 0 0", "boundary p p p",
-                     f"read_data {data}", f"pair_style nnp threads {threads}",
-                     f"pair_coeff * * {model} {' '.join(species)}", "neighbor 1.0 bin",
-                     "compute f all property/atom fx fy fz", "thermo_style custom step pe ke etotal",
-                     "run 0"):
+        for line in (*system_lines(data, "p p p", atom_map="array sort 0 0"),
+                     *nnp_lines(model, species, f"threads {threads}"), "neighbor 1.0 bin",
+                     "thermo_style custom step pe ke etotal", "run 0"):
             lmp.command(line)
         pe0 = lmp.get_thermo("pe")
         forces = np.array(lmp.numpy.extract_atom("f")[: len(atoms)], dtype=float).copy()
         ids = np.array(lmp.numpy.extract_atom("id")[: len(atoms)]).copy()
         forces = forces[np.argsort(ids)]
-        for line in ("velocity all create 300 4928459 mom yes rot yes dist gaussian", "fix nve all nve",
-                     "timestep 0.0005", "variable e equal etotal",
-                     f"fix log all print 10 \"${{e}}\" file {tmp / 'etotal.txt'} screen no", "run 0 post no"):
-            lmp.command(line)
-        tick = time.perf_counter()
-        lmp.command(f"run {steps} pre no post no")
-        seconds = time.perf_counter() - tick
+        lmp.command("velocity all create 300 4928459 mom yes rot yes dist gaussian")
+        lmp.command("timestep 0.0005")
+        time_ps, etotal, seconds = nve_energy_trace(lmp, steps, timestep_fs=0.5, every=10)
     finally:
         lmp.close()
-    etotal = np.loadtxt(tmp / "etotal.txt", comments="#")
-    time_ps = np.arange(len(etotal)) * 10 * 0.0005
     slope = np.polyfit(time_ps, etotal, 1)[0] / len(atoms)
     return {"energy": pe0, "forces": forces, "steps_per_s": steps / seconds,
             "drift_eV_atom_ps": float(slope),

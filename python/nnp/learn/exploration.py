@@ -38,13 +38,12 @@ class ReplicaResult:
 
 def _deck(atoms: Atoms, data: Path, members: Sequence[str], species: list[str], temperature: float, seed: int,
           timestep_fs: float, out_freq: int, thermostat_fs: float, devi_file: Path) -> list[str]:
-    boundary = " ".join("p" if p else "f" for p in atoms.get_pbc())
-    style = "nnp " + ensemble_arguments(members[1:], out_freq, devi_file)
-    return ["units metal", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}", f"read_data {data}",
-            f"pair_style {style}", f"pair_coeff * * {members[0]} {' '.join(species)}", "neighbor 1.0 bin",
-            f"timestep {timestep_fs / 1000.0}", "compute dev all nnp/deviation",
-            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
-            f"fix nvt all nvt temp {temperature} {temperature} {thermostat_fs / 1000.0}",
+    from ..lammps import boundary, nnp_lines, nvt_lines, system_lines
+
+    return [*system_lines(data, boundary(atoms)),
+            *nnp_lines(members[0], species, ensemble_arguments(members[1:], out_freq, devi_file)),
+            "neighbor 1.0 bin", "compute dev all nnp/deviation",
+            *nvt_lines(temperature, seed, timestep_fs, thermostat_fs),
             "thermo_style custom step temp pe c_dev[1]", f"thermo {out_freq * 100}"]
 
 
@@ -64,8 +63,7 @@ def run_replica(members: Sequence[str], start: Atoms, temperature: float, steps:
     A replica whose result.json exists is not run again (resume): its result is read back.
     """
     from ..evaluator import load_evaluator
-    from ..md.lammps import make_lammps
-    from ..md.run import write_lammps_data
+    from ..lammps import make_lammps, write_lammps_data
 
     output_dir = Path(output_dir)
     result_path = output_dir / "result.json"

@@ -123,7 +123,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     from tqdm.auto import tqdm
 
     from ..evaluator import load_evaluator
-    from .lammps import make_lammps
+    from ..lammps import make_lammps
 
     if protocol.system != "molecule":
         raise ValueError("replicas run the molecular protocol (bond-deviation collapse), not " + protocol.system)

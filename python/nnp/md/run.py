@@ -9,13 +9,7 @@ from pathlib import Path
 import ase.io
 from ase import Atoms
 
-from .lammps import make_lammps
-
-
-def write_lammps_data(atoms: Atoms, path: Path, species: list[str]) -> None:
-    """Atomic-style LAMMPS data file with one type per element of ``species`` (in that order)."""
-    ase.io.write(path, atoms, format="lammps-data", specorder=species, atom_style="atomic", masses=True,
-                 units="metal")
+from ..lammps import make_lammps, nnp_lines, nvt_lines, system_lines, write_lammps_data
 
 
 def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int = 200, temperature: float = 300.0,
@@ -32,17 +26,10 @@ def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int =
         write_lammps_data(atoms, data, present)
         lmp = make_lammps()
         try:
-            for line in (
-                "units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
-                f"read_data {data}",
-                "pair_style nnp",
-                f"pair_coeff * * {resolve_file(model_path).resolve()} {' '.join(present)}",
-                f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
-                f"timestep {timestep_fs / 1000.0}",
-                f"fix nvt all nvt temp {temperature} {temperature} $(100.0*dt)",
-                "thermo 50",
-                "run 0",
-            ):
+            for line in (*system_lines(data, "p p p", atom_map="array"),
+                         *nnp_lines(resolve_file(model_path).resolve(), present),
+                         *nvt_lines(temperature, seed, timestep_fs, damping_fs=100.0 * timestep_fs),
+                         "thermo 50", "run 0"):
                 lmp.command(line)
             tick = time.perf_counter()
             lmp.command(f"run {steps}")

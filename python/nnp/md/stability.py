@@ -47,7 +47,7 @@ class Trajectory:
 def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path,
            deviation_file: Path | None = None) -> list[str]:
     from .deviation import ensemble_arguments
-    from .run import write_lammps_data
+    from ..lammps import nnp_lines, nvt_lines, system_lines, write_lammps_data
 
     present = [s for s in species if s in set(atoms.get_chemical_symbols())]
     if protocol.system == "water":
@@ -59,15 +59,12 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
         atoms.pbc = False
     write_lammps_data(atoms, data, present)
     boundary = "p p p" if protocol.system == "water" else "f f f"  # molecule: fixed box, 50 Å vacuum
-    dt = protocol.timestep_fs / 1000.0
-    style = "nnp"
+    style = ""
     if protocol.ensemble:
-        style += " " + ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
-    for line in ("units metal", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}",
-                 f"read_data {data}", f"pair_style {style}", f"pair_coeff * * {model} {' '.join(present)}",
-                 "neighbor 1.0 bin", f"comm_modify cutoff {protocol.rdf_r_max + 2.0}", f"timestep {dt}",
-                 f"velocity all create {protocol.temperature} {seed} mom yes rot yes dist gaussian",
-                 f"fix nvt all nvt temp {protocol.temperature} {protocol.temperature} {protocol.damping_fs / 1000.0}",
+        style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
+    for line in (*system_lines(data, boundary), *nnp_lines(model, present, style), "neighbor 1.0 bin",
+                 f"comm_modify cutoff {protocol.rdf_r_max + 2.0}",
+                 *nvt_lines(protocol.temperature, seed, protocol.timestep_fs, protocol.damping_fs),
                  "variable temp equal temp",
                  f"fix hot all halt {protocol.check_every} v_temp > {protocol.t_max} error continue",
                  f"fix cold all halt {protocol.check_every} v_temp < {protocol.t_min} error continue",
@@ -100,7 +97,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                    reference_rdfs: dict | None = None) -> Trajectory:
     """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``."""
     from ..evaluator import load_evaluator
-    from .lammps import make_lammps
+    from ..lammps import make_lammps
 
     species = load_evaluator(model).species
     total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
@@ -170,12 +167,12 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
 
 def _nve_drift(lmp, protocol: Protocol) -> float:
     """Switch the thermostat off, run ``nve_ps`` and return |E_total(end) - E_total(start)| per atom per ps."""
+    from ..lammps import nve_energy_trace
+
     steps = int(round(protocol.nve_ps * 1000.0 / protocol.timestep_fs))
-    for line in ("unfix nvt", "fix nve all nve", "run 0 post no"):
-        lmp.command(line)
-    start = lmp.get_thermo("etotal")
-    lmp.command(f"run {steps} post no")
-    return abs(lmp.get_thermo("etotal") - start) / lmp.get_natoms() / protocol.nve_ps
+    lmp.command("unfix nvt")
+    _, energy, _ = nve_energy_trace(lmp, steps, protocol.timestep_fs, every=steps)
+    return abs(energy[-1] - energy[0]) / lmp.get_natoms() / protocol.nve_ps
 
 
 def _worker_init(threads: int) -> None:

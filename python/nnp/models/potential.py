@@ -4,9 +4,9 @@ Forces come from one gradient over the edge vectors, ``g_e = dE/dr_e`` with ``r_
 ``F_i += g_e``, ``F_j -= g_e``, ``W = -sum_e r_e (x) g_e``. Periodic images and LAMMPS ghost atoms are
 therefore handled the same way: they only ever enter through edge vectors.
 
-This module is the one force/virial path: the exported model (:meth:`Potential.forward`) and training
-(:func:`nnp.train.predict.predict_batch`) both call :meth:`Potential.energy_and_forces` and
-:func:`edge_virials`.
+This module is the one force/virial path: :meth:`Potential.contract_outputs` gives the contract's outputs
+to the TorchScript file (:meth:`Potential.forward`) and to the ``.pt2`` export (nnp.export_pt2), and
+training (:func:`nnp.train.predict.predict_batch`) calls the same :meth:`Potential.energy_and_forces`.
 
 Every backbone declares its task head as ``HEAD``: the names of its submodules that map latent features
 to the target (the energy readout). Everything else is the transferable backbone; optimiser groups,
@@ -72,25 +72,35 @@ class Potential(nn.Module):
         ``E_local`` sums the energies of nodes ``< num_local``. ``create_graph`` keeps the graph of the
         gradient (training on forces needs it).
         """
+        local = torch.arange(species.shape[0], device=species.device) < num_local
+        return self.local_energy_and_forces(species, edge_index, edge_vectors, local, create_graph)
+
+    def local_energy_and_forces(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, local: Tensor, create_graph: bool
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """:meth:`energy_and_forces` with ``local`` a (N,) bool mask of the nodes whose energies count."""
         if not edge_vectors.requires_grad:
             edge_vectors = edge_vectors.detach().requires_grad_(True)
         atom_energy = self.atom_energies(species, edge_index, edge_vectors)
-        total = atom_energy[:num_local].sum()
+        total = torch.where(local, atom_energy, torch.zeros_like(atom_energy)).sum()
         grads = torch.autograd.grad([total], [edge_vectors], create_graph=create_graph, allow_unused=True)
         grad = grads[0]
         if grad is None:  # no edges reach the energy
             grad = torch.zeros_like(edge_vectors)
         return atom_energy, forces_from_edge_gradient(grad, edge_index, species.shape[0]), grad
 
-    def forward(
-        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int
-    ) -> Dict[str, Tensor]:
-        atom_energy, forces, grad = self.energy_and_forces(species, edge_index, edge_vectors, num_local,
-                                                           self.training)
+    def contract_outputs(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, local: Tensor, create_graph: bool
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The five outputs of the contract (energy, atom_energy, forces, virial, atom_virial) for the
+        ``local`` nodes' energy: the one output path of training, TorchScript files and ``.pt2`` files."""
+        atom_energy, forces, grad = self.local_energy_and_forces(species, edge_index, edge_vectors, local,
+                                                                 create_graph)
         n = species.shape[0]
         # The two sums over the whole system (energy, virial) are accumulated in float64 whatever the
         # model dtype: a float32 sum of N atom energies of -50 eV each would carry errors of ~1e-3 eV
         # that NVE energy tracking would see. Per-atom outputs stay in the model dtype.
+        energy = torch.where(local, atom_energy, torch.zeros_like(atom_energy)).to(torch.float64).sum()
         if grad is None:  # direct forces: no strain derivative
             virial = torch.zeros((3, 3), dtype=torch.float64, device=forces.device)
             atom_virial = torch.zeros((n, 3, 3), dtype=forces.dtype, device=forces.device)
@@ -98,13 +108,16 @@ class Potential(nn.Module):
             per_edge = edge_virials(grad, edge_vectors)
             virial = per_edge.to(torch.float64).sum(0)
             atom_virial = atom_virial_from_edge_virials(per_edge, edge_index, n)
-        return {
-            "energy": atom_energy[:num_local].to(torch.float64).sum(),
-            "atom_energy": atom_energy,
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial,
-        }
+        return energy, atom_energy, forces, virial, atom_virial
+
+    def forward(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int
+    ) -> Dict[str, Tensor]:
+        local = torch.arange(species.shape[0], device=species.device) < num_local
+        energy, atom_energy, forces, virial, atom_virial = self.contract_outputs(
+            species, edge_index, edge_vectors, local, self.training)
+        return {"energy": energy, "atom_energy": atom_energy, "forces": forces, "virial": virial,
+                "atom_virial": atom_virial}
 
 
 def is_head(name: str, head_prefixes: Tuple[str, ...]) -> bool:
@@ -142,8 +155,8 @@ class DirectForcePotential(Potential):
     ``virial`` and ``atom_virial`` are zero (the head gives no strain derivative).
     """
 
-    def energy_and_forces(
-        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int, create_graph: bool
+    def local_energy_and_forces(
+        self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, local: Tensor, create_graph: bool
     ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         raw, edge_forces = self.backbone.energy_and_edge_forces(species, edge_index, edge_vectors)
         atom_energy = raw * self.scale + self.shift + self.reference_energies[species]
@@ -151,6 +164,5 @@ class DirectForcePotential(Potential):
         forces = torch.zeros((n, 3), dtype=edge_forces.dtype, device=edge_forces.device)
         forces = forces.index_add_(0, edge_index[0], edge_forces * self.scale)
         # ghosts' own forces belong to another rank's local atom: only local forces are meaningful
-        local = (torch.arange(n, device=forces.device) < num_local).unsqueeze(-1)
-        forces = torch.where(local, forces, torch.zeros_like(forces))
+        forces = torch.where(local.unsqueeze(-1), forces, torch.zeros_like(forces))
         return atom_energy, forces, None

@@ -117,7 +117,7 @@ def _setup(lmp, data_or_restart: str) -> None:
 
 def evaluate_tip3p(atoms: Atoms) -> tuple[float, np.ndarray]:
     """TIP3P potential energy (eV) and forces (eV/Å) of a periodic water frame (O H H per molecule)."""
-    from ...md.lammps import make_lammps
+    from ...lammps import make_lammps
 
     lmp = make_lammps(load_plugin=False)
     try:
@@ -167,7 +167,7 @@ def generate_tip3p(output: str | Path, n_frames: int = 200, n_molecules: int = 6
     with the same parameters continue an interrupted run (or extend it to a larger ``n_frames``) exactly
     where it stopped; frames already written are kept. Returns ``output`` as a Path.
     """
-    from ...md.lammps import make_lammps
+    from ...lammps import make_lammps
 
     if n_frames < 1 or n_molecules < 1 or interval < 1 or equilibration_steps < 0 or timestep_fs <= 0:
         raise ValueError("n_frames, n_molecules and interval must be >= 1, equilibration_steps >= 0, "

@@ -42,7 +42,7 @@ def plugin_dir() -> str:
     spec = importlib.util.find_spec("nnp._evaluator")
     if spec is not None and spec.origin:
         return str(Path(spec.origin).parent)
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(__file__).resolve().parents[1])  # the nnp package directory
 
 
 def plugin_path() -> Path:

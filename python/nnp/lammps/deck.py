@@ -1,0 +1,57 @@
+"""The lines every nnp deck starts with, and the NVE energy trace; the runners compose them.
+
+A deck here is a list of LAMMPS commands (``lmp.command(line)`` for each, or joined into an input file).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+
+def boundary(atoms: Atoms) -> str:
+    """``p``/``f`` per direction from the structure's periodicity."""
+    return " ".join("p" if periodic else "f" for periodic in atoms.get_pbc())
+
+
+def system_lines(data: str | Path, boundary: str = "p p p", atom_style: str = "atomic",
+                 atom_map: str = "yes") -> list[str]:
+    """Units, atom style, atom map, boundary and the data file (metal units: nnp models are eV and Å)."""
+    return ["units metal", f"atom_style {atom_style}", f"atom_modify map {atom_map}", f"boundary {boundary}",
+            f"read_data {data}"]
+
+
+def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "") -> list[str]:
+    """``pair_style nnp [style_args]`` and ``pair_coeff * * model elements...``."""
+    style = f"nnp {style_args}".strip()
+    return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
+
+
+def nvt_lines(temperature: float, seed: int, timestep_fs: float, damping_fs: float = 100.0) -> list[str]:
+    """Velocities from ``seed`` (no net momentum or rotation), timestep, Nosé–Hoover NVT."""
+    return [f"timestep {timestep_fs / 1000.0}",
+            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
+            f"fix nvt all nvt temp {temperature} {temperature} {damping_fs / 1000.0}"]
+
+
+def nve_energy_trace(lmp, steps: int, timestep_fs: float, every: int = 10) -> tuple[np.ndarray, np.ndarray, float]:
+    """``steps`` of NVE (velocity Verlet) from the current state, the caller having removed any thermostat.
+
+    Returns (time in ps, total energy every ``every`` steps from the start, wall seconds inside ``run``).
+    The energy is read between runs of ``every`` steps, so the start need not be a multiple of ``every``.
+    """
+    lmp.command("fix nnp_nve all nve")
+    lmp.command("run 0 post no")
+    energies, seconds = [lmp.get_thermo("etotal")], 0.0
+    for done in range(0, steps, every):
+        tick = time.perf_counter()
+        lmp.command(f"run {min(every, steps - done)} pre no post no")
+        seconds += time.perf_counter() - tick
+        energies.append(lmp.get_thermo("etotal"))
+    lmp.command("unfix nnp_nve")
+    times = np.minimum(np.arange(len(energies)) * every, steps) * timestep_fs / 1000.0
+    return times, np.array(energies), seconds
