@@ -35,12 +35,13 @@ steps_file=$logs/steps.jsonl
 : > "$steps_file"
 start=$(date +%s)
 
-# step NAME TIMEOUT_S COMMAND...: run, log, record {name, rc, seconds, log}
+# step NAME TIMEOUT_S COMMAND...: run, log, record {name, rc, seconds, log}. COMMAND may be a function of
+# this script (exported below): timeout runs it through bash -c.
 step() {
     local name=$1 limit=$2; shift 2
     local t0=$(date +%s)
     echo "== $name"
-    timeout "$limit" "$@" > "$logs/$name.log" 2>&1
+    timeout "$limit" bash -c '"$@"' step "$@" > "$logs/$name.log" 2>&1
     local rc=$?
     local dt=$(( $(date +%s) - t0 ))
     tail -3 "$logs/$name.log" | sed 's/^/   /'
@@ -67,6 +68,8 @@ install_missing() {
     echo "installing from $wheels: ${need[*]}"
     "$py" -m pip install --no-index --find-links "$wheels" --no-deps "${need[@]}"
 }
+export py wheels
+export -f install_missing
 step install 300 install_missing
 missing=$("$py" -c "
 import importlib.util as u
@@ -76,12 +79,21 @@ print(' '.join(m for m in ['torch', 'numpy', 'scipy', 'matplotlib', 'sklearn', '
 
 # --- build: CMake config of torch when a CUDA compiler is there, else torch's files directly -------------
 build_nnp() {
-    local direct=ON
-    if command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then direct=OFF; fi
+    # NNP_TORCH_DIRECT=ON|OFF overrides the choice (e.g. an nvcc on PATH without a toolkit root CMake finds)
+    local direct=${NNP_TORCH_DIRECT:-ON}
+    if [ -z "${NNP_TORCH_DIRECT:-}" ] && { command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; }; then
+        direct=OFF
+    fi
     echo "NNP_TORCH_DIRECT=$direct"
-    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} "$py" -m pip install --no-index \
-        --no-build-isolation --no-deps -e . -Cbuild-dir=build/gpu-check "-Ccmake.define.NNP_TORCH_DIRECT=$direct"
+    install() {
+        CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} "$py" -m pip install --no-index \
+            --no-build-isolation --no-deps -e . "-Cbuild-dir=build/gpu-check-$1" "-Ccmake.define.NNP_TORCH_DIRECT=$1"
+    }
+    # an nvcc without the toolkit libraries libtorch's CMake config looks for fails at configure: then direct
+    install "$direct" && return 0
+    [ "$direct" = OFF ] && [ -z "${NNP_TORCH_DIRECT:-}" ] && { echo "retrying with NNP_TORCH_DIRECT=ON"; install ON; }
 }
+export -f build_nnp
 step build 900 build_nnp
 
 if [ $dry = 1 ]; then
