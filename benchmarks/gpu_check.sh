@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 python=${PYTHON:-python3}
 venv=${NNP_GPU_VENV:-$root/.venv-gpu}
-logs=$root/results/gpu_check_logs
+logs=$(dirname "$out")/gpu_check_logs   # beside the JSON: run with --out $OUT/gpu_check.json and both come back
 mkdir -p "$logs" "$(dirname "$out")"
 steps_file=$logs/steps.jsonl
 : > "$steps_file"
