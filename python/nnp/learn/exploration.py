@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from ..data.atomic import write_frames, write_text
 from ..md.deviation import ensemble_arguments
 from ..md.criteria import is_explosion
 
@@ -55,14 +55,14 @@ def _frame(lmp, symbols: list[str], pbc, cell: np.ndarray) -> Atoms:
     return Atoms([symbols[t - 1] for t in types], positions=x, cell=cell, pbc=pbc)
 
 
-def run_replica(members: Sequence[str], start: Atoms, temperature: float, steps: int, seed: int, *,
-                timestep_fs: float, out_freq: int, thermostat_fs: float, hi: float, vacuum: float,
+def run_replica(members: Sequence[str], model_species: Sequence[str], start: Atoms, temperature: float, steps: int,
+                seed: int, *, timestep_fs: float, out_freq: int, thermostat_fs: float, hi: float, vacuum: float,
                 output_dir: str | Path) -> ReplicaResult:
     """One replica into ``output_dir`` (frames.extxyz, model_devi.out, result.json); result.json last.
 
-    A replica whose result.json exists is not run again (resume): its result is read back.
+    ``model_species``: the elements of the members, in their order. A replica whose result.json exists is
+    not run again (resume): its result is read back.
     """
-    from ..evaluator import load_evaluator
     from ..lammps import make_lammps, write_lammps_data
 
     output_dir = Path(output_dir)
@@ -74,7 +74,7 @@ def run_replica(members: Sequence[str], start: Atoms, temperature: float, steps:
     atoms = start.copy()
     if not atoms.pbc.any():
         atoms.center(vacuum=vacuum)
-    species = [s for s in load_evaluator(members[0]).species if s in set(atoms.get_chemical_symbols())]
+    species = [s for s in model_species if s in set(atoms.get_chemical_symbols())]
     frames_path, devi_path = output_dir / "frames.extxyz", output_dir / "model_devi.out"
     frames, devis = [], []
     steps_done, stable_step, failed, reason = 0, 0, False, "ran every step below the upper trust level"
@@ -115,14 +115,10 @@ def run_replica(members: Sequence[str], start: Atoms, temperature: float, steps:
                 break
     finally:
         lmp.close()
-    tmp_frames = frames_path.with_name(frames_path.name + ".tmp")
-    ase.io.write(tmp_frames, frames, format="extxyz")
-    os.replace(tmp_frames, frames_path)
+    write_frames(frames_path, frames)
     result = ReplicaResult(frames=len(frames), steps=steps_done, time_ps=stable_step * timestep_fs / 1000.0,
                            failed=failed, reason=reason, cpu_seconds=time.process_time() - started)
-    tmp_result = result_path.with_name("result.json.tmp")
-    tmp_result.write_text(json.dumps(asdict(result)))
-    os.replace(tmp_result, result_path)
+    write_text(result_path, json.dumps(asdict(result)))
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ..data.atomic import write_text
 from ..errors import UserError
 
 
@@ -33,12 +33,6 @@ def make_labeller(spec: str, kwargs: dict[str, Any] | None = None) -> Callable[[
         raise UserError(f"labeller {spec!r} cannot be imported ({err}); give module:Name of an ASE calculator "
                         "class or of a function that returns one") from None
     return lambda: target(**(kwargs or {}))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def label_one(atoms: Atoms, calculator, with_stress: bool = False) -> Atoms | None:
@@ -102,9 +96,9 @@ def label_frames(frames: Sequence[Atoms], output: str | Path, make_calculator: C
             state["bytes"] = output.stat().st_size
         state["done"] = k + 1
         state["cpu_seconds"] += time.process_time() - started
-        _atomic_write(state_path, json.dumps(state))
+        write_text(state_path, json.dumps(state))
     state["complete"] = True
-    _atomic_write(state_path, json.dumps(state))
+    write_text(state_path, json.dumps(state))
     return state
 
 

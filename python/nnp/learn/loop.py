@@ -26,6 +26,7 @@ from typing import Any
 import ase.io
 import numpy as np
 
+from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
@@ -34,9 +35,7 @@ from .selection import ACCURATE, CANDIDATE, FAILED, classify, select_candidates
 
 
 def _atomic_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=2))
 
 
 def _data_path(config: LearnConfig, iteration: int) -> Path:
@@ -51,10 +50,7 @@ def _start_data(config: LearnConfig) -> Path:
     """data-000: the initial frames, validated, copied once."""
     path = _data_path(config, 0)
     if not path.exists():
-        frames = read_structures(config.initial_data)  # labels required; a clear error otherwise
-        tmp = path.with_name(path.name + ".tmp")
-        ase.io.write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)
+        write_frames(path, read_structures(config.initial_data))  # labels required; a clear error otherwise
     return path
 
 
@@ -86,7 +82,7 @@ def train_ensemble(config: LearnConfig, iteration: int, data: Path, progress: bo
     return files, cpu
 
 
-def explore(config: LearnConfig, iteration: int, members: list[str]) -> tuple[list[dict], float]:
+def explore(config: LearnConfig, iteration: int, members: list[str], species: list[str]) -> tuple[list[dict], float]:
     """Every replica of every system and temperature; returns their results and the CPU seconds."""
     results, cpu = [], 0.0
     e = config.explore
@@ -96,7 +92,7 @@ def explore(config: LearnConfig, iteration: int, members: list[str]) -> tuple[li
             for replica in range(system.replicas):
                 name = f"system{s}-T{temperature:g}-r{replica}"
                 seed = 1 + config.seed * 100003 + iteration * 1009 + s * 101 + replica * 7 + int(temperature)
-                result = run_replica(members, start, float(temperature), system.steps, seed,
+                result = run_replica(members, species, start, float(temperature), system.steps, seed,
                                      timestep_fs=e.timestep_fs, out_freq=e.out_freq, thermostat_fs=e.thermostat_fs,
                                      hi=config.deviation.hi, vacuum=e.vacuum,
                                      output_dir=_iteration_dir(config, iteration) / "explore" / name)
@@ -122,9 +118,7 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     picked = select_candidates([frames[k] for k in pool], devi[pool], budget, cutoff,
                                config.select.fingerprint_bins)
     chosen = [frames[pool[k]] for k in picked]
-    tmp = it_dir / "candidates.extxyz.tmp"
-    ase.io.write(tmp, chosen, format="extxyz")
-    os.replace(tmp, it_dir / "candidates.extxyz")
+    write_frames(it_dir / "candidates.extxyz", chosen)
     total = max(len(frames), 1)
     selection = {"frames": len(frames), **counts, "selected": len(chosen),
                  "fractions": {k: v / total for k, v in counts.items()},
@@ -215,9 +209,9 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     while not (rows and rows[-1]["stop"]):
         data = _data_path(config, iteration)
         members, cpu_train = train_ensemble(config, iteration, data, progress)
-        cutoff = load_evaluator(members[0]).cutoff
-        replicas, cpu_md = explore(config, iteration, members)
-        selection = select(config, iteration, replicas, labels, cutoff)
+        driver = load_evaluator(members[0])
+        replicas, cpu_md = explore(config, iteration, members, driver.species)
+        selection = select(config, iteration, replicas, labels, driver.cutoff)
         f = selection["fractions"]
         row = {"iteration": iteration, "fractions": f, **{k: selection[k] for k in ("frames", ACCURATE, CANDIDATE, FAILED)},
                **_stable_summary(replicas), "models": members, "stop": None}

@@ -19,12 +19,7 @@ import ase.io
 from ase import Atoms
 
 from ... import __version__
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from ..atomic import write_text
 
 
 class ResumableTrajectory:
@@ -75,12 +70,12 @@ class ResumableTrajectory:
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()
-        _atomic_write_text(self.state_path, json.dumps({**state, "parameters": self.parameters, "bytes": size}))
+        write_text(self.state_path, json.dumps({**state, "parameters": self.parameters, "bytes": size}))
 
     def update_card(self, extra: dict[str, Any]) -> Path:
         """Add entries to the existing card (e.g. statistics computed from the finished file)."""
         card = json.loads(self.card_path.read_text())
-        _atomic_write_text(self.card_path, json.dumps({**card, **extra}, indent=2, default=str, ensure_ascii=False))
+        write_text(self.card_path, json.dumps({**card, **extra}, indent=2, default=str, ensure_ascii=False))
         return self.card_path
 
     def write_card(self, card: dict[str, Any]) -> Path:
@@ -91,5 +86,5 @@ class ResumableTrajectory:
             "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
             **card,
         }
-        _atomic_write_text(self.card_path, json.dumps(full, indent=2, default=str, ensure_ascii=False))
+        write_text(self.card_path, json.dumps(full, indent=2, default=str, ensure_ascii=False))
         return self.card_path
