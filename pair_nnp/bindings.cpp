@@ -104,6 +104,14 @@ PYBIND11_MODULE(_evaluator, m) {
            py::arg("num_local"), py::arg("check_finite") = false,
            "Evaluate a graph (contract inputs); returns energy, atom_energy, forces, virial, atom_virial as float64\n"
            "numpy arrays. check_finite=True raises ModelError naming the first node with a NaN/inf output.");
+  m.def(
+      "check_metadata",
+      [](const std::string &path, const std::map<std::string, std::string> &stored) {
+        return nnp::read_model_info(path, nnp::MetadataMap(stored.begin(), stored.end())).metadata;
+      },
+      py::arg("path"), py::arg("metadata"),
+      "Validate a model file's metadata strings (the check pair_style nnp makes); returns every contract key,\n"
+      "version-1 gaps filled. Raises ModelError naming path, the problem and the fix.");
   m.def("resolve_model_path", &nnp::resolve_model_path, py::arg("name_or_path"),
         "The file itself, or a bundled model's file by name (the lookup pair_coeff does); ModelError if neither.");
   m.def("model_search_path", &nnp::model_search_path, "Directories searched for models given by name, in order.");

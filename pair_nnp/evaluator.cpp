@@ -87,11 +87,19 @@ Evaluator::Evaluator(const std::string &name_or_path, const std::string &device)
     : path_(resolve_model_path(name_or_path)), device_(parse_device(device)), dtype_(torch::kFloat64) {
   DeviceScope scope(device_);  // the model's weights, its CUDA context and AOTInductor's kernels on device_
   backend_ = open_backend(path_, device_);
-  read_metadata(path_, backend_->metadata());
+  info_ = read_model_info(path_, backend_->metadata());
+  dtype_ = info_.dtype == DTYPES[FLOAT32] ? torch::kFloat32 : torch::kFloat64;
 }
 
-void Evaluator::read_metadata(const std::string &path, const MetadataMap &stored) {
-  std::unordered_map<std::string, std::string> extra;
+namespace {
+
+void read_halo_metadata(ModelInfo &info, const std::string &path, const MetadataMap &extra, bool version_1);
+
+}  // namespace
+
+ModelInfo read_model_info(const std::string &path, const MetadataMap &stored) {
+  ModelInfo info;
+  MetadataMap extra;
   for (const char *key : METADATA_KEYS) extra[key] = stored.count(key) ? stored.at(key) : "";
   const std::string version = extra[METADATA_KEYS[META_FORMAT_VERSION]];
   const bool version_1 = version == "1";
@@ -100,65 +108,67 @@ void Evaluator::read_metadata(const std::string &path, const MetadataMap &stored
     // keys added in version 2 are required once the file says it is version 2 or later
     const bool optional = key == std::string(METADATA_KEYS[META_PROVENANCE]) || ((version_1 || version.empty()) && since_v2(key));
     if (extra[key].empty() && !optional) missing += std::string(missing.empty() ? "" : ", ") + key;
-    info_.metadata[key] = extra[key];
+    info.metadata[key] = extra[key];
   }
   if (!version.empty() && !is_readable_version(version))
-    throw Error(path + " has model format version " + version + ", this pair_nnp reads " + readable_versions() +
+    throw Error(path + " has model format version " + version + ", this nnp reads " + readable_versions() +
                 ": upgrade nnp or re-export the model");
   if (!missing.empty())
     throw Error(path + " lacks nnp metadata (" + missing + "): it was not written by nnp export");
   if (extra[METADATA_KEYS[META_UNITS]] != UNITS)
     throw Error(path + " declares units '" + extra[METADATA_KEYS[META_UNITS]] + "'; format version " + version +
                 " requires " + UNITS);
-  info_.dtype = extra[METADATA_KEYS[META_DTYPE]];
-  if (info_.dtype == DTYPES[FLOAT64]) dtype_ = torch::kFloat64;
-  else if (info_.dtype == DTYPES[FLOAT32]) dtype_ = torch::kFloat32;
-  else
-    throw Error(path + " declares dtype '" + info_.dtype + "'; expected " + DTYPES[FLOAT32] + " or " +
+  info.dtype = extra[METADATA_KEYS[META_DTYPE]];
+  if (info.dtype != DTYPES[FLOAT64] && info.dtype != DTYPES[FLOAT32])
+    throw Error(path + " declares dtype '" + info.dtype + "'; expected " + DTYPES[FLOAT32] + " or " +
                 DTYPES[FLOAT64]);
-  info_.species = split_words(extra[METADATA_KEYS[META_SPECIES]]);
-  if (info_.species.empty()) throw Error(path + " declares no species");
+  info.species = split_words(extra[METADATA_KEYS[META_SPECIES]]);
+  if (info.species.empty()) throw Error(path + " declares no species");
   const std::string &cutoff = extra[METADATA_KEYS[META_CUTOFF]];
   const std::string &layers = extra[METADATA_KEYS[META_NUM_INTERACTIONS]];
   try {
-    info_.cutoff = std::stod(cutoff);
-    info_.num_interactions = std::stoi(layers);
+    info.cutoff = std::stod(cutoff);
+    info.num_interactions = std::stoi(layers);
   } catch (const std::exception &) {
     throw Error(path + ": metadata cutoff '" + cutoff + "' or num_interactions '" + layers + "' is not a number");
   }
-  if (!(info_.cutoff > 0.0) || info_.num_interactions < 1)
+  if (!(info.cutoff > 0.0) || info.num_interactions < 1)
     throw Error(path + ": cutoff and num_interactions must be positive");
-  info_.model_kind = extra[METADATA_KEYS[META_MODEL_KIND]];
+  info.model_kind = extra[METADATA_KEYS[META_MODEL_KIND]];
   const std::string &forces = extra[METADATA_KEYS[META_FORCES]];
   if (forces != FORCE_KINDS[CONSERVATIVE] && forces != FORCE_KINDS[DIRECT])
     throw Error(path + " declares forces '" + forces + "'; expected " + FORCE_KINDS[CONSERVATIVE] + " or " +
                 FORCE_KINDS[DIRECT]);
-  info_.direct_forces = forces == FORCE_KINDS[DIRECT];
-  read_halo_metadata(path, extra, version_1);
+  info.direct_forces = forces == FORCE_KINDS[DIRECT];
+  read_halo_metadata(info, path, extra, version_1);
+  return info;
 }
 
-void Evaluator::read_halo_metadata(const std::string &path,
-                                   const MetadataMap &extra, bool version_1) {
+namespace {
+
+void read_halo_metadata(ModelInfo &info, const std::string &path, const MetadataMap &extra, bool version_1) {
   if (version_1) {  // no halo calls; an atom's energy reaches one cutoff per layer
-    info_.halo_per_layer = false;
-    info_.receptive_hops = info_.num_interactions;
-    info_.metadata[METADATA_KEYS[META_HALO]] = HALO_MODES[HALO_NONE];
-    info_.metadata[METADATA_KEYS[META_RECEPTIVE_HOPS]] = std::to_string(info_.num_interactions);
+    info.halo_per_layer = false;
+    info.receptive_hops = info.num_interactions;
+    info.metadata[METADATA_KEYS[META_HALO]] = HALO_MODES[HALO_NONE];
+    info.metadata[METADATA_KEYS[META_RECEPTIVE_HOPS]] = std::to_string(info.num_interactions);
     return;
   }
   const std::string &halo = extra.at(METADATA_KEYS[META_HALO]);
   if (halo != HALO_MODES[HALO_PER_LAYER] && halo != HALO_MODES[HALO_NONE])
     throw Error(path + " declares halo '" + halo + "'; expected " + HALO_MODES[HALO_PER_LAYER] + " or " +
                 HALO_MODES[HALO_NONE]);
-  info_.halo_per_layer = halo == HALO_MODES[HALO_PER_LAYER];
+  info.halo_per_layer = halo == HALO_MODES[HALO_PER_LAYER];
   const std::string &hops = extra.at(METADATA_KEYS[META_RECEPTIVE_HOPS]);
   try {
-    info_.receptive_hops = std::stoi(hops);
+    info.receptive_hops = std::stoi(hops);
   } catch (const std::exception &) {
     throw Error(path + ": metadata receptive_hops '" + hops + "' is not a number");
   }
-  if (info_.receptive_hops < 1) throw Error(path + ": receptive_hops must be positive");
+  if (info.receptive_hops < 1) throw Error(path + ": receptive_hops must be positive");
 }
+
+}  // namespace
 
 Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &edge_index,
                            const torch::Tensor &edge_vectors, int64_t num_local) {

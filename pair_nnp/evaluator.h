@@ -64,15 +64,17 @@ class Evaluator {
   static int64_t first_non_finite(const Result &result, int64_t num_local = -1);
 
  private:
-  void read_metadata(const std::string &path, const MetadataMap &stored);
-  void read_halo_metadata(const std::string &path, const MetadataMap &extra, bool version_1);
-
   std::string path_;
   ModelInfo info_;
   torch::Device device_;
   torch::ScalarType dtype_;
   std::unique_ptr<Backend> backend_;
 };
+
+// The one validator of model-file metadata (TorchScript and .pt2; Python's nnp.export.check_metadata calls
+// it through the binding): every contract key is checked, version-1 gaps are filled (halo none, one hop
+// per layer), and a bad file is an Error naming path, the problem and the fix.
+ModelInfo read_model_info(const std::string &path, const MetadataMap &stored);
 
 // Parse "cpu", "cuda", "cuda:K"; "cuda" on a machine without CUDA is an Error naming the problem.
 torch::Device parse_device(const std::string &device);

@@ -80,6 +80,33 @@ def test_bad_model_files_give_clear_errors(tmp_path):
         load_exported(plain)
 
 
+def test_python_validates_metadata_with_the_pair_styles_code(tmp_path):
+    """One validator: Python's check is read_model_info in pair_nnp/evaluator.cpp, so a file LAMMPS refuses
+    is refused in Python with the same message (each case breaks one key of a good file)."""
+    from nnp._evaluator import Evaluator, ModelError
+    from nnp.export import check_metadata
+
+    path = export_model(small_model(cutoff=3.0), tmp_path / "m.nnp.pt")
+    good = load_exported(path)[1]
+    assert check_metadata(path, good) == good
+    v1 = {**{k: v for k, v in good.items() if k not in ("halo", "receptive_hops")}, "format_version": "1"}
+    assert check_metadata(path, v1)["receptive_hops"] == good["num_interactions"]  # version-1 gap filled
+    cases = {"units": ("real", "declares units 'real'"), "dtype": ("float16", "declares dtype 'float16'"),
+             "cutoff": ("five", "is not a number"), "forces": ("magic", "declares forces 'magic'"),
+             "halo": ("sometimes", "declares halo 'sometimes'"), "format_version": ("9", "this nnp reads 1 and 2")}
+    for key, (value, message) in cases.items():
+        bad = {**good, key: value}
+        with pytest.raises(ModelFileError, match=message):
+            check_metadata(path, bad)
+        module = torch.jit.load(str(path))
+        broken = tmp_path / f"bad-{key}.nnp.pt"
+        torch.jit.save(module, str(broken), _extra_files=bad)
+        with pytest.raises(ModelError, match=message):
+            Evaluator(str(broken))
+        with pytest.raises(ModelFileError, match=message):
+            load_exported(broken)
+
+
 def test_float32_model_accumulates_energy_and_virial_in_float64(tmp_path):
     """The system sums of a float32 file are float64 sums of its float32 terms (docs/model_contract.md)."""
     model = small_model(kind="egnn")

@@ -342,7 +342,7 @@ def test_direct_force_model_warns(tmp_path):
 
 BAD_MODELS = {
     "missing metadata": ({"drop": ("cutoff",)}, "lacks nnp metadata (cutoff)"),
-    "format version": ({"meta": {"format_version": "3"}}, "has model format version 3, this pair_nnp reads 1 and 2"),
+    "format version": ({"meta": {"format_version": "3"}}, "has model format version 3, this nnp reads 1 and 2"),
     "version 2 without halo keys": ({"meta": {"format_version": "2"}}, "lacks nnp metadata (halo, receptive_hops)"),
     "halo mode": ({"meta": {"format_version": "2", "halo": "often", "receptive_hops": "3"}},
                   "declares halo 'often'; expected per_layer or none"),

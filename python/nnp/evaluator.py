@@ -16,8 +16,8 @@ from .export import load_exported
 
 
 class TorchScriptEvaluator:
-    """Runs a model file in Python (``torch.jit``, or AOTInductor's loader for ``.pt2``) when the C++
-    extension is not built."""
+    """Runs a TorchScript model file in Python (``torch.jit``), asked for with ``backend="python"``; a ``.pt2``
+    package still runs through the C++ evaluator (the one loader of compiled packages)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.module, self.metadata = load_exported(path, device)

@@ -158,46 +158,33 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str,
     return module, check_metadata(path, metadata)
 
 
-def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
-    from .export_pt2 import CompiledModel, load_package, package_device
+def _extension():
+    """The C++ extension (``nnp._evaluator``): the one owner of metadata validation and ``.pt2`` running."""
+    try:
+        from . import _evaluator
+    except ImportError as err:
+        raise UserError(f"nnp's C++ extension is not built ({err}): install nnp with "
+                        "`pip install --no-build-isolation -e .` (scripts/setup.sh does)") from None
+    return _evaluator
 
+
+def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
+    """A ``.pt2`` package runs through the C++ evaluator pair_style nnp uses (its loader pads small graphs)."""
+    from .export_pt2 import CompiledModel
+
+    cpp = _extension()
     try:
-        compiled_for = package_device(path)
-    except Exception as err:  # not a zip, no model inside, ...
-        raise ModelFileError(
-            f"{path} is not a .pt2 model package (export one with `nnp export --format pt2`): "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from None
-    if compiled_for != torch.device(device).type:
-        raise ModelFileError(
-            f"{path} was compiled for device {compiled_for!r}, not {device!r}: export it again with "
-            f"`nnp export --format pt2 --device {torch.device(device).type}`, or load it on {compiled_for}")
-    try:
-        runner, stored = load_package(path, device)
-    except Exception as err:  # corrupt zip, no compiled model inside, ...
-        raise ModelFileError(
-            f"{path} is not a .pt2 model package (export one with `nnp export --format pt2`): "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from None
-    metadata = check_metadata(path, {key: stored.get(key, "") for key in contract.METADATA_KEYS})
-    return CompiledModel(runner), metadata
+        evaluator = cpp.Evaluator(str(path), device)
+    except cpp.ModelError as err:  # not a package, compiled for another device, bad metadata, ...
+        raise ModelFileError(str(err)) from None
+    return CompiledModel(evaluator), dict(evaluator.metadata)
 
 
 def check_metadata(path: Path, metadata: dict[str, str]) -> dict[str, str]:
-    """Validate the metadata strings of a model file (every contract key, "" when absent); fill version-1 gaps."""
-    version = metadata["format_version"]
-    if version and version not in map(str, contract.READABLE_FORMAT_VERSIONS):
-        raise ModelFileError(
-            f"{path} has model format version {version}, this nnp reads "
-            f"{' and '.join(map(str, contract.READABLE_FORMAT_VERSIONS))}: upgrade nnp or re-export the model"
-        )
-    optional = {"provenance"} | (set(contract.METADATA_KEYS_SINCE_V2) if version == "1" else set())
-    missing = [k for k, v in metadata.items() if not v and k not in optional]
-    if missing:
-        raise ModelFileError(f"{path} lacks nnp metadata {', '.join(missing)}: it was not written by nnp export")
-    if version == "1":  # version-1 files: no per-layer halo, the receptive field is one cutoff per layer
-        metadata["halo"] = contract.HALO_NONE
-        metadata["receptive_hops"] = metadata["num_interactions"]
-    if metadata["units"] != contract.UNITS or metadata["dtype"] not in contract.DTYPES:
-        raise ModelFileError(f"{path}: unsupported units {metadata['units']!r} or dtype {metadata['dtype']!r}")
-    return metadata
+    """Validate the metadata strings of a model file with the C++ validator pair_style nnp uses
+    (``read_model_info`` in pair_nnp/evaluator.cpp); every contract key, version-1 gaps filled."""
+    cpp = _extension()
+    try:
+        return dict(cpp.check_metadata(str(path), metadata))
+    except cpp.ModelError as err:
+        raise ModelFileError(str(err)) from None

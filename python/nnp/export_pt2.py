@@ -4,8 +4,8 @@ The potential is traced with its force/virial autograd unrolled into one forward
 way NequIP does it), exported with dynamic node and edge counts, and compiled ahead of time into a
 ``.pt2`` package that carries the same metadata strings as a TorchScript file. The compiled program
 takes ``num_local`` as a 0-d int64 tensor and returns the outputs as a tuple in ``contract.OUTPUT_KEYS``
-order. Graphs smaller than ``MIN_NODES`` / ``MIN_EDGES`` are padded by the caller
-(:func:`pad_graph`, mirrored in pair_nnp/backend_aoti.cpp). GemNet (data-dependent triplet
+order. Packages are run, in Python as in LAMMPS, by the C++ evaluator (pair_nnp/backend_aoti.cpp), which
+pads graphs smaller than ``MIN_NODES`` / ``MIN_EDGES``. GemNet (data-dependent triplet
 counts) does not export; EGNN, GNS and PaiNN do.
 """
 
@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,6 @@ from .nn.halo import halo as _halo  # noqa: F401  (registers nnp::halo before tr
 
 MIN_NODES, MIN_EDGES = contract.PT2_MIN_NODES, contract.PT2_MIN_EDGES
 MAX_SIZE = 2**31 - 1
-DUMMY_EDGE_LENGTH = 1.0  # Å, padding edges (any length: the dummy nodes see nothing else)
 # example graph for tracing: sizes distinct from each other and from every weight dimension
 _TRACE_NODES, _TRACE_EDGES = 7, 23
 
@@ -142,27 +141,15 @@ def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype
     return path
 
 
-def pad_graph(species: Tensor, edge_index: Tensor, edge_vectors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Append two non-local dummy nodes joined by two edges when the graph is below the compiled minimum.
-
-    The dummy nodes come after every real node (so after the local ones) and touch no real node: the
-    outputs for the real nodes, the local energy and the virial are unchanged.
-    """
-    n, e = species.shape[0], edge_index.shape[1]
-    if n >= MIN_NODES and e >= MIN_EDGES:
-        return species, edge_index, edge_vectors
-    species = torch.cat([species, species.new_zeros(2)])
-    edge_index = torch.cat([edge_index, torch.tensor([[n, n + 1], [n + 1, n]], device=edge_index.device)], dim=1)
-    step = torch.tensor([[DUMMY_EDGE_LENGTH, 0.0, 0.0], [-DUMMY_EDGE_LENGTH, 0.0, 0.0]], dtype=edge_vectors.dtype,
-                        device=edge_vectors.device)
-    return species, edge_index, torch.cat([edge_vectors, step])
-
-
 class CompiledModel:
-    """A loaded ``.pt2`` package called like a TorchScript model file: ``(..., num_local: int) -> dict``."""
+    """A ``.pt2`` package called like a TorchScript model file: ``(..., num_local: int) -> dict`` of tensors.
 
-    def __init__(self, runner: Callable[..., Any]):
-        self.runner = runner
+    Runs the C++ evaluator of ``pair_style nnp`` (``nnp._evaluator.Evaluator``): one loader, one padding.
+    Outputs come back on the inputs' device, in the edge vectors' dtype; no autograd through them.
+    """
+
+    def __init__(self, evaluator: Any):
+        self.evaluator = evaluator
 
     def node_features(self, *args: Any) -> Tensor:
         """Not compiled into a package: only the contract's forward is."""
@@ -170,30 +157,7 @@ class CompiledModel:
                         "use the TorchScript file (.nnp.pt) of the same model for this analysis")
 
     def __call__(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int) -> Dict[str, Tensor]:
-        n = species.shape[0]
-        padded = pad_graph(species, edge_index.contiguous(), edge_vectors.contiguous())
-        out = self.runner(*padded, torch.tensor(int(num_local), dtype=torch.long, device=species.device))
-        result = dict(zip(contract.OUTPUT_KEYS, out))
-        for key in ("atom_energy", "forces", "atom_virial"):
-            result[key] = result[key][:n]
-        return result
-
-
-def package_device(path: Path) -> str:
-    """The device type ``path`` was compiled for (``cpu`` or ``cuda``), read without loading the code."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith("_metadata.json") and "/model/" in n]
-        if not names:
-            raise ValueError("no AOTInductor model metadata in the archive")
-        import json
-
-        return json.loads(archive.read(names[0])).get("AOTI_DEVICE_KEY", "")
-
-
-def load_package(path: Path, device: str = "cpu") -> Tuple[Any, Dict[str, str]]:
-    """The AOTInductor runner of ``path`` on ``device`` and every metadata string stored in the package."""
-    index = torch.device(device).index
-    compiled = torch._inductor.aoti_load_package(str(path), device_index=-1 if index is None else index)
-    return compiled, dict(compiled.get_metadata())
+        out = self.evaluator.evaluate(species.detach().cpu().numpy(), edge_index.detach().cpu().numpy(),
+                                      edge_vectors.detach().cpu().double().numpy(), int(num_local))
+        return {key: torch.as_tensor(out[key], dtype=edge_vectors.dtype, device=edge_vectors.device)
+                for key in contract.OUTPUT_KEYS}
