@@ -20,7 +20,8 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
 Every model trains for the same wall-clock budget (``--minutes``) in its own process on one thread
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
-run is read back from its directory. Writes ``results/transfer.json`` (``runs``, paired ``summary``) and
+run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
+start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes ``results/transfer.json`` (``runs``, paired ``summary``) and
 a learning-curve plot beside it.
 """
 
@@ -52,10 +53,20 @@ class Run:
     n_train: int
     seed: int
     lr: float | None = None  # scratch only
+    pretrained: str | None = None  # supervised only: digest of the checkpoint it starts from
 
     def directory(self, root: Path) -> Path:
+        """One directory per run; a finetuned run's names its start, so a new bundled model is never read back as old."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
+        tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         return root / self.target / f"{self.objective}{tag}-n{self.n_train}-s{self.seed}"
+
+
+def digest(path: Path) -> str:
+    """First 8 hex digits of the file's SHA-256."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
 def split_file(pool: Path, n: int, seed: int, out: Path) -> tuple[Path, float]:
@@ -117,6 +128,7 @@ def execute(run: Run, args, architecture: dict) -> dict:
     summary = json.loads((directory / "results.json").read_text())
     test = evaluate_model_file(directory / "model.nnp.pt", load_structures(str(args.data / f"{run.target}_test.extxyz")))
     row = {"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed, "lr": run.lr,
+           "pretrained_sha256_8": run.pretrained,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
            "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
@@ -205,8 +217,9 @@ def main() -> int:
                         choices=["supervised", "supervised+replay", "scratch"])
     parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
     args = parser.parse_args()
-    from nnp.pretrained import get
+    from nnp.pretrained import checkpoint_for, get
 
+    start = digest(checkpoint_for(args.pretrained))
     architecture = {k: v for k, v in get(args.pretrained).card["architecture"].items()}
     architecture["cutoff"] = get(args.pretrained).card["cutoff_A"]
 
@@ -228,10 +241,12 @@ def main() -> int:
               + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
     if args.lr_from and "scratch" in args.objectives:  # one search, reused for every target
         lrs = {t: lrs.get(args.lr_from, lrs.get(t)) for t in args.targets}
-    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None)
+    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None,
+                None if objective == "scratch" else start)
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args) for t in args.targets] + run_all(runs)
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
+           "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "scratch_lr": lrs, "lr_search": searched, "runs": rows, "summary": paired_summary(rows), "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
