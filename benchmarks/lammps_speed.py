@@ -29,7 +29,7 @@ from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.data.readers import bundled_dataset, read_structures
 from nnp.export import export_model, load_exported
 from nnp.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
-from nnp.lammps import write_lammps_data
+from nnp.lammps import nnp_lines, system_lines, write_lammps_data
 from nnp.models import build_potential
 
 REPLICAS = {192: (1, 1, 1), 1536: (2, 2, 2), 12288: (4, 4, 4), 98304: (8, 8, 8)}
@@ -85,8 +85,7 @@ def lammps_steps_per_second(model: Path, atoms, device: str, steps: int, tmp: Pa
     write_lammps_data(atoms, data, present)
     log = tmp / "log.speed"
     lmp = make_lammps(["-log", str(log), "-screen", "none"])
-    for line in ("units metal", "atom_style atomic", f"boundary {'p p p' if periodic else 'f f f'}",
-                 f"read_data {data}", f"pair_style nnp device {device}", f"pair_coeff * * {model} {' '.join(present)}",
+    for line in (*system_lines(data, "p p p" if periodic else "f f f"), *nnp_lines(model, present, f"device {device}"),
                  "neighbor 1.0 bin", "velocity all create 300 1", "fix nve all nve", "timestep 0.0005",
                  "thermo 1000", "run 3"):
         lmp.command(line)
@@ -156,12 +155,7 @@ def mpi_run(model: Path, atoms, ranks: int, steps: int, tmp: Path) -> dict:
     write_lammps_data(atoms, data, ["O", "H"])
     deck = tmp / "in.bench"
     timed = f"run 3\nrun {steps}\n" if steps else "run 0\n"
-    deck.write_text(f"""units metal
-atom_style atomic
-boundary p p p
-read_data {data}
-pair_style nnp device cpu
-pair_coeff * * {model} O H
+    deck.write_text("\n".join(system_lines(data) + nnp_lines(model, ["O", "H"], "device cpu")) + f"""
 neighbor 1.0 bin
 velocity all create 300 1
 fix nve all nve

@@ -13,16 +13,17 @@ from ase import Atoms
 from nnp.data.graph import atoms_to_graph, edge_vectors
 from nnp.export import load_exported
 from nnp.lammps import lmp_executable, make_lammps, mpirun_executable, subprocess_env
-from nnp.lammps import write_lammps_data
+from nnp.lammps import nnp_lines, system_lines, write_lammps_data
 
 NKTV2P = {"metal": 1.6021765e6, "real": 68568.415}  # LAMMPS pressure*volume -> energy units
 
 
 def setup_lines(data: Path, model: Path, elements: list[str], boundary: str = "p p p", units: str = "metal",
                 style: str = "nnp") -> list[str]:
-    return [f"units {units}", "atom_style atomic", "atom_modify map yes", f"boundary {boundary}",
-            f"read_data {data}", f"pair_style {style}", f"pair_coeff * * {model} {' '.join(elements)}",
-            "neighbor 1.0 bin"]
+    """The package's deck lines (nnp.lammps.deck) for ``model`` on ``data``; ``style``: nnp and its arguments."""
+    style_args = style.split(None, 1)[1] if " " in style else ""
+    return (system_lines(data, boundary, units=units) + nnp_lines(model, elements, style_args)
+            + ["neighbor 1.0 bin"])
 
 
 def run_lammps(atoms: Atoms, model: Path, tmp: Path, elements: list[str] | None = None, boundary: str = "p p p",

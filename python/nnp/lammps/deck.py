@@ -19,9 +19,10 @@ def boundary(atoms: Atoms) -> str:
 
 
 def system_lines(data: str | Path, boundary: str = "p p p", atom_style: str = "atomic",
-                 atom_map: str = "yes") -> list[str]:
-    """Units, atom style, atom map, boundary and the data file (metal units: nnp models are eV and Å)."""
-    return ["units metal", f"atom_style {atom_style}", f"atom_modify map {atom_map}", f"boundary {boundary}",
+                 atom_map: str = "yes", units: str = "metal") -> list[str]:
+    """Units, atom style, atom map, boundary and the data file (metal units: nnp models are eV and Å;
+    ``pair_style nnp`` also converts for ``real``)."""
+    return [f"units {units}", f"atom_style {atom_style}", f"atom_modify map {atom_map}", f"boundary {boundary}",
             f"read_data {data}"]
 
 

@@ -123,7 +123,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     from tqdm.auto import tqdm
 
     from ..evaluator import load_evaluator
-    from ..lammps import make_lammps
+    from ..lammps import make_lammps, nnp_lines, system_lines
 
     if protocol.system != "molecule":
         raise ValueError("replicas run the molecular protocol (bond-deviation collapse), not " + protocol.system)
@@ -156,9 +156,8 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "replicas.data"
             _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
-            for line in ("units metal", "atom_style molecular", "atom_modify map array sort 0 0.0",
-                         "boundary f f f", f"read_data {data}", "pair_style nnp",
-                         f"pair_coeff * * {resolve_file(model).resolve()} {' '.join(species)}", "neighbor 1.0 bin",
+            for line in (*system_lines(data, "f f f", atom_style="molecular", atom_map="array sort 0 0.0"),
+                         *nnp_lines(resolve_file(model).resolve(), species), "neighbor 1.0 bin",
                          "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
                          f"timestep {dt_ps}",
                          f"fix nvt all nvt/mdsim {protocol.temperature} {MDSIM_TTIME * dt_ps}",
