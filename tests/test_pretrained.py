@@ -46,6 +46,26 @@ def test_bundled_files_load_and_match_their_card():
     assert all(0 < z["force_mae_meV_A"] < 2000 for z in card["zero_shot"].values())
 
 
+def test_bundled_pt2_is_portable_and_equals_the_float32_file(aspirin):
+    """The shipped .nnp.pt2 targets x86-64-v3 (AVX2), not the CPU it was built on, and gives the float32
+    TorchScript file's energy and forces (by name, through the C++ evaluator, as pair_style nnp would)."""
+    import zipfile
+
+    model = get(NAME)
+    if "pt2" not in model.card["files"]:
+        pytest.skip("this bundle ships no .nnp.pt2")
+    pt2 = model.file("pt2")
+    with zipfile.ZipFile(pt2) as archive:
+        meta = [json.loads(archive.read(n)) for n in archive.namelist() if n.endswith("_metadata.json")]
+    assert {m["AOTI_CPU_ISA"] for m in meta} == {"AVX2"}
+    atoms = aspirin[0].copy()
+    atoms.calc = NNPCalculator(pt2.name)  # a file name on the model search path resolves
+    compiled = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = NNPCalculator(f"{NAME}-f32")
+    assert compiled[0] == pytest.approx(atoms.get_potential_energy(), abs=1e-3)
+    np.testing.assert_allclose(compiled[1], atoms.get_forces(), atol=1e-3)
+
+
 def test_zero_shot_in_lammps_by_name_equals_ase(tmp_path, aspirin):
     atoms = aspirin[0].copy()
     atoms.center(vacuum=8.0)

@@ -101,13 +101,15 @@ def export_model(
     provenance: dict[str, Any] | None = None,
     format: str | None = None,
     device: str | None = None,
+    portable: bool = False,
 ) -> Path:
     """Write ``model`` in ``dtype`` with its metadata to ``path`` (atomically).
 
     ``format``: ``"torchscript"`` (scripted, ``.nnp.pt``) or ``"pt2"`` (``torch.export`` + AOTInductor,
     ``.nnp.pt2``, compiles C++ for a minute or more); by default chosen by the suffix of ``path``.
     ``device``: for ``pt2``, the device type the package is compiled for and runs on (``cpu``, the default,
-    or ``cuda``); a TorchScript file runs on any device and takes none.
+    or ``cuda``); a TorchScript file runs on any device and takes none. ``portable``: a CPU ``pt2`` compiled
+    for every x86-64 CPU with AVX2 (x86-64-v3) instead of this machine's instruction set (files to share).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
@@ -125,7 +127,7 @@ def export_model(
     if chosen == "pt2":
         from .export_pt2 import write_package
 
-        return write_package(module, path, metadata, _DTYPES[dtype], device or "cpu")
+        return write_package(module, path, metadata, _DTYPES[dtype], device or "cpu", portable=portable)
     scripted = torch.jit.script(module)
     tmp = path.with_name(path.name + ".tmp")
     torch.jit.save(scripted, str(tmp), _extra_files=metadata)

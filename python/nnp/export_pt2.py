@@ -122,11 +122,24 @@ def check_device(device: str) -> None:
                         f"(torch {torch.__version__}, GPU visible: no): export on the GPU machine, or use --device cpu")
 
 
+# A CPU package compiled with -march=native and this CPU's widest vectors (AVX-512 here) dies with an
+# illegal instruction on a CPU without them; a portable one targets x86-64-v3 (AVX2 + FMA, 2013 on).
+PORTABLE_X86 = {"cpp.march": "x86-64-v3", "cpp.simdlen": 256}
+
+
+def portable_configs(device: str, portable: bool) -> Dict[str, Any]:
+    """Inductor settings of a portable CPU package (none on other machines or devices)."""
+    import platform
+
+    return PORTABLE_X86 if portable and device == "cpu" and platform.machine() in ("x86_64", "AMD64") else {}
+
+
 def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype: torch.dtype,
-                  device: str = "cpu") -> Path:
+                  device: str = "cpu", portable: bool = False) -> Path:
     """Export and AOT-compile ``module`` (a Potential in ``dtype``, eval mode) to the package ``path``.
 
     ``device``: ``cpu`` or ``cuda``; the package runs only on that device type (pair_style nnp picks it).
+    ``portable``: on an x86-64 CPU, compile for x86-64-v3 (AVX2) rather than this machine (a bundled file).
     """
     check_device(device)
     check_compiler()
@@ -136,7 +149,7 @@ def write_package(module: nn.Module, path: Path, metadata: Dict[str, str], dtype
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
         out = torch._inductor.aoti_compile_and_package(
             program, package_path=str(Path(tmp) / path.name),
-            inductor_configs={"aot_inductor.metadata": dict(metadata)})
+            inductor_configs={"aot_inductor.metadata": dict(metadata), **portable_configs(device, portable)})
         Path(out).replace(path)
     return path
 
