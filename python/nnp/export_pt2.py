@@ -158,7 +158,8 @@ class CompiledModel:
     """A ``.pt2`` package called like a TorchScript model file: ``(..., num_local: int) -> dict`` of tensors.
 
     Runs the C++ evaluator of ``pair_style nnp`` (``nnp._evaluator.Evaluator``): one loader, one padding.
-    Outputs come back on the inputs' device, in the edge vectors' dtype; no autograd through them.
+    Outputs come back on the inputs' device: per-node ones in the edge vectors' dtype, the energy and virial
+    in float64 (as the package computes them); no autograd through them.
     """
 
     def __init__(self, evaluator: Any):
@@ -172,5 +173,7 @@ class CompiledModel:
     def __call__(self, species: Tensor, edge_index: Tensor, edge_vectors: Tensor, num_local: int) -> Dict[str, Tensor]:
         out = self.evaluator.evaluate(species.detach().cpu().numpy(), edge_index.detach().cpu().numpy(),
                                       edge_vectors.detach().cpu().double().numpy(), int(num_local))
-        return {key: torch.as_tensor(out[key], dtype=edge_vectors.dtype, device=edge_vectors.device)
+        totals = ("energy", "virial")  # system sums are float64 in every model dtype (docs/model_contract.md)
+        return {key: torch.as_tensor(out[key], dtype=torch.float64 if key in totals else edge_vectors.dtype,
+                                     device=edge_vectors.device)
                 for key in contract.OUTPUT_KEYS}
