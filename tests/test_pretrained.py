@@ -54,6 +54,10 @@ def test_bundled_pt2_is_portable_and_equals_the_float32_file(aspirin):
     model = get(NAME)
     if "pt2" not in model.card["files"]:
         pytest.skip("this bundle ships no .nnp.pt2")
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip(f"the bundled .nnp.pt2 is x86-64 code; this machine is {platform.machine()}")
     pt2 = model.file("pt2")
     with zipfile.ZipFile(pt2) as archive:
         meta = [json.loads(archive.read(n)) for n in archive.namelist() if n.endswith("_metadata.json")]
