@@ -1,7 +1,9 @@
 """The pretrained model that ships with nnp: files and card, by name in LAMMPS and ASE, finetuning, errors."""
 
 import json
+import platform
 import re
+import zipfile
 
 import ase.io
 import numpy as np
@@ -49,13 +51,9 @@ def test_bundled_files_load_and_match_their_card():
 def test_bundled_pt2_is_portable_and_equals_the_float32_file(aspirin):
     """The shipped .nnp.pt2 targets x86-64-v3 (AVX2), not the CPU it was built on, and gives the float32
     TorchScript file's energy and forces (by name, through the C++ evaluator, as pair_style nnp would)."""
-    import zipfile
-
     model = get(NAME)
     if "pt2" not in model.card["files"]:
         pytest.skip("this bundle ships no .nnp.pt2")
-    import platform
-
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip(f"the bundled .nnp.pt2 is x86-64 code; this machine is {platform.machine()}")
     pt2 = model.file("pt2")

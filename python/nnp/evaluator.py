@@ -46,19 +46,14 @@ def load_evaluator(path: str | Path, device: str = "cpu", backend: str = "cpp"):
     Model file errors raise :class:`nnp.export.ModelFileError`.
     """
     from .errors import UserError
-    from .export import ModelFileError
+    from .export import ModelFileError, extension
 
     if backend == "python":
         return TorchScriptEvaluator(path, device)
     if backend != "cpp":
         raise UserError(f"evaluator backend must be cpp or python, not {backend!r}")
+    cpp = extension()
     try:
-        from ._evaluator import Evaluator, ModelError
-    except ImportError as err:
-        raise UserError(f"nnp's C++ extension is not built ({err}): install nnp with "
-                        "`pip install --no-build-isolation -e .` (or pass backend='python' for the pure "
-                        "TorchScript evaluator)") from None
-    try:
-        return Evaluator(str(path), device)
-    except ModelError as err:
+        return cpp.Evaluator(str(path), device)
+    except cpp.ModelError as err:
         raise ModelFileError(str(err)) from None

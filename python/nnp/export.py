@@ -160,8 +160,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str,
     return module, check_metadata(path, metadata)
 
 
-def _extension():
-    """The C++ extension (``nnp._evaluator``): the one owner of metadata validation and ``.pt2`` running."""
+def extension():
+    """The C++ extension (``nnp._evaluator``): the evaluator LAMMPS runs, the one owner of metadata validation
+    and ``.pt2`` running; an unbuilt extension is a :class:`UserError` saying how to build it."""
     try:
         from . import _evaluator
     except ImportError as err:
@@ -174,7 +175,7 @@ def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
     """A ``.pt2`` package runs through the C++ evaluator pair_style nnp uses (its loader pads small graphs)."""
     from .export_pt2 import CompiledModel
 
-    cpp = _extension()
+    cpp = extension()
     try:
         evaluator = cpp.Evaluator(str(path), device)
     except cpp.ModelError as err:  # not a package, compiled for another device, bad metadata, ...
@@ -184,9 +185,30 @@ def _load_pt2(path: Path, device: str) -> tuple[Any, dict[str, str]]:
 
 def check_metadata(path: Path, metadata: dict[str, str]) -> dict[str, str]:
     """Validate the metadata strings of a model file with the C++ validator pair_style nnp uses
-    (``read_model_info`` in pair_nnp/evaluator.cpp); every contract key, version-1 gaps filled."""
-    cpp = _extension()
+    (``read_model_info`` in pair_nnp/evaluator.cpp); every contract key, version-1 gaps filled. Without the
+    extension (a pure-Python install) only the basic checks run."""
+    try:
+        from . import _evaluator as cpp
+    except ImportError:  # a pure-Python install (backend="python"): the contract's basic checks only
+        return _basic_metadata_check(path, metadata)
     try:
         return dict(cpp.check_metadata(str(path), metadata))
     except cpp.ModelError as err:
         raise ModelFileError(str(err)) from None
+
+
+def _basic_metadata_check(path: Path, metadata: dict[str, str]) -> dict[str, str]:
+    """Version, required keys, units and dtype, for when the C++ validator is not built."""
+    version = metadata["format_version"]
+    if version and version not in map(str, contract.READABLE_FORMAT_VERSIONS):
+        raise ModelFileError(f"{path} has model format version {version}, this nnp reads "
+                             f"{' and '.join(map(str, contract.READABLE_FORMAT_VERSIONS))}: upgrade nnp or re-export the model")
+    optional = {"provenance"} | (set(contract.METADATA_KEYS_SINCE_V2) if version == "1" else set())
+    missing = [k for k, v in metadata.items() if not v and k not in optional]
+    if missing:
+        raise ModelFileError(f"{path} lacks nnp metadata ({', '.join(missing)}): it was not written by nnp export")
+    if version == "1":  # no per-layer halo, the receptive field is one cutoff per layer
+        metadata = {**metadata, "halo": contract.HALO_NONE, "receptive_hops": metadata["num_interactions"]}
+    if metadata["units"] != contract.UNITS or metadata["dtype"] not in contract.DTYPES:
+        raise ModelFileError(f"{path}: unsupported units {metadata['units']!r} or dtype {metadata['dtype']!r}")
+    return metadata

@@ -12,6 +12,7 @@ counts) does not export; EGNN, GNS and PaiNN do.
 from __future__ import annotations
 
 import contextlib
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -129,8 +130,6 @@ PORTABLE_X86 = {"cpp.march": "x86-64-v3", "cpp.simdlen": 256}
 
 def portable_configs(device: str, portable: bool) -> Dict[str, Any]:
     """Inductor settings of a portable CPU package (none on other machines or devices)."""
-    import platform
-
     return PORTABLE_X86 if portable and device == "cpu" and platform.machine() in ("x86_64", "AMD64") else {}
 
 

@@ -21,8 +21,8 @@ Every model trains for the same wall-clock budget (``--minutes``) in its own pro
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
-start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes ``results/transfer.json`` (``runs``, paired ``summary``) and
-a learning-curve plot beside it.
+start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
+``results/transfer.json`` (``runs``, paired ``summary``) and a learning-curve plot beside it.
 """
 
 from __future__ import annotations
