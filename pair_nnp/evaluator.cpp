@@ -93,7 +93,27 @@ Evaluator::Evaluator(const std::string &name_or_path, const std::string &device)
 
 namespace {
 
-void read_halo_metadata(ModelInfo &info, const std::string &path, const MetadataMap &extra, bool version_1);
+void read_halo_metadata(ModelInfo &info, const std::string &path, const MetadataMap &extra, bool version_1) {
+  if (version_1) {  // no halo calls; an atom's energy reaches one cutoff per layer
+    info.halo_per_layer = false;
+    info.receptive_hops = info.num_interactions;
+    info.metadata[METADATA_KEYS[META_HALO]] = HALO_MODES[HALO_NONE];
+    info.metadata[METADATA_KEYS[META_RECEPTIVE_HOPS]] = std::to_string(info.num_interactions);
+    return;
+  }
+  const std::string &halo = extra.at(METADATA_KEYS[META_HALO]);
+  if (halo != HALO_MODES[HALO_PER_LAYER] && halo != HALO_MODES[HALO_NONE])
+    throw Error(path + " declares halo '" + halo + "'; expected " + HALO_MODES[HALO_PER_LAYER] + " or " +
+                HALO_MODES[HALO_NONE]);
+  info.halo_per_layer = halo == HALO_MODES[HALO_PER_LAYER];
+  const std::string &hops = extra.at(METADATA_KEYS[META_RECEPTIVE_HOPS]);
+  try {
+    info.receptive_hops = std::stoi(hops);
+  } catch (const std::exception &) {
+    throw Error(path + ": metadata receptive_hops '" + hops + "' is not a number");
+  }
+  if (info.receptive_hops < 1) throw Error(path + ": receptive_hops must be positive");
+}
 
 }  // namespace
 
@@ -143,32 +163,6 @@ ModelInfo read_model_info(const std::string &path, const MetadataMap &stored) {
   read_halo_metadata(info, path, extra, version_1);
   return info;
 }
-
-namespace {
-
-void read_halo_metadata(ModelInfo &info, const std::string &path, const MetadataMap &extra, bool version_1) {
-  if (version_1) {  // no halo calls; an atom's energy reaches one cutoff per layer
-    info.halo_per_layer = false;
-    info.receptive_hops = info.num_interactions;
-    info.metadata[METADATA_KEYS[META_HALO]] = HALO_MODES[HALO_NONE];
-    info.metadata[METADATA_KEYS[META_RECEPTIVE_HOPS]] = std::to_string(info.num_interactions);
-    return;
-  }
-  const std::string &halo = extra.at(METADATA_KEYS[META_HALO]);
-  if (halo != HALO_MODES[HALO_PER_LAYER] && halo != HALO_MODES[HALO_NONE])
-    throw Error(path + " declares halo '" + halo + "'; expected " + HALO_MODES[HALO_PER_LAYER] + " or " +
-                HALO_MODES[HALO_NONE]);
-  info.halo_per_layer = halo == HALO_MODES[HALO_PER_LAYER];
-  const std::string &hops = extra.at(METADATA_KEYS[META_RECEPTIVE_HOPS]);
-  try {
-    info.receptive_hops = std::stoi(hops);
-  } catch (const std::exception &) {
-    throw Error(path + ": metadata receptive_hops '" + hops + "' is not a number");
-  }
-  if (info.receptive_hops < 1) throw Error(path + ": receptive_hops must be positive");
-}
-
-}  // namespace
 
 Outputs Evaluator::forward(const torch::Tensor &species, const torch::Tensor &edge_index,
                            const torch::Tensor &edge_vectors, int64_t num_local) {

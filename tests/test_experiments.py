@@ -90,7 +90,8 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     results = tmp_path / "transfer.json"
     argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.01",
             "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch",
-            "--replay-frames", "5", "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
+            "--replay-frames", "5", "--general", "3", "--general-data", str(data / "ethanol_pool.extxyz"),
+            "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
     monkeypatch.setattr(sys, "argv", argv)
 
     def transfer():
@@ -110,6 +111,9 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert doc["scratch_lr"]["ethanol"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
     finetuned = next(s for s in doc["summary"] if s["objective"] == "supervised")
     assert len(finetuned["test_force_mae_meV_A_ratio_ci95"]) == 2
+    # forgetting: every pretrained model (zero-shot, finetuned, with replay) is tested on the general frames
+    assert all(r["general_force_mae_meV_A"] > 0 for r in rows if r["objective"] != "scratch")
+    assert not any("general_force_mae_meV_A" in r for r in rows if r["objective"] == "scratch")
     assert results.with_suffix(".png").exists()
     # the splits are shared by the objectives (paired), and a second call reads every run back
     assert len(list((tmp_path / "runs" / "splits").glob("*.extxyz"))) == 2

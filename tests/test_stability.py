@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers import small_model, water_box
-from nnp.data.generate.tip3p import SETTINGS, box_length, initial_water, write_data_file
+from nnp.data.generate.tip3p import box_length, initial_water, setup_lines, write_data_file
 from nnp.export import export_model
 from nnp.lammps import make_lammps
 from nnp.md.observables import max_bond_deviation, rdf, rdf_mae, reference_bonds
@@ -26,7 +26,7 @@ def tip3p_lammps(tmp_path, n_molecules=64):
     data = tmp_path / "tip3p.data"
     write_data_file(initial_water(n_molecules, box_length(n_molecules, 0.997), 0), data)
     lmp = make_lammps()
-    lmp.commands_string(f"units real\natom_style full\natom_modify map yes\nboundary p p p\nread_data {data}\n{SETTINGS}")
+    lmp.commands_list(setup_lines(data))
     return lmp
 
 

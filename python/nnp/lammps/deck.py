@@ -18,12 +18,13 @@ def boundary(atoms: Atoms) -> str:
     return " ".join("p" if periodic else "f" for periodic in atoms.get_pbc())
 
 
-def system_lines(data: str | Path, boundary: str = "p p p", atom_style: str = "atomic",
-                 atom_map: str = "yes", units: str = "metal") -> list[str]:
-    """Units, atom style, atom map, boundary and the data file (metal units: nnp models are eV and Å;
-    ``pair_style nnp`` also converts for ``real``)."""
+def system_lines(source: str | Path, boundary: str = "p p p", atom_style: str = "atomic",
+                 atom_map: str = "yes", units: str = "metal", restart: bool = False) -> list[str]:
+    """Units, atom style, atom map, boundary and the system: ``read_data source``, or ``read_restart source``
+    when ``restart`` (metal units: nnp models are eV and Å; ``pair_style nnp`` also converts for ``real``)."""
+    read = "read_restart" if restart else "read_data"
     return [f"units {units}", f"atom_style {atom_style}", f"atom_modify map {atom_map}", f"boundary {boundary}",
-            f"read_data {data}"]
+            f"{read} {source}"]
 
 
 def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "") -> list[str]:

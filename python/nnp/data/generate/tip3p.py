@@ -24,6 +24,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
 from ... import __version__
+from ...lammps import make_lammps, system_lines
 from ...units import EV_PER_KCAL_PER_MOL
 from .resumable import ResumableTrajectory
 
@@ -111,21 +112,21 @@ def _frame(lmp, symbols: list[str], cell: np.ndarray, labelled: bool) -> Atoms:
     return atoms
 
 
-def _setup(lmp, data_or_restart: str) -> None:
-    lmp.commands_string(f"units real\natom_style full\nboundary p p p\n{data_or_restart}\n{SETTINGS}")
+def setup_lines(source: Path, restart: bool = False) -> list[str]:
+    """The TIP3P deck's start: real units, atom style full, periodic box from a data file (or a restart of
+    ``generate_tip3p``), then the force field."""
+    return [*system_lines(source, "p p p", atom_style="full", units="real", restart=restart),
+            *SETTINGS.strip().splitlines()]
 
 
 def evaluate_tip3p(atoms: Atoms) -> tuple[float, np.ndarray]:
     """TIP3P potential energy (eV) and forces (eV/Å) of a periodic water frame (O H H per molecule)."""
-    from ...lammps import make_lammps
-
     lmp = make_lammps(load_plugin=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "water.data"
             write_data_file(atoms, data)
-            _setup(lmp, f"read_data {data}")
-            lmp.commands_string("thermo_style custom step pe\nrun 0")
+            lmp.commands_list([*setup_lines(data), "thermo_style custom step pe", "run 0"])
         frame = _frame(lmp, atoms.get_chemical_symbols(), np.asarray(atoms.cell), True)
         return frame.get_potential_energy(), frame.get_forces()
     finally:
@@ -167,8 +168,6 @@ def generate_tip3p(output: str | Path, n_frames: int = 200, n_molecules: int = 6
     with the same parameters continue an interrupted run (or extend it to a larger ``n_frames``) exactly
     where it stopped; frames already written are kept. Returns ``output`` as a Path.
     """
-    from ...lammps import make_lammps
-
     if n_frames < 1 or n_molecules < 1 or interval < 1 or equilibration_steps < 0 or timestep_fs <= 0:
         raise ValueError("n_frames, n_molecules and interval must be >= 1, equilibration_steps >= 0, "
                          "timestep_fs > 0")
@@ -199,7 +198,7 @@ def generate_tip3p(output: str | Path, n_frames: int = 200, n_molecules: int = 6
                 with tempfile.TemporaryDirectory() as tmp:
                     data = Path(tmp) / "water.data"
                     write_data_file(initial_water(n_molecules, box, seed), data)
-                    _setup(lmp, f"read_data {data}")
+                    lmp.commands_list(setup_lines(data))
                 lmp.commands_string(f"""
                     minimize 1.0e-4 1.0e-6 200 2000
                     reset_timestep 0
@@ -211,7 +210,7 @@ def generate_tip3p(output: str | Path, n_frames: int = 200, n_molecules: int = 6
                     run {equilibration_steps}
                 """)
             else:  # the restart holds positions, velocities, the step and the Nosé-Hoover state
-                _setup(lmp, f"read_restart {restart}")
+                lmp.commands_list(setup_lines(restart, restart=True))
                 lmp.commands_string(f"timestep {timestep_fs}\n{thermostat}\n"
                                     f"thermo_style custom step temp pe\nthermo {interval}")
             bar = tqdm(total=n_frames, initial=state["frames"], desc="water-tip3p", unit="frame",
