@@ -17,6 +17,10 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
   into the training split (does keeping the general data in view change accuracy?);
 * ``zero-shot`` rows: the pretrained model as shipped.
 
+Forgetting: every pretrained and finetuned model is also tested on ``--general`` frames of the pretraining
+set's own validation split (evenly spaced, drawn as the pretraining run drew it; ``general_force_mae_meV_A``),
+so that what finetuning (with or without replay) costs on the chemistry it was pretrained on can be read off.
+
 Every model trains for the same wall-clock budget (``--minutes``) in its own process on one thread
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
@@ -106,15 +110,64 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
             "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
 
 
-def execute(run: Run, args, architecture: dict) -> dict:
+def general_frames(args) -> list:
+    """``--general`` frames, evenly spaced, of ``--general-data`` or else of the pretrained model's own validation
+    split (drawn as its training drew it; cached in the output folder); none when ``--general 0``."""
+    import ase.io
+
+    from nnp.config import config_from_dict
+    from nnp.data.dataset import split_indices
+    from nnp.pretrained import checkpoint_for
+    from nnp.train.checkpoint import load_checkpoint
+    from nnp.train.data import open_frames
+
+    if args.general < 1:
+        return []
+    if args.general_data is not None:
+        frames = open_frames(str(args.general_data))
+        pool = np.arange(len(frames))
+    else:
+        cache = args.output / f"general-{args.general}.extxyz"
+        if cache.exists():
+            return ase.io.read(cache, index=":", format="extxyz")
+        config = config_from_dict(load_checkpoint(checkpoint_for(args.pretrained))["config"], "checkpoint").data
+        if not Path(config.path).exists():
+            print(f"no forgetting test: the pretraining data {config.path} is not here", flush=True)
+            return []
+        frames = open_frames(config.path)
+        n = len(frames) if not config.max_frames else min(config.max_frames, len(frames))
+        pool = split_indices(n, config.val_fraction, config.test_fraction, config.split_seed)["val"]
+    picks = [frames.atoms(int(k)) for k in pool[np.linspace(0, len(pool) - 1, min(args.general, len(pool))).astype(int)]]
+    if args.general_data is None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        ase.io.write(cache, picks, format="extxyz")
+    return picks
+
+
+def with_general(row: dict, model_file: Path | str, general: list) -> dict:
+    """``row`` with the model's force MAE on the general frames (pretrained models only: scratch knows one molecule)."""
+    from nnp.train.evaluate import evaluate_model_file
+
+    if general and row["objective"] != "scratch" and "general_force_mae_meV_A" not in row:
+        row["general_force_mae_meV_A"] = 1000 * evaluate_model_file(model_file, general)["forces_mae"]
+    return row
+
+
+def execute(run: Run, args, architecture: dict, general: list) -> dict:
     """Train (or read back) one run; its test errors on the target's test trajectory and CPU minutes."""
+    from nnp.data.atomic import write_text
     from nnp.data.dataset import load_structures
     from nnp.train.evaluate import evaluate_model_file
 
     directory = run.directory(args.output)
     row_file = directory / "row.json"
     if row_file.exists():
-        return json.loads(row_file.read_text())
+        row = json.loads(row_file.read_text())
+        if "general_force_mae_meV_A" not in row:  # a run from before the forgetting test
+            with_general(row, directory / "model.nnp.pt", general)
+            if "general_force_mae_meV_A" in row:
+                write_text(row_file, json.dumps(row, indent=1))
+        return row
     data, val_fraction = split_file(args.data / f"{run.target}_pool.extxyz", run.n_train, run.seed,
                                     args.output / "splits")
     cmd = command(run, data, val_fraction, args, architecture)
@@ -133,20 +186,19 @@ def execute(run: Run, args, architecture: dict) -> dict:
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
            "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
-    tmp = row_file.with_name("row.json.tmp")
-    tmp.write_text(json.dumps(row, indent=1))
-    os.replace(tmp, row_file)
+    write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
     return row
 
 
-def zero_shot(target: str, args) -> dict:
+def zero_shot(target: str, args, general: list) -> dict:
     from nnp.data.dataset import load_structures
     from nnp.train.evaluate import evaluate_model_file
 
     test = evaluate_model_file(args.pretrained, load_structures(str(args.data / f"{target}_test.extxyz")))
-    return {"objective": "supervised", "target": target, "n_train": 0, "seed": None, "lr": None,
-            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
-            "cpu_minutes": 0.0, "epochs": 0, "stopped_by": "zero-shot"}
+    row = {"objective": "supervised", "target": target, "n_train": 0, "seed": None, "lr": None,
+           "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
+           "cpu_minutes": 0.0, "epochs": 0, "stopped_by": "zero-shot"}
+    return with_general(row, args.pretrained, general)
 
 
 def paired_summary(runs: list[dict]) -> list[dict]:
@@ -168,6 +220,9 @@ def paired_summary(runs: list[dict]) -> list[dict]:
                     half = float(stats.t.ppf(0.975, len(ratio) - 1) * ratio.std(ddof=1) / np.sqrt(len(ratio)))
                     row[metric + "_ratio_to_scratch"] = float(ratio.mean())
                     row[metric + "_ratio_ci95"] = [float(ratio.mean() - half), float(ratio.mean() + half)]
+            general = [r["general_force_mae_meV_A"] for r in mine.values() if "general_force_mae_meV_A" in r]
+            if general:  # forgetting: the finetuned models' error on the pretraining chemistry
+                row["general_force_mae_meV_A_mean"] = float(np.mean(general))
             out.append(row)
     return out
 
@@ -216,16 +271,20 @@ def main() -> int:
     parser.add_argument("--objectives", nargs="+", default=["supervised", "scratch"],
                         choices=["supervised", "supervised+replay", "scratch"])
     parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
+    parser.add_argument("--general", type=int, default=200,
+                        help="frames for the forgetting test (0: none), of the pretraining validation split or --general-data")
+    parser.add_argument("--general-data", type=Path, default=None, help="frames file for the forgetting test")
     args = parser.parse_args()
     from nnp.pretrained import checkpoint_for, get
 
     start = digest(checkpoint_for(args.pretrained))
     architecture = {k: v for k, v in get(args.pretrained).card["architecture"].items()}
     architecture["cutoff"] = get(args.pretrained).card["cutoff_A"]
+    general = general_frames(args)
 
     def run_all(runs: list[Run]) -> list[dict]:
         with ThreadPoolExecutor(args.jobs) as pool:
-            return list(pool.map(lambda r: execute(r, args, architecture), runs))
+            return list(pool.map(lambda r: execute(r, args, architecture, general), runs))
 
     lrs, searched = {}, []
     for target in [args.lr_from] if args.lr_from else args.targets:
@@ -244,7 +303,7 @@ def main() -> int:
     runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None,
                 None if objective == "scratch" else start)
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
-    rows = [zero_shot(t, args) for t in args.targets] + run_all(runs)
+    rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
@@ -258,7 +317,8 @@ def main() -> int:
         ratio = row.get("test_force_mae_meV_A_ratio_to_scratch")
         print(f"{row['target']:<12} N={row['n_train']:<5} {row['objective']:<11} F MAE "
               f"{row['test_force_mae_meV_A_mean']:7.1f} meV/Å  E MAE {row['test_energy_mae_meV_atom_mean']:6.2f} meV/atom"
-              + (f"  ratio to scratch {ratio:.2f} {row['test_force_mae_meV_A_ratio_ci95']}" if ratio else ""))
+              + (f"  ratio to scratch {ratio:.2f} {row['test_force_mae_meV_A_ratio_ci95']}" if ratio else "")
+              + (f"  general F MAE {row['general_force_mae_meV_A_mean']:.1f}" if "general_force_mae_meV_A_mean" in row else ""))
     return 0
 
 
