@@ -120,3 +120,48 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")}
     transfer()
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")} == stamps
+
+
+@pytest.mark.slow
+def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
+    """Held-out xTB data -> nnp learn from the bundled model and from scratch, the random baseline with as
+    many labels, stability replicas, test errors, log-rank against random -> JSON with the issue's keys;
+    a second call reads every stage back."""
+    import ase.io
+
+    from nnp.data.generate.xtb import generate_molecule_xtb
+
+    data = tmp_path / "heldout"
+    generate_molecule_xtb(data / "ethanol_pool.extxyz", "ethanol", n_frames=16, interval=2, progress=False)
+    generate_molecule_xtb(data / "ethanol_test.extxyz", "ethanol", n_frames=3, interval=2, seed=1, progress=False)
+    results = tmp_path / "active_learning.json"
+    argv = ["active_learning.py", "--targets", "ethanol", "--data", str(data), "--output", str(tmp_path / "runs"),
+            "--results", str(results), "--initial", "4", "--ensemble", "2", "--train-minutes", "0.01",
+            "--explore-ps", "0.02", "--explore-replicas", "1", "--per-iteration", "2", "--max-labels", "6",
+            "--max-iterations", "2", "--lo", "0.0", "--hi", "100", "--replicas", "2", "--time-ps", "0.02"]
+    monkeypatch.setattr(sys, "argv", argv)
+
+    def experiment():
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
+        assert done.value.code == 0
+
+    experiment()
+    doc = json.loads(results.read_text())
+    rows = {r["method"]: r for r in doc["targets"]}
+    assert set(rows) == {"active", "random", "active_scratch", "random_scratch"}
+    keys = {"target", "method", "labels", "test_force_mae_meV_A", "replicas", "replicas_stable", "time_ps",
+            "km_median_ps", "logrank_p_vs_random"}
+    assert all(keys <= set(r) for r in rows.values())
+    # every deviation is a candidate (lo 0, hi 100): the loop labels 2 per iteration up to the budget
+    assert all(r["labels"] == 6 for r in rows.values())
+    for baseline in ("random", "random_scratch"):
+        assert len(ase.io.read(tmp_path / "runs" / "ethanol" / baseline / "random-6.extxyz", index=":")) == 6
+    assert all(r["replicas"] == 2 and r["test_force_mae_meV_A"] > 0 for r in rows.values())
+    assert rows["random"]["logrank_p_vs_random"] is None and rows["random_scratch"]["logrank_p_vs_random"] is None
+    assert all(0 <= rows[m]["logrank_p_vs_random"] <= 1 for m in ("active", "active_scratch"))
+    assert results.with_suffix(".png").exists()
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")}
+    assert len(stamps) == 4
+    experiment()
+    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps

@@ -1,0 +1,255 @@
+"""Does active learning give a stable potential, and does its selection matter? (issue 25)
+
+    .venv/bin/python training/experiments/active_learning.py --targets ethanol paracetamol
+
+For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz``, an xTB trajectory at 500 K made by
+``nnp data generate molecule-xtb``, and a separate test trajectory ``<target>_test.extxyz``):
+
+* ``active``: ``nnp learn`` from the bundled model ``--start``: ``--initial`` frames of the pool (drawn by
+  ``--seed``) to begin with, exploration at 500 K from the pool's first frame, DeePMD-kit's trust levels
+  ``--lo``/``--hi`` on the ensemble's force deviation, ``--per-iteration`` labels (GFN2-xTB) per iteration,
+  until the loop converges or reaches ``--max-labels``;
+* ``random``: the same start finetuned on as many labelled frames as ``active`` ended with, drawn at random
+  from the pool (the initial frames among them): the same labels without the selection;
+* ``active_scratch``: the same loop from random weights (``--scratch-recipe``);
+* ``random_scratch``: that recipe trained on as many random frames as ``active_scratch`` ended with.
+
+Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` replicas ×
+``--time-ps`` at 500 K, MDsim's bond criterion), its force MAE is measured on the test trajectory, and a
+log-rank test compares its stable times with those of the random baseline of the same start
+(``random`` for ``active``, ``random_scratch`` for ``active_scratch``). Every stage leaves files that a second call
+reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
+``results/active_learning.json`` (a list ``targets``, one row per target and method) and a plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+NNP = str(Path(sys.executable).with_name("nnp"))
+METHODS = ("active", "random", "active_scratch", "random_scratch")
+BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # same start, same labels, random frames
+
+
+def child_cpu_minutes() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) / 60
+
+
+def run_logged(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` (one thread), its output appended to ``log``; returns its CPU minutes; a failure is an error."""
+    before = child_cpu_minutes()
+    with open(log, "a") as out:
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if code != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed (exit {code}); see {log}")
+    return child_cpu_minutes() - before
+
+
+def prepare(target: str, args) -> dict[str, Path]:
+    """The target's initial frames (``--initial`` of the pool, by ``--seed``) and the exploration start."""
+    import ase.io
+
+    from nnp.data.atomic import write_frames
+
+    root = args.output / target
+    files = {"initial": root / "initial.extxyz", "start": root / "start.extxyz",
+             "pool": args.data / f"{target}_pool.extxyz", "test": args.data / f"{target}_test.extxyz"}
+    if not files["initial"].exists():
+        pool = ase.io.read(files["pool"], index=":")
+        picks = np.random.default_rng(args.seed).permutation(len(pool))[: args.initial]
+        root.mkdir(parents=True, exist_ok=True)
+        write_frames(files["start"], [pool[0]])
+        write_frames(files["initial"], [pool[int(k)] for k in picks])
+    return files
+
+
+def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
+    """``nnp learn`` for ``active`` (from ``--start``) or ``active_scratch`` (from ``--scratch-recipe``)."""
+    run_dir = args.output / target / method
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "output_dir": str(run_dir),
+        "start": args.start if method == "active" else args.scratch_recipe,
+        "initial_data": str(files["initial"]),
+        "ensemble": args.ensemble,
+        "seed": args.seed,
+        "train": [f"train.time_limit_minutes={args.train_minutes}", "train.epochs=100000"],
+        "explore": {"systems": [{"structure": str(files["start"]), "temperatures": [args.temperature],
+                                 "steps": int(round(args.explore_ps * 1000 / 0.5)), "replicas": args.explore_replicas}],
+                    "timestep_fs": 0.5, "out_freq": 10},
+        "deviation": {"lo": args.lo, "hi": args.hi},
+        "select": {"per_iteration": args.per_iteration},
+        "stop": {"candidate_fraction": args.candidate_fraction, "max_labels": args.max_labels,
+                 "max_iterations": args.max_iterations},
+    }
+    if args.labeller:
+        config["labeller"] = {"calculator": args.labeller}
+    path = run_dir / "learn.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    summary_path = run_dir / "learn.json"
+    done = summary_path.exists() and "final_models" in json.loads(summary_path.read_text())
+    minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
+    summary = json.loads(summary_path.read_text())
+    rows = summary["iterations"]
+    return {"model": summary["final_models"][0], "labels": rows[-1]["labels"], "iterations": len(rows),
+            "stopped_by": summary["stopped_by"],
+            "cpu_minutes": {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60
+                            for stage in ("train", "explore", "select", "label")},
+            "cpu_minutes_this_call": minutes}
+
+
+def random_baseline(target: str, method: str, labels: int, files: dict[str, Path], args) -> dict:
+    """``random``: ``--start`` finetuned, ``random_scratch``: ``--scratch-recipe`` trained, on ``labels`` frames:
+    the initial ones and the rest drawn at random from the pool."""
+    import ase.io
+
+    from nnp.data.atomic import write_frames
+
+    run_dir = args.output / target / method
+    data = run_dir / f"random-{labels}.extxyz"
+    model = run_dir / f"train-{labels}" / "model.nnp.pt"
+    minutes = 0.0
+    if not model.exists():
+        initial = ase.io.read(files["initial"], index=":")
+        pool = ase.io.read(files["pool"], index=":")
+        taken = {tuple(np.round(a.positions.ravel(), 6)) for a in initial}
+        rest = [a for a in pool if tuple(np.round(a.positions.ravel(), 6)) not in taken]
+        picks = np.random.default_rng(args.seed + 1).permutation(len(rest))[: max(0, labels - len(initial))]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_frames(data, initial + [rest[int(k)] for k in picks])
+        common = ["--no-progress", "--set", f"output_dir={model.parent}", "--set", f"train.seed={args.seed}",
+                  "--set", f"train.time_limit_minutes={args.train_minutes}", "--set", "train.epochs=100000"]
+        start = (["finetune", "--from", args.start, "--data", str(data)] if method == "random" else
+                 ["train", "--config", args.scratch_recipe, "--set", f"data.path={data}"])
+        minutes = run_logged([NNP, *start, *common], run_dir / "train.log")
+    return {"model": str(model), "labels": labels, "cpu_minutes": {"train": minutes}}
+
+
+def stability(target: str, method: str, model: str, files: dict[str, Path], args) -> dict:
+    """``nnp stability`` of the driving model: replicas × time at 500 K; stable times and Kaplan–Meier."""
+    out = args.output / target / f"stability-{method}"
+    result = out / "stability.json"
+    if not result.exists():
+        run_logged([NNP, "stability", "--model", model, "--system", "molecule", "--reference", str(files["test"]),
+                    "--replicas", str(args.replicas), "--time", f"{args.time_ps:g}ps",
+                    "--temperature", f"{args.temperature:g}", "--seed", str(args.seed), "--output", str(out)],
+                   out.with_suffix(".log"))
+    return json.loads(result.read_text())
+
+
+def test_errors(model: str, files: dict[str, Path]) -> dict:
+    from nnp.data.dataset import load_structures
+    from nnp.train.evaluate import evaluate_model_file
+
+    errors = evaluate_model_file(model, load_structures(str(files["test"])))
+    return {"test_force_mae_meV_A": 1000 * errors["forces_mae"],
+            "test_energy_mae_meV_atom": 1000 * errors["energy_per_atom_mae_centered"]}
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = sorted({r["target"] for r in rows})
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for row in (r for r in rows if r["target"] == target):
+            curve = row["kaplan_meier"]["curve"]
+            times = [0.0, *curve["time_ps"], row["time_ps"]]
+            survival = [1.0, *curve["survival"], curve["survival"][-1] if curve["survival"] else 1.0]
+            ax.step(times, survival, where="post",
+                    label=f"{row['method']} ({row['labels']} labels, {row['test_force_mae_meV_A']:.0f} meV/Å)")
+        ax.set(title=target, xlabel="time (ps)", ylabel="fraction of replicas intact", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", nargs="+", default=["ethanol", "paracetamol"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--data", type=Path, default=Path("data/heldout"))
+    parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
+    parser.add_argument("--results", type=Path, default=Path("results/active_learning.json"))
+    parser.add_argument("--start", default="organic-xtb", help="bundled model or checkpoint the loop starts from")
+    parser.add_argument("--scratch-recipe", default="training/aspirin/painn.yaml")
+    parser.add_argument("--labeller", default=None, help="module:Name of an ASE calculator (default: GFN2-xTB)")
+    parser.add_argument("--initial", type=int, default=20)
+    parser.add_argument("--ensemble", type=int, default=4)
+    parser.add_argument("--train-minutes", type=float, default=1.5, help="wall-clock budget of every training run")
+    parser.add_argument("--explore-ps", type=float, default=2.0, help="length of each exploration replica")
+    parser.add_argument("--explore-replicas", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=500.0)
+    parser.add_argument("--lo", type=float, default=0.05)
+    parser.add_argument("--hi", type=float, default=0.35)
+    parser.add_argument("--per-iteration", type=int, default=30)
+    parser.add_argument("--candidate-fraction", type=float, default=0.02)
+    parser.add_argument("--max-labels", type=int, default=300)
+    parser.add_argument("--max-iterations", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=16, help="stability replicas per method")
+    parser.add_argument("--time-ps", type=float, default=20.0, help="stability time per replica")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from nnp.md.survival import logrank_test
+
+    rows = []
+    for target in args.targets:
+        files = prepare(target, args)
+        runs: dict[str, dict] = {}
+        for method, baseline in BASELINE.items():
+            if method in args.methods or baseline in args.methods:  # a baseline takes as many labels as its loop
+                tick = time.time()
+                runs[method] = learn(target, method, files, args)
+                print(f"{target} {method}: {runs[method]['labels']} labels, {runs[method]['iterations']} iterations, "
+                      f"{runs[method]['stopped_by']} ({time.time() - tick:.0f} s)", flush=True)
+            if baseline in args.methods:
+                runs[baseline] = random_baseline(target, baseline, runs[method]["labels"], files, args)
+        for method in (m for m in METHODS if m in args.methods):
+            run = runs[method]
+            tick = time.time()
+            result = stability(target, method, run["model"], files, args)
+            durations = [t["stable_ps"] for t in result["trajectories"]]
+            collapsed = [t["collapsed"] for t in result["trajectories"]]
+            row = {"target": target, "method": method, "labels": run["labels"], **test_errors(run["model"], files),
+                   "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),
+                   "time_ps": args.time_ps, "km_median_ps": result["kaplan_meier"]["median_ps"],
+                   "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
+                   "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
+                   "model": run["model"], "cpu_minutes": run["cpu_minutes"],
+                   "md_wall_s": result.get("wall_s"), "stopped_by": run.get("stopped_by")}
+            rows.append(row)
+            print(f"{target} {method}: {row['labels']} labels, F MAE {row['test_force_mae_meV_A']:.1f} meV/Å, "
+                  f"{row['replicas_stable']}/{row['replicas']} stable for {args.time_ps:g} ps "
+                  f"({time.time() - tick:.0f} s)", flush=True)
+        mine = {r["method"]: r for r in rows if r["target"] == target}
+        for method, row in mine.items():  # each loop against the random frames of its own start
+            base = mine.get(BASELINE.get(method))
+            row["logrank_p_vs_random"] = (None if base is None else logrank_test(
+                row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
+    doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "start": args.start,
+           "protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "targets": rows, "cpu": os.uname().machine}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(doc, indent=1))
+    plot(args.results.with_suffix(".png"), rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
