@@ -45,6 +45,13 @@ void add_voigt(double *out, const double *w, double factor) {
   out[5] += factor * 0.5 * (w[5] + w[7]);
 }
 
+// Add factor x a 3x3 virial (row-major, w[3a+b] = r_a F_b) to LAMMPS's nine centroid components
+// xx yy zz xy xz yz yx zx zy (compute centroid/stress/atom).
+void add_nine(double *out, const double *w, double factor) {
+  constexpr int order[9] = {0, 4, 8, 1, 2, 5, 3, 6, 7};
+  for (int k = 0; k < 9; k++) out[k] += factor * w[order[k]];
+}
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -68,7 +75,7 @@ PairNNP::PairNNP(LAMMPS *lmp) : Pair(lmp) {
   one_coeff = 1;
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;  // the virial comes from the model
-  centroidstressflag = CENTROID_NOTAVAIL;
+  centroidstressflag = CENTROID_AVAIL;  // the model's asymmetric per-atom virial (compute centroid/stress/atom)
   // the halo exchange sends node features in chunks of HALO_CHUNK values per atom; set here, before
   // pair_style hybrid collects its sub-styles' communication sizes
   comm_forward = HALO_CHUNK;
@@ -506,14 +513,14 @@ void PairNNP::compute(int eflag, int vflag) {
     std::vector<torch::Tensor> parts{out.forces, out.energy};
     if (vflag_global) parts.push_back(out.virial);
     if (eflag_atom) parts.push_back(out.atom_energy);
-    if (vflag_atom) parts.push_back(out.atom_virial);  // only when a compute asks
+    if (vflag_atom || cvflag_atom) parts.push_back(out.atom_virial);  // only when a compute asks
     std::vector<torch::Tensor> host = to_host(parts, outputs_host);
     forces = host[0];
     energy = host[1].item<double>();
     size_t next = 2;
     if (vflag_global) global_virial = host[next++];
     if (eflag_atom) atom_energy = host[next++];
-    if (vflag_atom) atom_virial = host[next++];
+    if (vflag_atom || cvflag_atom) atom_virial = host[next++];
     if (!eflag_atom && !std::isfinite(energy))  // to find the atom for the error message
       atom_energy = out.atom_energy.to(torch::kCPU, torch::kFloat64).contiguous();
   }
@@ -534,6 +541,10 @@ void PairNNP::compute(int eflag, int vflag) {
   if (vflag_atom) {
     const double *w = atom_virial.data_ptr<double>();
     for (int n = 0; n < num_nodes; n++) add_voigt(vatom[node_atom[n]], w + 9 * n, energy_factor);
+  }
+  if (cvflag_atom) {
+    const double *w = atom_virial.data_ptr<double>();
+    for (int n = 0; n < num_nodes; n++) add_nine(cvatom[node_atom[n]], w + 9 * n, energy_factor);
   }
 }
 

@@ -52,6 +52,29 @@ def test_lammps_equals_python(model_file, tmp_path, system):
     lmp.close()
 
 
+@pytest.mark.parametrize("units", ["metal", "real"])
+def test_centroid_stress_is_the_models_asymmetric_atom_virial(model_file, tmp_path, units):
+    """compute centroid/stress/atom (Green-Kubo heat flux): the nine components xx yy zz xy xz yz yx zx zy are
+    the model's per-atom virial r_a F_b, unsymmetrised; their symmetric part is compute stress/atom."""
+    from lammps_helpers import NKTV2P
+    from nnp.units import KCAL_PER_MOL_PER_EV
+
+    lmp, atoms = run_lammps(triclinic_water(11), model_file, tmp_path, ["H", "O"], units=units,
+                            extra=["compute cs all centroid/stress/atom NULL pair"])
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    to_ev = 1.0 if units == "metal" else 1.0 / KCAL_PER_MOL_PER_EV
+    centroid = -np.array(lmp.numpy.extract_compute("cs", 1, 2)[:n][order]) / NKTV2P[units] * to_ev
+    w = python_results(model_file, atoms)["atom_virial"]
+    expected = np.stack([w[:, 0, 0], w[:, 1, 1], w[:, 2, 2], w[:, 0, 1], w[:, 0, 2], w[:, 1, 2],
+                         w[:, 1, 0], w[:, 2, 0], w[:, 2, 1]], 1)
+    assert np.abs(expected[:, 3:6] - expected[:, 6:9]).max() > 1e-6  # the test can see a transpose
+    np.testing.assert_allclose(centroid, expected, atol=TOL)
+    symmetric = np.concatenate([centroid[:, :3], 0.5 * (centroid[:, 3:6] + centroid[:, 6:9])], 1)
+    np.testing.assert_allclose(symmetric, lammps_results(lmp, units)["atom_virial_voigt"] * to_ev, atol=TOL)
+    lmp.close()
+
+
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_every_architecture_runs_in_lammps(tmp_path, kind):
     path = export_model(small_model(kind=kind, cutoff=3.0, layers=2), tmp_path / f"{kind}.nnp.pt")

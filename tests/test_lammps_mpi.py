@@ -56,6 +56,7 @@ def case_block(name: str, data: Path, model: Path, grid: str, commands: str, dum
                style: str = "pair_style nnp") -> str:
     processors = f"processors {grid}" if grid else ""
     voigt = " ".join(f"c_v[{k}]" for k in range(1, 7))
+    centroid = " ".join(f"c_cs[{k}]" for k in range(1, 10))
     result = " ".join(f"$({q}:%.17g)" for q in ["pe", "vol"] + [f"c_v[{k}]" for k in range(1, 7)])
     return f"""clear
 units metal
@@ -69,9 +70,10 @@ pair_coeff * * {model} H O
 neighbor 1.0 bin
 compute pe all pe/atom
 compute s all stress/atom NULL pair
+compute cs all centroid/stress/atom NULL pair
 compute v all pressure NULL virial
 thermo_style custom step pe vol {voigt}
-dump d all custom 1 {dump} id fx fy fz c_pe c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6]
+dump d all custom 1 {dump} id fx fy fz c_pe c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6] {centroid}
 dump_modify d format float %20.15g
 {commands}
 print "RESULT {name} {result}"
@@ -105,7 +107,8 @@ def run_cases(model: Path, tmp: Path, ranks: int, cases: list[str], style: str =
         pe, vol, *pressure = (float(v) for v in values)
         ids, columns = read_dump(tmp / f"{name}.{ranks}.dump")
         totals = {"energy": pe, "virial": np.array(pressure) * vol / NKTV2P}
-        per_atom = {"forces": columns[:, 0:3], "atom_energy": columns[:, 3], "atom_virial": -columns[:, 4:10] / NKTV2P}
+        per_atom = {"forces": columns[:, 0:3], "atom_energy": columns[:, 3], "atom_virial": -columns[:, 4:10] / NKTV2P,
+                    "centroid_virial": -columns[:, 10:19] / NKTV2P}
         results[name] = (totals, ids, per_atom)
     results["stdout"] = done.stdout
     return results
@@ -117,7 +120,7 @@ def assert_same(reference: dict, other: dict, cases: list[str], label: str) -> N
         assert np.array_equal(ids1, ids2), f"{label} {name}: different atoms"
         assert abs(t2["energy"] - t1["energy"]) < TOL, f"{label} {name}: energy {t2['energy']} vs {t1['energy']}"
         np.testing.assert_allclose(t2["virial"], t1["virial"], atol=TOL, rtol=0, err_msg=f"{label} {name} virial")
-        for key in ("forces", "atom_energy", "atom_virial"):
+        for key in ("forces", "atom_energy", "atom_virial", "centroid_virial"):
             np.testing.assert_allclose(a2[key], a1[key], atol=TOL, rtol=0, err_msg=f"{label} {name} {key}")
 
 
