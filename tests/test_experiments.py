@@ -89,7 +89,9 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     generate_molecule_xtb(data / "ethanol_test.extxyz", "ethanol", n_frames=4, interval=2, seed=1, progress=False)
     results = tmp_path / "transfer.json"
     argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.01",
-            "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch",
+            "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch", "masked",
+            "denoise", "denoise-small", "--pretrain-data", str(data / "ethanol_pool.extxyz"), "--pretrain-minutes", "0.01",
+            "--stability-sizes", "10", "--stability-replicas", "2", "--stability-ps", "0.02",
             "--replay-frames", "5", "--general", "3", "--general-data", str(data / "ethanol_pool.extxyz"),
             "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
     monkeypatch.setattr(sys, "argv", argv)
@@ -104,8 +106,18 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     rows = doc["runs"]
     keys = {"objective", "target", "n_train", "seed", "test_force_mae_meV_A", "test_energy_mae_meV_atom", "cpu_minutes"}
     assert all(keys <= set(r) for r in rows)
+    objectives = ("denoise", "denoise-small", "masked", "scratch", "supervised", "supervised+replay")
     assert sorted((r["objective"], r["seed"]) for r in rows if r["n_train"] == 10) == [
-        (o, s) for o in ("scratch", "supervised", "supervised+replay") for s in (0, 1)]
+        (o, s) for o in objectives for s in (0, 1)]
+    # every self-supervised objective pretrained (no labels) and its finetuned runs name that checkpoint
+    assert sorted(p["objective"] for p in doc["pretrainings"]) == ["denoise", "denoise-small", "masked"]
+    for p in doc["pretrainings"]:
+        assert all(r["pretrained_sha256_8"] == p["checkpoint_sha256_8"] for r in rows if r["objective"] == p["objective"])
+    # stability of the first seed's model of every objective at N = 10; log-rank of each against scratch
+    assert sorted({t["objective"] for t in doc["trajectories"]}) == sorted(objectives)
+    assert all(t["n_train"] == 10 and t["seed"] == 0 and {"stable_ps", "collapsed"} <= set(t) for t in doc["trajectories"])
+    assert len(doc["trajectories"]) == 2 * len(objectives) and len(doc["stability"]) == len(objectives)
+    assert sorted(doc["logrank"]) == sorted(f"ethanol/n10/{o}" for o in objectives if o != "scratch")
     assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
     assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
     assert doc["scratch_lr"]["ethanol"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
@@ -118,8 +130,10 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     # the splits are shared by the objectives (paired), and a second call reads every run back
     assert len(list((tmp_path / "runs" / "splits").glob("*.extxyz"))) == 2
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")}
+    stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")})
+    stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").glob("pretrain-*/best.ckpt")})
     transfer()
-    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")} == stamps
+    assert {p: p.stat().st_mtime for p in stamps} == stamps
 
 
 @pytest.mark.slow

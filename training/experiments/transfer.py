@@ -15,7 +15,17 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
   ``nnp finetune --from`` (one fixed schedule);
 * ``supervised+replay``: the same with ``--replay``: frames of the pretraining set's replay slice mixed
   into the training split (does keeping the general data in view change accuracy?);
+* ``masked``, ``denoise``, ``denoise-small``: the same architecture pretrained without labels on the
+  pretraining set's positions (``--pretrain-recipe``, the supervised model's CPU budget; masked hydrogens
+  with the force-direction target and negative cosine loss; denoising as the paper ran it on water,
+  sigma 1 Å with the displacement as target, and a smaller sigma 0.04 Å predicting the unit noise), each
+  finetuned with the same fixed schedule as ``supervised``;
 * ``zero-shot`` rows: the pretrained model as shipped.
+
+Stability (``--stability-sizes``): the first seed's model of every objective at those N runs ``nnp stability``
+(``--stability-replicas`` × ``--stability-ps`` at 500 K, MDsim's bond criterion); the trajectories, each
+model's Kaplan–Meier median and the log-rank test against scratch at the same N go into the JSON. A
+stability run that fails is an error, never a collapse.
 
 Forgetting: every pretrained and finetuned model is also tested on ``--general`` frames of the pretraining
 set's own validation split (evenly spaced, drawn as the pretraining run drew it; ``general_force_mae_meV_A``),
@@ -48,16 +58,25 @@ import numpy as np
 NNP = str(Path(sys.executable).with_name("nnp"))
 SPLIT_LOCK = threading.Lock()
 SCRATCH_RECIPE = "training/aspirin/painn.yaml"
+# self-supervised objectives: `nnp pretrain` overrides of --pretrain-recipe
+SELF_SUPERVISED = {
+    "masked": ["pretrain.task=masked", "pretrain.target=force", "pretrain.mask_embedding=true", "pretrain.mask_ratio=0.5"],
+    "denoise": ["pretrain.task=denoise", "pretrain.target=force", "pretrain.mask_embedding=false",
+                "pretrain.noise_sigma=1.0", "pretrain.noise_target=displacement"],
+    "denoise-small": ["pretrain.task=denoise", "pretrain.target=force", "pretrain.mask_embedding=false",
+                      "pretrain.noise_sigma=0.04", "pretrain.noise_target=eps"],
+}
+OBJECTIVES = ["scratch", "supervised", "supervised+replay", *SELF_SUPERVISED]
 
 
 @dataclass(frozen=True)
 class Run:
     target: str
-    objective: str  # scratch | supervised | supervised+replay
+    objective: str  # one of OBJECTIVES
     n_train: int
     seed: int
     lr: float | None = None  # scratch only
-    pretrained: str | None = None  # supervised only: digest of the checkpoint it starts from
+    pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start, so a new bundled model is never read back as old."""
@@ -105,9 +124,82 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
     if run.objective.startswith("supervised"):
         replay = ["--replay", str(args.replay_frames)] if run.objective == "supervised+replay" else []
         return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *replay, *common]
+    if run.objective in SELF_SUPERVISED:
+        return [NNP, "finetune", "--from", str(pretraining_dir(run.objective, args) / "best.ckpt"), "--data", str(data),
+                *common]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     return [NNP, "train", "--config", SCRATCH_RECIPE, "--set", f"data.path={data}", *model, *common,
             "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
+
+
+def pretraining_dir(objective: str, args) -> Path:
+    return args.output / f"pretrain-{objective}"
+
+
+def pretrain(objective: str, args) -> dict:
+    """``nnp pretrain`` of one self-supervised objective (read back when done; a killed run resumes)."""
+    directory = pretraining_dir(objective, args)
+    if not (directory / "results.json").exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        extra = ["--set", f"data.path={args.pretrain_data}"] if args.pretrain_data is not None else []
+        if args.pretrain_minutes is not None:
+            extra += ["--set", f"train.time_limit_minutes={args.pretrain_minutes}"]
+        cmd = [NNP, "pretrain", "--config", args.pretrain_recipe, "--no-progress", "--set", f"output_dir={directory}",
+               "--set", f"name=pretrain-{objective}", *[x for o in SELF_SUPERVISED[objective] for x in ("--set", o)],
+               *extra]
+        with open(directory / "pretrain.log", "a") as log:
+            if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT) != 0:
+                raise RuntimeError(f"{shlex.join(cmd)} failed; see {directory / 'pretrain.log'}")
+    summary = json.loads((directory / "results.json").read_text())
+    return {"objective": objective, "checkpoint": str(directory / "best.ckpt"),
+            "checkpoint_sha256_8": digest(directory / "best.ckpt"), "epochs": summary["epochs"],
+            "stopped_by": summary["stopped_by"], "best_val_loss": summary["best_val_loss"]}
+
+
+def stability(run: Run, args) -> dict:
+    """``nnp stability`` of a finished run's model on its target (read back when done); failure is an error."""
+    directory = run.directory(args.output) / "stability"
+    result = directory / "stability.json"
+    if not result.exists():
+        cmd = [NNP, "stability", "--model", str(run.directory(args.output) / "model.nnp.pt"), "--system", "molecule",
+               "--reference", str(args.data / f"{run.target}_test.extxyz"), "--replicas", str(args.stability_replicas),
+               "--time", f"{args.stability_ps:g}ps", "--seed", str(run.seed), "--output", str(directory)]
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory.with_suffix(".log"), "w") as log:
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if code != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} failed (exit {code}); see {directory.with_suffix('.log')}")
+    return json.loads(result.read_text())
+
+
+def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict], list[dict], dict]:
+    """Stability of the first seed's model per (target, N, objective): trajectories, summaries, log-rank vs scratch."""
+    from nnp.md.survival import logrank_test
+
+    errors = {(r["target"], r["n_train"], r["objective"], r["seed"]): r["test_force_mae_meV_A"] for r in rows if r["n_train"]}
+    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda r: stability(r, args), chosen))
+    trajectories, summaries, logrank = [], [], {}
+    for run, result in zip(chosen, results):
+        for t in result["trajectories"]:
+            trajectories.append({"objective": run.objective, "target": run.target, "n_train": run.n_train,
+                                 "seed": run.seed, "stable_ps": t["stable_ps"], "collapsed": t["collapsed"]})
+        km = result["kaplan_meier"]
+        summaries.append({"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed,
+                          "replicas": km["n"], "collapsed": km["collapses"], "km_median_ps": km["median_ps"],
+                          "km_median_ci_ps": km["median_ci_ps"], "time_ps": args.stability_ps,
+                          "test_force_mae_meV_A": errors[(run.target, run.n_train, run.objective, run.seed)]})
+    for run in chosen:
+        if run.objective == "scratch":
+            continue
+        mine = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, run.objective)]
+        base = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, "scratch")]
+        if base:
+            test = logrank_test([t["stable_ps"] for t in mine], [t["collapsed"] for t in mine],
+                                [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
+            logrank[f"{run.target}/n{run.n_train}/{run.objective}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
+    return trajectories, summaries, logrank
 
 
 def general_frames(args) -> list:
@@ -236,7 +328,8 @@ def plot(path: Path, runs: list[dict]) -> None:
     targets = sorted({r["target"] for r in runs})
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue"), ("supervised+replay", "tab:green")):
+        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue"), ("supervised+replay", "tab:green"),
+                                  ("masked", "tab:red"), ("denoise", "tab:purple"), ("denoise-small", "tab:orange")):
             mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
             sizes = sorted({r["n_train"] for r in mine})
             if not sizes:
@@ -268,8 +361,14 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("runs/transfer"))
     parser.add_argument("--results", type=Path, default=Path("results/transfer.json"))
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--objectives", nargs="+", default=["supervised", "scratch"],
-                        choices=["supervised", "supervised+replay", "scratch"])
+    parser.add_argument("--objectives", nargs="+", default=["supervised", "scratch"], choices=OBJECTIVES)
+    parser.add_argument("--pretrain-recipe", default="training/organic/painn-selfsup.yaml",
+                        help="nnp pretrain config of the self-supervised objectives")
+    parser.add_argument("--pretrain-data", default=None, help="their data (default: the recipe's)")
+    parser.add_argument("--pretrain-minutes", type=float, default=None, help="their budget (default: the recipe's)")
+    parser.add_argument("--stability-sizes", type=int, nargs="*", default=[], help="N whose models run MD")
+    parser.add_argument("--stability-replicas", type=int, default=32)
+    parser.add_argument("--stability-ps", type=float, default=20.0)
     parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
     parser.add_argument("--general", type=int, default=200,
                         help="frames for the forgetting test (0: none), of the pretraining validation split or --general-data")
@@ -300,14 +399,19 @@ def main() -> int:
               + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
     if args.lr_from and "scratch" in args.objectives:  # one search, reused for every target
         lrs = {t: lrs.get(args.lr_from, lrs.get(t)) for t in args.targets}
-    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None,
-                None if objective == "scratch" else start)
+    pretrainings = [pretrain(o, args) for o in args.objectives if o in SELF_SUPERVISED]
+    starts = {"supervised": start, "supervised+replay": start,
+              **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
+    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None, starts.get(objective))
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
+    trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
-           "scratch_lr": lrs, "lr_search": searched, "runs": rows, "summary": paired_summary(rows), "cpu": os.uname().machine,
+           "scratch_lr": lrs, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
+           "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
+           "logrank": logrank, "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
                resource.getrusage(resource.RUSAGE_CHILDREN))}
     args.results.parent.mkdir(parents=True, exist_ok=True)
