@@ -11,6 +11,7 @@
 #include "comm.h"
 #include "domain.h"
 #include "error.h"
+#include "lammps_compat.h"
 #include "update.h"
 #include "utils.h"
 
@@ -73,7 +74,7 @@ void ComputeBondDeviation::find_bonds() {
     for (size_t b = a + 1; b < n; b++) {
       const double *p = &all[5 * a], *q = &all[5 * b];
       double dx = q[2] - p[2], dy = q[3] - p[3], dz = q[4] - p[4];
-      domain->minimum_image(FLERR, dx, dy, dz);
+      nnp::minimum_image(domain, dx, dy, dz);
       const double d = std::sqrt(dx * dx + dy * dy + dz * dz);
       if (d < scale * (type_radius[static_cast<int>(p[1])] + type_radius[static_cast<int>(q[1])]))
         bonds.push_back({static_cast<tagint>(p[0]), static_cast<tagint>(q[0]), d});
@@ -96,7 +97,7 @@ double ComputeBondDeviation::compute_scalar() {
       continue;
     }
     double dx = atom->x[j][0] - atom->x[i][0], dy = atom->x[j][1] - atom->x[i][1], dz = atom->x[j][2] - atom->x[i][2];
-    domain->minimum_image(FLERR, dx, dy, dz);
+    nnp::minimum_image(domain, dx, dy, dz);
     worst = std::max(worst, std::fabs(std::sqrt(dx * dx + dy * dy + dz * dz) - bond.length));
   }
   MPI_Allreduce(&worst, &scalar, 1, MPI_DOUBLE, MPI_MAX, world);

@@ -304,7 +304,7 @@ void PairNNP::init_style() {
   warn_on_mass_mismatch();
   choose_graph_mode();
   ghostneigh = mode == GraphMode::DEEP_SHELL ? 1 : 0;
-  neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
+  nnp::request_full_neighbors(neighbor, this, instance_me, ghostneigh);
   graph_built_at = -1;
 }
 
@@ -602,8 +602,7 @@ void PairNNP::exchange_rows(torch::Tensor all_rows, bool reverse) {
   halo_width = static_cast<int>(rows.size(1));
   for (halo_col0 = 0; halo_col0 < halo_width; halo_col0 += HALO_CHUNK) {
     halo_ncols = std::min(HALO_CHUNK, halo_width - halo_col0);
-    if (reverse) comm->reverse_comm(this);
-    else comm->forward_comm(this);
+    nnp::pair_comm(comm, this, reverse);
   }
   halo_rows = nullptr;
   if (in_place) return;

@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "halo.h"
+#include "lammps_compat.h"
 #include "pair.h"
 
 namespace nnp {
@@ -34,7 +35,7 @@ class PairNNP : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
-  void finish() override;
+  void finish() NNP_OVERRIDE_SINCE_2022;
 
   // halo exchange of node rows through LAMMPS forward/reverse communication
   int pack_forward_comm(int, int *, double *, int, int *) override;
