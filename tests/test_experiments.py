@@ -118,6 +118,7 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert all(t["n_train"] == 10 and t["seed"] == 0 and {"stable_ps", "collapsed"} <= set(t) for t in doc["trajectories"])
     assert len(doc["trajectories"]) == 2 * len(objectives) and len(doc["stability"]) == len(objectives)
     assert sorted(doc["logrank"]) == sorted(f"ethanol/n10/{o}" for o in objectives if o != "scratch")
+    assert (tmp_path / "transfer-survival-ethanol-n10.png").exists()
     assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
     assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
     assert doc["scratch_lr"]["ethanol"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
@@ -174,7 +175,7 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert all(r["replicas"] == 2 and r["test_force_mae_meV_A"] > 0 for r in rows.values())
     assert rows["random"]["logrank_p_vs_random"] is None and rows["random_scratch"]["logrank_p_vs_random"] is None
     assert all(0 <= rows[m]["logrank_p_vs_random"] <= 1 for m in ("active", "active_scratch"))
-    assert results.with_suffix(".png").exists()
+    assert (tmp_path / "active_learning-ethanol.png").exists()
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")}
     assert len(stamps) == 4
     experiment()

@@ -19,7 +19,8 @@ Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``-
 log-rank test compares its stable times with those of the random baseline of the same start
 (``random`` for ``active``, ``random_scratch`` for ``active_scratch``). Every stage leaves files that a second call
 reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
-``results/active_learning.json`` (a list ``targets``, one row per target and method) and a plot beside it.
+``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
+beside it (``active_learning-<target>.png``).
 """
 
 from __future__ import annotations
@@ -158,26 +159,19 @@ def test_errors(model: str, files: dict[str, Path]) -> dict:
             "test_energy_mae_meV_atom": 1000 * errors["energy_per_atom_mae_centered"]}
 
 
-def plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
+def plot(path: Path, rows: list[dict]) -> list[str]:
+    """Kaplan–Meier curves of every method, one plot per target (``<path stem>-<target>.png``)."""
+    from nnp.md.survival import kaplan_meier
+    from nnp.plotting import plot_kaplan_meier
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = sorted({r["target"] for r in rows})
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        for row in (r for r in rows if r["target"] == target):
-            curve = row["kaplan_meier"]["curve"]
-            times = [0.0, *curve["time_ps"], row["time_ps"]]
-            survival = [1.0, *curve["survival"], curve["survival"][-1] if curve["survival"] else 1.0]
-            ax.step(times, survival, where="post",
-                    label=f"{row['method']} ({row['labels']} labels, {row['test_force_mae_meV_A']:.0f} meV/Å)")
-        ax.set(title=target, xlabel="time (ps)", ylabel="fraction of replicas intact", ylim=(-0.02, 1.02))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    written = []
+    for target in sorted({r["target"] for r in rows}):
+        mine = [r for r in rows if r["target"] == target]
+        curves = {f"{r['method']}: {r['labels']} labels, {r['test_force_mae_meV_A']:.0f} meV/Å":
+                  kaplan_meier(r["stable_ps"], r["collapsed"]) for r in mine}
+        out = path.with_name(f"{path.stem}-{target}.png")
+        written.append(str(plot_kaplan_meier(curves, max(r["time_ps"] for r in mine), out)))
+    return written
 
 
 def main() -> int:
@@ -246,8 +240,8 @@ def main() -> int:
            "protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "targets": rows, "cpu": os.uname().machine}
     args.results.parent.mkdir(parents=True, exist_ok=True)
+    doc["plots"] = plot(args.results, rows)
     args.results.write_text(json.dumps(doc, indent=1))
-    plot(args.results.with_suffix(".png"), rows)
     return 0
 
 

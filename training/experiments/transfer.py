@@ -202,6 +202,22 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
     return trajectories, summaries, logrank
 
 
+def plot_survival(path: Path, trajectories: list[dict]) -> list[str]:
+    """Kaplan–Meier curves of every objective, one plot per (target, N): ``<path stem>-survival-<target>-n<N>.png``."""
+    from nnp.md.survival import kaplan_meier
+    from nnp.plotting import plot_kaplan_meier
+
+    written = []
+    for target, n in sorted({(t["target"], t["n_train"]) for t in trajectories}):
+        mine = [t for t in trajectories if (t["target"], t["n_train"]) == (target, n)]
+        curves = {o: kaplan_meier([t["stable_ps"] for t in mine if t["objective"] == o],
+                                  [t["collapsed"] for t in mine if t["objective"] == o])
+                  for o in sorted({t["objective"] for t in mine})}
+        out = path.with_name(f"{path.stem}-survival-{target}-n{n}.png")
+        written.append(str(plot_kaplan_meier(curves, max(t["stable_ps"] for t in mine), out)))
+    return written
+
+
 def general_frames(args) -> list:
     """``--general`` frames, evenly spaced, of ``--general-data`` or else of the pretrained model's own validation
     split (drawn as its training drew it; cached in the output folder); none when ``--general 0``."""
@@ -417,6 +433,7 @@ def main() -> int:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(doc, indent=1))
     plot(args.results.with_suffix(".png"), rows)
+    plot_survival(args.results, trajectories)
     for row in doc["summary"]:
         ratio = row.get("test_force_mae_meV_A_ratio_to_scratch")
         print(f"{row['target']:<12} N={row['n_train']:<5} {row['objective']:<11} F MAE "
