@@ -219,3 +219,18 @@ def test_bad_config_and_labeller_are_clear_errors():
         learn_config_from_dict({**base, "ensemble": 1})
     with pytest.raises(ValueError, match="cannot be imported"):
         make_labeller("no_such_module:Calc")
+
+
+def test_a_window_nothing_falls_into_stops_the_loop_with_the_reason(tmp_path):
+    """An ensemble whose every frame is at or above hi has nothing to label: the loop says why, once."""
+    config = write_setup(tmp_path, "tight")
+    values = yaml.safe_load(config.read_text())
+    values["deviation"] = {"lo": 0.0, "hi": 1e-9}  # every deviation is >= hi: all frames failed
+    # from a rattled crystal (the perfect one has zero force, so zero deviation, by symmetry)
+    ase.io.write(tmp_path / "start.xyz", cu_frames(1, seed=5)[0], format="extxyz")
+    config.write_text(yaml.safe_dump(values))
+    out = run_to_end(config)
+    summary = json.loads((tmp_path / "tight" / "learn.json").read_text())
+    assert len(summary["iterations"]) == 1 and summary["iterations"][0]["failed"] == summary["iterations"][0]["frames"]
+    assert summary["stopped_by"].startswith("no candidates: no explored frame lies between lo and hi")
+    assert "raise deviation.hi" in out

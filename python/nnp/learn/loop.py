@@ -229,6 +229,11 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                 row["stop"] = f"label budget reached ({labels} >= {config.stop.max_labels})"
             elif iteration + 1 >= config.stop.max_iterations:
                 row["stop"] = f"iteration budget reached ({iteration + 1})"
+            elif selection[CANDIDATE] == 0:  # the replicas jumped past the window: nothing to label
+                row["stop"] = (f"no candidates: no explored frame lies between lo and hi ({selection[ACCURATE]} "
+                               f"accurate, {selection[FAILED]} at or above hi = {config.deviation.hi:g} eV/Å); the "
+                               "ensemble is too far from the data to explore with: start from more labelled frames, "
+                               "raise deviation.hi or sample more often (explore.out_freq)")
             elif state["labelled"] == 0:
                 row["stop"] = "no candidate could be labelled"
             if row["stop"]:  # the last labels must reach a model: one more ensemble, on everything
