@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build LAMMPS from its own source tree, with its own CMake and MPI, with pair_style nnp compiled in (no
-# plugin): the way clusters build ML pair styles. Tested with Debian's LAMMPS 2022 source and OpenMPI
+# plugin): the way clusters build ML pair styles. Tested with Debian 12's LAMMPS source (29 Sep 2021) and OpenMPI
 # (scripts/check_debian_lammps.sh); docs/pair_style.md has the recipe.
 #
 #   scripts/build_into_lammps.sh LAMMPS_SOURCE BUILD_DIR [more cmake -D options]
@@ -8,6 +8,7 @@
 # LAMMPS_SOURCE is the top of a LAMMPS tree (it holds src/ and cmake/). Thin style headers are written into
 # its src/ (pair_nnp_style.h and three more, nothing else is changed there); nnp's sources, libtorch (from
 # the torch of $PYTHON, default .venv/bin/python) and the checks come from cmake/nnp_in_lammps.cmake.
+# Every later build from that tree then compiles nnp in: keep a separate copy for builds without it.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 LAMMPS_SOURCE BUILD_DIR [cmake options]" >&2; exit 2
