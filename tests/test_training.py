@@ -62,6 +62,21 @@ def test_config_rejects_unknown_keys(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_numbers_that_yaml_reads_as_strings_are_numbers_and_non_numbers_are_errors(tmp_path):
+    # PyYAML reads 3e-3 (no dot) as the string '3e-3', in a file and in --set alike
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {lr: 3e-3, epochs: 1e3}\n")
+    config = load_config(path, ["train.min_lr=1e-6"])
+    assert (config.train.lr, config.train.epochs, config.train.min_lr) == (0.003, 1000, 1e-6)
+    assert isinstance(config.train.lr, float) and isinstance(config.train.epochs, int)
+    with pytest.raises(ConfigError, match="train.lr must be a number, got 'fast'"):
+        load_config(path, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="train.epochs must be a whole number, got 2.5"):
+        load_config(path, ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match="train.batch_size must be a number, got True"):
+        load_config(path, ["train.batch_size=true"])
+
+
 def test_splits_are_fixed_by_seed_and_disjoint():
     a, b = split_indices(50, 0.1, 0.2, seed=3), split_indices(50, 0.1, 0.2, seed=3)
     for key in a:

@@ -144,10 +144,32 @@ def build_dataclass(cls, values: dict[str, Any], where: str):
         raise ConfigError(
             f"unknown key(s) {', '.join(unknown)} in section '{where}'; known keys: {', '.join(known)}"
         )
+    values = {key: _number(value, known[key].type, f"{where}.{key}") for key, value in values.items()}
     try:
         return cls(**values)
     except TypeError as err:  # a required key is missing
         raise ConfigError(f"section '{where}': {err}") from None
+
+
+def _number(value: Any, annotation: Any, name: str) -> Any:
+    """``value`` as the number a ``float``/``int`` field declares. YAML reads ``3e-3`` (no dot) as a string:
+    such strings are converted; anything else that is not a number is a ConfigError naming the key."""
+    kind = str(annotation).split("|")[0].strip()
+    if kind not in ("float", "int") or value is None:
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if kind == "float":
+        return float(number)
+    if float(number).is_integer():
+        return int(number)
+    raise ConfigError(f"{name} must be a whole number, got {value!r}")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
