@@ -115,7 +115,11 @@ def test_finetune_from_the_bundled_name_transfers_every_weight(tmp_path, aspirin
     assert main(["finetune", "--from", NAME, "--data", str(data), "--output-dir", str(run), "--no-progress",
                  "--set", "train.epochs=3"]) == 0
     config = load_checkpoint(run / "best.ckpt")["config"]
-    assert config["finetune"]["backbone_lr_factor"] < 1 and config["model"]["kind"] == get(NAME).card["architecture"]["kind"]
+    from nnp.train.finetune import FINETUNE_DEFAULTS
+
+    assert all(config[section][key] == value for section, values in FINETUNE_DEFAULTS.items()
+               for key, value in values.items() if key != "epochs")  # the defaults reached the run
+    assert config["model"]["kind"] == get(NAME).card["architecture"]["kind"]
     assert (run / "model.nnp.pt").exists()
 
 

@@ -77,12 +77,24 @@ class Run:
     seed: int
     lr: float | None = None  # scratch only
     pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
+    schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults
 
     def directory(self, root: Path) -> Path:
-        """One directory per run; a finetuned run's names its start, so a new bundled model is never read back as old."""
+        """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
+        model or new defaults are never read back as the old ones."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
+        tag += f"-f{self.schedule}" if self.schedule is not None else ""
         return root / self.target / f"{self.objective}{tag}-n{self.n_train}-s{self.seed}"
+
+
+def schedule_digest() -> str:
+    """First 6 hex digits of the SHA-256 of nnp finetune's defaults (nnp.train.finetune.FINETUNE_DEFAULTS)."""
+    import hashlib
+
+    from nnp.train.finetune import FINETUNE_DEFAULTS
+
+    return hashlib.sha256(json.dumps(FINETUNE_DEFAULTS, sort_keys=True).encode()).hexdigest()[:6]
 
 
 def digest(path: Path) -> str:
@@ -289,7 +301,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
     summary = json.loads((directory / "results.json").read_text())
     test = evaluate_model_file(directory / "model.nnp.pt", load_structures(str(args.data / f"{run.target}_test.extxyz")))
     row = {"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed, "lr": run.lr,
-           "pretrained_sha256_8": run.pretrained,
+           "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
            "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
@@ -418,11 +430,16 @@ def main() -> int:
     pretrainings = [pretrain(o, args) for o in args.objectives if o in SELF_SUPERVISED]
     starts = {"supervised": start, "supervised+replay": start,
               **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
-    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None, starts.get(objective))
+    schedule = schedule_digest()
+    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None, starts.get(objective),
+                None if objective == "scratch" else schedule)
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
+    from nnp.train.finetune import FINETUNE_DEFAULTS
+
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
+           "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": schedule,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "scratch_lr": lrs, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
