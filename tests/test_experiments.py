@@ -78,6 +78,14 @@ def test_seed1_water_end_to_end(tmp_path, monkeypatch):
         assert cfg["train"]["min_lr"] == pytest.approx(lr / 2)
 
 
+def run_script(argv: list[str], monkeypatch) -> None:
+    """``python training/experiments/<argv[0]> argv[1:]`` in this process; it must exit 0."""
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "training" / "experiments" / argv[0]), run_name="__main__")
+    assert done.value.code == 0
+
+
 @pytest.mark.slow
 def test_transfer_end_to_end(tmp_path, monkeypatch):
     """Held-out xTB data -> scratch lr search -> the bundled model finetuned (with and without replay) vs
@@ -94,12 +102,9 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
             "--stability-sizes", "10", "--stability-replicas", "2", "--stability-ps", "0.02",
             "--replay-frames", "5", "--general", "3", "--general-data", str(data / "ethanol_pool.extxyz"),
             "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
-    monkeypatch.setattr(sys, "argv", argv)
 
     def transfer():
-        with pytest.raises(SystemExit) as done:
-            runpy.run_path(str(ROOT / "training" / "experiments" / "transfer.py"), run_name="__main__")
-        assert done.value.code == 0
+        run_script(argv, monkeypatch)
 
     transfer()
     doc = json.loads(results.read_text())
@@ -154,12 +159,9 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
             "--results", str(results), "--initial", "4", "--ensemble", "2", "--train-minutes", "0.01",
             "--explore-ps", "0.02", "--explore-replicas", "1", "--per-iteration", "2", "--max-labels", "6",
             "--max-iterations", "2", "--lo", "0.0", "--hi", "100", "--replicas", "2", "--time-ps", "0.02"]
-    monkeypatch.setattr(sys, "argv", argv)
 
     def experiment():
-        with pytest.raises(SystemExit) as done:
-            runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
-        assert done.value.code == 0
+        run_script(argv, monkeypatch)
 
     experiment()
     doc = json.loads(results.read_text())
