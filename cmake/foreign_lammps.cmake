@@ -23,11 +23,6 @@ if(NOT LMP_BUILD_MPI)
   message(FATAL_ERROR "nnp: the LAMMPS in ${NNP_LAMMPS} was built without MPI (its STUBS); nnp needs MPI: "
                       "configure it with -D BUILD_MPI=on")
 endif()
-string(TOLOWER "${LMP_LAMMPS_SIZES}" sizes)
-if(sizes AND NOT sizes STREQUAL "smallbig")
-  message(FATAL_ERROR "nnp: the LAMMPS in ${NNP_LAMMPS} uses LAMMPS_SIZES=${LMP_LAMMPS_SIZES} (tagint and bigint "
-                      "sizes); nnp is built and tested with smallbig, the default")
-endif()
 file(STRINGS "${LAMMPS_INCLUDE_DIR}/version.h" version REGEX "define LAMMPS_VERSION ")
 string(REGEX REPLACE ".*\"(.*)\".*" "\\1" version "${version}")  # e.g. 29 Sep 2021
 string(REGEX MATCH "[0-9][0-9][0-9][0-9]" year "${version}")
@@ -35,18 +30,16 @@ if(NOT year OR year LESS 2021)
   message(FATAL_ERROR "nnp: ${LAMMPS_INCLUDE_DIR}/version.h says ${version}; nnp is tested with LAMMPS 29 Sep 2021 "
                       "and newer")
 endif()
+include("${CMAKE_CURRENT_LIST_DIR}/nnp_lammps_api.cmake")
+nnp_lammps_defines("${LAMMPS_INCLUDE_DIR}" "${LMP_LAMMPS_SIZES}" NNP_LAMMPS_DEFINES)
 find_library(LAMMPS_LIBRARY NAMES lammps PATHS "${NNP_LAMMPS}" NO_DEFAULT_PATH REQUIRED)
 # the MPI that LAMMPS was compiled with: its compiler wrapper names the library
 set(MPI_CXX_COMPILER "${LMP_MPI_CXX_COMPILER}" CACHE FILEPATH "" FORCE)
 find_package(MPI REQUIRED COMPONENTS CXX)
 set(MPI_HEADER_DIR ${MPI_CXX_INCLUDE_DIRS})
 set(MPI_LIBRARY ${MPI_CXX_LIBRARIES})
-set(NNP_LAMMPS_DEFINES LAMMPS_SMALLBIG)
+list(APPEND NNP_LAMMPS_DEFINES LAMMPS_SMALLBIG)
 if(LMP_LAMMPS_EXCEPTIONS)  # changes LAMMPS's Error class before 2023
   list(APPEND NNP_LAMMPS_DEFINES LAMMPS_EXCEPTIONS)
-endif()
-file(STRINGS "${LAMMPS_INCLUDE_DIR}/neighbor.h" new_api REGEX "add_request")
-if(NOT new_api)  # LAMMPS before 2022: pair_nnp/lammps_compat.h
-  list(APPEND NNP_LAMMPS_DEFINES NNP_LAMMPS_LEGACY_API)
 endif()
 message(STATUS "nnp: plugin for the LAMMPS in ${NNP_LAMMPS} (LAMMPS ${version}; ${NNP_LAMMPS_DEFINES}; MPI ${MPI_CXX_COMPILER})")

@@ -12,6 +12,8 @@ if(NOT NNP_PYTHON)
   message(FATAL_ERROR "nnp: set -D NNP_PYTHON=<a python with torch> (libtorch comes from its torch wheel)")
 endif()
 
+include("${CMAKE_CURRENT_LIST_DIR}/nnp_lammps_api.cmake")
+
 function(nnp_add_to_lammps)
   if(NOT TARGET lammps)
     message(FATAL_ERROR "nnp: no 'lammps' target: CMAKE_PROJECT_INCLUDE must be given to a configure of <lammps>/cmake")
@@ -38,25 +40,16 @@ function(nnp_add_to_lammps)
   if(NOT NNP_SAME_CXX11_ABI)
     message(FATAL_ERROR "nnp: torch ${Torch_VERSION} uses _GLIBCXX_USE_CXX11_ABI=${torch_abi}, this compiler does not")
   endif()
-  # LAMMPS's integer sizes must be the ones nnp's pair style is written for (tagint/bigint of smallbig)
-  string(TOLOWER "${LAMMPS_SIZES}" NNP_LAMMPS_SIZES)
-  if(DEFINED LAMMPS_SIZES AND NOT NNP_LAMMPS_SIZES STREQUAL "smallbig")
-    message(FATAL_ERROR "nnp: LAMMPS_SIZES=${LAMMPS_SIZES}; pair_style nnp is built and tested with smallbig "
-                        "(the default): configure LAMMPS with -D LAMMPS_SIZES=smallbig")
-  endif()
   # torch's headers need C++17; LAMMPS before 2023 compiles as C++11 (every LAMMPS file that registers styles
   # includes nnp's headers)
   get_target_property(lammps_std lammps CXX_STANDARD)
   if(NOT lammps_std OR lammps_std LESS 17)
     set_target_properties(lammps lmp PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
   endif()
-  # LAMMPS before 2022 (no Neighbor::add_request; e.g. Debian 12's 29 Sep 2021): the older calls, in
-  # pair_nnp/lammps_compat.h
-  file(STRINGS "${LAMMPS_SOURCE_DIR}/neighbor.h" nnp_new_api REGEX "add_request")
-  if(NOT nnp_new_api)
-    target_compile_definitions(lammps PRIVATE NNP_LAMMPS_LEGACY_API)
-    message(STATUS "nnp: LAMMPS before 2022: the legacy neighbour-request and communication calls")
-  endif()
+  # smallbig only; LAMMPS before 2022 (e.g. Debian 12's 29 Sep 2021) gets the older calls of lammps_compat.h
+  nnp_lammps_defines("${LAMMPS_SOURCE_DIR}" "${LAMMPS_SIZES}" nnp_defines)
+  target_compile_definitions(lammps PRIVATE ${nnp_defines})
+  message(STATUS "nnp: compile definitions for this LAMMPS: ${nnp_defines}")
   target_sources(lammps PRIVATE ${NNP_SOURCES})
   target_include_directories(lammps PRIVATE "${NNP_DIR}/pair_nnp")
   target_compile_definitions(lammps PRIVATE NNP_SOURCE_MODELS_DIR="${NNP_DIR}/python/nnp/pretrained")

@@ -538,13 +538,12 @@ void PairNNP::compute(int eflag, int vflag) {
     for (int n = 0; n < num_local_nodes; n++) eatom[node_atom[n]] += energy_factor * e[n];
   }
   if (vflag_global) add_voigt(virial, global_virial.data_ptr<double>(), energy_factor);
-  if (vflag_atom) {
+  if (vflag_atom || cvflag_atom) {  // compute stress/atom (six components), centroid/stress/atom (nine)
     const double *w = atom_virial.data_ptr<double>();
-    for (int n = 0; n < num_nodes; n++) add_voigt(vatom[node_atom[n]], w + 9 * n, energy_factor);
-  }
-  if (cvflag_atom) {
-    const double *w = atom_virial.data_ptr<double>();
-    for (int n = 0; n < num_nodes; n++) add_nine(cvatom[node_atom[n]], w + 9 * n, energy_factor);
+    for (int n = 0; n < num_nodes; n++) {
+      if (vflag_atom) add_voigt(vatom[node_atom[n]], w + 9 * n, energy_factor);
+      if (cvflag_atom) add_nine(cvatom[node_atom[n]], w + 9 * n, energy_factor);
+    }
   }
 }
 

@@ -58,6 +58,12 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return child_cpu_minutes() - before
 
 
+def pool_frames(pool: list, count: int, seed: int) -> list:
+    """The first ``count`` frames of the pool's permutation by ``seed``: the initial frames are its start, and a
+    random baseline with more labels extends them with the frames that follow."""
+    return [pool[int(k)] for k in np.random.default_rng(seed).permutation(len(pool))[:count]]
+
+
 def prepare(target: str, args) -> dict[str, Path]:
     """The target's initial frames (``--initial`` of the pool, by ``--seed``) and the exploration start."""
     import ase.io
@@ -69,10 +75,9 @@ def prepare(target: str, args) -> dict[str, Path]:
              "pool": args.data / f"{target}_pool.extxyz", "test": args.data / f"{target}_test.extxyz"}
     if not files["initial"].exists():
         pool = ase.io.read(files["pool"], index=":")
-        picks = np.random.default_rng(args.seed).permutation(len(pool))[: args.initial]
         root.mkdir(parents=True, exist_ok=True)
         write_frames(files["start"], [pool[0]])
-        write_frames(files["initial"], [pool[int(k)] for k in picks])
+        write_frames(files["initial"], pool_frames(pool, args.initial, args.seed))
     return files
 
 
@@ -113,7 +118,7 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
 
 def random_baseline(target: str, method: str, labels: int, files: dict[str, Path], args) -> dict:
     """``random``: ``--start`` finetuned, ``random_scratch``: ``--scratch-recipe`` trained, on ``labels`` frames:
-    the initial ones and the rest drawn at random from the pool."""
+    the initial ones and the next of the same random permutation of the pool."""
     import ase.io
 
     from nnp.data.atomic import write_frames
@@ -123,13 +128,8 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
     model = run_dir / f"train-{labels}" / "model.nnp.pt"
     minutes = 0.0
     if not model.exists():
-        initial = ase.io.read(files["initial"], index=":")
-        pool = ase.io.read(files["pool"], index=":")
-        taken = {tuple(np.round(a.positions.ravel(), 6)) for a in initial}
-        rest = [a for a in pool if tuple(np.round(a.positions.ravel(), 6)) not in taken]
-        picks = np.random.default_rng(args.seed + 1).permutation(len(rest))[: max(0, labels - len(initial))]
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_frames(data, initial + [rest[int(k)] for k in picks])
+        write_frames(data, pool_frames(ase.io.read(files["pool"], index=":"), labels, args.seed))
         common = ["--no-progress", "--set", f"output_dir={model.parent}", "--set", f"train.seed={args.seed}",
                   "--set", f"train.time_limit_minutes={args.train_minutes}", "--set", "train.epochs=100000"]
         start = (["finetune", "--from", args.start, "--data", str(data)] if method == "random" else

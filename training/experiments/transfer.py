@@ -241,26 +241,26 @@ def general_frames(args) -> list:
     from nnp.train.checkpoint import load_checkpoint
     from nnp.train.data import open_frames
 
+    def evenly(frames, indices) -> list:
+        return [frames.atoms(int(k)) for k in indices[np.linspace(0, len(indices) - 1, min(args.general, len(indices))).astype(int)]]
+
     if args.general < 1:
         return []
     if args.general_data is not None:
         frames = open_frames(str(args.general_data))
-        pool = np.arange(len(frames))
-    else:
-        cache = args.output / f"general-{args.general}.extxyz"
-        if cache.exists():
-            return ase.io.read(cache, index=":", format="extxyz")
-        config = config_from_dict(load_checkpoint(checkpoint_for(args.pretrained))["config"], "checkpoint").data
-        if not Path(config.path).exists():
-            print(f"no forgetting test: the pretraining data {config.path} is not here", flush=True)
-            return []
-        frames = open_frames(config.path)
-        n = len(frames) if not config.max_frames else min(config.max_frames, len(frames))
-        pool = split_indices(n, config.val_fraction, config.test_fraction, config.split_seed)["val"]
-    picks = [frames.atoms(int(k)) for k in pool[np.linspace(0, len(pool) - 1, min(args.general, len(pool))).astype(int)]]
-    if args.general_data is None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        ase.io.write(cache, picks, format="extxyz")
+        return evenly(frames, np.arange(len(frames)))
+    cache = args.output / f"general-{args.general}.extxyz"
+    if cache.exists():
+        return ase.io.read(cache, index=":", format="extxyz")
+    config = config_from_dict(load_checkpoint(checkpoint_for(args.pretrained))["config"], "checkpoint").data
+    if not Path(config.path).exists():
+        print(f"no forgetting test: the pretraining data {config.path} is not here", flush=True)
+        return []
+    frames = open_frames(config.path)
+    n = len(frames) if not config.max_frames else min(config.max_frames, len(frames))
+    picks = evenly(frames, split_indices(n, config.val_fraction, config.test_fraction, config.split_seed)["val"])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(cache, picks, format="extxyz")
     return picks
 
 

@@ -236,7 +236,7 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                                "raise deviation.hi or sample more often (explore.out_freq)")
             elif state["labelled"] == 0:
                 row["stop"] = "no candidate could be labelled"
-            if row["stop"]:  # the last labels must reach a model: one more ensemble, on everything
+            if row["stop"] and state["labelled"]:  # the last labels must reach a model: one more ensemble
                 row["models"], extra = train_ensemble(config, iteration + 1, _data_path(config, iteration + 1),
                                                       progress)
                 cpu_train += extra
