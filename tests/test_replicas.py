@@ -136,7 +136,7 @@ def test_fix_nvt_mdsim_is_mdsims_nose_hoover(tmp_path, aspirin):
 
 def test_summary_has_kaplan_meier_and_censored_runs(tmp_path, aspirin):
     model = aspirin_model(tmp_path / "m.nnp.pt")
-    protocol = molecule_protocol(time_ps=0.05, check_every=10, bond_tolerance=1.5)
+    protocol = molecule_protocol(time_ps=0.05, check_every=10, bond_tolerance=1.5, sample_every=20)
     summary = run_replica_stability(model, [aspirin[k] for k in range(6)], protocol, tmp_path / "out", aspirin, seed=3)
     rows = summary["trajectories"]
     assert len(rows) == 6 and {r["seed"] for r in rows} == {3 + 1000 * k + 1 for k in range(6)}
@@ -145,6 +145,13 @@ def test_summary_has_kaplan_meier_and_censored_runs(tmp_path, aspirin):
     km = summary["kaplan_meier"]
     assert km["n"] == 6 and km["collapses"] == sum(r["collapsed"] for r in rows)
     assert (tmp_path / "out" / "survival.png").stat().st_size > 10_000
+    # h(r) over the stable frames only: steps 0, 20, ... before the check that found a replica collapsed
+    assert 0 < sum(r["collapsed"] for r in rows) < 6  # both kinds, so the count below tests the cut
+    dt_fs = protocol.timestep_fs
+    expected = sum(len([s for s in range(0, 101, 20) if (s < round(r["stable_ps"] * 1000 / dt_fs) if r["collapsed"]
+                        else True)]) for r in rows)
+    assert summary["h_r_frames"] == expected
+    assert 0 < summary["h_r_mae"] < 2 and (tmp_path / "out" / "h_r.png").exists()
     with pytest.raises(ValueError, match="one seed per start"):
         run_replicas(model, aspirin[:2], [1], protocol, aspirin)
 

@@ -223,6 +223,7 @@ def main() -> int:
             row = {"target": target, "method": method, "labels": run["labels"], **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),
                    "time_ps": args.time_ps, "km_median_ps": result["kaplan_meier"]["median_ps"],
+                   "h_r_mae": result.get("h_r_mae"),
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
                    "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
                    "model": run["model"], "cpu_minutes": run["cpu_minutes"],

@@ -226,16 +226,33 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                       step, md_wall, record)
 
 
+def stable_frames(run: ReplicaRun, starts: Sequence[Atoms]) -> list[Atoms]:
+    """Every recorded frame of every replica before the check that found it collapsed (MDsim's h(r) is
+    taken over the stable part of each trajectory)."""
+    frames = []
+    for step, frame in sorted(run.positions.items()):
+        for k, (start, outcome) in enumerate(zip(starts, run.outcomes)):
+            x = frame[k, : len(start)]
+            if (outcome.collapsed and step >= outcome.steps) or np.isnan(x).any():
+                continue
+            frames.append(Atoms(start.get_chemical_symbols(), positions=x))
+    return frames
+
+
 def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
                           reference: Sequence[Atoms], seed: int = 0, progress: bool = False) -> dict:
-    """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json and survival.png."""
-    from ..plotting import plot_kaplan_meier
+    """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json, survival.png
+    and h_r.png (the distance distribution of the stable frames, every ``protocol.sample_every`` steps,
+    against ``reference``; its error ``h_r_mae`` as MDsim's)."""
+    from ..plotting import plot_kaplan_meier, plot_overlay
+    from .observables import distance_histogram, h_r_mae
     from .survival import kaplan_meier, summarize
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seeds = [seed + 1000 * k + 1 for k in range(len(starts))]
-    run = run_replicas(model, starts, seeds, protocol, reference, progress=progress)
+    run = run_replicas(model, starts, seeds, protocol, reference, record_every=protocol.sample_every,
+                       progress=progress)
     durations = [o.stable_ps for o in run.outcomes]
     collapsed = [o.collapsed for o in run.outcomes]
     summary = {
@@ -252,6 +269,14 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
     name = Path(model).name
     summary["plots"] = [str(plot_kaplan_meier({name: kaplan_meier(durations, collapsed)}, protocol.time_ps,
                                               output_dir / "survival.png"))]
+    frames = stable_frames(run, starts)
+    if frames:
+        r, h = distance_histogram(frames)
+        _, h_ref = distance_histogram(reference)
+        summary["h_r_mae"] = h_r_mae(h, h_ref)
+        summary["h_r_frames"] = len(frames)
+        summary["plots"].append(str(plot_overlay(r, {name: h, "reference": h_ref}, "r (Å)", "h(r)",
+                                                 output_dir / "h_r.png")))
     (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -56,7 +56,8 @@ def format_replica_table(summary: dict) -> str:
     lines = [f"{'traj':>5}{'seed':>7}{'stable (ps)':>13}  outcome"]
     for t in summary["trajectories"]:
         lines.append(f"{t['index']:>5}{t['seed']:>7}{t['stable_ps']:>13.3f}  {t['reason']}")
-    lines.append(format_median(summary["kaplan_meier"]) + f"; wall {summary['wall_s']:.1f} s")
+    h_r = f"; h(r) error {summary['h_r_mae']:.4f} ({summary['h_r_frames']} frames)" if "h_r_mae" in summary else ""
+    lines.append(format_median(summary["kaplan_meier"]) + h_r + f"; wall {summary['wall_s']:.1f} s")
     return "\n".join(lines)
 
 
