@@ -176,6 +176,9 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
         assert len(ase.io.read(tmp_path / "runs" / "ethanol" / baseline / "random-6.extxyz", index=":")) == 6
     assert all(r["replicas"] == 2 and r["test_force_mae_meV_A"] > 0 for r in rows.values())
     assert rows["random"]["logrank_p_vs_random"] is None and rows["random_scratch"]["logrank_p_vs_random"] is None
+    assert rows["random"]["calibration"] is None  # one model, no ensemble
+    assert all(rows[m]["calibration"]["frames"] == 3 and rows[m]["calibration"]["members"] == 2
+               for m in ("active", "active_scratch"))
     assert all(0 <= rows[m]["logrank_p_vs_random"] <= 1 for m in ("active", "active_scratch"))
     assert (tmp_path / "active_learning-ethanol.png").exists()
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")}

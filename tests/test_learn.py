@@ -26,6 +26,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from nnp.calculator import NNPCalculator
 from nnp.config import ConfigError
 from nnp.learn import learn_config_from_dict
+from nnp.learn.calibration import deviation_calibration, max_devi_f
 from nnp.learn.labelling import label_frames, make_labeller, read_labelled
 from nnp.learn.selection import classify, farthest_point_sampling
 
@@ -129,6 +130,28 @@ def test_recorded_deviation_equals_numpy_on_the_members_forces(finished):
         forces = np.stack(forces)
         eps = np.sqrt(np.mean(np.sum((forces - forces.mean(0)) ** 2, axis=-1), axis=0))
         assert frame.info["max_devi_f"] == pytest.approx(eps.max(), abs=1e-6)
+        assert max_devi_f(forces) == pytest.approx(eps.max(), rel=1e-12)
+
+
+def test_calibration_measures_the_driving_members_error_against_the_deviation(finished):
+    """Two copies of one member: zero deviation, so every labelled frame is 'accurate'; the share of those
+    whose real error (member 0 against the EMT labels) reaches lo is counted by hand here."""
+    it = finished / "run" / "iter-000"
+    member = str(it / "train" / "member0" / "model.nnp.pt")
+    frames = read_labelled(it / "labelled.extxyz")
+    assert len(frames) >= 2
+    same = deviation_calibration([member, member], frames, lo=LO)
+    errors = []
+    for frame in frames:
+        atoms = frame.copy()
+        atoms.calc = NNPCalculator(member)
+        errors.append(np.linalg.norm(atoms.get_forces() - frame.get_forces(), axis=1).max())
+    assert same["frames"] == len(frames) and same["median_max_devi_f_eV_A"] == 0.0
+    assert same["accurate_fraction"] == 1.0
+    assert same["accurate_but_error_above_lo_fraction"] == pytest.approx(np.mean(np.array(errors) >= LO))
+    assert same["median_max_error_eV_A"] == pytest.approx(np.median(errors), rel=1e-9)
+    both = deviation_calibration([member, str(it / "train" / "member1" / "model.nnp.pt")], frames, lo=LO)
+    assert both["median_max_devi_f_eV_A"] > 0 and both["median_max_error_eV_A"] == same["median_max_error_eV_A"]
 
 
 def test_finished_loop_does_not_run_again(finished):

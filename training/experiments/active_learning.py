@@ -109,7 +109,8 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
     summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
-    return {"model": summary["final_models"][0], "labels": rows[-1]["labels"], "iterations": len(rows),
+    return {"model": summary["final_models"][0], "members": summary["final_models"], "labels": rows[-1]["labels"],
+            "iterations": len(rows),
             "stopped_by": summary["stopped_by"],
             "cpu_minutes": {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60
                             for stage in ("train", "explore", "select", "label")},
@@ -200,6 +201,8 @@ def main() -> int:
     parser.add_argument("--time-ps", type=float, default=20.0, help="stability time per replica")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from nnp.data.readers import read_structures
+    from nnp.learn.calibration import deviation_calibration
     from nnp.md.survival import logrank_test
 
     rows = []
@@ -227,7 +230,10 @@ def main() -> int:
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
                    "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
                    "model": run["model"], "cpu_minutes": run["cpu_minutes"],
-                   "md_wall_s": result.get("wall_s"), "stopped_by": run.get("stopped_by")}
+                   "md_wall_s": result.get("wall_s"), "stopped_by": run.get("stopped_by"),
+                   # the final ensemble's deviation against member 0's real error on the test trajectory
+                   "calibration": (deviation_calibration(run["members"], read_structures(str(files["test"])), args.lo)
+                                   if "members" in run else None)}
             rows.append(row)
             print(f"{target} {method}: {row['labels']} labels, F MAE {row['test_force_mae_meV_A']:.1f} meV/Å, "
                   f"{row['replicas_stable']}/{row['replicas']} stable for {args.time_ps:g} ps "
