@@ -48,7 +48,7 @@ def cu_frames(n: int, seed: int = 0, sigma: float = 0.05) -> list:
     return frames
 
 
-def write_setup(tmp: Path, run: str, delay: float = 0.0) -> Path:
+def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max_iterations: int = 2) -> Path:
     ase.io.write(tmp / "init.extxyz", cu_frames(20), format="extxyz")
     ase.io.write(tmp / "start.xyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="extxyz")
     (tmp / "scratch.yaml").write_text(yaml.safe_dump({
@@ -61,9 +61,9 @@ def write_setup(tmp: Path, run: str, delay: float = 0.0) -> Path:
         "ensemble": 2, "train": ["train.epochs=6"],
         "explore": {"systems": [{"structure": str(tmp / "start.xyz"), "temperatures": [900], "steps": 200,
                                  "replicas": 2}], "timestep_fs": 2.0, "out_freq": 10},
-        "deviation": {"lo": LO, "hi": HI}, "select": {"per_iteration": 5},
+        "deviation": {"lo": LO, "hi": HI, "calibrate": calibrate}, "select": {"per_iteration": 5},
         "labeller": {"calculator": "emt_labeller:SlowEMT", "kwargs": {"delay": delay}},
-        "stop": {"candidate_fraction": 0.01, "max_labels": 35, "max_iterations": 2}}))
+        "stop": {"candidate_fraction": 0.01, "max_labels": 35, "max_iterations": max_iterations}}))
     return config
 
 
@@ -152,6 +152,36 @@ def test_calibration_measures_the_driving_members_error_against_the_deviation(fi
     assert same["median_max_error_eV_A"] == pytest.approx(np.median(errors), rel=1e-9)
     both = deviation_calibration([member, str(it / "train" / "member1" / "model.nnp.pt")], frames, lo=LO)
     assert both["median_max_devi_f_eV_A"] > 0 and both["median_max_error_eV_A"] == same["median_max_error_eV_A"]
+
+
+def test_calibrated_deviation_scales_the_trust_window(tmp_path):
+    """deviation.calibrate: random explored frames are labelled, the scale = median(member 0's max force error /
+    max_devi_f) on them (recomputed here), accurate = scale * deviation < lo while hi stays on the raw
+    deviation, and the calibration labels join the data and the label count."""
+    run = tmp_path / "cal"
+    out = run_to_end(write_setup(tmp_path, "cal", calibrate=4, max_iterations=1))
+    it = run / "iter-000"
+    calibration = json.loads((it / "calibration.json").read_text())
+    labelled = read_labelled(it / "calibration-labelled.extxyz")
+    assert calibration["labelled"] == len(labelled) == 4
+    assert all(f.info["max_devi_f"] < HI for f in labelled)
+    member0 = NNPCalculator(str(it / "train" / "member0" / "model.nnp.pt"))
+    ratios = []
+    for frame in labelled:
+        atoms = frame.copy()
+        atoms.calc = member0
+        ratios.append(np.linalg.norm(atoms.get_forces() - frame.get_forces(), axis=1).max() / frame.info["max_devi_f"])
+    scale = calibration["scale"]
+    assert scale == pytest.approx(np.median(ratios), rel=1e-6) and f"deviation x {scale:.3g}" in out
+    assert json.loads((it / "selection.json").read_text())["scale"] == scale
+    candidates = read_labelled(it / "labelled.extxyz")
+    assert candidates and all(LO <= scale * c.info["max_devi_f"] and c.info["max_devi_f"] < HI for c in candidates)
+    selection = json.loads((it / "selection.json").read_text())
+    frames = [f for r in sorted((it / "explore").iterdir()) for f in ase.io.read(r / "frames.extxyz", ":")]
+    assert selection["accurate"] == sum(scale * f.info["max_devi_f"] < LO for f in frames)
+    row = json.loads((run / "learn.json").read_text())["iterations"][0]
+    assert row["new_labels"] == 4 + len(candidates)
+    assert len(ase.io.read(run / "data-001.extxyz", ":")) == 20 + 4 + len(candidates)
 
 
 def test_finished_loop_does_not_run_again(finished):

@@ -95,7 +95,7 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
         "explore": {"systems": [{"structure": str(files["start"]), "temperatures": [args.temperature],
                                  "steps": int(round(args.explore_ps * 1000 / 0.5)), "replicas": args.explore_replicas}],
                     "timestep_fs": 0.5, "out_freq": 10},
-        "deviation": {"lo": args.lo, "hi": args.hi},
+        "deviation": {"lo": args.lo, "hi": args.hi, "calibrate": args.calibrate},
         "select": {"per_iteration": args.per_iteration},
         "stop": {"candidate_fraction": args.candidate_fraction, "max_labels": args.max_labels,
                  "max_iterations": args.max_iterations},
@@ -193,6 +193,9 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=500.0)
     parser.add_argument("--lo", type=float, default=0.05)
     parser.add_argument("--hi", type=float, default=0.35)
+    parser.add_argument("--calibrate", type=int, default=0,
+                        help="deviation.calibrate of the loops: random explored frames labelled per iteration to scale "
+                             "the deviation to the driving model's error (0: DeePMD's raw trust levels)")
     parser.add_argument("--per-iteration", type=int, default=30)
     parser.add_argument("--candidate-fraction", type=float, default=0.02)
     parser.add_argument("--max-labels", type=int, default=300)

@@ -21,6 +21,25 @@ def max_devi_f(forces: np.ndarray) -> float:
     return float(np.sqrt((spread**2).sum(axis=-1).mean(axis=0)).max())
 
 
+def max_force_error(calc, atoms: Atoms) -> float:
+    """The largest atomic force error |F - F_ref| (eV/Å) of the calculator on a labelled frame."""
+    probe = atoms.copy()
+    probe.calc = calc
+    return float(np.linalg.norm(probe.get_forces() - atoms.get_forces(), axis=1).max())
+
+
+def deviation_scale(driver: str, frames: Sequence[Atoms]) -> dict:
+    """The factor that turns the recorded deviation into the driving model's error: median over labelled
+    explored frames (each with ``info['max_devi_f']``) of member 0's max force error / max_devi_f."""
+    from ..calculator import NNPCalculator
+
+    calc = NNPCalculator(driver)
+    devi = np.array([float(a.info["max_devi_f"]) for a in frames])
+    error = np.array([max_force_error(calc, a) for a in frames])
+    return {"frames": len(frames), "scale": float(np.median(error / np.maximum(devi, 1e-12))),
+            "median_max_devi_f_eV_A": float(np.median(devi)), "median_max_error_eV_A": float(np.median(error))}
+
+
 def deviation_calibration(members: Sequence[str], frames: Sequence[Atoms], lo: float) -> dict:
     """Per labelled frame: the ensemble's ``max_devi_f`` and member 0's largest atomic force error |F - F_ref|
     (eV/Å); summarised as their medians, the median ratio error / deviation, Spearman's rank correlation,
@@ -40,7 +59,7 @@ def deviation_calibration(members: Sequence[str], frames: Sequence[Atoms], lo: f
             forces.append(probe.get_forces())
         forces = np.stack(forces)
         devi.append(max_devi_f(forces))
-        error.append(float(np.linalg.norm(forces[0] - reference, axis=1).max()))
+        error.append(float(np.linalg.norm(forces[0] - reference, axis=1).max()))  # = max_force_error(calcs[0])
     devi, error = np.array(devi), np.array(error)
     accurate = devi < lo
     return {

@@ -8,7 +8,7 @@ A minimal ``learn.yaml``::
     explore:
       systems:
         - {structure: aspirin_start.xyz, temperatures: [500], steps: 4000, replicas: 4}
-    deviation: {lo: 0.05, hi: 0.35}     # eV/Å on max_devi_f: DeePMD-kit's trust levels
+    deviation: {lo: 0.05, hi: 0.35}     # eV/Å on max_devi_f: DeePMD-kit's trust levels (calibrate: N, optional)
     select: {per_iteration: 30}
     stop: {candidate_fraction: 0.02, max_labels: 300, max_iterations: 10}
 
@@ -56,6 +56,10 @@ class DeviationConfig:
 
     lo: float = 0.05
     hi: float = 0.35
+    # explored frames (below hi, drawn at random) labelled per iteration to measure how member 0's real force
+    # error compares with the deviation, scale = median(error / deviation) (nnp.learn.calibration); a frame
+    # is then accurate when scale * deviation < lo. hi stays on the raw deviation. 0: off (DeePMD's levels)
+    calibrate: int = 0
 
 
 @dataclass
@@ -149,6 +153,8 @@ def _check(config: LearnConfig, source: str) -> None:
         problems.append("explore.out_freq must be >= 1 and explore.timestep_fs > 0")
     if not 0 <= config.deviation.lo < config.deviation.hi:
         problems.append(f"deviation needs 0 <= lo < hi, got lo={config.deviation.lo} hi={config.deviation.hi}")
+    if config.deviation.calibrate < 0:
+        problems.append(f"deviation.calibrate must be >= 0 (frames per iteration), not {config.deviation.calibrate}")
     if config.select.per_iteration < 1:
         problems.append("select.per_iteration must be >= 1")
     if ":" not in config.labeller.calculator:

@@ -5,6 +5,8 @@ Layout of ``output_dir``::
     data-000.extxyz          the initial frames; data-<k+1> = data-<k> + the labels of iteration k
     iter-000/train/member<i>/   each member's run (model.nnp.pt, best.ckpt), warm-started from iter-<k-1>
     iter-000/explore/<system>-T<temperature>-r<replica>/   frames.extxyz, model_devi.out, result.json
+    iter-000/calibration.json, calibration-labelled.extxyz   (deviation.calibrate > 0) random explored frames,
+                             labelled, and the deviation's scale measured on them
     iter-000/selection.json, candidates.extxyz
     iter-000/labelled.extxyz (+ .state.json)
     learn.json, learn.png    one summary row per iteration and the plot of those rows
@@ -28,6 +30,7 @@ import numpy as np
 
 from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
+from .calibration import deviation_scale
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
@@ -101,9 +104,38 @@ def explore(config: LearnConfig, iteration: int, members: list[str], species: li
     return results, cpu
 
 
+def calibrate(config: LearnConfig, iteration: int, replicas: list[dict], driver: str, labels_so_far: int,
+              make_calculator, progress: bool, with_stress: bool) -> dict:
+    """``deviation.calibrate`` explored frames below ``hi``, drawn at random, labelled; the scale that turns the
+    deviation into member 0's real error, measured on them. calibration.json; {} when calibration is off."""
+    count = min(config.deviation.calibrate, max(config.stop.max_labels - labels_so_far, 0))
+    if count == 0:
+        return {}
+    it_dir = _iteration_dir(config, iteration)
+    path = it_dir / "calibration.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    frames = [f for r in replicas for f in read_frames(it_dir / "explore" / r["replica"])]
+    physical = [f for f in frames if f.info["max_devi_f"] < config.deviation.hi]
+    rng = np.random.default_rng(1 + config.seed * 7919 + iteration)  # the same draw when resumed
+    picked = sorted(rng.choice(len(physical), size=min(count, len(physical)), replace=False).tolist())
+    output = it_dir / "calibration-labelled.extxyz"
+    state = label_frames([physical[k] for k in picked], output, make_calculator, progress, with_stress)
+    labelled = _read_xyz(output)
+    result = {"labelled": state["labelled"], "failed": state["failed"], "cpu_seconds": state["cpu_seconds"],
+              "scale": 1.0, **(deviation_scale(driver, labelled) if labelled else {})}
+    _atomic_json(path, result)
+    return result
+
+
 def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_far: int,
-           cutoff: float) -> dict:
-    """Classify every explored frame, pick the candidates to label; selection.json + candidates.extxyz."""
+           cutoff: float, scale: float = 1.0) -> dict:
+    """Classify every explored frame, pick the candidates to label; selection.json + candidates.extxyz.
+
+    ``scale`` (1 unless calibrated) turns the deviation into member 0's error for the lower trust level
+    only: accurate means ``scale * max_devi_f < lo``. ``hi`` stays on the raw deviation: it fences off
+    structures so far from the data that the members fall apart (unphysical), which calibration does not
+    change."""
     it_dir = _iteration_dir(config, iteration)
     path = it_dir / "selection.json"
     if path.exists():
@@ -111,7 +143,8 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     started = time.process_time()
     frames = [f for r in replicas for f in read_frames(it_dir / "explore" / r["replica"])]
     devi = np.array([f.info["max_devi_f"] for f in frames], dtype=float)
-    kinds = classify(devi, config.deviation.lo, config.deviation.hi)
+    lo = min(config.deviation.lo / scale, config.deviation.hi) if scale > 0 else config.deviation.hi
+    kinds = classify(devi, lo, config.deviation.hi)
     counts = {k: int((kinds == k).sum()) for k in (ACCURATE, CANDIDATE, FAILED)}
     pool = np.flatnonzero(kinds == CANDIDATE)
     budget = min(config.select.per_iteration, max(config.stop.max_labels - labels_so_far, 0))
@@ -120,7 +153,7 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     chosen = [frames[pool[k]] for k in picked]
     write_frames(it_dir / "candidates.extxyz", chosen)
     total = max(len(frames), 1)
-    selection = {"frames": len(frames), **counts, "selected": len(chosen),
+    selection = {"frames": len(frames), **counts, "selected": len(chosen), "scale": scale, "lo_raw": lo,
                  "fractions": {k: v / total for k, v in counts.items()},
                  "cpu_seconds": time.process_time() - started}
     _atomic_json(path, selection)
@@ -128,13 +161,17 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
 
 
 def _merge(config: LearnConfig, iteration: int) -> Path:
-    """data-<k+1> = data-<k> + iteration k's labels (written once, atomically)."""
+    """data-<k+1> = data-<k> + iteration k's labels: calibration, then candidates (written once, atomically)."""
     target = _data_path(config, iteration + 1)
     if not target.exists():
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(_data_path(config, iteration), tmp)
-        with open(tmp, "a") as handle, open(_iteration_dir(config, iteration) / "labelled.extxyz") as labels:
-            shutil.copyfileobj(labels, handle)
+        with open(tmp, "a") as handle:
+            for name in ("calibration-labelled.extxyz", "labelled.extxyz"):
+                path = _iteration_dir(config, iteration) / name
+                if path.exists():
+                    with open(path) as labels:
+                        shutil.copyfileobj(labels, handle)
         os.replace(tmp, target)
     return target
 
@@ -152,6 +189,7 @@ def format_row(row: dict) -> str:
     return (f"iteration {row['iteration']}: {row['labels']} labels (+{row['new_labels']}, {row['label_failures']} "
             f"failed) | accurate {f['accurate']:.1%} candidate {f['candidate']:.1%} failed {f['failed']:.1%} | "
             f"{row['replicas_stable']}/{row['replicas']} replicas stable, mean {row['mean_stable_ps']:.3g} ps | "
+            + (f"deviation x {row['calibration']['scale']:.3g} | " if row.get("calibration") else "") +
             f"CPU s: train {row['cpu_seconds']['train']:.0f}, MD {row['cpu_seconds']['explore']:.0f}, "
             f"label {row['cpu_seconds']['label']:.0f}")
 
@@ -211,14 +249,19 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
         members, cpu_train = train_ensemble(config, iteration, data, progress)
         driver = load_evaluator(members[0])
         replicas, cpu_md = explore(config, iteration, members, driver.species)
-        selection = select(config, iteration, replicas, labels, driver.cutoff)
+        calibration = calibrate(config, iteration, replicas, members[0], labels, make_calculator, progress,
+                                with_stress)
+        labels += calibration.get("labelled", 0)
+        selection = select(config, iteration, replicas, labels, driver.cutoff, calibration.get("scale", 1.0))
         f = selection["fractions"]
         row = {"iteration": iteration, "fractions": f, **{k: selection[k] for k in ("frames", ACCURATE, CANDIDATE, FAILED)},
-               **_stable_summary(replicas), "models": members, "stop": None}
+               **_stable_summary(replicas), "models": members, "stop": None, "calibration": calibration or None}
         state = {"labelled": 0, "failed": 0, "cpu_seconds": 0.0}
         if f[CANDIDATE] + f[FAILED] < config.stop.candidate_fraction:
             row["stop"] = (f"converged: candidates + failed {f[CANDIDATE] + f[FAILED]:.1%} of the explored frames "
                            f"< {config.stop.candidate_fraction:.1%}")
+            if calibration.get("labelled"):
+                _merge(config, iteration)
         else:
             it_dir = _iteration_dir(config, iteration)
             state = label_frames(_read_xyz(it_dir / "candidates.extxyz"), it_dir / "labelled.extxyz",
@@ -236,13 +279,14 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                                "raise deviation.hi or sample more often (explore.out_freq)")
             elif state["labelled"] == 0:
                 row["stop"] = "no candidate could be labelled"
-            if row["stop"] and state["labelled"]:  # the last labels must reach a model: one more ensemble
-                row["models"], extra = train_ensemble(config, iteration + 1, _data_path(config, iteration + 1),
-                                                      progress)
-                cpu_train += extra
-        row.update({"labels": labels, "new_labels": state["labelled"], "label_failures": state["failed"],
+        new_labels = state["labelled"] + calibration.get("labelled", 0)
+        if row["stop"] and new_labels:  # the last labels must reach a model: one more ensemble
+            row["models"], extra = train_ensemble(config, iteration + 1, _data_path(config, iteration + 1), progress)
+            cpu_train += extra
+        row.update({"labels": labels, "new_labels": new_labels,
+                    "label_failures": state["failed"] + calibration.get("failed", 0),
                     "cpu_seconds": {"train": cpu_train, "explore": cpu_md, "select": selection["cpu_seconds"],
-                                    "label": state["cpu_seconds"]}})
+                                    "label": state["cpu_seconds"] + calibration.get("cpu_seconds", 0.0)}})
         rows.append(row)
         _atomic_json(summary_path, summary)
         plot_learning(rows, config.run_dir / "learn.png")
