@@ -42,6 +42,15 @@ def egnn_files(tmp_path_factory):
     return model, export_model(model, tmp / "egnn.nnp.pt"), export_model(model, tmp / "egnn.nnp.pt2")
 
 
+@pytest.fixture(scope="module")
+def egnn_cuda_file(request, tmp_path_factory):
+    """The same EGNN as a package compiled for CUDA (once: ~40 s of AOTInductor on the GPU machine)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")  # before the CPU package of egnn_files is compiled
+    model = request.getfixturevalue("egnn_files")[0]
+    return export_model(model, tmp_path_factory.mktemp("pt2cuda") / "egnn_cuda.nnp.pt2", device="cuda")
+
+
 def frame():
     species, edge_index, vectors, num_local = example_inputs(2, 3.0, torch.float64)
     return species, edge_index, vectors, int(num_local)
@@ -238,13 +247,11 @@ def test_cuda_package_without_a_gpu_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.cuda
-def test_cuda_package_equals_the_cpu(egnn_files, tmp_path):
+def test_cuda_package_equals_the_cpu(egnn_cuda_file, egnn_files, tmp_path):
     """A package compiled for cuda: Python and LAMMPS (which picks cuda from the file) equal the CPU
     TorchScript file; asking pair_style nnp for the CPU is an error naming --device cpu."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     model, ts_file, _ = egnn_files
-    cuda_file = export_model(model, tmp_path / "egnn_cuda.nnp.pt2", device="cuda")
+    cuda_file = egnn_cuda_file
     with pytest.raises(ModelFileError, match="compiled for device 'cuda', not '?cpu'?.*--device cpu"):
         load_exported(cuda_file)
     from nnp.data.graph import atoms_to_graph, edge_vectors
@@ -272,13 +279,11 @@ def test_cuda_package_equals_the_cpu(egnn_files, tmp_path):
 
 @pytest.mark.cuda
 @pytest.mark.mpi
-def test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package(egnn_files, tmp_path):
+def test_two_ranks_on_one_gpu_equal_one_rank_with_the_cuda_package(egnn_cuda_file, tmp_path):
     """The compiled program's nnp::halo calls on a GPU, 2 ranks sharing it."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     from test_lammps_mpi import assert_same, run_cases
 
-    cuda_file = export_model(egnn_files[0], tmp_path / "egnn_cuda.nnp.pt2", device="cuda")
+    cuda_file = egnn_cuda_file
     cases = ["cubic", "empty_rank", "thin"]
     serial, parallel = run_cases(cuda_file, tmp_path, 1, cases), run_cases(cuda_file, tmp_path, 2, cases)
     assert "on cuda:0" in parallel["stdout"] and "per-layer halo exchange" in parallel["stdout"]
