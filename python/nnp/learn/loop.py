@@ -272,6 +272,11 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                 row["stop"] = f"label budget reached ({labels} >= {config.stop.max_labels})"
             elif iteration + 1 >= config.stop.max_iterations:
                 row["stop"] = f"iteration budget reached ({iteration + 1})"
+            elif selection[CANDIDATE] == 0 and all(r["failed"] and r["steps"] == 0 for r in replicas):
+                row["stop"] = (f"no candidates: the deviation at every replica's start structure (step 0, the "
+                               f"structure you gave) is already at or above hi = {config.deviation.hi:g} eV/Å, so hi "
+                               "cannot tell unphysical frames apart for this ensemble: start from more labelled "
+                               "frames (or a pretrained model), or raise deviation.hi")
             elif selection[CANDIDATE] == 0:  # the replicas jumped past the window: nothing to label
                 row["stop"] = (f"no candidates: no explored frame lies between lo and hi ({selection[ACCURATE]} "
                                f"accurate, {selection[FAILED]} at or above hi = {config.deviation.hi:g} eV/Å); the "
