@@ -185,3 +185,5 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert len(stamps) == 4
     experiment()
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
+    again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
+    assert again["random"]["cpu_minutes"] == rows["random"]["cpu_minutes"] and rows["random"]["cpu_minutes"]["train"] > 0

@@ -127,7 +127,6 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
     run_dir = args.output / target / method
     data = run_dir / f"random-{labels}.extxyz"
     model = run_dir / f"train-{labels}" / "model.nnp.pt"
-    minutes = 0.0
     if not model.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_frames(data, pool_frames(ase.io.read(files["pool"], index=":"), labels, args.seed))
@@ -136,7 +135,10 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
         start = (["finetune", "--from", args.start, "--data", str(data)] if method == "random" else
                  ["train", "--config", args.scratch_recipe, "--set", f"data.path={data}"])
         minutes = run_logged([NNP, *start, *common], run_dir / "train.log")
-    return {"model": str(model), "labels": labels, "cpu_minutes": {"train": minutes}}
+        (model.parent / "cpu_minutes.json").write_text(json.dumps({"train": minutes}))
+    recorded = model.parent / "cpu_minutes.json"  # absent for runs trained before it was written: unknown
+    return {"model": str(model), "labels": labels,
+            "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
 
 
 def stability(target: str, method: str, model: str, files: dict[str, Path], args) -> dict:
