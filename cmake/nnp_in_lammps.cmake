@@ -13,6 +13,7 @@ if(NOT NNP_PYTHON)
 endif()
 
 include("${CMAKE_CURRENT_LIST_DIR}/nnp_lammps_api.cmake")
+include("${CMAKE_CURRENT_LIST_DIR}/nnp_torch_version.cmake")
 
 function(nnp_add_to_lammps)
   if(NOT TARGET lammps)
@@ -30,9 +31,7 @@ function(nnp_add_to_lammps)
     message(FATAL_ERROR "nnp: cannot import torch with NNP_PYTHON=${NNP_PYTHON}:\n${err}")
   endif()
   list(POP_FRONT torch_info Torch_VERSION torch_abi torch_lib)
-  if(Torch_VERSION VERSION_LESS 2.11)
-    message(FATAL_ERROR "nnp: torch ${Torch_VERSION} is older than 2.11, the oldest nnp is built and tested with")
-  endif()
+  nnp_require_torch(${Torch_VERSION} ${NNP_TORCH_TESTED_MIN})
   # std::string crosses the LAMMPS/torch boundary: LAMMPS is compiled here with this compiler's default ABI
   include(CheckCXXSourceCompiles)
   check_cxx_source_compiles("#include <string>\n#if _GLIBCXX_USE_CXX11_ABI != ${torch_abi}\n#error\n#endif\nint main() {}"

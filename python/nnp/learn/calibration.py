@@ -21,11 +21,15 @@ def max_devi_f(forces: np.ndarray) -> float:
     return float(np.sqrt((spread**2).sum(axis=-1).mean(axis=0)).max())
 
 
-def max_force_error(calc, atoms: Atoms) -> float:
-    """The largest atomic force error |F - F_ref| (eV/Å) of the calculator on a labelled frame."""
+def max_atomic_error(forces: np.ndarray, reference: np.ndarray) -> float:
+    """The largest atomic force error |F - F_ref| (eV/Å) of one frame."""
+    return float(np.linalg.norm(forces - reference, axis=1).max())
+
+
+def _forces(calc, atoms: Atoms) -> np.ndarray:
     probe = atoms.copy()
     probe.calc = calc
-    return float(np.linalg.norm(probe.get_forces() - atoms.get_forces(), axis=1).max())
+    return probe.get_forces()
 
 
 def deviation_scale(driver: str, frames: Sequence[Atoms]) -> dict:
@@ -35,7 +39,7 @@ def deviation_scale(driver: str, frames: Sequence[Atoms]) -> dict:
 
     calc = NNPCalculator(driver)
     devi = np.array([float(a.info["max_devi_f"]) for a in frames])
-    error = np.array([max_force_error(calc, a) for a in frames])
+    error = np.array([max_atomic_error(_forces(calc, a), a.get_forces()) for a in frames])
     return {"frames": len(frames), "scale": float(np.median(error / np.maximum(devi, 1e-12))),
             "median_max_devi_f_eV_A": float(np.median(devi)), "median_max_error_eV_A": float(np.median(error))}
 
@@ -51,15 +55,9 @@ def deviation_calibration(members: Sequence[str], frames: Sequence[Atoms], lo: f
     calcs = [NNPCalculator(m) for m in members]
     devi, error = [], []
     for atoms in frames:
-        reference = atoms.get_forces()
-        forces = []
-        for calc in calcs:
-            probe = atoms.copy()
-            probe.calc = calc
-            forces.append(probe.get_forces())
-        forces = np.stack(forces)
+        forces = np.stack([_forces(calc, atoms) for calc in calcs])
         devi.append(max_devi_f(forces))
-        error.append(float(np.linalg.norm(forces[0] - reference, axis=1).max()))  # = max_force_error(calcs[0])
+        error.append(max_atomic_error(forces[0], atoms.get_forces()))
     devi, error = np.array(devi), np.array(error)
     accurate = devi < lo
     return {

@@ -104,6 +104,11 @@ def explore(config: LearnConfig, iteration: int, members: list[str], species: li
     return results, cpu
 
 
+def _explored_frames(config: LearnConfig, iteration: int, replicas: list[dict]) -> list:
+    """Every frame the iteration's replicas recorded, each with ``info['max_devi_f']``, in replica order."""
+    return [f for r in replicas for f in read_frames(_iteration_dir(config, iteration) / "explore" / r["replica"])]
+
+
 def calibrate(config: LearnConfig, iteration: int, replicas: list[dict], driver: str, labels_so_far: int,
               make_calculator, progress: bool, with_stress: bool) -> dict:
     """``deviation.calibrate`` explored frames below ``hi``, drawn at random, labelled; the scale that turns the
@@ -115,7 +120,7 @@ def calibrate(config: LearnConfig, iteration: int, replicas: list[dict], driver:
     path = it_dir / "calibration.json"
     if path.exists():
         return json.loads(path.read_text())
-    frames = [f for r in replicas for f in read_frames(it_dir / "explore" / r["replica"])]
+    frames = _explored_frames(config, iteration, replicas)
     physical = [f for f in frames if f.info["max_devi_f"] < config.deviation.hi]
     rng = np.random.default_rng(1 + config.seed * 7919 + iteration)  # the same draw when resumed
     picked = sorted(rng.choice(len(physical), size=min(count, len(physical)), replace=False).tolist())
@@ -141,7 +146,7 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     if path.exists():
         return json.loads(path.read_text())
     started = time.process_time()
-    frames = [f for r in replicas for f in read_frames(it_dir / "explore" / r["replica"])]
+    frames = _explored_frames(config, iteration, replicas)
     devi = np.array([f.info["max_devi_f"] for f in frames], dtype=float)
     lo = min(config.deviation.lo / scale, config.deviation.hi) if scale > 0 else config.deviation.hi
     kinds = classify(devi, lo, config.deviation.hi)
