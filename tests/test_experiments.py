@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nnp.config import load_config
 
@@ -126,7 +128,7 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "transfer-survival-ethanol-n10.png").exists()
     assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
     assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
-    assert doc["scratch_lr"]["ethanol"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
+    assert doc["scratch_lr"]["ethanol/n10"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
     finetuned = next(s for s in doc["summary"] if s["objective"] == "supervised")
     assert len(finetuned["test_force_mae_meV_A_ratio_ci95"]) == 2
     # forgetting: every pretrained model (zero-shot, finetuned, with replay) is tested on the general frames
@@ -187,3 +189,45 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
     again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
     assert again["random"]["cpu_minutes"] == rows["random"]["cpu_minutes"] and rows["random"]["cpu_minutes"]["train"] > 0
+
+
+@pytest.mark.slow
+def test_active_learning_experiment_on_a_periodic_liquid(tmp_path, monkeypatch):
+    """A periodic pool (water) switches the experiment to the liquid protocol: exploration and stability at
+    300 K, nnp stability's water protocol (one LAMMPS run per trajectory), its times read as stable times;
+    EMT labels the pool and the loop (cheap, periodic)."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from helpers import water_box
+
+    from nnp.data.atomic import write_frames
+
+    def labelled(seeds):
+        frames = []
+        for seed in seeds:
+            atoms = water_box(seed=seed)
+            atoms.calc = EMT()
+            atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+            frames.append(atoms)
+        return frames
+
+    data = tmp_path / "heldout"
+    data.mkdir()
+    write_frames(data / "water_pool.extxyz", labelled(range(10)))
+    write_frames(data / "water_test.extxyz", labelled(range(100, 103)))
+    results = tmp_path / "active_learning.json"
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")  # the labeller
+    run_script(["active_learning.py", "--targets", "water", "--methods", "active", "random", "--data", str(data),
+                "--output", str(tmp_path / "runs"), "--results", str(results), "--labeller", "emt_labeller:SlowEMT",
+                "--initial", "4", "--ensemble", "2", "--train-minutes", "0.01", "--explore-ps", "0.01",
+                "--explore-replicas", "1", "--per-iteration", "2", "--max-labels", "6", "--max-iterations", "2",
+                "--lo", "0.0", "--hi", "1000", "--replicas", "2", "--time-ps", "0.02"], monkeypatch)
+    rows = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
+    assert set(rows) == {"active", "random"}
+    assert all(r["system"] == "water" and r["temperature_K"] == 300.0 and r["replicas"] == 2 for r in rows.values())
+    assert all(r["labels"] == 6 for r in rows.values())
+    learn = yaml.safe_load((tmp_path / "runs" / "water" / "active" / "learn.yaml").read_text())
+    assert learn["explore"]["systems"][0]["temperatures"] == [300.0]
+    stability = json.loads((tmp_path / "runs" / "water" / "stability-active" / "stability.json").read_text())
+    assert stability["protocol"]["system"] == "water" and stability["protocol"]["temperature"] == 300.0
+    assert rows["active"]["stable_ps"] == [t["time_ps"] for t in stability["trajectories"]]

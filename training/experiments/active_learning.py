@@ -2,8 +2,12 @@
 
     .venv/bin/python training/experiments/active_learning.py --targets ethanol paracetamol
 
-For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz``, an xTB trajectory at 500 K made by
-``nnp data generate molecule-xtb``, and a separate test trajectory ``<target>_test.extxyz``):
+For each target (``--data DIR`` holds ``<target>_pool.extxyz`` and a separate test set ``<target>_test.extxyz``):
+a molecule (an xTB trajectory at 500 K made by ``nnp data generate molecule-xtb``; explored and tested at 500 K,
+stability as replicas in one LAMMPS run, MDsim's bond criterion) or a periodic liquid (``water``: the project's
+xTB water box, ``nnp data generate water-xtb``; explored and tested at 300 K with nnp stability's water protocol,
+MDsim's RDF criterion, one LAMMPS run per trajectory). ``--temperature`` and ``--time-ps`` override the
+protocol's.
 
 * ``active``: ``nnp learn`` from the bundled model ``--start``: ``--initial`` frames of the pool (drawn by
   ``--seed``) to begin with, exploration at 500 K from the pool's first frame, DeePMD-kit's trust levels
@@ -14,8 +18,8 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz``, an xTB 
 * ``active_scratch``: the same loop from random weights (``--scratch-recipe``);
 * ``random_scratch``: that recipe trained on as many random frames as ``active_scratch`` ended with.
 
-Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` replicas ×
-``--time-ps`` at 500 K, MDsim's bond criterion), its force MAE is measured on the test trajectory, and a
+Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` trajectories ×
+``--time-ps``), its force MAE is measured on the test trajectory, and a
 log-rank test compares its stable times with those of the random baseline of the same start
 (``random`` for ``active``, ``random_scratch`` for ``active_scratch``). Every stage leaves files that a second call
 reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
@@ -41,6 +45,8 @@ import yaml
 NNP = str(Path(sys.executable).with_name("nnp"))
 METHODS = ("active", "random", "active_scratch", "random_scratch")
 BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # same start, same labels, random frames
+# the issue's MD protocol per kind of target: exploration and stability temperature (K), stability length (ps)
+PROTOCOLS = {"molecule": {"temperature": 500.0, "time_ps": 20.0}, "water": {"temperature": 300.0, "time_ps": 10.0}}
 
 
 def child_cpu_minutes() -> float:
@@ -64,8 +70,9 @@ def pool_frames(pool: list, count: int, seed: int) -> list:
     return [pool[int(k)] for k in np.random.default_rng(seed).permutation(len(pool))[:count]]
 
 
-def prepare(target: str, args) -> dict[str, Path]:
-    """The target's initial frames (``--initial`` of the pool, by ``--seed``) and the exploration start."""
+def prepare(target: str, args) -> dict:
+    """The target's files: initial frames (``--initial`` of the pool, by ``--seed``), exploration start, pool,
+    test set; and its kind (``system``: ``molecule``, or ``water`` for a periodic pool)."""
     import ase.io
 
     from nnp.data.atomic import write_frames
@@ -73,6 +80,7 @@ def prepare(target: str, args) -> dict[str, Path]:
     root = args.output / target
     files = {"initial": root / "initial.extxyz", "start": root / "start.extxyz",
              "pool": args.data / f"{target}_pool.extxyz", "test": args.data / f"{target}_test.extxyz"}
+    files["system"] = "water" if ase.io.read(files["pool"], index=0).pbc.any() else "molecule"
     if not files["initial"].exists():
         pool = ase.io.read(files["pool"], index=":")
         root.mkdir(parents=True, exist_ok=True)
@@ -92,7 +100,7 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
         "ensemble": args.ensemble,
         "seed": args.seed,
         "train": [f"train.time_limit_minutes={args.train_minutes}", "train.epochs=100000"],
-        "explore": {"systems": [{"structure": str(files["start"]), "temperatures": [args.temperature],
+        "explore": {"systems": [{"structure": str(files["start"]), "temperatures": [temperature(files, args)],
                                  "steps": int(round(args.explore_ps * 1000 / 0.5)), "replicas": args.explore_replicas}],
                     "timestep_fs": 0.5, "out_freq": 10},
         "deviation": {"lo": args.lo, "hi": args.hi, "calibrate": args.calibrate},
@@ -141,16 +149,32 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
             "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
 
 
-def stability(target: str, method: str, model: str, files: dict[str, Path], args) -> dict:
-    """``nnp stability`` of the driving model: replicas × time at 500 K; stable times and Kaplan–Meier."""
+def temperature(files: dict, args) -> float:
+    return args.temperature or PROTOCOLS[files["system"]]["temperature"]
+
+
+def time_ps(files: dict, args) -> float:
+    return args.time_ps or PROTOCOLS[files["system"]]["time_ps"]
+
+
+def stability(target: str, method: str, model: str, files: dict, args) -> dict:
+    """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol; the summary
+    with ``stable_ps``, ``collapsed`` and ``kaplan_meier`` for both kinds (water runs one trajectory per LAMMPS
+    run, whose summary names the times ``time_ps``)."""
+    from nnp.md.survival import summarize
+
     out = args.output / target / f"stability-{method}"
     result = out / "stability.json"
     if not result.exists():
-        run_logged([NNP, "stability", "--model", model, "--system", "molecule", "--reference", str(files["test"]),
-                    "--replicas", str(args.replicas), "--time", f"{args.time_ps:g}ps",
-                    "--temperature", f"{args.temperature:g}", "--seed", str(args.seed), "--output", str(out)],
-                   out.with_suffix(".log"))
-    return json.loads(result.read_text())
+        count = ["--replicas" if files["system"] == "molecule" else "--trajectories", str(args.replicas)]
+        run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
+                    *count, "--time", f"{time_ps(files, args):g}ps", "--temperature", f"{temperature(files, args):g}",
+                    "--seed", str(args.seed), "--output", str(out)], out.with_suffix(".log"))
+    summary = json.loads(result.read_text())
+    durations = [t.get("stable_ps", t.get("time_ps")) for t in summary["trajectories"]]
+    collapsed = [t["collapsed"] for t in summary["trajectories"]]
+    return {**summary, "stable_ps": durations, "collapsed": collapsed,
+            "kaplan_meier": summary.get("kaplan_meier") or summarize(durations, collapsed)}
 
 
 def test_errors(model: str, files: dict[str, Path]) -> dict:
@@ -192,7 +216,8 @@ def main() -> int:
     parser.add_argument("--train-minutes", type=float, default=1.5, help="wall-clock budget of every training run")
     parser.add_argument("--explore-ps", type=float, default=2.0, help="length of each exploration replica")
     parser.add_argument("--explore-replicas", type=int, default=4)
-    parser.add_argument("--temperature", type=float, default=500.0)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="K, of exploration and stability (default: molecules 500, water 300)")
     parser.add_argument("--lo", type=float, default=0.05)
     parser.add_argument("--hi", type=float, default=0.35)
     parser.add_argument("--calibrate", type=int, default=0,
@@ -203,7 +228,8 @@ def main() -> int:
     parser.add_argument("--max-labels", type=int, default=300)
     parser.add_argument("--max-iterations", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=16, help="stability replicas per method")
-    parser.add_argument("--time-ps", type=float, default=20.0, help="stability time per replica")
+    parser.add_argument("--time-ps", type=float, default=None,
+                        help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from nnp.data.readers import read_structures
@@ -226,11 +252,12 @@ def main() -> int:
             run = runs[method]
             tick = time.time()
             result = stability(target, method, run["model"], files, args)
-            durations = [t["stable_ps"] for t in result["trajectories"]]
-            collapsed = [t["collapsed"] for t in result["trajectories"]]
-            row = {"target": target, "method": method, "labels": run["labels"], **test_errors(run["model"], files),
+            durations, collapsed = result["stable_ps"], result["collapsed"]
+            row = {"target": target, "system": files["system"], "method": method, "labels": run["labels"],
+                   **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),
-                   "time_ps": args.time_ps, "km_median_ps": result["kaplan_meier"]["median_ps"],
+                   "temperature_K": temperature(files, args), "time_ps": time_ps(files, args),
+                   "km_median_ps": result["kaplan_meier"]["median_ps"],
                    "h_r_mae": result.get("h_r_mae"),
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
                    "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
@@ -241,7 +268,7 @@ def main() -> int:
                                    if "members" in run else None)}
             rows.append(row)
             print(f"{target} {method}: {row['labels']} labels, F MAE {row['test_force_mae_meV_A']:.1f} meV/Å, "
-                  f"{row['replicas_stable']}/{row['replicas']} stable for {args.time_ps:g} ps "
+                  f"{row['replicas_stable']}/{row['replicas']} stable for {row['time_ps']:g} ps "
                   f"({time.time() - tick:.0f} s)", flush=True)
         mine = {r["method"]: r for r in rows if r["target"] == target}
         for method, row in mine.items():  # each loop against the random frames of its own start

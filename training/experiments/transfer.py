@@ -9,8 +9,8 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
 * the split: the first N frames of a permutation of the pool drawn from s train, the next
   ``max(10, N // 10)`` validate (one file per (target, N, s), shared by every objective: paired);
 * ``scratch``: the pretrained model's architecture from random weights (seed s), the molecule recipe
-  ``training/aspirin/painn.yaml``, learning rate tuned on validation over ``--lr-grid`` (seed 0, each
-  target's smallest N);
+  ``training/aspirin/painn.yaml``, learning rate tuned on validation over ``--lr-grid`` (seed 0, at every N;
+  ``--lr-from T``: on target T only, used for every target);
 * ``supervised``: the bundled pretrained model (``--pretrained``) finetuned with the defaults of
   ``nnp finetune --from`` (one fixed schedule);
 * ``supervised+replay``: the same with ``--replay``: frames of the pretraining set's replay slice mixed
@@ -22,7 +22,7 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
   finetuned with the same fixed schedule as ``supervised``;
 * ``zero-shot`` rows: the pretrained model as shipped.
 
-Stability (``--stability-sizes``): the first seed's model of every objective at those N runs ``nnp stability``
+Stability (``--stability-sizes``, ``--stability-targets``): the first seed's model of every objective at those N runs ``nnp stability``
 (``--stability-replicas`` × ``--stability-ps`` at 500 K, MDsim's bond criterion); the trajectories, each
 model's Kaplan–Meier median and the log-rank test against scratch at the same N go into the JSON. A
 stability run that fails is an error, never a collapse.
@@ -31,7 +31,8 @@ Forgetting: every pretrained and finetuned model is also tested on ``--general``
 set's own validation split (evenly spaced, drawn as the pretraining run drew it; ``general_force_mae_meV_A``),
 so that what finetuning (with or without replay) costs on the chemistry it was pretrained on can be read off.
 
-Every model trains for the same wall-clock budget (``--minutes``) in its own process on one thread
+Every model of a training size N trains for the same wall-clock budget (``--minutes``, or ``--minutes-at
+N=M``) in its own process on one thread
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
@@ -78,14 +79,15 @@ class Run:
     lr: float | None = None  # scratch only
     pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
     schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults
+    minutes: float = 2.5  # wall-clock budget
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
-        model or new defaults are never read back as the old ones."""
+        model or new defaults are never read back as the old ones; every run's names its budget."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         tag += f"-f{self.schedule}" if self.schedule is not None else ""
-        return root / self.target / f"{self.objective}{tag}-n{self.n_train}-s{self.seed}"
+        return root / self.target / f"{self.objective}{tag}-m{self.minutes:g}-n{self.n_train}-s{self.seed}"
 
 
 def schedule_digest() -> str:
@@ -132,7 +134,7 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
     common = ["--set", f"output_dir={run.directory(args.output)}", "--no-progress",
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
-              "--set", f"train.time_limit_minutes={args.minutes}", "--set", "train.epochs=100000"]
+              "--set", f"train.time_limit_minutes={run.minutes}", "--set", "train.epochs=100000"]
     if run.objective.startswith("supervised"):
         replay = ["--replay", str(args.replay_frames)] if run.objective == "supervised+replay" else []
         return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *replay, *common]
@@ -189,18 +191,21 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
     from nnp.md.survival import logrank_test
 
     errors = {(r["target"], r["n_train"], r["objective"], r["seed"]): r["test_force_mae_meV_A"] for r in rows if r["n_train"]}
-    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]]
+    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
+              and r.target in (args.stability_targets or args.targets)]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda r: stability(r, args), chosen))
     trajectories, summaries, logrank = [], [], {}
     for run, result in zip(chosen, results):
         for t in result["trajectories"]:
             trajectories.append({"objective": run.objective, "target": run.target, "n_train": run.n_train,
-                                 "seed": run.seed, "stable_ps": t["stable_ps"], "collapsed": t["collapsed"]})
+                                 "seed": run.seed, "stable_ps": t["stable_ps"], "collapsed": t["collapsed"],
+                                 "reason": t.get("reason")})
         km = result["kaplan_meier"]
         summaries.append({"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed,
                           "replicas": km["n"], "collapsed": km["collapses"], "km_median_ps": km["median_ps"],
                           "km_median_ci_ps": km["median_ci_ps"], "time_ps": args.stability_ps,
+                          "h_r_mae": result.get("h_r_mae"),
                           "test_force_mae_meV_A": errors[(run.target, run.n_train, run.objective, run.seed)]})
     for run in chosen:
         if run.objective == "scratch":
@@ -304,7 +309,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
-           "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
+           "minutes": run.minutes, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
     write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
     return row
@@ -381,9 +386,12 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=2.5, help="wall-clock budget of every model")
+    parser.add_argument("--minutes-at", nargs="*", default=[], metavar="N=MINUTES",
+                        help="another budget for the models of training size N (e.g. 1000=6)")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the search")
-    parser.add_argument("--lr-from", default=None, help="search scratch's lr on this target only, use it for all")
+    parser.add_argument("--lr-from", default=None,
+                        help="search scratch's lr on this target only (at every N), use it for all targets")
     parser.add_argument("--pretrained", default="organic-xtb")
     parser.add_argument("--data", type=Path, default=Path("data/heldout"))
     parser.add_argument("--output", type=Path, default=Path("runs/transfer"))
@@ -395,6 +403,7 @@ def main() -> int:
     parser.add_argument("--pretrain-data", default=None, help="their data (default: the recipe's)")
     parser.add_argument("--pretrain-minutes", type=float, default=None, help="their budget (default: the recipe's)")
     parser.add_argument("--stability-sizes", type=int, nargs="*", default=[], help="N whose models run MD")
+    parser.add_argument("--stability-targets", nargs="*", default=None, help="targets whose models run MD (default: all)")
     parser.add_argument("--stability-replicas", type=int, default=32)
     parser.add_argument("--stability-ps", type=float, default=20.0)
     parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
@@ -413,26 +422,26 @@ def main() -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             return list(pool.map(lambda r: execute(r, args, architecture, general), runs))
 
-    lrs, searched = {}, []
+    budget = {n: args.minutes for n in args.sizes} | {int(k): float(v) for k, v in (x.split("=") for x in args.minutes_at)}
+    lrs, searched = {}, []  # scratch's learning rate per (target, N), tuned on seed 0's validation frames
     for target in [args.lr_from] if args.lr_from else args.targets:
-        if "scratch" not in args.objectives:
-            break
-        if args.scratch_lr is not None:
-            lrs[target] = args.scratch_lr
-            continue
-        search = run_all([Run(target, "scratch", min(args.sizes), 0, lr) for lr in args.lr_grid])
-        searched += search
-        lrs[target] = min(search, key=lambda r: r["val_force_mae_meV_A"])["lr"]
-        print(f"{target}: scratch lr {lrs[target]:g} (validation force MAE "
-              + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
-    if args.lr_from and "scratch" in args.objectives:  # one search, reused for every target
-        lrs = {t: lrs.get(args.lr_from, lrs.get(t)) for t in args.targets}
+        for n in args.sizes if "scratch" in args.objectives else []:
+            if args.scratch_lr is not None:
+                lrs[target, n] = args.scratch_lr
+                continue
+            search = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[n]) for lr in args.lr_grid])
+            searched += search
+            lrs[target, n] = min(search, key=lambda r: r["val_force_mae_meV_A"])["lr"]
+            print(f"{target} N={n}: scratch lr {lrs[target, n]:g} (validation force MAE "
+                  + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
+    if args.lr_from and "scratch" in args.objectives:  # one search per N, reused for every target
+        lrs = {(t, n): lrs[args.lr_from, n] for t in args.targets for n in args.sizes}
     pretrainings = [pretrain(o, args) for o in args.objectives if o in SELF_SUPERVISED]
     starts = {"supervised": start, "supervised+replay": start,
               **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
     schedule = schedule_digest()
-    runs = [Run(t, objective, n, s, lrs[t] if objective == "scratch" else None, starts.get(objective),
-                None if objective == "scratch" else schedule)
+    runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" else None, starts.get(objective),
+                None if objective == "scratch" else schedule, budget[n])
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
@@ -441,8 +450,8 @@ def main() -> int:
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": schedule,
            "pretrained_checkpoint_sha256_8": start,
-           "minutes_per_model": args.minutes, "threads_per_model": 1, "parallel_jobs": args.jobs,
-           "scratch_lr": lrs, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
+           "minutes_per_model": {str(n): m for n, m in budget.items()}, "threads_per_model": 1, "parallel_jobs": args.jobs,
+           "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items()}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
            "logrank": logrank, "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
