@@ -101,7 +101,7 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.01",
             "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch", "masked",
             "denoise", "denoise-small", "--pretrain-data", str(data / "ethanol_pool.extxyz"), "--pretrain-minutes", "0.01",
-            "--stability-sizes", "10", "--stability-replicas", "2", "--stability-ps", "0.02",
+            "--stability-sizes", "10", "--stability-replicas", "2", "--stability-ps", "0.02", "--analysis-frames", "3",
             "--replay-frames", "5", "--general", "3", "--general-data", str(data / "ethanol_pool.extxyz"),
             "--data", str(data), "--output", str(tmp_path / "runs"), "--results", str(results)]
 
@@ -126,6 +126,9 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert len(doc["trajectories"]) == 2 * len(objectives) and len(doc["stability"]) == len(objectives)
     assert sorted(doc["logrank"]) == sorted(f"ethanol/n10/{o}" for o in objectives if o != "scratch")
     assert (tmp_path / "transfer-survival-ethanol-n10.png").exists()
+    # the force-field analyses of the same models, one row per objective
+    assert sorted(a["objective"] for a in doc["analyses"]) == sorted(objectives)
+    assert all({"latent_silhouette", "smoothness_median", "delta_force_rmse"} <= set(a) for a in doc["analyses"])
     assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
     assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
     assert doc["scratch_lr"]["ethanol/n10"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2

@@ -179,8 +179,15 @@ def test_cli_replicas_and_logrank_comparison(tmp_path, aspirin, capsys):
     assert "log-rank: chi2 = " in out and "4/4 collapsed" in out and (tmp_path / "c.png").exists()
     assert "median stable time 0.0" in out  # four collapses: the median is reached
     assert main(["stability-compare", str(tmp_path / "none.json"), str(first / "stability.json")]) == 2
-    assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2"]) == 2
-    assert "molecular protocol" in capsys.readouterr().err
+    # water: --replicas N runs N trajectories (one LAMMPS run each) with the same Kaplan-Meier summary
+    assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "2", "--time", "0.02ps",
+                 "--output", str(tmp_path / "w"), "--compare", str(first / "stability.json")]) == 0
+    water = json.loads((tmp_path / "w" / "stability.json").read_text())
+    assert water["protocol"]["system"] == "water" and water["kaplan_meier"]["n"] == 2
+    assert [t["stable_ps"] for t in water["trajectories"]] == [t["time_ps"] for t in water["trajectories"]]
+    assert "logrank_p" in water["comparison"] and (tmp_path / "w" / "survival_compare.png").exists()
+    assert main(["stability", "--model", str(model), "--system", "water", "--replicas", "-1"]) == 2
+    assert "must be >= 1" in capsys.readouterr().err
 
 
 def test_an_exploding_replica_does_not_stop_the_run(tmp_path, aspirin):

@@ -165,8 +165,9 @@ def _add_stability(sub) -> None:
                    help="after a stable run, this many ps of NVE to report the energy drift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replicas", type=int, default=0, metavar="N",
-                   help="molecules: run N trajectories as N replicas in ONE LAMMPS run (per-replica MDsim "
-                        "Nose-Hoover thermostat and collapse detection; Kaplan-Meier summary); replaces --trajectories")
+                   help="N trajectories with a Kaplan-Meier summary; molecules: as N replicas in ONE LAMMPS run "
+                        "(per-replica MDsim Nose-Hoover thermostat and collapse detection); water: one LAMMPS run "
+                        "each (as --trajectories N); replaces --trajectories")
     p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
                    help="another model's stability.json: log-rank test against it and both survival curves")
     p.add_argument("--output", default=None, help="directory for stability.json and plots")
@@ -474,16 +475,25 @@ def _replica_stability(args, reference, protocol, output: str) -> int:
 
     from .errors import UserError
     from .md.replicas import run_replica_stability
-    from .md.report import compare_stability, format_replica_table
+    from .md.report import format_replica_table
 
-    if args.system == "water":
-        raise UserError("--replicas runs the molecular protocol (aspirin/molecule), not water")
     if args.replicas < 1:
         raise UserError(f"--replicas must be >= 1, got {args.replicas}")
     picks = np.linspace(0, len(reference) - 1, args.replicas).round().astype(int)
     summary = run_replica_stability(args.model, [reference[k] for k in picks], protocol, output, reference,
                                     seed=args.seed, progress=True)
     print(format_replica_table(summary))
+    _compare_to(args, summary, output)
+    print(f"wrote {output}/stability.json and plots")
+    return 0
+
+
+def _compare_to(args, summary: dict, output: str) -> None:
+    """``--compare OTHER``: log-rank test and both survival curves, added to this run's stability.json."""
+    import json
+
+    from .md.report import compare_stability
+
     if args.compare:
         other = json.loads(Path(args.compare).read_text())
         result = compare_stability(summary, other, Path(output) / "survival_compare.png")
@@ -492,15 +502,13 @@ def _replica_stability(args, reference, protocol, output: str) -> int:
               f"expected {[round(e, 2) for e in result['collapses_expected']]})")
         summary["comparison"] = result
         (Path(output) / "stability.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {output}/stability.json and plots")
-    return 0
 
 
 def cmd_stability_compare(args) -> int:
     import json
 
     from .errors import UserError
-    from .md.report import compare_stability, format_median
+    from .md.report import compare_stability, format_median, stable_times
     from .md.survival import summarize
 
     summaries = []
@@ -510,8 +518,7 @@ def cmd_stability_compare(args) -> int:
         except (OSError, ValueError) as err:
             raise UserError(f"cannot read stability summary {path}: {err}") from err
     for summary in summaries:
-        rows = summary["trajectories"]
-        km = summarize([r.get("stable_ps", r.get("time_ps")) for r in rows], [r["collapsed"] for r in rows])
+        km = summarize(*stable_times(summary))
         print(f"{summary['model']}: {format_median(km)}")
     result = compare_stability(summaries[0], summaries[1], args.output)
     print(f"log-rank: chi2 = {result['logrank_chi2']:.3f}, p = {result['logrank_p']:.3g} (collapses observed "
@@ -524,6 +531,7 @@ def cmd_stability(args) -> int:
     import numpy as np
 
     from .data.dataset import load_structures
+    from .errors import UserError
     from .md.protocol import molecule_protocol, water_protocol
     from .md.report import format_stability_table
     from .md.stability import run_stability
@@ -540,12 +548,16 @@ def cmd_stability(args) -> int:
                          deviation_threshold=args.deviation_threshold)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
-    if args.replicas:
+    if args.replicas and not water:
         return _replica_stability(args, reference, protocol, output)
-    picks = np.linspace(0, len(reference) - 1, args.trajectories).round().astype(int)
+    count = args.replicas or args.trajectories  # water: --replicas N is N trajectories, one LAMMPS run each
+    if count < 1:
+        raise UserError(f"--replicas/--trajectories must be >= 1, got {count}")
+    picks = np.linspace(0, len(reference) - 1, count).round().astype(int)
     summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
                             seed=args.seed, workers=args.workers)
     print(format_stability_table(summary))
+    _compare_to(args, summary, output)
     for key in ("h_r_mae", "rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH", "oxygen_diffusivity_A2_per_ps"):
         if key in summary:
             print(f"{key}: {summary[key]:.4g}")

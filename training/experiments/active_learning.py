@@ -45,8 +45,7 @@ import yaml
 NNP = str(Path(sys.executable).with_name("nnp"))
 METHODS = ("active", "random", "active_scratch", "random_scratch")
 BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # same start, same labels, random frames
-# the issue's MD protocol per kind of target: exploration and stability temperature (K), stability length (ps)
-PROTOCOLS = {"molecule": {"temperature": 500.0, "time_ps": 20.0}, "water": {"temperature": 300.0, "time_ps": 10.0}}
+STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
 
 
 def child_cpu_minutes() -> float:
@@ -76,11 +75,12 @@ def prepare(target: str, args) -> dict:
     import ase.io
 
     from nnp.data.atomic import write_frames
+    from nnp.md.protocol import stability_system
 
     root = args.output / target
     files = {"initial": root / "initial.extxyz", "start": root / "start.extxyz",
              "pool": args.data / f"{target}_pool.extxyz", "test": args.data / f"{target}_test.extxyz"}
-    files["system"] = "water" if ase.io.read(files["pool"], index=0).pbc.any() else "molecule"
+    files["system"] = stability_system(ase.io.read(files["pool"], index=0))
     if not files["initial"].exists():
         pool = ase.io.read(files["pool"], index=":")
         root.mkdir(parents=True, exist_ok=True)
@@ -150,31 +150,26 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
 
 
 def temperature(files: dict, args) -> float:
-    return args.temperature or PROTOCOLS[files["system"]]["temperature"]
+    """Of exploration and stability: ``--temperature``, else nnp stability's for the target's kind."""
+    from nnp.md.protocol import PROTOCOLS
+
+    return args.temperature or PROTOCOLS[files["system"]]().temperature
 
 
 def time_ps(files: dict, args) -> float:
-    return args.time_ps or PROTOCOLS[files["system"]]["time_ps"]
+    return args.time_ps or STABILITY_PS[files["system"]]
 
 
 def stability(target: str, method: str, model: str, files: dict, args) -> dict:
-    """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol; the summary
-    with ``stable_ps``, ``collapsed`` and ``kaplan_meier`` for both kinds (water runs one trajectory per LAMMPS
-    run, whose summary names the times ``time_ps``)."""
-    from nnp.md.survival import summarize
-
+    """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol (molecules as
+    replicas in one LAMMPS run, water one LAMMPS run per trajectory); its summary."""
     out = args.output / target / f"stability-{method}"
     result = out / "stability.json"
     if not result.exists():
-        count = ["--replicas" if files["system"] == "molecule" else "--trajectories", str(args.replicas)]
         run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
-                    *count, "--time", f"{time_ps(files, args):g}ps", "--temperature", f"{temperature(files, args):g}",
+                    "--replicas", str(args.replicas), "--time", f"{time_ps(files, args):g}ps", "--temperature", f"{temperature(files, args):g}",
                     "--seed", str(args.seed), "--output", str(out)], out.with_suffix(".log"))
-    summary = json.loads(result.read_text())
-    durations = [t.get("stable_ps", t.get("time_ps")) for t in summary["trajectories"]]
-    collapsed = [t["collapsed"] for t in summary["trajectories"]]
-    return {**summary, "stable_ps": durations, "collapsed": collapsed,
-            "kaplan_meier": summary.get("kaplan_meier") or summarize(durations, collapsed)}
+    return json.loads(result.read_text())
 
 
 def test_errors(model: str, files: dict[str, Path]) -> dict:
@@ -234,6 +229,7 @@ def main() -> int:
     args = parser.parse_args()
     from nnp.data.readers import read_structures
     from nnp.learn.calibration import deviation_calibration
+    from nnp.md.report import stable_times
     from nnp.md.survival import logrank_test
 
     rows = []
@@ -252,7 +248,7 @@ def main() -> int:
             run = runs[method]
             tick = time.time()
             result = stability(target, method, run["model"], files, args)
-            durations, collapsed = result["stable_ps"], result["collapsed"]
+            durations, collapsed = stable_times(result)
             row = {"target": target, "system": files["system"], "method": method, "labels": run["labels"],
                    **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),

@@ -3,8 +3,9 @@
     .venv/bin/python training/experiments/transfer.py --targets aspirin ethanol paracetamol --sizes 100 \
         --seeds 0 1 2 --minutes 2.5 --jobs 2
 
-For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a separate test trajectory
-``<target>_test.extxyz``, made by ``nnp data generate molecule-xtb``), training size N and seed s:
+For each target (``--data DIR`` holds ``<target>_pool.extxyz`` and a separate test trajectory
+``<target>_test.extxyz``, made by ``nnp data generate molecule-xtb``, or for the water box by ``nnp data
+generate water-xtb``), training size N and seed s:
 
 * the split: the first N frames of a permutation of the pool drawn from s train, the next
   ``max(10, N // 10)`` validate (one file per (target, N, s), shared by every objective: paired);
@@ -23,9 +24,11 @@ For each target molecule (``--data DIR`` holds ``<target>_pool.extxyz`` and a se
 * ``zero-shot`` rows: the pretrained model as shipped.
 
 Stability (``--stability-sizes``, ``--stability-targets``): the first seed's model of every objective at those N runs ``nnp stability``
-(``--stability-replicas`` × ``--stability-ps`` at 500 K, MDsim's bond criterion); the trajectories, each
+(``--stability-replicas`` × ``--stability-ps``, nnp stability's protocol for the target: molecules at 500 K with
+MDsim's bond criterion, a periodic water box at 300 K with its RDF criterion); the trajectories, each
 model's Kaplan–Meier median and the log-rank test against scratch at the same N go into the JSON. A
-stability run that fails is an error, never a collapse.
+stability run that fails is an error, never a collapse. The same models get the three force-field analyses of
+``nnp analyze`` on the test frames (``analyses``: latent silhouette, force smoothness, force-difference error).
 
 Forgetting: every pretrained and finetuned model is also tested on ``--general`` frames of the pretraining
 set's own validation split (evenly spaced, drawn as the pretraining run drew it; ``general_force_mae_meV_A``),
@@ -175,8 +178,14 @@ def stability(run: Run, args) -> dict:
     directory = run.directory(args.output) / "stability"
     result = directory / "stability.json"
     if not result.exists():
-        cmd = [NNP, "stability", "--model", str(run.directory(args.output) / "model.nnp.pt"), "--system", "molecule",
-               "--reference", str(args.data / f"{run.target}_test.extxyz"), "--replicas", str(args.stability_replicas),
+        import ase.io
+
+        from nnp.md.protocol import stability_system
+
+        test = args.data / f"{run.target}_test.extxyz"  # molecules: 500 K, bond criterion; water: 300 K, RDF criterion
+        cmd = [NNP, "stability", "--model", str(run.directory(args.output) / "model.nnp.pt"),
+               "--system", stability_system(ase.io.read(test, index=0)), "--reference", str(test),
+               "--replicas", str(args.stability_replicas),
                "--time", f"{args.stability_ps:g}ps", "--seed", str(run.seed), "--output", str(directory)]
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory.with_suffix(".log"), "w") as log:
@@ -217,6 +226,30 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
                                 [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
             logrank[f"{run.target}/n{run.n_train}/{run.objective}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
     return trajectories, summaries, logrank
+
+
+def analyses(runs: list[Run], args) -> list[dict]:
+    """The three force-field analyses (latent structure, force smoothness, force-difference consistency; ``nnp
+    analyze``) of the stability runs' models, per (target, N) on the target's test frames; read back when done."""
+    from nnp.data.dataset import load_structures
+    from nnp.md.analysis import compare_models, model_names
+
+    rows = []
+    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
+              and r.target in (args.stability_targets or args.targets)]
+    for target, n in sorted({(r.target, r.n_train) for r in chosen}):
+        mine = [r for r in chosen if (r.target, r.n_train) == (target, n)]
+        models = [r.directory(args.output) / "model.nnp.pt" for r in mine]
+        out = args.output / f"analysis-{target}-n{n}"
+        if (out / "analysis.json").exists():
+            summary = json.loads((out / "analysis.json").read_text())
+        else:
+            summary = compare_models(models, load_structures(str(args.data / f"{target}_test.extxyz")), out,
+                                     max_frames=args.analysis_frames)
+        for run, name in zip(mine, model_names(models)):
+            rows.append({"objective": run.objective, "target": target, "n_train": n, "seed": run.seed,
+                         **summary["models"][name], "plots": summary["plots"]})
+    return rows
 
 
 def plot_survival(path: Path, trajectories: list[dict]) -> list[str]:
@@ -405,6 +438,7 @@ def main() -> int:
     parser.add_argument("--stability-sizes", type=int, nargs="*", default=[], help="N whose models run MD")
     parser.add_argument("--stability-targets", nargs="*", default=None, help="targets whose models run MD (default: all)")
     parser.add_argument("--stability-replicas", type=int, default=32)
+    parser.add_argument("--analysis-frames", type=int, default=50, help="test frames of the force-field analyses")
     parser.add_argument("--stability-ps", type=float, default=20.0)
     parser.add_argument("--replay-frames", type=int, default=200, help="frames replayed by supervised+replay")
     parser.add_argument("--general", type=int, default=200,
@@ -445,6 +479,7 @@ def main() -> int:
             for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
+    analysis_rows = analyses(runs, args)
     from nnp.train.finetune import FINETUNE_DEFAULTS
 
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
@@ -453,7 +488,7 @@ def main() -> int:
            "minutes_per_model": {str(n): m for n, m in budget.items()}, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items()}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
-           "logrank": logrank, "cpu": os.uname().machine,
+           "logrank": logrank, "analyses": analysis_rows, "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
                resource.getrusage(resource.RUSAGE_CHILDREN))}
     args.results.parent.mkdir(parents=True, exist_ok=True)

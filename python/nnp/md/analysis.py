@@ -113,6 +113,18 @@ def force_difference_error(forces_model: Sequence[np.ndarray], forces_reference:
     return {"delta_force_rmse": rmse, "relative_delta_force_rmse": rmse / max(float(np.sqrt((s**2).mean())), 1e-300)}
 
 
+def model_names(paths: Sequence[str | Path]) -> list[str]:
+    """Short distinct names: the file names, or where two are equal (``a/model.nnp.pt``, ``b/model.nnp.pt``)
+    the path from the first folder in which they differ."""
+    paths = [Path(p).resolve() for p in paths]
+    depth = 1
+    while True:
+        names = [str(Path(*p.parts[-depth:])) for p in paths]
+        if len(set(names)) == len(names) or depth >= max(len(p.parts) for p in paths):
+            return names
+        depth += 1
+
+
 def compare_models(model_paths: Sequence[str | Path], reference_frames: Sequence[Atoms], output_dir: str | Path,
                    reference_calculator: Callable[[], Calculator] | None = None, displacements: int = 20,
                    max_frames: int = 50) -> dict:
@@ -135,8 +147,7 @@ def compare_models(model_paths: Sequence[str | Path], reference_frames: Sequence
     if reference_calculator is not None:
         curves["smoothness"]["reference"] = force_smoothness(reference_calculator(), frames, displacements)
         summary["reference_smoothness_median"] = float(np.median(curves["smoothness"]["reference"]))
-    for path in model_paths:
-        name = Path(path).name
+    for path, name in zip(model_paths, model_names(model_paths)):
         calc = NNPCalculator(path)
         predicted = []
         for atoms in frames:

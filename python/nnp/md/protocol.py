@@ -39,3 +39,19 @@ def molecule_protocol(**overrides) -> Protocol:
 
 def water_protocol(**overrides) -> Protocol:
     return Protocol(**{"system": "water", "temperature": 300.0, "timestep_fs": 1.0, "time_ps": 500.0, **overrides})
+
+
+PROTOCOLS = {"molecule": molecule_protocol, "water": water_protocol}
+
+
+def stability_system(atoms) -> str:
+    """The protocol that fits a structure: ``molecule`` (no periodic box: bond criterion) or ``water`` (a
+    periodic box of H and O: RDF criterion). Other periodic systems have no protocol yet: an error."""
+    from ..errors import UserError
+
+    if not atoms.pbc.any():
+        return "molecule"
+    if set(atoms.get_chemical_symbols()) <= {"H", "O"}:
+        return "water"
+    raise UserError(f"no stability protocol for a periodic {atoms.get_chemical_formula()}: nnp stability knows "
+                    "molecules (no periodic box, bond criterion) and water (RDF criterion)")

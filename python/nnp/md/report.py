@@ -61,15 +61,18 @@ def format_replica_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def stable_times(summary: dict) -> tuple[list[float], list[bool]]:
+    """Stable time (ps) and collapse flag of every trajectory of a ``stability.json`` (replica runs and single
+    runs; files written before single runs named the time ``stable_ps`` name it ``time_ps``)."""
+    rows = summary["trajectories"]
+    return [r.get("stable_ps", r.get("time_ps")) for r in rows], [bool(r["collapsed"]) for r in rows]
+
+
 def compare_stability(summary_a: dict, summary_b: dict, path: str | Path | None = None) -> dict:
     """Log-rank test between two stability summaries (``stability.json``); optionally plot both KM curves."""
     from .survival import kaplan_meier, logrank_test
 
-    def groups(summary: dict) -> tuple[list[float], list[bool]]:
-        rows = summary["trajectories"]
-        return [r.get("stable_ps", r.get("time_ps")) for r in rows], [bool(r["collapsed"]) for r in rows]
-
-    (da, ea), (db, eb) = groups(summary_a), groups(summary_b)
+    (da, ea), (db, eb) = stable_times(summary_a), stable_times(summary_b)
     test = logrank_test(da, ea, db, eb)
     result = {"models": [summary_a["model"], summary_b["model"]], "logrank_chi2": test.chi2,
               "logrank_p": test.p_value, "collapses_observed": list(test.observed),

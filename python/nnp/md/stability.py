@@ -29,6 +29,7 @@ from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_mae
 from .protocol import Protocol
 from .report import record_deviation
+from .survival import summarize
 
 
 @dataclass
@@ -219,12 +220,13 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     summary = {
         "model": str(model),
         "protocol": asdict(protocol),
-        "trajectories": [{"index": t.index, "time_ps": t.time_ps, "collapsed": t.collapsed, "reason": t.reason,
-                          "nve_drift_eV_per_atom_ps": t.nve_drift} for t in trajectories],
+        "trajectories": [{"index": t.index, "time_ps": t.time_ps, "stable_ps": t.time_ps, "collapsed": t.collapsed,
+                          "reason": t.reason, "nve_drift_eV_per_atom_ps": t.nve_drift} for t in trajectories],
         "median_time_ps": float(np.median(times)),
         "min_time_ps": float(times.min()),
         "max_time_ps": float(times.max()),
         "stable_fraction": float(np.mean([not t.collapsed for t in trajectories])),
+        "kaplan_meier": summarize(times.tolist(), [t.collapsed for t in trajectories]),
     }
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
