@@ -469,8 +469,6 @@ def parse_time_ps(text: str) -> float:
 
 
 def _replica_stability(args, reference, protocol, output: str) -> int:
-    import json
-
     import numpy as np
 
     from .errors import UserError
