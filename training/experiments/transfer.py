@@ -149,6 +149,22 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
             "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
 
 
+def target_kind(target: str, args) -> str:
+    """``molecule`` or ``water`` (a periodic pool): nnp stability's protocol for the target."""
+    import ase.io
+
+    from nnp.md.protocol import stability_system
+
+    return stability_system(ase.io.read(args.data / f"{target}_pool.extxyz", index=0))
+
+
+def lr_source(target: str, args) -> str:
+    """The target whose validation frames choose ``target``'s scratch learning rate (``--lr-from`` for its kind)."""
+    if args.lr_from and target_kind(target, args) == target_kind(args.lr_from, args):
+        return args.lr_from
+    return target
+
+
 def pretraining_dir(objective: str, args) -> Path:
     return args.output / f"pretrain-{objective}"
 
@@ -178,13 +194,9 @@ def stability(run: Run, args) -> dict:
     directory = run.directory(args.output) / "stability"
     result = directory / "stability.json"
     if not result.exists():
-        import ase.io
-
-        from nnp.md.protocol import stability_system
-
         test = args.data / f"{run.target}_test.extxyz"  # molecules: 500 K, bond criterion; water: 300 K, RDF criterion
         cmd = [NNP, "stability", "--model", str(run.directory(args.output) / "model.nnp.pt"),
-               "--system", stability_system(ase.io.read(test, index=0)), "--reference", str(test),
+               "--system", target_kind(run.target, args), "--reference", str(test),
                "--replicas", str(args.stability_replicas),
                "--time", f"{args.stability_ps:g}ps", "--seed", str(run.seed), "--output", str(directory)]
         directory.mkdir(parents=True, exist_ok=True)
@@ -423,8 +435,11 @@ def main() -> int:
                         help="another budget for the models of training size N (e.g. 1000=6)")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the search")
+    parser.add_argument("--sizes-at", nargs="*", default=[], metavar="TARGET=N,N,..",
+                        help="other training sizes for one target (e.g. water=10,40,160)")
     parser.add_argument("--lr-from", default=None,
-                        help="search scratch's lr on this target only (at every N), use it for all targets")
+                        help="search scratch's lr on this target only (at every N), use it for the targets of the same "
+                             "kind (molecules or water); a target of the other kind searches its own")
     parser.add_argument("--pretrained", default="organic-xtb")
     parser.add_argument("--data", type=Path, default=Path("data/heldout"))
     parser.add_argument("--output", type=Path, default=Path("runs/transfer"))
@@ -456,27 +471,36 @@ def main() -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             return list(pool.map(lambda r: execute(r, args, architecture, general), runs))
 
-    budget = {n: args.minutes for n in args.sizes} | {int(k): float(v) for k, v in (x.split("=") for x in args.minutes_at)}
+    sizes = {t: args.sizes for t in args.targets} | {
+        t: [int(n) for n in v.split(",")] for t, v in (x.split("=") for x in args.sizes_at)}
+    budget = {n: args.minutes for t in args.targets for n in sizes[t]} | {
+        int(k): float(v) for k, v in (x.split("=") for x in args.minutes_at)}
     lrs, searched = {}, []  # scratch's learning rate per (target, N), tuned on seed 0's validation frames
-    for target in [args.lr_from] if args.lr_from else args.targets:
-        for n in args.sizes if "scratch" in args.objectives else []:
-            if args.scratch_lr is not None:
-                lrs[target, n] = args.scratch_lr
-                continue
-            search = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[n]) for lr in args.lr_grid])
-            searched += search
-            lrs[target, n] = min(search, key=lambda r: r["val_force_mae_meV_A"])["lr"]
-            print(f"{target} N={n}: scratch lr {lrs[target, n]:g} (validation force MAE "
-                  + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in search) + ")", flush=True)
-    if args.lr_from and "scratch" in args.objectives:  # one search per N, reused for every target
-        lrs = {(t, n): lrs[args.lr_from, n] for t in args.targets for n in args.sizes}
+
+    def search(target: str, n: int) -> float:
+        if args.scratch_lr is not None:
+            return args.scratch_lr
+        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[n]) for lr in args.lr_grid])
+        searched.extend(found)
+        best = min(found, key=lambda r: r["val_force_mae_meV_A"])["lr"]
+        print(f"{target} N={n}: scratch lr {best:g} (validation force MAE "
+              + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in found) + ")", flush=True)
+        return best
+
+    for target in args.targets if "scratch" in args.objectives else []:
+        source = lr_source(target, args)
+        for n in sizes[target]:
+            if (source, n) not in lrs:
+                lrs[source, n] = search(source, n)
+            lrs[target, n] = lrs[source, n]
     pretrainings = [pretrain(o, args) for o in args.objectives if o in SELF_SUPERVISED]
     starts = {"supervised": start, "supervised+replay": start,
               **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
     schedule = schedule_digest()
     runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" else None, starts.get(objective),
                 None if objective == "scratch" else schedule, budget[n])
-            for n in args.sizes for s in args.seeds for t in args.targets for objective in args.objectives]
+            for n in sorted(budget) for s in args.seeds for t in args.targets if n in sizes[t]
+            for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
     analysis_rows = analyses(runs, args)
@@ -486,7 +510,7 @@ def main() -> int:
            "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": schedule,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": {str(n): m for n, m in budget.items()}, "threads_per_model": 1, "parallel_jobs": args.jobs,
-           "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items()}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
+           "sizes": sizes, "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items() if t in args.targets}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
            "logrank": logrank, "analyses": analysis_rows, "cpu": os.uname().machine,
            "rusage_children_cpu_minutes": (lambda u: (u.ru_utime + u.ru_stime) / 60)(
