@@ -98,7 +98,8 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     generate_molecule_xtb(data / "ethanol_pool.extxyz", "ethanol", n_frames=22, interval=2, progress=False)
     generate_molecule_xtb(data / "ethanol_test.extxyz", "ethanol", n_frames=4, interval=2, seed=1, progress=False)
     results = tmp_path / "transfer.json"
-    argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.01",
+    argv = ["transfer.py", "--targets", "ethanol", "--sizes", "10", "--seeds", "0", "1", "--minutes", "0.5",
+            "--minutes-at", "10=0.02", "ethanol:10=0.01",
             "--lr-grid", "1e-3", "3e-3", "--objectives", "supervised", "supervised+replay", "scratch", "masked",
             "denoise", "denoise-small", "--pretrain-data", str(data / "ethanol_pool.extxyz"), "--pretrain-minutes", "0.01",
             "--stability-sizes", "10", "--stability-replicas", "2", "--stability-ps", "0.02", "--analysis-frames", "3",
@@ -131,6 +132,8 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert all({"latent_silhouette", "smoothness_median", "delta_force_rmse"} <= set(a) for a in doc["analyses"])
     assert [r["objective"] for r in rows if r["n_train"] == 0] == ["supervised"]  # zero-shot
     assert all(r["cpu_minutes"] > 0 and r["test_force_mae_meV_A"] > 0 for r in rows if r["n_train"])
+    # the per-target budget wins over the per-N one and the default, and names the runs' folders
+    assert doc["minutes_per_model"] == {"ethanol/n10": 0.01} and all(r["minutes"] == 0.01 for r in rows if r["n_train"])
     assert doc["scratch_lr"]["ethanol/n10"] in (1e-3, 3e-3) and len(doc["lr_search"]) == 2
     finetuned = next(s for s in doc["summary"] if s["objective"] == "supervised")
     assert len(finetuned["test_force_mae_meV_A_ratio_ci95"]) == 2

@@ -149,6 +149,17 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
             "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
 
 
+def minute_budgets(args, sizes: dict[str, list[int]]) -> dict[tuple[str, int], float]:
+    """Wall-clock minutes per (target, N), for the targets and their lr sources: ``--minutes``, then ``--minutes-at``
+    N=M (every target), then TARGET:N=M."""
+    budget = {(source, n): args.minutes for t in args.targets for n in sizes[t] for source in (t, lr_source(t, args))}
+    for item in sorted(args.minutes_at, key=lambda x: ":" in x):  # the per-target ones last: they win
+        key, minutes = item.split("=")
+        target, _, n = key.rpartition(":")
+        budget.update({(t, m): float(minutes) for t, m in budget if m == int(n) and target in ("", t)})
+    return budget
+
+
 def target_kind(target: str, args) -> str:
     """``molecule`` or ``water`` (a periodic pool): nnp stability's protocol for the target."""
     import ase.io
@@ -431,8 +442,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=2.5, help="wall-clock budget of every model")
-    parser.add_argument("--minutes-at", nargs="*", default=[], metavar="N=MINUTES",
-                        help="another budget for the models of training size N (e.g. 1000=6)")
+    parser.add_argument("--minutes-at", nargs="*", default=[], metavar="[TARGET:]N=MINUTES",
+                        help="another budget for the models of training size N, of every target or of one "
+                             "(e.g. 1000=6 water:10=8)")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--scratch-lr", type=float, default=None, help="skip the search")
     parser.add_argument("--sizes-at", nargs="*", default=[], metavar="TARGET=N,N,..",
@@ -473,14 +485,13 @@ def main() -> int:
 
     sizes = {t: args.sizes for t in args.targets} | {
         t: [int(n) for n in v.split(",")] for t, v in (x.split("=") for x in args.sizes_at)}
-    budget = {n: args.minutes for t in args.targets for n in sizes[t]} | {
-        int(k): float(v) for k, v in (x.split("=") for x in args.minutes_at)}
+    budget = minute_budgets(args, sizes)
     lrs, searched = {}, []  # scratch's learning rate per (target, N), tuned on seed 0's validation frames
 
     def search(target: str, n: int) -> float:
         if args.scratch_lr is not None:
             return args.scratch_lr
-        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[n]) for lr in args.lr_grid])
+        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[target, n]) for lr in args.lr_grid])
         searched.extend(found)
         best = min(found, key=lambda r: r["val_force_mae_meV_A"])["lr"]
         print(f"{target} N={n}: scratch lr {best:g} (validation force MAE "
@@ -498,8 +509,8 @@ def main() -> int:
               **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
     schedule = schedule_digest()
     runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" else None, starts.get(objective),
-                None if objective == "scratch" else schedule, budget[n])
-            for n in sorted(budget) for s in args.seeds for t in args.targets if n in sizes[t]
+                None if objective == "scratch" else schedule, budget[t, n])
+            for n in sorted({n for _, n in budget}) for s in args.seeds for t in args.targets if n in sizes[t]
             for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
     trajectories, stability_summary, logrank = stability_tables(runs, rows, args)
@@ -509,7 +520,7 @@ def main() -> int:
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": schedule,
            "pretrained_checkpoint_sha256_8": start,
-           "minutes_per_model": {str(n): m for n, m in budget.items()}, "threads_per_model": 1, "parallel_jobs": args.jobs,
+           "minutes_per_model": {f"{t}/n{n}": m for (t, n), m in budget.items() if t in args.targets}, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "sizes": sizes, "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items() if t in args.targets}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
            "logrank": logrank, "analyses": analysis_rows, "cpu": os.uname().machine,
