@@ -471,12 +471,9 @@ def parse_time_ps(text: str) -> float:
 def _replica_stability(args, reference, protocol, output: str) -> int:
     import numpy as np
 
-    from .errors import UserError
     from .md.replicas import run_replica_stability
     from .md.report import format_replica_table
 
-    if args.replicas < 1:
-        raise UserError(f"--replicas must be >= 1, got {args.replicas}")
     picks = np.linspace(0, len(reference) - 1, args.replicas).round().astype(int)
     summary = run_replica_stability(args.model, [reference[k] for k in picks], protocol, output, reference,
                                     seed=args.seed, progress=True)
@@ -546,11 +543,12 @@ def cmd_stability(args) -> int:
                          deviation_threshold=args.deviation_threshold)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
-    if args.replicas and not water:
-        return _replica_stability(args, reference, protocol, output)
-    count = args.replicas or args.trajectories  # water: --replicas N is N trajectories, one LAMMPS run each
+    count = args.replicas or args.trajectories
     if count < 1:
         raise UserError(f"--replicas/--trajectories must be >= 1, got {count}")
+    if args.replicas and not water:
+        return _replica_stability(args, reference, protocol, output)
+    # --trajectories, or water's --replicas N: N trajectories, one LAMMPS run each
     picks = np.linspace(0, len(reference) - 1, count).round().astype(int)
     summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
                             seed=args.seed, workers=args.workers)

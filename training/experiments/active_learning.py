@@ -167,8 +167,9 @@ def stability(target: str, method: str, model: str, files: dict, args) -> dict:
     result = out / "stability.json"
     if not result.exists():
         run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
-                    "--replicas", str(args.replicas), "--time", f"{time_ps(files, args):g}ps", "--temperature", f"{temperature(files, args):g}",
-                    "--seed", str(args.seed), "--output", str(out)], out.with_suffix(".log"))
+                    "--replicas", str(args.replicas), "--time", f"{time_ps(files, args):g}ps",
+                    "--temperature", f"{temperature(files, args):g}", "--seed", str(args.seed), "--output", str(out)],
+                   out.with_suffix(".log"))
     return json.loads(result.read_text())
 
 

@@ -11,7 +11,7 @@ generate water-xtb``), training size N and seed s:
   ``max(10, N // 10)`` validate (one file per (target, N, s), shared by every objective: paired);
 * ``scratch``: the pretrained model's architecture from random weights (seed s), the molecule recipe
   ``training/aspirin/painn.yaml``, learning rate tuned on validation over ``--lr-grid`` (seed 0, at every N;
-  ``--lr-from T``: on target T only, used for every target);
+  ``--lr-from T``: on target T only, used for every target of T's kind, molecule or water);
 * ``supervised``: the bundled pretrained model (``--pretrained``) finetuned with the defaults of
   ``nnp finetune --from`` (one fixed schedule);
 * ``supervised+replay``: the same with ``--replay``: frames of the pretraining set's replay slice mixed
@@ -34,8 +34,8 @@ Forgetting: every pretrained and finetuned model is also tested on ``--general``
 set's own validation split (evenly spaced, drawn as the pretraining run drew it; ``general_force_mae_meV_A``),
 so that what finetuning (with or without replay) costs on the chemistry it was pretrained on can be read off.
 
-Every model of a training size N trains for the same wall-clock budget (``--minutes``, or ``--minutes-at
-N=M``) in its own process on one thread
+Every model of a target and training size N trains for the same wall-clock budget (``--minutes``, or
+``--minutes-at [TARGET:]N=M``) in its own process on one thread
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
@@ -46,6 +46,7 @@ start checkpoint's SHA-256, so a retrained bundled model is run afresh, never re
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -162,11 +163,23 @@ def minute_budgets(args, sizes: dict[str, list[int]]) -> dict[tuple[str, int], f
 
 def target_kind(target: str, args) -> str:
     """``molecule`` or ``water`` (a periodic pool): nnp stability's protocol for the target."""
+    return _kind_of(args.data / f"{target}_pool.extxyz")
+
+
+@functools.lru_cache
+def _kind_of(pool: Path) -> str:
     import ase.io
 
     from nnp.md.protocol import stability_system
 
-    return stability_system(ase.io.read(args.data / f"{target}_pool.extxyz", index=0))
+    return stability_system(ase.io.read(pool, index=0))
+
+
+def stability_runs(runs: list[Run], args) -> list[Run]:
+    """The runs whose models run MD and the analyses: the first seed's, at ``--stability-sizes``, of
+    ``--stability-targets`` (default: every target)."""
+    return [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
+            and r.target in (args.stability_targets or args.targets)]
 
 
 def lr_source(target: str, args) -> str:
@@ -223,8 +236,7 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
     from nnp.md.survival import logrank_test
 
     errors = {(r["target"], r["n_train"], r["objective"], r["seed"]): r["test_force_mae_meV_A"] for r in rows if r["n_train"]}
-    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
-              and r.target in (args.stability_targets or args.targets)]
+    chosen = stability_runs(runs, args)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda r: stability(r, args), chosen))
     trajectories, summaries, logrank = [], [], {}
@@ -258,8 +270,7 @@ def analyses(runs: list[Run], args) -> list[dict]:
     from nnp.md.analysis import compare_models, model_names
 
     rows = []
-    chosen = [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
-              and r.target in (args.stability_targets or args.targets)]
+    chosen = stability_runs(runs, args)
     for target, n in sorted({(r.target, r.n_train) for r in chosen}):
         mine = [r for r in chosen if (r.target, r.n_train) == (target, n)]
         models = [r.directory(args.output) / "model.nnp.pt" for r in mine]
