@@ -118,6 +118,9 @@ def test_killed_generation_resumes_to_the_same_frames(tmp_path):
     generate_diverse_xtb(target, **SMALL)
     a, b = ase.io.read(reference, ":"), ase.io.read(target, ":")
     assert len(a) == len(b) == 8
+    card = json.loads(write_partial_card(target, n_molecules=2, frames_per_molecule=4, max_heavy_atoms=4,
+                                         seed=3).read_text())  # of the finished generation
+    assert card["complete"] and card["segments_completed"] == card["systems"] and card["frames"] == 8
     for x, y in zip(a, b):  # SCF from a cached guess: agreement to SCF precision
         assert x.info["system"] == y.info["system"]
         np.testing.assert_allclose(x.positions, y.positions, atol=1e-6)

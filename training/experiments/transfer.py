@@ -121,9 +121,9 @@ def split_file(pool: Path, n: int, seed: int, out: Path) -> tuple[Path, float]:
 
 
 def _write_split(pool: Path, count: int, seed: int, path: Path) -> None:
+    """The first ``count`` frames of a permutation of ``pool`` drawn from ``seed``, written atomically."""
     import ase.io
 
-    """The first ``count`` frames of a permutation of ``pool`` drawn from ``seed``, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = ase.io.read(pool, ":")
     if count > len(frames):

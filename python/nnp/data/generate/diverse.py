@@ -232,7 +232,7 @@ def generate_diverse_xtb(output: str | Path, n_molecules: int = 4000, sampling: 
 def write_partial_card(output: str | Path, n_molecules: int = 4000, sampling: Sampling | None = None, *,
                        seed: int = 0, max_heavy_atoms: int = 9, shard: int = 0, shards: int = 1,
                        **sampling_fields) -> Path:
-    """Card of the frames an unfinished (or still running) generation has written so far."""
+    """Card of the frames a generation has written so far (``complete`` once every segment is done)."""
     from .xtb import segments_digest
 
     path = Path(output)
@@ -245,13 +245,16 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, sampling: Sa
     parameters = state["parameters"]
     if parameters.get("segments") != json.loads(json.dumps(segments_digest(segments))):
         raise ValueError(f"{path} was generated with other molecules/frames/temperatures/seed than asked for")
+    # the state is saved with each frame, so a finished segment still shows as the current one
+    segment = state["segment"]
+    completed = segment + int(segment < len(segments) and state["segment_frames"] >= segments[segment].frames)
     out = ResumableTrajectory(path, parameters)
     out.write_card({
         "dataset": NAME, "temperatures_K": sorted(parameters["temperatures_K"]),
         "timestep_fs": parameters["timestep_fs"], "sampling_interval_steps": parameters["interval"],
         "equilibration_steps": parameters["equilibration_steps"], "friction_per_fs": parameters["friction_per_fs"],
         "seed": parameters["seed"], "frames": state["frames"], "systems": len(segments),
-        "segments_completed": state["segment"],
+        "segments_completed": completed,
         "dropped_failed_scf": state["dropped_scf"], "dropped_exploded_geometry": state["dropped_geometry"],
         **{key: state.get(key, 0) for key in ("failed_equilibrations", "skipped_segments", "skipped_frames")},
         "finite_difference_check": {"frames_checked": state["fd_checked"],
@@ -261,8 +264,8 @@ def write_partial_card(output: str | Path, n_molecules: int = 4000, sampling: Sa
     if sys.argv and sys.argv[0].endswith("nnp") and "--card-only" in sys.argv:  # the command that makes the frames
         out.update_card({"command": " ".join(a for a in sys.argv if a != "--card-only"),
                          "card_command": " ".join(sys.argv)})
-    return _complete_card(path, enumeration, seconds, seed, complete=False, max_frames=state["frames"],
-                          segments=segments)
+    return _complete_card(path, enumeration, seconds, seed, complete=completed >= len(segments),
+                          max_frames=state["frames"], segments=segments)
 
 
 def _complete_card(path: Path, enumeration: Enumeration, enumeration_seconds: float, seed: int, complete: bool,
