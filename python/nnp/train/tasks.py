@@ -15,6 +15,7 @@ from torch_geometric.data import Batch, Data
 
 from ..config import PretrainConfig, RunConfig, TrainConfig
 from ..data.graph import edge_vectors
+from ..errors import UserError
 from ..models.build import ROTATION_INVARIANT
 from ..models.potential import Potential
 from ..pretrain.denoising import noise_loss, noisy_graph
@@ -118,7 +119,9 @@ class PretrainTask:
     Graphs must carry ``molecule`` ids (``prepare_data(..., with_molecules=True)``).
     """
 
-    num_totals = 2  # loss sum, frames
+    num_totals = 4  # loss sum, frames, sum of squared vectors, atoms
+    # a validation vector RMS beyond this (eV/Å for the force target) or not finite: the pretraining diverged
+    DIVERGED_RMS = 1e6
 
     def __init__(self, config: PretrainConfig, species: list[str], augment_rotations: bool):
         self.p = config
@@ -159,8 +162,10 @@ class PretrainTask:
         return model(batch.species, batch.edge_index, edge_vectors(batch))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        return self._loss(self.predict(model, batch), batch)
+
+    def _loss(self, predicted: Tensor, batch: Batch) -> Tensor:
         p = self.p
-        predicted = self.predict(model, batch)
         sigma = p.noise_sigma if p.noise_target == "displacement" else 1.0  # target: sigma*eps (Å) or eps
         if p.task == "denoise":
             return noise_loss(predicted, sigma * batch.target_vectors, batch.target_mask)
@@ -175,7 +180,16 @@ class PretrainTask:
     def evaluate_batch(self, model: nn.Module, batch: Batch) -> list[float]:
         # the force target differentiates the energy: gradients on, nothing kept
         with torch.set_grad_enabled(self.p.target == "force"):
-            return [float(self.loss(model, batch).detach()) * batch.num_graphs, float(batch.num_graphs)]
+            predicted = self.predict(model, batch)
+            loss = float(self._loss(predicted, batch).detach())
+        return [loss * batch.num_graphs, float(batch.num_graphs), float(predicted.detach().double().square().sum()),
+                float(predicted.shape[0])]
 
     def summarize(self, totals: list[float]) -> dict[str, float]:
-        return {"loss": totals[0] / max(totals[1], 1.0)}
+        """Loss and the RMS of the predicted vectors over all atoms: the cosine loss does not see their size,
+        so a run whose outputs grow without bound (too high a learning rate) is stopped here, not finetuned."""
+        rms = float(np.sqrt(totals[2] / max(totals[3], 1.0)))
+        if not np.isfinite(rms) or rms > self.DIVERGED_RMS or (totals[3] and rms == 0.0):
+            raise UserError(f"pretraining diverged: the RMS of the model's {self.p.target} output on the validation "
+                            f"frames is {rms:.3g}; lower train.lr (the masked paper used 1e-4 with weight decay 1e-4)")
+        return {"loss": totals[0] / max(totals[1], 1.0), "vector_rms": rms}
