@@ -146,8 +146,14 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("ethanol/*/row.json")}
     stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")})
     stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").glob("pretrain-*/best.ckpt")})
+    # an analysis made for fewer models (an earlier call with fewer objectives) is redone, not read back
+    stored = tmp_path / "runs" / "analysis-ethanol-n10" / "analysis.json"
+    analysis = json.loads(stored.read_text())
+    analysis["models"].pop(next(name for name in analysis["models"] if name.startswith("masked")))
+    stored.write_text(json.dumps(analysis))
     transfer()
     assert {p: p.stat().st_mtime for p in stamps} == stamps
+    assert sorted(a["objective"] for a in json.loads(results.read_text())["analyses"]) == sorted(objectives)
 
 
 @pytest.mark.slow

@@ -274,13 +274,13 @@ def analyses(runs: list[Run], args) -> list[dict]:
     for target, n in sorted({(r.target, r.n_train) for r in chosen}):
         mine = [r for r in chosen if (r.target, r.n_train) == (target, n)]
         models = [r.directory(args.output) / "model.nnp.pt" for r in mine]
+        names = model_names(models)
         out = args.output / f"analysis-{target}-n{n}"
-        if (out / "analysis.json").exists():
-            summary = json.loads((out / "analysis.json").read_text())
-        else:
+        summary = json.loads((out / "analysis.json").read_text()) if (out / "analysis.json").exists() else None
+        if summary is None or not set(names) <= set(summary["models"]):  # read back only if it has every model
             summary = compare_models(models, load_structures(str(args.data / f"{target}_test.extxyz")), out,
                                      max_frames=args.analysis_frames)
-        for run, name in zip(mine, model_names(models)):
+        for run, name in zip(mine, names):
             rows.append({"objective": run.objective, "target": target, "n_train": n, "seed": run.seed,
                          **summary["models"][name], "plots": summary["plots"]})
     return rows
