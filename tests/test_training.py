@@ -191,3 +191,21 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     resumed, reference = _final_parameters(killed / "run"), _final_parameters(straight / "run")
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-10)
+
+
+def test_a_run_resumes_only_under_its_own_settings(tmp_path):
+    """Resuming a last.ckpt under another recipe would continue the old weights and optimiser state as if
+    they were the new run's: an error; a longer or time-limited continuation of the same run is fine."""
+    from nnp.errors import UserError
+
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
+
+    def fit(**train):
+        config = config_from_dict(small_config(tmp_path, data, **train))
+        prepared = prepare_data(config, progress=False)
+        return Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
+
+    assert fit(epochs=1)["epochs"] == 1
+    with pytest.raises(UserError, match=r"other settings \(train.lr: 0.005 -> 0.01\).*another output_dir"):
+        fit(epochs=2, lr=1e-2)
+    assert fit(epochs=2, time_limit_minutes=30)["epochs"] == 2  # the same run, continued

@@ -9,6 +9,7 @@ interrupted and resumed run, or N processes with the same global batch, follow t
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -21,6 +22,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
+from ..errors import UserError
 from .checkpoint import load_checkpoint, save_atomic
 from .data import GraphDataset, TrainingData
 from .distributed import Distributed
@@ -46,6 +48,34 @@ def configure_precision(tf32: bool) -> None:
     """TF32 matrix products on CUDA when asked (float32 models only; float64 is never affected)."""
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+# what a resumed run may change: how long and where it runs, not what it computes
+RESUMABLE_CHANGES = {"name", "output_dir", "train.epochs", "train.time_limit_minutes", "train.early_stopping_patience",
+                     "train.num_workers", "train.device"}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable(saved: dict | None, current: dict, run_dir: Path) -> None:
+    """A ``last.ckpt`` is resumed only by the settings that made it (a run under a changed recipe would
+    silently continue the old run's weights and optimiser state)."""
+    if saved is None:
+        return
+    old, new = (_flat(json.loads(json.dumps(c, default=str))) for c in (saved, current))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        raise UserError(f"{run_dir} holds a run made with other settings ({shown}{', ...' if len(changed) > 4 else ''}); "
+                        f"resume it with its own settings, or train into another output_dir (or delete {run_dir})")
 
 
 class Trainer:
@@ -205,7 +235,9 @@ class Trainer:
         """Train until ``train.epochs`` (or ``max_epochs`` more epochs), early stopping or the time limit."""
         last = self.run_dir / "last.ckpt"
         if last.exists():
-            self.restore(load_checkpoint(last))
+            checkpoint = load_checkpoint(last)
+            check_resumable(checkpoint.get("config"), self.config.to_dict(), self.run_dir)
+            self.restore(checkpoint)
         start_time = time.monotonic()
         stop_epoch = self.t.epochs if max_epochs is None else min(self.t.epochs, self.epoch + max_epochs)
         reason = "epochs"
