@@ -71,9 +71,10 @@ def check_resumable(saved: dict | None, current: dict, run_dir: Path) -> None:
     if saved is None:
         return
     old, new = (_flat(json.loads(json.dumps(c, default=str))) for c in (saved, current))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    # keys only one side has (a setting added to nnp since) are not compared
+    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k] and k not in RESUMABLE_CHANGES)
     if changed:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        shown = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:4])
         raise UserError(f"{run_dir} holds a run made with other settings ({shown}{', ...' if len(changed) > 4 else ''}); "
                         f"resume it with its own settings, or train into another output_dir (or delete {run_dir})")
 
