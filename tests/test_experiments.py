@@ -156,6 +156,34 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert sorted(a["objective"] for a in json.loads(results.read_text())["analyses"]) == sorted(objectives)
 
 
+def test_transfer_merge(tmp_path, monkeypatch):
+    """Results of separate invocations (the molecules and the water box) merge into one file: rows of both,
+    a row in two files once, one model's trajectories kept whole, summary and plots afresh; files from another
+    pretrained checkpoint are refused."""
+    molecules = json.loads((ROOT / "results" / "transfer.json").read_text())
+    other = json.loads(json.dumps(molecules).replace('"ethanol', '"water'))  # the same rows as another target
+    other["command"] = "transfer.py --targets water"
+    paths = [tmp_path / "molecules.json", tmp_path / "water.json"]
+    paths[0].write_text(json.dumps(molecules))
+    paths[1].write_text(json.dumps(other))
+    merged_path = tmp_path / "transfer.json"
+    run_script(["transfer.py", "--merge", *map(str, paths), paths[0].as_posix(), "--results", str(merged_path)], monkeypatch)
+    merged = json.loads(merged_path.read_text())
+    water = [r for r in other["runs"] if r["target"] == "water"]
+    assert water and len(merged["runs"]) == len(molecules["runs"]) + len(water)
+    assert len(merged["trajectories"]) == len(molecules["trajectories"]) + len(
+        [t for t in other["trajectories"] if t["target"] == "water"])  # 32 identical stable rows are 32 replicas
+    assert {s["target"] for s in merged["summary"]} == {s["target"] for s in molecules["summary"]} | {"water"}
+    assert merged["command"] == [molecules["command"], other["command"], molecules["command"]]
+    assert "water/n10/supervised" in merged["logrank"] and merged_path.with_suffix(".png").exists()
+    assert (tmp_path / "transfer-survival-water-n10.png").exists()
+    other["pretrained_checkpoint_sha256_8"] = "00000000"
+    paths[1].write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", ["transfer.py", "--merge", *map(str, paths), "--results", str(merged_path)])
+    with pytest.raises(SystemExit, match="pretrained_checkpoint_sha256_8"):
+        runpy.run_path(str(ROOT / "training" / "experiments" / "transfer.py"), run_name="__main__")
+
+
 @pytest.mark.slow
 def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     """Held-out xTB data -> nnp learn from the bundled model and from scratch, the random baseline with as

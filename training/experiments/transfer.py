@@ -447,6 +447,48 @@ def plot(path: Path, runs: list[dict]) -> None:
     plt.close(fig)
 
 
+def merge(files: list[Path], results: Path) -> dict:
+    """One results file from several invocations (e.g. the molecules and the water box run apart): the lists
+    concatenated (a row in two files counts once), the per-key dicts united, summary and plots made afresh.
+    Files made from different pretrained checkpoints or finetuning schedules are not comparable: refused."""
+    docs = [json.loads(Path(f).read_text()) for f in files]
+    for key in ("pretrained_checkpoint_sha256_8", "finetune_defaults_sha256_6"):
+        if len({d[key] for d in docs}) > 1:
+            raise SystemExit(f"--merge: the files differ in {key} ({', '.join(f'{f}: {d[key]}' for f, d in zip(files, docs))}); "
+                             "their rows are not comparable: rerun the older one with this nnp")
+
+    def rows(key: str, identity: tuple[str, ...]) -> list[dict]:
+        """Rows of ``key``; all rows of one identity come from the first file that has that identity
+        (the trajectories of one model are many rows with one identity)."""
+        owner, out = {}, []
+        for index, d in enumerate(docs):
+            for row in d.get(key, []):
+                if owner.setdefault(tuple(json.dumps(row.get(k)) for k in identity), index) == index:
+                    out.append(row)
+        return out
+
+    def united(key: str) -> dict:
+        return {k: v for d in docs for k, v in d.get(key, {}).items()}
+
+    runs = rows("runs", ("objective", "target", "n_train", "seed"))
+    trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
+    doc = {"command": [c for d in docs for c in (d["command"] if isinstance(d["command"], list) else [d["command"]])],
+           "merged_from": [str(f) for f in files],
+           **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
+                                      "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
+           "parallel_jobs": sorted({d["parallel_jobs"] for d in docs}),
+           "minutes_per_model": united("minutes_per_model"), "sizes": united("sizes"), "scratch_lr": united("scratch_lr"),
+           "lr_search": rows("lr_search", ("target", "n_train", "lr")),
+           "pretrainings": rows("pretrainings", ("objective",)), "runs": runs, "summary": paired_summary(runs),
+           "trajectories": trajectories, "stability": rows("stability", ("objective", "target", "n_train", "seed")),
+           "logrank": united("logrank"), "analyses": rows("analyses", ("objective", "target", "n_train", "seed"))}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(doc, indent=1))
+    plot(results.with_suffix(".png"), runs)
+    plot_survival(results, trajectories)
+    return doc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=["aspirin", "ethanol", "paracetamol"])
@@ -482,7 +524,12 @@ def main() -> int:
     parser.add_argument("--general", type=int, default=200,
                         help="frames for the forgetting test (0: none), of the pretraining validation split or --general-data")
     parser.add_argument("--general-data", type=Path, default=None, help="frames file for the forgetting test")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="only merge these results files (e.g. molecules and water run apart) into --results")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.results)
+        return 0
     from nnp.pretrained import checkpoint_for, get
 
     start = digest(checkpoint_for(args.pretrained))
