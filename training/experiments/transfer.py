@@ -40,7 +40,8 @@ Every model of a target and training size N trains for the same wall-clock budge
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
 start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
-``results/transfer.json`` (``runs``, paired ``summary``) and a learning-curve plot beside it.
+``results/transfer.json`` (``runs``, paired ``summary``) and a learning-curve plot beside it;
+``--merge A.json B.json ... --results R.json`` makes one file of invocations run apart (e.g. molecules and water).
 """
 
 from __future__ import annotations
