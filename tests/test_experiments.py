@@ -157,26 +157,27 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
 
 
 def test_transfer_merge(tmp_path, monkeypatch):
-    """Results of separate invocations (the molecules and the water box) merge into one file: rows of both,
+    """Results of separate invocations (e.g. the molecules and the water box) merge into one file: rows of both,
     a row in two files once, one model's trajectories kept whole, summary and plots afresh; files from another
     pretrained checkpoint are refused."""
     molecules = json.loads((ROOT / "results" / "transfer.json").read_text())
-    other = json.loads(json.dumps(molecules).replace('"ethanol', '"water'))  # the same rows as another target
-    other["command"] = "transfer.py --targets water"
-    paths = [tmp_path / "molecules.json", tmp_path / "water.json"]
+    other = json.loads(json.dumps(molecules).replace('"ethanol', '"ethanol2'))  # the rows as another target
+    other["command"] = "transfer.py --targets ethanol2"
+    paths = [tmp_path / "molecules.json", tmp_path / "ethanol2.json"]
     paths[0].write_text(json.dumps(molecules))
     paths[1].write_text(json.dumps(other))
     merged_path = tmp_path / "transfer.json"
     run_script(["transfer.py", "--merge", *map(str, paths), paths[0].as_posix(), "--results", str(merged_path)], monkeypatch)
     merged = json.loads(merged_path.read_text())
-    water = [r for r in other["runs"] if r["target"] == "water"]
-    assert water and len(merged["runs"]) == len(molecules["runs"]) + len(water)
+    copied = [r for r in other["runs"] if r["target"] == "ethanol2"]
+    assert copied and len(merged["runs"]) == len(molecules["runs"]) + len(copied)
     assert len(merged["trajectories"]) == len(molecules["trajectories"]) + len(
-        [t for t in other["trajectories"] if t["target"] == "water"])  # 32 identical stable rows are 32 replicas
-    assert {s["target"] for s in merged["summary"]} == {s["target"] for s in molecules["summary"]} | {"water"}
-    assert merged["command"] == [molecules["command"], other["command"], molecules["command"]]
-    assert "water/n10/supervised" in merged["logrank"] and merged_path.with_suffix(".png").exists()
-    assert (tmp_path / "transfer-survival-water-n10.png").exists()
+        [t for t in other["trajectories"] if t["target"] == "ethanol2"])  # 32 identical stable rows are 32 replicas
+    assert {s["target"] for s in merged["summary"]} == {s["target"] for s in molecules["summary"]} | {"ethanol2"}
+    first = molecules["command"] if isinstance(molecules["command"], list) else [molecules["command"]]  # merged or not
+    assert merged["command"] == [*first, other["command"], *first]
+    assert "ethanol2/n10/supervised" in merged["logrank"] and merged_path.with_suffix(".png").exists()
+    assert (tmp_path / "transfer-survival-ethanol2-n10.png").exists()
     other["pretrained_checkpoint_sha256_8"] = "00000000"
     paths[1].write_text(json.dumps(other))
     monkeypatch.setattr(sys, "argv", ["transfer.py", "--merge", *map(str, paths), "--results", str(merged_path)])

@@ -473,11 +473,14 @@ def merge(files: list[Path], results: Path) -> dict:
 
     runs = rows("runs", ("objective", "target", "n_train", "seed"))
     trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
-    doc = {"command": [c for d in docs for c in (d["command"] if isinstance(d["command"], list) else [d["command"]])],
+    def listed(value) -> list:  # a merged file holds lists where a single run's file holds one value
+        return value if isinstance(value, list) else [value]
+
+    doc = {"command": [c for d in docs for c in listed(d["command"])],
            "merged_from": [str(f) for f in files],
            **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
                                       "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
-           "parallel_jobs": sorted({d["parallel_jobs"] for d in docs}),
+           "parallel_jobs": sorted({j for d in docs for j in listed(d["parallel_jobs"])}),
            "minutes_per_model": united("minutes_per_model"), "sizes": united("sizes"), "scratch_lr": united("scratch_lr"),
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
            "pretrainings": rows("pretrainings", ("objective",)), "runs": runs, "summary": paired_summary(runs),
