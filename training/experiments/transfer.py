@@ -471,11 +471,11 @@ def merge(files: list[Path], results: Path) -> dict:
     def united(key: str) -> dict:
         return {k: v for d in docs for k, v in d.get(key, {}).items()}
 
-    runs = rows("runs", ("objective", "target", "n_train", "seed"))
-    trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
     def listed(value) -> list:  # a merged file holds lists where a single run's file holds one value
         return value if isinstance(value, list) else [value]
 
+    runs = rows("runs", ("objective", "target", "n_train", "seed"))
+    trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
     doc = {"command": [c for d in docs for c in listed(d["command"])],
            "merged_from": [str(f) for f in files],
            **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
