@@ -1,5 +1,7 @@
 """Stability protocols in LAMMPS: the bond-deviation compute, fix halt, the RDF criterion."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,24 @@ def test_water_protocol_on_a_broken_model_collapses(tmp_path):
     assert summary["trajectories"][0]["collapsed"]
     assert summary["trajectories"][0]["time_ps"] < 0.2
     assert (tmp_path / "out" / "survival.png").exists() and (tmp_path / "out" / "stability.json").exists()
+
+
+def test_water_rdf_criterion_keeps_every_window_error(tmp_path):
+    """A soft model (nearly no forces: the molecules fly apart at 300 K) keeps its temperature and fails the
+    RDF criterion; stability.json keeps each window's errors, the last one above the threshold."""
+    from nnp.data.readers import bundled_dataset, read_structures
+
+    frames = read_structures(bundled_dataset())
+    soft = scrambled_model(tmp_path, scale=0.05)
+    protocol = water_protocol(time_ps=0.4, rdf_window_ps=0.05, timestep_fs=0.5)
+    run_stability(soft, frames[-1:], protocol, tmp_path / "out", reference=frames, progress=False)
+    row = json.loads((tmp_path / "out" / "stability.json").read_text())["trajectories"][0]
+    assert row["collapsed"] and row["reason"].startswith("RDF error"), row["reason"]
+    windows = row["window_rdf_errors"]
+    assert len(windows) == round(row["stable_ps"] / protocol.rdf_window_ps) and windows
+    assert all(set(w) == {"O-O", "O-H", "H-H"} for w in windows)
+    assert max(windows[-1].values()) > protocol.rdf_threshold
+    assert all(max(w.values()) <= protocol.rdf_threshold for w in windows[:-1])
 
 
 def test_stable_molecule_reports_nve_drift(tmp_path):

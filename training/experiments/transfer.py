@@ -474,6 +474,10 @@ def merge(files: list[Path], results: Path) -> dict:
     def listed(value) -> list:  # a merged file holds lists where a single run's file holds one value
         return value if isinstance(value, list) else [value]
 
+    def sizes() -> dict[str, list[int]]:  # a target's N of every file (one file may add N to another's target)
+        return {t: sorted({n for d in docs for n in d.get("sizes", {}).get(t, [])})
+                for t in dict.fromkeys(t for d in docs for t in d.get("sizes", {}))}
+
     runs = rows("runs", ("objective", "target", "n_train", "seed"))
     trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
     doc = {"command": [c for d in docs for c in listed(d["command"])],
@@ -481,7 +485,7 @@ def merge(files: list[Path], results: Path) -> dict:
            **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
                                       "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
            "parallel_jobs": sorted({j for d in docs for j in listed(d["parallel_jobs"])}),
-           "minutes_per_model": united("minutes_per_model"), "sizes": united("sizes"), "scratch_lr": united("scratch_lr"),
+           "minutes_per_model": united("minutes_per_model"), "sizes": sizes(), "scratch_lr": united("scratch_lr"),
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
            "pretrainings": rows("pretrainings", ("objective",)), "runs": runs, "summary": paired_summary(runs),
            "trajectories": trajectories, "stability": rows("stability", ("objective", "target", "n_train", "seed")),

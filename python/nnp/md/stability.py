@@ -221,7 +221,9 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "model": str(model),
         "protocol": asdict(protocol),
         "trajectories": [{"index": t.index, "time_ps": t.time_ps, "stable_ps": t.time_ps, "collapsed": t.collapsed,
-                          "reason": t.reason, "nve_drift_eV_per_atom_ps": t.nve_drift} for t in trajectories],
+                          "reason": t.reason, "nve_drift_eV_per_atom_ps": t.nve_drift,
+                          **({"window_rdf_errors": t.window_errors} if protocol.system == "water" else {})}
+                         for t in trajectories],
         "median_time_ps": float(np.median(times)),
         "min_time_ps": float(times.min()),
         "max_time_ps": float(times.max()),
