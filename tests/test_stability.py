@@ -116,15 +116,19 @@ def test_water_rdf_criterion_keeps_every_window_error(tmp_path):
 
     frames = read_structures(bundled_dataset())
     soft = scrambled_model(tmp_path, scale=0.05)
-    protocol = water_protocol(time_ps=0.4, rdf_window_ps=0.05, timestep_fs=0.5)
-    run_stability(soft, frames[-1:], protocol, tmp_path / "out", reference=frames, progress=False)
+    protocol = water_protocol(time_ps=0.05, rdf_window_ps=0.001, timestep_fs=0.25)  # 4-step windows
+    summary = run_stability(soft, frames[-1:], protocol, tmp_path / "out", reference=frames, progress=False)
     row = json.loads((tmp_path / "out" / "stability.json").read_text())["trajectories"][0]
     assert row["collapsed"] and row["reason"].startswith("RDF error"), row["reason"]
     windows = row["window_rdf_errors"]
-    assert len(windows) == round(row["stable_ps"] / protocol.rdf_window_ps) and windows
+    assert len(windows) == round(row["stable_ps"] / protocol.rdf_window_ps) > 2
     assert all(set(w) == {"O-O", "O-H", "H-H"} for w in windows)
     assert max(windows[-1].values()) > protocol.rdf_threshold
     assert all(max(w.values()) <= protocol.rdf_threshold for w in windows[:-1])
+    # the summary's RDF is the mean of the windows that passed: its error is at most their mean error
+    for pair in ("O-O", "O-H", "H-H"):
+        passed = np.mean([w[pair] for w in windows[:-1]])
+        assert 0 < summary[f"rdf_mae_{pair.replace('-', '')}"] <= passed + 1e-9
 
 
 def test_stable_molecule_reports_nve_drift(tmp_path):

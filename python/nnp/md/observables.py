@@ -11,6 +11,12 @@ from ..data.molecules import reference_bonds  # noqa: F401  (re-exported for the
 from ..data.neighbors import neighbor_list
 
 
+def rdf_bin_centres(r_max: float = 6.0, bins: int = 500) -> np.ndarray:
+    """Centres of the RDF bins (those of :func:`rdf` and of LAMMPS's ``compute rdf``)."""
+    edges = np.linspace(0.0, r_max, bins + 1)
+    return 0.5 * (edges[1:] + edges[:-1])
+
+
 def rdf(frames: Sequence[Atoms], pair: tuple[str, str], r_max: float = 6.0, bins: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Radial distribution function g_AB(r) averaged over periodic ``frames``; returns (r centres, g)."""
     edges = np.linspace(0.0, r_max, bins + 1)
@@ -26,8 +32,7 @@ def rdf(frames: Sequence[Atoms], pair: tuple[str, str], r_max: float = 6.0, bins
         n_a, n_b = (symbols == a).sum(), (symbols == b).sum()
         norm += n_a * (n_b - (a == b)) / atoms.get_volume()
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    return centres, counts / (shell * max(norm, 1e-300))
+    return rdf_bin_centres(r_max, bins), counts / (shell * max(norm, 1e-300))
 
 
 def rdf_mae(g: np.ndarray, g_ref: np.ndarray, r_max: float = 6.0) -> float:

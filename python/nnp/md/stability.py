@@ -26,7 +26,7 @@ import numpy as np
 from ase import Atoms
 
 from .criteria import is_explosion, temperature_in_range
-from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_mae
+from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
 from .report import record_deviation
 from .survival import summarize
@@ -41,6 +41,7 @@ class Trajectory:
     reason: str
     frames: list = field(default_factory=list, repr=False)  # sampled Atoms of the stable part
     window_errors: list = field(default_factory=list)  # water: RDF error of every window
+    window_rdfs: list = field(default_factory=list, repr=False)  # water: {pair: g(r)} of every passed window
     nve_drift: float | None = None  # eV/atom/ps, |E_end - E_start| over the NVE segment
     deviation: list = field(default_factory=list, repr=False)  # ensemble: model_devi.out rows
 
@@ -142,12 +143,15 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             if not traj.collapsed and not temperature_in_range(temperature, protocol):
                 traj.collapsed, traj.reason = True, f"temperature {temperature:.3g} K out of range"
             if protocol.system == "water" and not traj.collapsed and not halted:
-                errors = {f"{a}-{b}": rdf_mae(fix_rdf_column(lmp, "rdf", protocol.rdf_bins, 1 + 2 * k),
-                                              reference_rdfs[(a, b)], protocol.rdf_r_max)
-                          for k, (a, b) in enumerate(protocol.pairs)}
+                window = {pair: fix_rdf_column(lmp, "rdf", protocol.rdf_bins, 1 + 2 * k)
+                          for k, pair in enumerate(protocol.pairs)}
+                errors = {f"{a}-{b}": rdf_mae(window[a, b], reference_rdfs[a, b], protocol.rdf_r_max)
+                          for a, b in protocol.pairs}
                 traj.window_errors.append(errors)
                 if max(errors.values()) > protocol.rdf_threshold:
                     traj.collapsed, traj.reason = True, f"RDF error {max(errors.values()):.2f} > {protocol.rdf_threshold}"
+                else:
+                    traj.window_rdfs.append(window)
             if traj.collapsed or halted:
                 if halted and not traj.collapsed:
                     traj.collapsed, traj.reason = True, "halted (temperature out of range)"
@@ -240,11 +244,13 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         _, h_ref = distance_histogram(reference)
         summary["h_r_mae"] = h_r_mae(h, h_ref)
         plots.append(plot_overlay(r, {name: h, "reference": h_ref}, "r (Å)", "h(r)", output_dir / "h_r.png"))
-    if stable_frames and protocol.system == "water":
-        rdfs = {}
-        for pair in protocol.pairs:
-            r, g = rdf(stable_frames, pair, protocol.rdf_r_max, protocol.rdf_bins)
-            rdfs[pair] = g
+    windows = [w for t in trajectories for w in t.window_rdfs]
+    if windows and protocol.system == "water":
+        # the stable part's RDF: the mean of the windows that passed (each LAMMPS's average of ~100 samples),
+        # not of the one snapshot per window kept in frames (too few for 500 bins on a short run)
+        r = rdf_bin_centres(protocol.rdf_r_max, protocol.rdf_bins)
+        rdfs = {pair: np.mean([w[pair] for w in windows], axis=0) for pair in protocol.pairs}
+        for pair, g in rdfs.items():
             summary[f"rdf_mae_{pair[0]}{pair[1]}"] = rdf_mae(g, ref_rdfs[pair], protocol.rdf_r_max)
         plots.append(plot_overlay(r, {f"{a}-{b} {who}": g for (a, b) in protocol.pairs
                                       for who, g in ((name, rdfs[(a, b)]), ("reference", ref_rdfs[(a, b)]))},
