@@ -175,20 +175,19 @@ def test_transfer_merge(tmp_path, monkeypatch):
         [t for t in other["trajectories"] if t["target"] == "ethanol2"])  # 32 identical stable rows are 32 replicas
     assert {s["target"] for s in merged["summary"]} == {s["target"] for s in molecules["summary"]} | {"ethanol2"}
     assert merged["sizes"]["ethanol2"] == molecules["sizes"]["ethanol"]
-    larger = json.loads(json.dumps(molecules))  # the same target at another N, run apart: its sizes are added
-    larger["sizes"] = {"ethanol": [1000]}
-    larger["runs"] = [dict(r, n_train=1000) for r in molecules["runs"] if r["target"] == "ethanol" and r["n_train"] == 100]
-    paths.append(tmp_path / "ethanol-n1000.json")
-    paths[2].write_text(json.dumps(larger))
-    run_script(["transfer.py", "--merge", paths[0].as_posix(), paths[2].as_posix(), "--results", str(merged_path)], monkeypatch)
-    both = json.loads(merged_path.read_text())
-    assert both["sizes"]["ethanol"] == sorted({*molecules["sizes"]["ethanol"], 1000})
-    assert {s["n_train"] for s in both["summary"] if s["target"] == "ethanol"} >= {1000, 100}
-    paths.pop()
     first = molecules["command"] if isinstance(molecules["command"], list) else [molecules["command"]]  # merged or not
     assert merged["command"] == [*first, other["command"], *first]
     assert "ethanol2/n10/supervised" in merged["logrank"] and merged_path.with_suffix(".png").exists()
     assert (tmp_path / "transfer-survival-ethanol2-n10.png").exists()
+    larger = json.loads(json.dumps(molecules))  # the same target at a new N, run apart: its sizes are added
+    larger["sizes"] = {"ethanol": [5000]}
+    larger["runs"] = [dict(r, n_train=5000) for r in molecules["runs"] if r["target"] == "ethanol" and r["n_train"] == 100]
+    (tmp_path / "ethanol-n5000.json").write_text(json.dumps(larger))
+    run_script(["transfer.py", "--merge", paths[0].as_posix(), str(tmp_path / "ethanol-n5000.json"),
+                "--results", str(tmp_path / "both.json")], monkeypatch)
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["sizes"]["ethanol"] == sorted({*molecules["sizes"]["ethanol"], 5000})
+    assert {s["n_train"] for s in both["summary"] if s["target"] == "ethanol"} >= {5000, 100}
     other["pretrained_checkpoint_sha256_8"] = "00000000"
     paths[1].write_text(json.dumps(other))
     monkeypatch.setattr(sys, "argv", ["transfer.py", "--merge", *map(str, paths), "--results", str(merged_path)])
