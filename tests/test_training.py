@@ -209,3 +209,24 @@ def test_a_run_resumes_only_under_its_own_settings(tmp_path):
     with pytest.raises(UserError, match=r"other settings \(train.lr: 0.005 -> 0.01\).*another output_dir"):
         fit(epochs=2, lr=1e-2)
     assert fit(epochs=2, time_limit_minutes=30)["epochs"] == 2  # the same run, continued
+
+
+def test_time_limit_counts_the_epochs_a_resumed_run_already_spent(tmp_path):
+    """A killed run resumed with the same limit must not get the whole limit again. Its checkpoint says two
+    epochs took 1,000 s each; resumed under a 30 min limit, it trains one epoch (a resume always trains one)."""
+    from nnp.train.checkpoint import save_atomic
+
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
+
+    def fit(**train):
+        config = config_from_dict(small_config(tmp_path, data, **train))
+        prepared = prepare_data(config, progress=False)
+        return Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
+
+    assert fit(epochs=2)["epochs"] == 2
+    last = tmp_path / "run" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    checkpoint["history"] = [{**row, "seconds": 1000.0} for row in checkpoint["history"]]
+    save_atomic(checkpoint, last)
+    resumed = fit(epochs=50, time_limit_minutes=30)
+    assert (resumed["epochs"], resumed["stopped_by"]) == (3, "time limit")

@@ -69,7 +69,7 @@ class TrainConfig:
     stress_weight: float = 0.0
     grad_clip: float | None = 10.0
     early_stopping_patience: int = 30
-    time_limit_minutes: float | None = None
+    time_limit_minutes: float | None = None  # the run's total training time, resumed epochs included
     rotation_augmentation: bool | None = None  # None: on for models that are not rotation invariant (gns)
     ema_decay: float | None = None  # e.g. 0.999: validate, checkpoint-select and export the EMA weights
     seed: int = 0

@@ -239,7 +239,8 @@ class Trainer:
             checkpoint = load_checkpoint(last)
             check_resumable(checkpoint.get("config"), self.config.to_dict(), self.run_dir)
             self.restore(checkpoint)
-        start_time = time.monotonic()
+        # the time limit is the run's total: epochs restored from a checkpoint count (a killed epoch is lost)
+        start_time = time.monotonic() - sum(row.get("seconds", 0.0) for row in self.history)
         stop_epoch = self.t.epochs if max_epochs is None else min(self.t.epochs, self.epoch + max_epochs)
         reason = "epochs"
         limit = 60 * self.t.time_limit_minutes if self.t.time_limit_minutes else None
