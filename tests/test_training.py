@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import ase.io
@@ -193,18 +194,20 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=1e-10)
 
 
+def _fit(tmp_path: Path, data, **train) -> dict:
+    """One training run in ``tmp_path/run`` (resumed if it holds last.ckpt) with ``train`` overrides."""
+    config = config_from_dict(small_config(tmp_path, data, **train))
+    prepared = prepare_data(config, progress=False)
+    return Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
+
+
 def test_a_run_resumes_only_under_its_own_settings(tmp_path):
     """Resuming a last.ckpt under another recipe would continue the old weights and optimiser state as if
     they were the new run's: an error; a longer or time-limited continuation of the same run is fine."""
     from nnp.errors import UserError
 
     data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
-
-    def fit(**train):
-        config = config_from_dict(small_config(tmp_path, data, **train))
-        prepared = prepare_data(config, progress=False)
-        return Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
-
+    fit = partial(_fit, tmp_path, data)
     assert fit(epochs=1)["epochs"] == 1
     with pytest.raises(UserError, match=r"other settings \(train.lr: 0.005 -> 0.01\).*another output_dir"):
         fit(epochs=2, lr=1e-2)
@@ -217,12 +220,7 @@ def test_time_limit_counts_the_epochs_a_resumed_run_already_spent(tmp_path):
     from nnp.train.checkpoint import save_atomic
 
     data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
-
-    def fit(**train):
-        config = config_from_dict(small_config(tmp_path, data, **train))
-        prepared = prepare_data(config, progress=False)
-        return Trainer(config, model_for_data(config, prepared), prepared, progress=False).fit()
-
+    fit = partial(_fit, tmp_path, data)
     assert fit(epochs=2)["epochs"] == 2
     last = tmp_path / "run" / "last.ckpt"
     checkpoint = load_checkpoint(last)
