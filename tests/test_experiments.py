@@ -154,6 +154,21 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     transfer()
     assert {p: p.stat().st_mtime for p in stamps} == stamps
     assert sorted(a["objective"] for a in json.loads(results.read_text())["analyses"]) == sorted(objectives)
+    # the masked start finetuned with scratch's recipe and tuned lr instead: a separate arm, paired with scratch
+    argv += ["--objectives", "masked", "--finetune-schedule", "scratch", "--stability-sizes"]
+    transfer()
+    again = json.loads(results.read_text())
+    arm = [r for r in again["runs"] if r["objective"] == "masked@scratch-schedule"]
+    masked = next(p for p in doc["pretrainings"] if p["objective"] == "masked")
+    assert sorted(r["seed"] for r in arm) == [0, 1] and {r["lr"] for r in arm} == {doc["scratch_lr"]["ethanol/n10"]}
+    assert all(r["pretrained_sha256_8"] == masked["checkpoint_sha256_8"] and "training/aspirin/painn.yaml" in r["command"]
+               for r in arm)
+    directories = list((tmp_path / "runs" / "ethanol").glob("masked-*-fscratch-*"))
+    assert len(directories) == 2
+    for directory in directories:
+        assert json.loads((directory / "results.json").read_text())["pretrained_from"].endswith("pretrain-masked/best.ckpt")
+    assert again["finetune_defaults_sha256_6"] == doc["finetune_defaults_sha256_6"]  # still merges with the others
+    assert {s["objective"] for s in again["summary"]} == {"masked@scratch-schedule"}
 
 
 def test_transfer_merge(tmp_path, monkeypatch):

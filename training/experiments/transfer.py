@@ -21,6 +21,9 @@ generate water-xtb``), training size N and seed s:
   with the force-direction target and negative cosine loss; denoising as the paper ran it on water,
   sigma 1 Å with the displacement as target, and a smaller sigma 0.04 Å predicting the unit noise), each
   finetuned with the same fixed schedule as ``supervised``;
+* ``--finetune-schedule scratch``: the pretrained arms finetuned instead with scratch's recipe and tuned
+  learning rate, as the masked-pretraining paper finetuned (rows ``<objective>@scratch-schedule``, a
+  separate arm: does the fixed schedule, made for the supervised model, hold the other starts back?);
 * ``zero-shot`` rows: the pretrained model as shipped.
 
 Stability (``--stability-sizes``, ``--stability-targets``): the first seed's model of every objective at those N runs ``nnp stability``
@@ -64,6 +67,7 @@ import numpy as np
 NNP = str(Path(sys.executable).with_name("nnp"))
 SPLIT_LOCK = threading.Lock()
 SCRATCH_RECIPE = "training/aspirin/painn.yaml"
+SCRATCH_SCHEDULE = "@scratch-schedule"  # suffix of the arms of --finetune-schedule scratch
 # self-supervised objectives: `nnp pretrain` overrides of --pretrain-recipe
 SELF_SUPERVISED = {
     "masked": ["pretrain.task=masked", "pretrain.target=force", "pretrain.mask_embedding=true", "pretrain.mask_ratio=0.5"],
@@ -83,8 +87,13 @@ class Run:
     seed: int
     lr: float | None = None  # scratch only
     pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
-    schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults
+    schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults, or "scratch" (scratch's recipe)
     minutes: float = 2.5  # wall-clock budget
+
+    @property
+    def label(self) -> str:
+        """The objective as rows name it: a pretrained arm finetuned with scratch's recipe is a separate arm."""
+        return self.objective + (SCRATCH_SCHEDULE if self.schedule == "scratch" and self.objective != "scratch" else "")
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
@@ -140,15 +149,15 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
               "--set", f"train.time_limit_minutes={run.minutes}", "--set", "train.epochs=100000"]
-    if run.objective.startswith("supervised"):
-        replay = ["--replay", str(args.replay_frames)] if run.objective == "supervised+replay" else []
-        return [NNP, "finetune", "--from", args.pretrained, "--data", str(data), *replay, *common]
-    if run.objective in SELF_SUPERVISED:
-        return [NNP, "finetune", "--from", str(pretraining_dir(run.objective, args) / "best.ckpt"), "--data", str(data),
-                *common]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
-    return [NNP, "train", "--config", SCRATCH_RECIPE, "--set", f"data.path={data}", *model, *common,
-            "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
+    recipe = [*model, *common, "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
+    if run.objective == "scratch":
+        return [NNP, "train", "--config", SCRATCH_RECIPE, "--set", f"data.path={data}", *recipe]
+    start = args.pretrained if run.objective.startswith("supervised") else str(pretraining_dir(run.objective, args) / "best.ckpt")
+    replay = ["--replay", str(args.replay_frames)] if run.objective == "supervised+replay" else []
+    if run.schedule == "scratch":  # scratch's recipe and learning rate, from the pretrained weights
+        return [NNP, "finetune", "--from", start, "--config", SCRATCH_RECIPE, "--data", str(data), *replay, *recipe]
+    return [NNP, "finetune", "--from", start, "--data", str(data), *replay, *common]
 
 
 def minute_budgets(args, sizes: dict[str, list[int]]) -> dict[tuple[str, int], float]:
@@ -243,24 +252,24 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
     trajectories, summaries, logrank = [], [], {}
     for run, result in zip(chosen, results):
         for t in result["trajectories"]:
-            trajectories.append({"objective": run.objective, "target": run.target, "n_train": run.n_train,
+            trajectories.append({"objective": run.label, "target": run.target, "n_train": run.n_train,
                                  "seed": run.seed, "stable_ps": t["stable_ps"], "collapsed": t["collapsed"],
                                  "reason": t.get("reason")})
         km = result["kaplan_meier"]
-        summaries.append({"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed,
+        summaries.append({"objective": run.label, "target": run.target, "n_train": run.n_train, "seed": run.seed,
                           "replicas": km["n"], "collapsed": km["collapses"], "km_median_ps": km["median_ps"],
                           "km_median_ci_ps": km["median_ci_ps"], "time_ps": args.stability_ps,
                           "h_r_mae": result.get("h_r_mae"),
-                          "test_force_mae_meV_A": errors[(run.target, run.n_train, run.objective, run.seed)]})
+                          "test_force_mae_meV_A": errors[(run.target, run.n_train, run.label, run.seed)]})
     for run in chosen:
         if run.objective == "scratch":
             continue
-        mine = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, run.objective)]
+        mine = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, run.label)]
         base = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, "scratch")]
         if base:
             test = logrank_test([t["stable_ps"] for t in mine], [t["collapsed"] for t in mine],
                                 [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
-            logrank[f"{run.target}/n{run.n_train}/{run.objective}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
+            logrank[f"{run.target}/n{run.n_train}/{run.label}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
     return trajectories, summaries, logrank
 
 
@@ -282,7 +291,7 @@ def analyses(runs: list[Run], args) -> list[dict]:
             summary = compare_models(models, load_structures(str(args.data / f"{target}_test.extxyz")), out,
                                      max_frames=args.analysis_frames)
         for run, name in zip(mine, names):
-            rows.append({"objective": run.objective, "target": target, "n_train": n, "seed": run.seed,
+            rows.append({"objective": run.label, "target": target, "n_train": n, "seed": run.seed,
                          **summary["models"][name], "plots": summary["plots"]})
     return rows
 
@@ -373,7 +382,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
         raise RuntimeError(f"{shlex.join(cmd)} failed; see {directory / 'train.log'}")
     summary = json.loads((directory / "results.json").read_text())
     test = evaluate_model_file(directory / "model.nnp.pt", load_structures(str(args.data / f"{run.target}_test.extxyz")))
-    row = {"objective": run.objective, "target": run.target, "n_train": run.n_train, "seed": run.seed, "lr": run.lr,
+    row = {"objective": run.label, "target": run.target, "n_train": run.n_train, "seed": run.seed, "lr": run.lr,
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
@@ -429,15 +438,16 @@ def plot(path: Path, runs: list[dict]) -> None:
     targets = sorted({r["target"] for r in runs})
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        for objective, colour in (("scratch", "tab:gray"), ("supervised", "tab:blue"), ("supervised+replay", "tab:green"),
-                                  ("masked", "tab:red"), ("denoise", "tab:purple"), ("denoise-small", "tab:orange")):
+        colours = {"scratch": "tab:gray", "supervised": "tab:blue", "supervised+replay": "tab:green",
+                   "masked": "tab:red", "denoise": "tab:purple", "denoise-small": "tab:orange"}
+        labels = {r["objective"] for r in runs if r["target"] == target and r["n_train"] > 0}
+        for objective in sorted(labels, key=lambda o: (list(colours).index(o.split("@")[0]), o)):
             mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
             sizes = sorted({r["n_train"] for r in mine})
-            if not sizes:
-                continue
             values = [[r["test_force_mae_meV_A"] for r in mine if r["n_train"] == n] for n in sizes]
             ax.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
-                        color=colour, label={"supervised": "pretrained, finetuned"}.get(objective, objective))
+                        color=colours[objective.split("@")[0]], ls="--" if "@" in objective else "-",
+                        label={"supervised": "pretrained, finetuned"}.get(objective, objective))
         zero = [r for r in runs if r["target"] == target and r["n_train"] == 0]
         if zero:
             ax.axhline(zero[0]["test_force_mae_meV_A"], color="tab:blue", ls=":", label="zero-shot")
@@ -519,6 +529,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=Path("results/transfer.json"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--objectives", nargs="+", default=["supervised", "scratch"], choices=OBJECTIVES)
+    parser.add_argument("--finetune-schedule", choices=["defaults", "scratch"], default="defaults",
+                        help="how the pretrained arms are finetuned: nnp finetune's defaults (one fixed schedule), or "
+                             f"scratch's recipe with its tuned lr (the masked paper's protocol; rows '<objective>{SCRATCH_SCHEDULE}')")
     parser.add_argument("--pretrain-recipe", default="training/organic/painn-selfsup.yaml",
                         help="nnp pretrain config of the self-supervised objectives")
     parser.add_argument("--pretrain-data", default=None, help="their data (default: the recipe's)")
@@ -564,7 +577,8 @@ def main() -> int:
               + ", ".join(f"{r['lr']:g}: {r['val_force_mae_meV_A']:.1f}" for r in found) + ")", flush=True)
         return best
 
-    for target in args.targets if "scratch" in args.objectives else []:
+    scratch_lr_needed = "scratch" in args.objectives or args.finetune_schedule == "scratch"
+    for target in args.targets if scratch_lr_needed else []:
         source = lr_source(target, args)
         for n in sizes[target]:
             if (source, n) not in lrs:
@@ -573,9 +587,10 @@ def main() -> int:
     pretrainings = [pretrain(o, args) for o in args.objectives if o in SELF_SUPERVISED]
     starts = {"supervised": start, "supervised+replay": start,
               **{p["objective"]: p["checkpoint_sha256_8"] for p in pretrainings}}
-    schedule = schedule_digest()
-    runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" else None, starts.get(objective),
-                None if objective == "scratch" else schedule, budget[t, n])
+    defaults = schedule_digest()
+    schedule = "scratch" if args.finetune_schedule == "scratch" else defaults
+    runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" or schedule == "scratch" else None,
+                starts.get(objective), None if objective == "scratch" else schedule, budget[t, n])
             for n in sorted({n for _, n in budget}) for s in args.seeds for t in args.targets if n in sizes[t]
             for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
@@ -584,7 +599,7 @@ def main() -> int:
     from nnp.train.finetune import FINETUNE_DEFAULTS
 
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
-           "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": schedule,
+           "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": defaults,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": {f"{t}/n{n}": m for (t, n), m in budget.items() if t in args.targets}, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "sizes": sizes, "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items() if t in args.targets}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,

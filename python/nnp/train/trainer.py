@@ -87,7 +87,8 @@ def run_training(config: RunConfig, progress: bool = True, export_dtype: str = "
         center_energy_shift(model, data.splits["train"])  # for the pretrained weights
     trainer = Trainer(config, model, data, EnergyForceTask(config.train, augment_rotations(config)), progress)
     fit = trainer.fit()
-    summary: dict[str, Any] = {"name": config.name, "species": data.species, **fit}
+    summary: dict[str, Any] = {"name": config.name, "species": data.species, **fit,
+                               "pretrained_from": config.finetune.from_checkpoint}
     best = load_checkpoint(config.run_dir / "best.ckpt")  # every process: the test is spread over them
     weights = "ema" if best.get("ema") is not None else "model"
     model.load_state_dict(best[weights])
