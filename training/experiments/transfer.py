@@ -85,7 +85,7 @@ class Run:
     objective: str  # one of OBJECTIVES
     n_train: int
     seed: int
-    lr: float | None = None  # scratch only
+    lr: float | None = None  # scratch, and the arms finetuned with its recipe
     pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
     schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults, or "scratch" (scratch's recipe)
     minutes: float = 2.5  # wall-clock budget
