@@ -93,7 +93,7 @@ class Run:
     @property
     def label(self) -> str:
         """The objective as rows name it: a pretrained arm finetuned with scratch's recipe is a separate arm."""
-        return self.objective + (SCRATCH_SCHEDULE if self.schedule == "scratch" and self.objective != "scratch" else "")
+        return self.objective + (SCRATCH_SCHEDULE if self.schedule == "scratch" else "")  # scratch's own: None
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
@@ -437,9 +437,9 @@ def plot(path: Path, runs: list[dict]) -> None:
 
     targets = sorted({r["target"] for r in runs})
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
+    colours = {"scratch": "tab:gray", "supervised": "tab:blue", "supervised+replay": "tab:green",
+               "masked": "tab:red", "denoise": "tab:purple", "denoise-small": "tab:orange"}
     for ax, target in zip(axes[0], targets):
-        colours = {"scratch": "tab:gray", "supervised": "tab:blue", "supervised+replay": "tab:green",
-                   "masked": "tab:red", "denoise": "tab:purple", "denoise-small": "tab:orange"}
         labels = {r["objective"] for r in runs if r["target"] == target and r["n_train"] > 0}
         for objective in sorted(labels, key=lambda o: (list(colours).index(o.split("@")[0]), o)):
             mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
