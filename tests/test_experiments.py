@@ -173,8 +173,8 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
 
 def test_transfer_merge(tmp_path, monkeypatch):
     """Results of separate invocations (e.g. the molecules and the water box) merge into one file: rows of both,
-    a row in two files once, one model's trajectories kept whole, summary and plots afresh; files from another
-    pretrained checkpoint are refused."""
+    a row in two files once, one model's trajectories kept whole, summary, log-rank tests and plots afresh; files
+    from another pretrained checkpoint are refused."""
     molecules = json.loads((ROOT / "results" / "transfer.json").read_text())
     other = json.loads(json.dumps(molecules).replace('"ethanol', '"ethanol2'))  # the rows as another target
     other["command"] = "transfer.py --targets ethanol2"
@@ -203,6 +203,22 @@ def test_transfer_merge(tmp_path, monkeypatch):
     both = json.loads((tmp_path / "both.json").read_text())
     assert both["sizes"]["ethanol"] == sorted({*molecules["sizes"]["ethanol"], 5000})
     assert {s["n_train"] for s in both["summary"] if s["target"] == "ethanol"} >= {5000, 100}
+    # stability run apart from scratch's (a self-supervised arm's own invocation): merged, it is tested against scratch
+    from nnp.md.survival import logrank_test
+
+    base = [t for t in molecules["trajectories"] if (t["target"], t["n_train"], t["objective"]) == ("ethanol", 10, "scratch")]
+    arm = json.loads(json.dumps(molecules))
+    arm["runs"], arm["stability"], arm["analyses"], arm["logrank"] = [], [], [], {}
+    arm["trajectories"] = [dict(t, objective="masked", stable_ps=min(20.0, 2 * t["stable_ps"])) for t in base]
+    (tmp_path / "masked.json").write_text(json.dumps(arm))
+    run_script(["transfer.py", "--merge", paths[0].as_posix(), str(tmp_path / "masked.json"),
+                "--results", str(tmp_path / "with-masked.json")], monkeypatch)
+    mine = arm["trajectories"]
+    expected = logrank_test([t["stable_ps"] for t in mine], [t["collapsed"] for t in mine],
+                            [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
+    tested = json.loads((tmp_path / "with-masked.json").read_text())["logrank"]["ethanol/n10/masked"]
+    assert tested == {"vs": "scratch", "chi2": pytest.approx(expected.chi2), "p": pytest.approx(expected.p_value)}
+    assert 0 < tested["p"] < 1
     other["pretrained_checkpoint_sha256_8"] = "00000000"
     paths[1].write_text(json.dumps(other))
     monkeypatch.setattr(sys, "argv", ["transfer.py", "--merge", *map(str, paths), "--results", str(merged_path)])

@@ -243,13 +243,11 @@ def stability(run: Run, args) -> dict:
 
 def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict], list[dict], dict]:
     """Stability of the first seed's model per (target, N, objective): trajectories, summaries, log-rank vs scratch."""
-    from nnp.md.survival import logrank_test
-
     errors = {(r["target"], r["n_train"], r["objective"], r["seed"]): r["test_force_mae_meV_A"] for r in rows if r["n_train"]}
     chosen = stability_runs(runs, args)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda r: stability(r, args), chosen))
-    trajectories, summaries, logrank = [], [], {}
+    trajectories, summaries = [], []
     for run, result in zip(chosen, results):
         for t in result["trajectories"]:
             trajectories.append({"objective": run.label, "target": run.target, "n_train": run.n_train,
@@ -261,16 +259,25 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
                           "km_median_ci_ps": km["median_ci_ps"], "time_ps": args.stability_ps,
                           "h_r_mae": result.get("h_r_mae"),
                           "test_force_mae_meV_A": errors[(run.target, run.n_train, run.label, run.seed)]})
-    for run in chosen:
-        if run.objective == "scratch":
-            continue
-        mine = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, run.label)]
-        base = [t for t in trajectories if (t["target"], t["n_train"], t["objective"]) == (run.target, run.n_train, "scratch")]
-        if base:
+    return trajectories, summaries, logrank_vs_scratch(trajectories)
+
+
+def logrank_vs_scratch(trajectories: list[dict]) -> dict:
+    """Log-rank test of every pretrained objective's trajectories against scratch's at the same (target, N),
+    keyed ``target/nN/objective``; groups without scratch trajectories are left out."""
+    from nnp.md.survival import logrank_test
+
+    groups: dict[tuple, list[dict]] = {}
+    for t in trajectories:
+        groups.setdefault((t["target"], t["n_train"], t["objective"]), []).append(t)
+    logrank = {}
+    for (target, n, objective), mine in groups.items():
+        base = groups.get((target, n, "scratch"))
+        if objective != "scratch" and base:
             test = logrank_test([t["stable_ps"] for t in mine], [t["collapsed"] for t in mine],
                                 [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
-            logrank[f"{run.target}/n{run.n_train}/{run.label}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
-    return trajectories, summaries, logrank
+            logrank[f"{target}/n{n}/{objective}"] = {"vs": "scratch", "chi2": test.chi2, "p": test.p_value}
+    return logrank
 
 
 def analyses(runs: list[Run], args) -> list[dict]:
@@ -460,7 +467,8 @@ def plot(path: Path, runs: list[dict]) -> None:
 
 def merge(files: list[Path], results: Path) -> dict:
     """One results file from several invocations (e.g. the molecules and the water box run apart): the lists
-    concatenated (a row in two files counts once), the per-key dicts united, summary and plots made afresh.
+    concatenated (a row in two files counts once), the per-key dicts united, summary, log-rank tests against
+    scratch (an arm whose MD ran apart from scratch's too) and plots made afresh.
     Files made from different pretrained checkpoints or finetuning schedules are not comparable: refused."""
     docs = [json.loads(Path(f).read_text()) for f in files]
     for key in ("pretrained_checkpoint_sha256_8", "finetune_defaults_sha256_6"):
@@ -499,7 +507,7 @@ def merge(files: list[Path], results: Path) -> dict:
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
            "pretrainings": rows("pretrainings", ("objective",)), "runs": runs, "summary": paired_summary(runs),
            "trajectories": trajectories, "stability": rows("stability", ("objective", "target", "n_train", "seed")),
-           "logrank": united("logrank"), "analyses": rows("analyses", ("objective", "target", "n_train", "seed"))}
+           "logrank": logrank_vs_scratch(trajectories), "analyses": rows("analyses", ("objective", "target", "n_train", "seed"))}
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(doc, indent=1))
     plot(results.with_suffix(".png"), runs)
