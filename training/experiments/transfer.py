@@ -44,7 +44,8 @@ Test errors come from the exported model file on the target's test trajectory. R
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
 start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
 ``results/transfer.json`` (``runs``, paired ``summary``) and a learning-curve plot beside it;
-``--merge A.json B.json ... --results R.json`` makes one file of invocations run apart (e.g. molecules and water).
+``--merge A.json B.json ... --results R.json`` makes one file of invocations run apart (e.g. molecules and water,
+or one arm's MD run after scratch's: the log-rank tests are made on the merged trajectories).
 """
 
 from __future__ import annotations
