@@ -455,14 +455,17 @@ def plot(path: Path, runs: list[dict]) -> None:
             values = [[r["test_force_mae_meV_A"] for r in mine if r["n_train"] == n] for n in sizes]
             ax.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
                         color=colours[objective.split("@")[0]], ls="--" if "@" in objective else "-",
-                        label={"supervised": "pretrained, finetuned"}.get(objective, objective))
+                        label={"supervised": "supervised (organic-xtb), finetuned"}.get(objective, objective))
         zero = [r for r in runs if r["target"] == target and r["n_train"] == 0]
         if zero:
-            ax.axhline(zero[0]["test_force_mae_meV_A"], color="tab:blue", ls=":", label="zero-shot")
+            ax.axhline(zero[0]["test_force_mae_meV_A"], color="tab:blue", ls=":", label="organic-xtb, zero-shot")
         ax.set(xscale="log", yscale="log", title=target, xlabel="training frames N", ylabel="test force MAE (meV/Å)")
-        ax.legend(fontsize=8)
+    legend = {}  # one legend for every panel, beside them: the curves of one panel are too close for one inside
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
