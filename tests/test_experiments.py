@@ -147,15 +147,16 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")})
     stamps.update({p: p.stat().st_mtime for p in (tmp_path / "runs").glob("pretrain-*/best.ckpt")})
     # an analysis made for fewer models (an earlier call with fewer objectives) is redone, not read back
-    stored = tmp_path / "runs" / "analysis-ethanol-n10" / "analysis.json"
+    stored = tmp_path / "runs" / "analysis-ethanol-n10-s0" / "analysis.json"
     analysis = json.loads(stored.read_text())
     analysis["models"].pop(next(name for name in analysis["models"] if name.startswith("masked")))
     stored.write_text(json.dumps(analysis))
     transfer()
     assert {p: p.stat().st_mtime for p in stamps} == stamps
     assert sorted(a["objective"] for a in json.loads(results.read_text())["analyses"]) == sorted(objectives)
-    # the masked start finetuned with scratch's recipe and tuned lr instead: a separate arm, paired with scratch
-    argv += ["--objectives", "masked", "--finetune-schedule", "scratch", "--stability-sizes"]
+    # the masked start finetuned with scratch's recipe and tuned lr instead: a separate arm, paired with scratch;
+    # its second seed's model (not the first's) runs MD, analysed in a folder of its own
+    argv += ["--objectives", "masked", "--finetune-schedule", "scratch", "--stability-seeds", "1"]
     transfer()
     again = json.loads(results.read_text())
     arm = [r for r in again["runs"] if r["objective"] == "masked@scratch-schedule"]
@@ -169,6 +170,9 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
         assert json.loads((directory / "results.json").read_text())["pretrained_from"].endswith("pretrain-masked/best.ckpt")
     assert again["finetune_defaults_sha256_6"] == doc["finetune_defaults_sha256_6"]  # still merges with the others
     assert {s["objective"] for s in again["summary"]} == {"masked@scratch-schedule"}
+    assert {(t["objective"], t["seed"]) for t in again["trajectories"]} == {("masked@scratch-schedule", 1)}
+    assert [(a["objective"], a["seed"]) for a in again["analyses"]] == [("masked@scratch-schedule", 1)]
+    assert (tmp_path / "runs" / "analysis-ethanol-n10-s1" / "analysis.json").exists() and stored.exists()
 
 
 def test_transfer_merge(tmp_path, monkeypatch):
@@ -191,7 +195,7 @@ def test_transfer_merge(tmp_path, monkeypatch):
     assert {s["target"] for s in merged["summary"]} == {s["target"] for s in molecules["summary"]} | {"ethanol2"}
     assert merged["sizes"]["ethanol2"] == molecules["sizes"]["ethanol"]
     first = molecules["command"] if isinstance(molecules["command"], list) else [molecules["command"]]  # merged or not
-    assert merged["command"] == [*first, other["command"], *first]
+    assert merged["command"] == [*first, other["command"]]  # a file merged twice: its invocations once
     assert "ethanol2/n10/supervised" in merged["logrank"] and merged_path.with_suffix(".png").exists()
     assert (tmp_path / "transfer-survival-ethanol2-n10.png").exists()
     larger = json.loads(json.dumps(molecules))  # the same target at a new N, run apart: its sizes are added

@@ -85,16 +85,19 @@ def plot_survival(times: dict[str, list[float]], total_ps: float, path: Path) ->
     return path
 
 
-def plot_kaplan_meier(curves: dict, total_ps: float, path: Path, confidence: float = 0.95) -> Path:
+def plot_kaplan_meier(curves: dict, total_ps: float, path: Path, confidence: float = 0.95,
+                      colours: dict[str, str] | None = None) -> Path:
     """Kaplan–Meier survival curves (steps), their log-log confidence bands, censored runs marked '+'.
 
-    ``curves``: name -> ``nnp.md.survival.KaplanMeier`` (made by the caller: plotting imports nothing of md).
+    ``curves``: name -> ``nnp.md.survival.KaplanMeier`` (made by the caller: plotting imports nothing of md);
+    ``colours``: name -> matplotlib colour, for curves that other plots show in a fixed colour.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, km in curves.items():
         t = np.concatenate([[0.0], km.times, [max(total_ps, float(km.durations.max()))]])
         s = np.concatenate([[1.0], km.survival, km.survival[-1:] if len(km.times) else [1.0]])
-        (line,) = ax.step(t, s, where="post", label=f"{name} (n={len(km.durations)}, {int(km.events.sum())} collapsed)")
+        (line,) = ax.step(t, s, where="post", color=(colours or {}).get(name),
+                          label=f"{name} (n={len(km.durations)}, {int(km.events.sum())} collapsed)")
         if len(km.times):
             lower, upper = km.band(confidence)
             ax.fill_between(t, np.concatenate([[1.0], lower, lower[-1:]]), np.concatenate([[1.0], upper, upper[-1:]]),

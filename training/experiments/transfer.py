@@ -26,10 +26,12 @@ generate water-xtb``), training size N and seed s:
   separate arm: does the fixed schedule, made for the supervised model, hold the other starts back?);
 * ``zero-shot`` rows: the pretrained model as shipped.
 
-Stability (``--stability-sizes``, ``--stability-targets``): the first seed's model of every objective at those N runs ``nnp stability``
+Stability (``--stability-sizes``, ``--stability-targets``, ``--stability-seeds``): the first seed's (or those seeds')
+model of every objective at those N runs ``nnp stability``
 (``--stability-replicas`` × ``--stability-ps``, nnp stability's protocol for the target: molecules at 500 K with
 MDsim's bond criterion, a periodic water box at 300 K with its RDF criterion); the trajectories, each
-model's Kaplan–Meier median and the log-rank test against scratch at the same N go into the JSON. A
+model's Kaplan–Meier median and the log-rank test against scratch at the same N (the replicas of every
+seed's model pooled) go into the JSON. A
 stability run that fails is an error, never a collapse. The same models get the three force-field analyses of
 ``nnp analyze`` on the test frames (``analyses``: latent silhouette, force smoothness, force-difference error).
 
@@ -78,6 +80,8 @@ SELF_SUPERVISED = {
                       "pretrain.noise_sigma=0.04", "pretrain.noise_target=eps"],
 }
 OBJECTIVES = ["scratch", "supervised", "supervised+replay", *SELF_SUPERVISED]
+COLOURS = {"scratch": "tab:gray", "supervised": "tab:blue", "supervised+replay": "tab:green",
+           "masked": "tab:red", "denoise": "tab:purple", "denoise-small": "tab:orange"}  # of every plot, per objective
 
 
 @dataclass(frozen=True)
@@ -187,9 +191,10 @@ def _kind_of(pool: Path) -> str:
 
 
 def stability_runs(runs: list[Run], args) -> list[Run]:
-    """The runs whose models run MD and the analyses: the first seed's, at ``--stability-sizes``, of
-    ``--stability-targets`` (default: every target)."""
-    return [r for r in runs if r.n_train in args.stability_sizes and r.seed == args.seeds[0]
+    """The runs whose models run MD and the analyses: ``--stability-seeds``' (default: the first seed's), at
+    ``--stability-sizes``, of ``--stability-targets`` (default: every target)."""
+    seeds = args.stability_seeds if args.stability_seeds is not None else args.seeds[:1]
+    return [r for r in runs if r.n_train in args.stability_sizes and r.seed in seeds
             and r.target in (args.stability_targets or args.targets)]
 
 
@@ -265,7 +270,8 @@ def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict
 
 def logrank_vs_scratch(trajectories: list[dict]) -> dict:
     """Log-rank test of every pretrained objective's trajectories against scratch's at the same (target, N),
-    keyed ``target/nN/objective``; groups without scratch trajectories are left out."""
+    the replicas of every seed's model pooled, keyed ``target/nN/objective``; groups without scratch
+    trajectories are left out."""
     from nnp.md.survival import logrank_test
 
     groups: dict[tuple, list[dict]] = {}
@@ -293,7 +299,7 @@ def analyses(runs: list[Run], args) -> list[dict]:
         mine = [r for r in chosen if (r.target, r.n_train) == (target, n)]
         models = [r.directory(args.output) / "model.nnp.pt" for r in mine]
         names = model_names(models)
-        out = args.output / f"analysis-{target}-n{n}"
+        out = args.output / f"analysis-{target}-n{n}-s{'-'.join(str(s) for s in sorted({r.seed for r in mine}))}"
         summary = json.loads((out / "analysis.json").read_text()) if (out / "analysis.json").exists() else None
         if summary is None or not set(names) <= set(summary["models"]):  # read back only if it has every model
             summary = compare_models(models, load_structures(str(args.data / f"{target}_test.extxyz")), out,
@@ -316,7 +322,8 @@ def plot_survival(path: Path, trajectories: list[dict]) -> list[str]:
                                   [t["collapsed"] for t in mine if t["objective"] == o])
                   for o in sorted({t["objective"] for t in mine})}
         out = path.with_name(f"{path.stem}-survival-{target}-n{n}.png")
-        written.append(str(plot_kaplan_meier(curves, max(t["stable_ps"] for t in mine), out)))
+        written.append(str(plot_kaplan_meier(curves, max(t["stable_ps"] for t in mine), out,
+                                             colours={o: COLOURS.get(o.split("@")[0]) for o in curves})))
     return written
 
 
@@ -445,16 +452,14 @@ def plot(path: Path, runs: list[dict]) -> None:
 
     targets = sorted({r["target"] for r in runs})
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.5), squeeze=False)
-    colours = {"scratch": "tab:gray", "supervised": "tab:blue", "supervised+replay": "tab:green",
-               "masked": "tab:red", "denoise": "tab:purple", "denoise-small": "tab:orange"}
     for ax, target in zip(axes[0], targets):
         labels = {r["objective"] for r in runs if r["target"] == target and r["n_train"] > 0}
-        for objective in sorted(labels, key=lambda o: (list(colours).index(o.split("@")[0]), o)):
+        for objective in sorted(labels, key=lambda o: (list(COLOURS).index(o.split("@")[0]), o)):
             mine = [r for r in runs if r["target"] == target and r["objective"] == objective and r["n_train"] > 0]
             sizes = sorted({r["n_train"] for r in mine})
             values = [[r["test_force_mae_meV_A"] for r in mine if r["n_train"] == n] for n in sizes]
             ax.errorbar(sizes, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
-                        color=colours[objective.split("@")[0]], ls="--" if "@" in objective else "-",
+                        color=COLOURS[objective.split("@")[0]], ls="--" if "@" in objective else "-",
                         label={"supervised": "supervised (organic-xtb), finetuned"}.get(objective, objective))
         zero = [r for r in runs if r["target"] == target and r["n_train"] == 0]
         if zero:
@@ -502,7 +507,7 @@ def merge(files: list[Path], results: Path) -> dict:
 
     runs = rows("runs", ("objective", "target", "n_train", "seed"))
     trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
-    doc = {"command": [c for d in docs for c in listed(d["command"])],
+    doc = {"command": list(dict.fromkeys(c for d in docs for c in listed(d["command"]))),  # each invocation once
            "merged_from": [str(f) for f in files],
            **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
                                       "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
@@ -550,6 +555,8 @@ def main() -> int:
     parser.add_argument("--pretrain-minutes", type=float, default=None, help="their budget (default: the recipe's)")
     parser.add_argument("--stability-sizes", type=int, nargs="*", default=[], help="N whose models run MD")
     parser.add_argument("--stability-targets", nargs="*", default=None, help="targets whose models run MD (default: all)")
+    parser.add_argument("--stability-seeds", type=int, nargs="*", default=None,
+                        help="seeds whose models run MD (default: the first of --seeds)")
     parser.add_argument("--stability-replicas", type=int, default=32)
     parser.add_argument("--analysis-frames", type=int, default=50, help="test frames of the force-field analyses")
     parser.add_argument("--stability-ps", type=float, default=20.0)
