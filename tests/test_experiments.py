@@ -213,14 +213,14 @@ def test_transfer_merge(tmp_path, monkeypatch):
     base = [t for t in molecules["trajectories"] if (t["target"], t["n_train"], t["objective"]) == ("ethanol", 10, "scratch")]
     arm = json.loads(json.dumps(molecules))
     arm["runs"], arm["stability"], arm["analyses"], arm["logrank"] = [], [], [], {}
-    arm["trajectories"] = [dict(t, objective="masked", stable_ps=min(20.0, 2 * t["stable_ps"])) for t in base]
+    arm["trajectories"] = [dict(t, objective="masked@apart", stable_ps=min(20.0, 2 * t["stable_ps"])) for t in base]
     (tmp_path / "masked.json").write_text(json.dumps(arm))
     run_script(["transfer.py", "--merge", paths[0].as_posix(), str(tmp_path / "masked.json"),
                 "--results", str(tmp_path / "with-masked.json")], monkeypatch)
     mine = arm["trajectories"]
     expected = logrank_test([t["stable_ps"] for t in mine], [t["collapsed"] for t in mine],
                             [t["stable_ps"] for t in base], [t["collapsed"] for t in base])
-    tested = json.loads((tmp_path / "with-masked.json").read_text())["logrank"]["ethanol/n10/masked"]
+    tested = json.loads((tmp_path / "with-masked.json").read_text())["logrank"]["ethanol/n10/masked@apart"]
     assert tested == {"vs": "scratch", "chi2": pytest.approx(expected.chi2), "p": pytest.approx(expected.p_value)}
     assert 0 < tested["p"] < 1
     other["pretrained_checkpoint_sha256_8"] = "00000000"
