@@ -248,7 +248,7 @@ def stability(run: Run, args) -> dict:
 
 
 def stability_tables(runs: list[Run], rows: list[dict], args) -> tuple[list[dict], list[dict], dict]:
-    """Stability of the first seed's model per (target, N, objective): trajectories, summaries, log-rank vs scratch."""
+    """Stability of the chosen models (``stability_runs``): trajectories, summaries, log-rank vs scratch."""
     errors = {(r["target"], r["n_train"], r["objective"], r["seed"]): r["test_force_mae_meV_A"] for r in rows if r["n_train"]}
     chosen = stability_runs(runs, args)
     with ThreadPoolExecutor(args.jobs) as pool:
