@@ -277,6 +277,40 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert again["random"]["cpu_minutes"] == rows["random"]["cpu_minutes"] and rows["random"]["cpu_minutes"]["train"] > 0
 
 
+def test_active_learning_merge(tmp_path, monkeypatch):
+    """A loop and its random baseline run apart merge into one file whose log-rank test is made on the merged
+    rows (each apart had none); a row in two files counts once; files of another protocol are refused."""
+    from nnp.md.survival import logrank_test
+
+    committed = json.loads((ROOT / "results" / "active_learning.json").read_text())
+    rows = {r["method"]: r for r in committed["targets"] if r["target"] == "ethanol"}
+    loop, baseline = json.loads(json.dumps(committed)), json.loads(json.dumps(committed))
+    loop["targets"] = [dict(rows["active_scratch"], logrank_p_vs_random=None, temperature_K=500.0)]
+    loop["command"], loop["protocol"]["temperature"] = "active_learning.py --methods active_scratch", None  # its rows'
+    baseline["targets"] = [dict(rows["random_scratch"], stable_ps=[t / 2 for t in rows["random_scratch"]["stable_ps"]])]
+    baseline["command"], baseline["protocol"]["output"] = "active_learning.py --methods random_scratch", "elsewhere"
+    paths = [tmp_path / "loop.json", tmp_path / "baseline.json"]
+    for path, doc in zip(paths, (loop, baseline)):
+        path.write_text(json.dumps(doc))
+    merged_path = tmp_path / "merged.json"
+    run_script(["active_learning.py", "--merge", *map(str, paths), str(paths[0]), "--results", str(merged_path)],
+               monkeypatch)
+    merged = json.loads(merged_path.read_text())
+    assert [r["method"] for r in merged["targets"]] == ["active_scratch", "random_scratch"]
+    assert merged["command"] == [loop["command"], baseline["command"]]
+    halved = baseline["targets"][0]
+    expected = logrank_test(rows["active_scratch"]["stable_ps"], rows["active_scratch"]["collapsed"],
+                            halved["stable_ps"], halved["collapsed"]).p_value
+    assert merged["targets"][0]["logrank_p_vs_random"] == pytest.approx(expected)
+    assert merged["targets"][1]["logrank_p_vs_random"] is None
+    assert (tmp_path / "merged-ethanol.png").exists()
+    baseline["protocol"]["calibrate"] = 10
+    paths[1].write_text(json.dumps(baseline))
+    monkeypatch.setattr(sys, "argv", ["active_learning.py", "--merge", *map(str, paths), "--results", str(merged_path)])
+    with pytest.raises(SystemExit, match="calibrate"):
+        runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
+
+
 @pytest.mark.slow
 def test_active_learning_experiment_on_a_periodic_liquid(tmp_path, monkeypatch):
     """A periodic pool (water) switches the experiment to the liquid protocol: exploration and stability at

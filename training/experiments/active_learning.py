@@ -24,7 +24,8 @@ log-rank test compares its stable times with those of the random baseline of the
 (``random`` for ``active``, ``random_scratch`` for ``active_scratch``). Every stage leaves files that a second call
 reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
 ``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
-beside it (``active_learning-<target>.png``).
+beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
+invocations run apart (a loop, then its random baseline; or two targets), with the log-rank tests made afresh.
 """
 
 from __future__ import annotations
@@ -197,6 +198,59 @@ def plot(path: Path, rows: list[dict]) -> list[str]:
     return written
 
 
+def logrank_vs_random(rows: list[dict]) -> None:
+    """Each loop's stable times against those of the random baseline of its own start and target
+    (``logrank_p_vs_random``; None for a baseline, or for a loop whose baseline is not among ``rows``)."""
+    from nnp.md.survival import logrank_test
+
+    for row in rows:
+        base = next((b for b in rows if b["target"] == row["target"] and b["method"] == BASELINE.get(row["method"])),
+                    None)
+        row["logrank_p_vs_random"] = (None if base is None else logrank_test(
+            row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
+
+
+# what may differ between invocations merged into one file: which rows they ran and where they wrote them
+PER_INVOCATION = ("targets", "methods", "output", "results", "merge")
+ROW_KEY = {"temperature": "temperature_K", "time_ps": "time_ps"}  # protocol settings whose None is a default
+
+
+def merge(files: list[Path], results: Path) -> dict:
+    """One results file from invocations run apart (a loop and its random baseline, or two targets): the rows
+    concatenated (a target's method once, from the first file that has it), the log-rank tests and plots made
+    afresh. Files whose protocols differ in anything but what each ran (e.g. ``--calibrate``) are refused."""
+    docs = [json.loads(Path(f).read_text()) for f in files]
+
+    def setting(doc: dict, key: str):
+        """The protocol's value; for a None that means the target's default, the value its rows ran with."""
+        value = doc["protocol"].get(key)
+        if value is None and key in ROW_KEY:
+            ran = {row.get(ROW_KEY[key]) for row in doc["targets"]}
+            value = ran.pop() if len(ran) == 1 else sorted(ran, key=str)
+        return value
+
+    for key in sorted({k for d in docs for k in d["protocol"]} - set(PER_INVOCATION)):
+        values = [setting(d, key) for d in docs]
+        if any(v != values[0] for v in values):
+            raise SystemExit(f"--merge: the files differ in the protocol's {key!r} "
+                             f"({', '.join(f'{f}: {v}' for f, v in zip(files, values))}); their rows are not comparable")
+    rows, seen = [], set()
+    for d in docs:
+        for row in d["targets"]:
+            if (row["target"], row["method"]) not in seen:
+                seen.add((row["target"], row["method"]))
+                rows.append(row)
+    logrank_vs_random(rows)
+    commands = [c for d in docs for c in (d["command"] if isinstance(d["command"], list) else [d["command"]])]
+    doc = {"command": list(dict.fromkeys(commands)), "merged_from": [str(f) for f in files], "start": docs[0]["start"],
+           "protocol": {k: v for k, v in docs[0]["protocol"].items() if k not in PER_INVOCATION},
+           "targets": rows, "cpu": docs[0]["cpu"]}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    doc["plots"] = plot(results, rows)
+    results.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", nargs="+", default=["ethanol", "paracetamol"])
@@ -227,11 +281,15 @@ def main() -> int:
     parser.add_argument("--time-ps", type=float, default=None,
                         help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="only merge these results files (invocations run apart) into --results")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.results)
+        return 0
     from nnp.data.readers import read_structures
     from nnp.learn.calibration import deviation_calibration
     from nnp.md.report import stable_times
-    from nnp.md.survival import logrank_test
 
     rows = []
     for target in args.targets:
@@ -267,11 +325,7 @@ def main() -> int:
             print(f"{target} {method}: {row['labels']} labels, F MAE {row['test_force_mae_meV_A']:.1f} meV/Å, "
                   f"{row['replicas_stable']}/{row['replicas']} stable for {row['time_ps']:g} ps "
                   f"({time.time() - tick:.0f} s)", flush=True)
-        mine = {r["method"]: r for r in rows if r["target"] == target}
-        for method, row in mine.items():  # each loop against the random frames of its own start
-            base = mine.get(BASELINE.get(method))
-            row["logrank_p_vs_random"] = (None if base is None else logrank_test(
-                row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
+    logrank_vs_random(rows)
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "start": args.start,
            "protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "targets": rows, "cpu": os.uname().machine}
