@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from nnp.config import load_config
@@ -254,23 +255,32 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     experiment()
     doc = json.loads(results.read_text())
     rows = {r["method"]: r for r in doc["targets"]}
-    assert set(rows) == {"active", "random", "active_scratch", "random_scratch"}
+    assert set(rows) == {"active", "random", "random_long", "active_scratch", "random_scratch", "random_scratch_long"}
     keys = {"target", "method", "labels", "test_force_mae_meV_A", "replicas", "replicas_stable", "time_ps",
             "km_median_ps", "logrank_p_vs_random"}
     assert all(keys <= set(r) for r in rows.values())
     # every deviation is a candidate (lo 0, hi 100): the loop labels 2 per iteration up to the budget
     assert all(r["labels"] == 6 for r in rows.values())
-    for baseline in ("random", "random_scratch"):
-        assert len(ase.io.read(tmp_path / "runs" / "ethanol" / baseline / "random-6.extxyz", index=":")) == 6
+    frames = {b: ase.io.read(tmp_path / "runs" / "ethanol" / b / "random-6.extxyz", index=":")
+              for b in ("random", "random_long", "random_scratch", "random_scratch_long")}
+    assert all(len(f) == 6 for f in frames.values())
+    assert [a.positions.tolist() for a in frames["random_long"]] == [a.positions.tolist() for a in frames["random"]]
+    # the loop labels once (4 -> 6) and trains twice (before and after): a long baseline trains as long as both
+    assert rows["active"]["train_minutes_budget"] == rows["random_long"]["train_minutes_budget"] == pytest.approx(0.02)
+    assert rows["random"]["train_minutes_budget"] == pytest.approx(0.01)
+    limits = {m: torch.load(tmp_path / "runs" / "ethanol" / m / "train-6" / "last.ckpt", weights_only=True)
+              ["config"]["train"]["time_limit_minutes"] for m in ("random", "random_long", "random_scratch_long")}
+    assert limits == pytest.approx({"random": 0.01, "random_long": 0.02, "random_scratch_long": 0.02})
     assert all(r["replicas"] == 2 and r["test_force_mae_meV_A"] > 0 for r in rows.values())
     assert rows["random"]["logrank_p_vs_random"] is None and rows["random_scratch"]["logrank_p_vs_random"] is None
+    assert all(0 <= rows[m]["logrank_p_vs_random_long"] <= 1 for m in ("active", "active_scratch"))
     assert rows["random"]["calibration"] is None  # one model, no ensemble
     assert all(rows[m]["calibration"]["frames"] == 3 and rows[m]["calibration"]["members"] == 2
                for m in ("active", "active_scratch"))
     assert all(0 <= rows[m]["logrank_p_vs_random"] <= 1 for m in ("active", "active_scratch"))
     assert (tmp_path / "active_learning-ethanol.png").exists()
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")}
-    assert len(stamps) == 4
+    assert len(stamps) == 6
     experiment()
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
     again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}

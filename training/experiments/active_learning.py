@@ -16,7 +16,10 @@ protocol's.
 * ``random``: the same start finetuned on as many labelled frames as ``active`` ended with, drawn at random
   from the pool (the initial frames among them): the same labels without the selection;
 * ``active_scratch``: the same loop from random weights (``--scratch-recipe``);
-* ``random_scratch``: that recipe trained on as many random frames as ``active_scratch`` ended with.
+* ``random_scratch``: that recipe trained on as many random frames as ``active_scratch`` ended with;
+* ``random_long``, ``random_scratch_long``: the same frames as ``random`` / ``random_scratch``, trained for as
+  long as the loop's driving member was trained in all (``--train-minutes`` × its trainings: the loop warm-starts
+  every iteration from the last, so its final model has had that much training, a single baseline run one).
 
 Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` trajectories ×
 ``--time-ps``), its force MAE is measured on the test trajectory, and a
@@ -44,8 +47,10 @@ import numpy as np
 import yaml
 
 NNP = str(Path(sys.executable).with_name("nnp"))
-METHODS = ("active", "random", "active_scratch", "random_scratch")
-BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # same start, same labels, random frames
+METHODS = ("active", "random", "random_long", "active_scratch", "random_scratch", "random_scratch_long")
+LOOP = {"random": "active", "random_long": "active",  # each baseline: the loop whose start and label count it takes
+        "random_scratch": "active_scratch", "random_scratch_long": "active_scratch"}
+BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # the log-rank test: same start, same labels
 STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
 
 
@@ -118,17 +123,19 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
     summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
+    trainings = len(list(run_dir.glob("iter-*/train/member0/model.nnp.pt")))  # member 0 warm-started each time
     return {"model": summary["final_models"][0], "members": summary["final_models"], "labels": rows[-1]["labels"],
-            "iterations": len(rows),
+            "iterations": len(rows), "train_minutes_budget": trainings * args.train_minutes,
             "stopped_by": summary["stopped_by"],
             "cpu_minutes": {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60
                             for stage in ("train", "explore", "select", "label")},
             "cpu_minutes_this_call": minutes}
 
 
-def random_baseline(target: str, method: str, labels: int, files: dict[str, Path], args) -> dict:
-    """``random``: ``--start`` finetuned, ``random_scratch``: ``--scratch-recipe`` trained, on ``labels`` frames:
-    the initial ones and the next of the same random permutation of the pool."""
+def random_baseline(target: str, method: str, labels: int, minutes: float, files: dict[str, Path], args) -> dict:
+    """``random(_long)``: ``--start`` finetuned, ``random_scratch(_long)``: ``--scratch-recipe`` trained, for
+    ``minutes`` of wall clock on ``labels`` frames: the initial ones and the next of the same random permutation
+    of the pool."""
     import ase.io
 
     from nnp.data.atomic import write_frames
@@ -140,13 +147,13 @@ def random_baseline(target: str, method: str, labels: int, files: dict[str, Path
         run_dir.mkdir(parents=True, exist_ok=True)
         write_frames(data, pool_frames(ase.io.read(files["pool"], index=":"), labels, args.seed))
         common = ["--no-progress", "--set", f"output_dir={model.parent}", "--set", f"train.seed={args.seed}",
-                  "--set", f"train.time_limit_minutes={args.train_minutes}", "--set", "train.epochs=100000"]
-        start = (["finetune", "--from", args.start, "--data", str(data)] if method == "random" else
+                  "--set", f"train.time_limit_minutes={minutes}", "--set", "train.epochs=100000"]
+        start = (["finetune", "--from", args.start, "--data", str(data)] if LOOP[method] == "active" else
                  ["train", "--config", args.scratch_recipe, "--set", f"data.path={data}"])
-        minutes = run_logged([NNP, *start, *common], run_dir / "train.log")
-        (model.parent / "cpu_minutes.json").write_text(json.dumps({"train": minutes}))
+        cpu = run_logged([NNP, *start, *common], run_dir / "train.log")
+        (model.parent / "cpu_minutes.json").write_text(json.dumps({"train": cpu}))
     recorded = model.parent / "cpu_minutes.json"  # absent for runs trained before it was written: unknown
-    return {"model": str(model), "labels": labels,
+    return {"model": str(model), "labels": labels, "train_minutes_budget": minutes,
             "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
 
 
@@ -199,15 +206,17 @@ def plot(path: Path, rows: list[dict]) -> list[str]:
 
 
 def logrank_vs_random(rows: list[dict]) -> None:
-    """Each loop's stable times against those of the random baseline of its own start and target
-    (``logrank_p_vs_random``; None for a baseline, or for a loop whose baseline is not among ``rows``)."""
+    """Each loop's stable times against those of the random baselines of its own start and target
+    (``logrank_p_vs_random``, ``logrank_p_vs_random_long``; None for a baseline, or for a loop whose baseline is
+    not among ``rows``)."""
     from nnp.md.survival import logrank_test
 
     for row in rows:
-        base = next((b for b in rows if b["target"] == row["target"] and b["method"] == BASELINE.get(row["method"])),
-                    None)
-        row["logrank_p_vs_random"] = (None if base is None else logrank_test(
-            row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
+        for suffix in ("", "_long"):
+            base = next((b for b in rows if row["method"] in BASELINE and b["target"] == row["target"]
+                         and b["method"] == BASELINE[row["method"]] + suffix), None)
+            row[f"logrank_p_vs_random{suffix}"] = (None if base is None else logrank_test(
+                row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
 
 
 # what may differ between invocations merged into one file: which rows they ran and where they wrote them
@@ -295,14 +304,16 @@ def main() -> int:
     for target in args.targets:
         files = prepare(target, args)
         runs: dict[str, dict] = {}
-        for method, baseline in BASELINE.items():
-            if method in args.methods or baseline in args.methods:  # a baseline takes as many labels as its loop
+        for method in BASELINE:
+            baselines = [b for b in METHODS if LOOP.get(b) == method and b in args.methods]
+            if method in args.methods or baselines:  # a baseline takes as many labels as its loop
                 tick = time.time()
                 runs[method] = learn(target, method, files, args)
                 print(f"{target} {method}: {runs[method]['labels']} labels, {runs[method]['iterations']} iterations, "
                       f"{runs[method]['stopped_by']} ({time.time() - tick:.0f} s)", flush=True)
-            if baseline in args.methods:
-                runs[baseline] = random_baseline(target, baseline, runs[method]["labels"], files, args)
+            for baseline in baselines:
+                minutes = runs[method]["train_minutes_budget"] if baseline.endswith("_long") else args.train_minutes
+                runs[baseline] = random_baseline(target, baseline, runs[method]["labels"], minutes, files, args)
         for method in (m for m in METHODS if m in args.methods):
             run = runs[method]
             tick = time.time()
@@ -317,6 +328,7 @@ def main() -> int:
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
                    "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
                    "model": run["model"], "cpu_minutes": run["cpu_minutes"],
+                   "train_minutes_budget": run["train_minutes_budget"],
                    "md_wall_s": result.get("wall_s"), "stopped_by": run.get("stopped_by"),
                    # the final ensemble's deviation against member 0's real error on the test trajectory
                    "calibration": (deviation_calibration(run["members"], read_structures(str(files["test"])), args.lo)
