@@ -23,8 +23,9 @@ protocol's.
 
 Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` trajectories ×
 ``--time-ps``), its force MAE is measured on the test trajectory, and a
-log-rank test compares its stable times with those of the random baseline of the same start
-(``random`` for ``active``, ``random_scratch`` for ``active_scratch``). Every stage leaves files that a second call
+log-rank test compares its stable times with those of the random baselines of the same start
+(``random`` and ``random_long`` for ``active``, ``random_scratch`` and ``random_scratch_long`` for
+``active_scratch``: ``logrank_p_vs_random``, ``logrank_p_vs_random_long``). Every stage leaves files that a second call
 reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
 ``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
 beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
@@ -213,8 +214,8 @@ def logrank_vs_random(rows: list[dict]) -> None:
 
     for row in rows:
         for suffix in ("", "_long"):
-            base = next((b for b in rows if row["method"] in BASELINE and b["target"] == row["target"]
-                         and b["method"] == BASELINE[row["method"]] + suffix), None)
+            wanted = BASELINE[row["method"]] + suffix if row["method"] in BASELINE else None
+            base = next((b for b in rows if (b["target"], b["method"]) == (row["target"], wanted)), None)
             row[f"logrank_p_vs_random{suffix}"] = (None if base is None else logrank_test(
                 row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
 
