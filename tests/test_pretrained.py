@@ -3,7 +3,10 @@
 import json
 import platform
 import re
+import runpy
 import zipfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import ase.io
 import numpy as np
@@ -20,6 +23,7 @@ from nnp.pretrained import get
 from nnp.train.checkpoint import load_checkpoint
 
 NAME = "organic-xtb"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +125,16 @@ def test_finetune_from_the_bundled_name_transfers_every_weight(tmp_path, aspirin
                for key, value in values.items() if key != "epochs")  # the defaults reached the run
     assert config["model"]["kind"] == get(NAME).card["architecture"]["kind"]
     assert (run / "model.nnp.pt").exists()
+    # bundled, a warm-started run lists every training stage: the bundled model's, then its own
+    bundle = runpy.run_path(str(ROOT / "training" / "organic" / "bundle.py"))
+    checkpoint = load_checkpoint(run / "best.ckpt")
+    stages, history = bundle["training_stages"](checkpoint, run, SimpleNamespace(train_threads=1, recipe="mine"))
+    card, parent = get(NAME).card["training"], load_checkpoint(get(NAME).checkpoint)
+    assert sum(s["epochs"] for s in stages[:-1]) == card["epochs"] == parent["epoch"]
+    assert sum(s["train_seconds"] for s in stages[:-1]) == pytest.approx(card["train_seconds"])
+    assert stages[-1]["epochs"] == checkpoint["epoch"] and stages[-1]["recipe"] == "mine"
+    assert stages[-1]["warm_start"] == str(get(NAME).checkpoint)
+    assert history == [*parent["history"], *checkpoint["history"]]
 
 
 def test_unknown_elements_and_names_are_one_line_errors(tmp_path, capsys, aspirin):

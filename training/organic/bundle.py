@@ -7,7 +7,9 @@ NAME.ckpt (weights + config: the start of `nnp finetune --from NAME`), NAME.repl
 for `nnp finetune --replay`), NAME.card.json and NAME.card.md.
 The card's numbers are measured here: validation errors (per element, per molecule size, molecules vs
 clusters) on the run's own validation split, zero-shot errors on held-out molecules (their test
-trajectories), LAMMPS MD speed. Its summary also goes to results/organic_xtb.json.
+trajectories), LAMMPS MD speed. Its summary also goes to results/organic_xtb.json (``--results``).
+A run warm-started from a bundled model (more epochs: ``--set finetune.from_checkpoint=...``) is
+bundled the same way; its card lists both training stages.
 """
 
 from __future__ import annotations
@@ -58,6 +60,35 @@ def grouped_errors(model_file: Path, frames: list, key) -> dict[str, dict]:
     return out
 
 
+def training_stages(checkpoint: dict, run: Path, args) -> tuple[list[dict], list[dict]]:
+    """The training stages that made the run's weights, and their epoch history.
+
+    A run warm-started from a model (``finetune.from_checkpoint``, e.g. more epochs of the bundled model)
+    carries on that model's training: its stages (read from its card beside its checkpoint, which must be
+    read before this bundle overwrites them) come first, then this run.
+    """
+    from nnp.pretrained import checkpoint_for
+
+    history = checkpoint.get("history") or []
+    train = checkpoint["config"]["train"]
+    stage = {"run": str(run), "epochs": checkpoint["epoch"],
+             "train_seconds": float(sum(h.get("train_seconds", 0.0) for h in history)), "threads": args.train_threads,
+             "lr": train["lr"], "scheduler": train.get("scheduler"), "recipe": args.recipe}
+    parent = (checkpoint["config"].get("finetune") or {}).get("from_checkpoint")
+    if not parent:
+        return [stage], history
+    parent_path = checkpoint_for(parent)
+    previous = load_checkpoint(parent_path)
+    card_path = parent_path.with_name(parent_path.name.removesuffix(".ckpt") + ".card.json")
+    card = json.loads(card_path.read_text())["training"] if card_path.is_file() else {}
+    parent_history = previous.get("history") or []
+    stage["warm_start"] = str(parent_path)
+    stages = card.get("stages") or [{"run": None, "epochs": previous["epoch"], "threads": card.get("threads"),
+                                     "train_seconds": float(sum(h.get("train_seconds", 0.0) for h in parent_history)),
+                                     "recipe": card.get("recipe")}]
+    return [*stages, stage], [*parent_history, *history]
+
+
 def md_speed(model_file: Path, structure) -> float:
     from nnp.md.run import quick_md
 
@@ -76,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-frames", type=int, default=2000, help="validation frames evaluated (evenly spaced)")
     parser.add_argument("--replay-frames", type=int, default=1000, help="frames of the bundled replay slice")
     parser.add_argument("--train-threads", type=int, default=2, help="CPU threads the training ran on (for the card)")
+    parser.add_argument("--results", default="results/organic_xtb.json", help="where the card's summary also goes")
+    parser.add_argument("--recipe", default="training/organic/painn.yaml", help="the run's command or config (card)")
     parser.add_argument("--comparison", default=None, help="JSON of the architecture comparison (results/)")
     parser.add_argument("--no-pt2", action="store_true", help="skip the .nnp.pt2 (AOTInductor, CPU) variant")
     args = parser.parse_args(argv)
@@ -84,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint(run / "best.ckpt")
     config = config_from_dict(checkpoint["config"], "checkpoint")
     model = model_from_checkpoint(checkpoint)
-    history = checkpoint.get("history") or []
-    train_seconds = float(sum(h.get("train_seconds", 0.0) for h in history))
-    provenance = {"name": args.name, "run": str(run), "config": checkpoint["config"], "epochs": checkpoint["epoch"]}
+    stages, history = training_stages(checkpoint, run, args)  # before the bundle below replaces a parent's files
+    epochs = sum(s["epochs"] for s in stages)
+    provenance = {"name": args.name, "run": str(run), "config": checkpoint["config"], "epochs": epochs}
     files = {"float64": f"{args.name}.nnp.pt", "float32": f"{args.name}-f32.nnp.pt", "checkpoint": f"{args.name}.ckpt",
              "replay": f"{args.name}.replay.extxyz"}
     if not args.no_pt2:
@@ -96,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pt2:  # AOTInductor for any x86-64-v3 (AVX2) CPU: about 1.5 min of compiling, 2.8 MB
         export_model(model, out / files["pt2"], dtype="float32", provenance=provenance, format="pt2", portable=True)
     weights = checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
-    save_atomic({"model": weights, "ema": None, "optimizer": {}, "epoch": checkpoint["epoch"],
-                 "config": checkpoint["config"], "model_init": checkpoint["model_init"], "history": history},
+    bundled_config = {**checkpoint["config"], "finetune": {**checkpoint["config"].get("finetune", {}),
+                                                           "from_checkpoint": None}}  # the card lists the stages
+    save_atomic({"model": weights, "ema": None, "optimizer": {}, "epoch": epochs,
+                 "config": bundled_config, "model_init": checkpoint["model_init"], "history": history},
                 out / files["checkpoint"])
     model_file = out / files["float64"]
 
@@ -116,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     by_kind = grouped_errors(model_file, val_frames,
                              lambda a: "single molecule" if len(find_molecules(a)) == 1 else "cluster")
 
+    data_card = json.loads(Path(args.data_card).read_text())
+    held_out = [x["reason"].split(":")[0] for x in data_card["exclusions"]]
     zero_shot = {}
     for test in sorted(Path(args.heldout).glob("*_test.extxyz")):
         molecule = test.name.removesuffix("_test.extxyz")
+        if molecule not in held_out:  # e.g. the water box: not a molecule the set holds out
+            continue
         m = evaluate_model_file(model_file, load_structures(str(test)))
         zero_shot[molecule] = {"frames_file": str(test), "force_mae_meV_A": 1000 * m["forces_mae"],
                                "energy_mae_meV_atom": 1000 * m["energy_per_atom_mae"],
@@ -130,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         start = load_structures(str(aspirin_tests[0]))[0]
         speed = {variant: md_speed(out / files[variant], start) for variant in ("float64", "float32")}
 
-    data_card = json.loads(Path(args.data_card).read_text())
     card = {
         "name": args.name,
         "description": "PaiNN potential for neutral organic molecules and their clusters, GFN2-xTB level, "
@@ -143,15 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         "files": files,
         "training": {"data": config.data.path, "frames": n, "validation_frames": len(
             split_indices(n, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)["val"]),
-            "epochs": checkpoint["epoch"], "train_seconds": train_seconds, "cpu": platform.processor() or "x86_64",
-            "threads": args.train_threads, "recipe": "training/organic/painn.yaml"},
+            "epochs": epochs, "train_seconds": sum(s["train_seconds"] for s in stages),
+            "cpu": platform.processor() or "x86_64", "threads": args.train_threads, "recipe": args.recipe,
+            "stages": stages},
         "data_card": {k: data_card.get(k) for k in ("dataset", "frames", "complete", "generation_seconds",
                                                     "level_of_theory", "command")}
         | {"molecules": data_card["composition"]["molecules"],
            "distinct_molecules_in_frames": data_card["frame_statistics"].get("distinct_molecules_in_frames"),
            "frames_per_kind": data_card["frame_statistics"].get("frames_per_kind"),
            "cluster_frame_share": data_card["frame_statistics"].get("cluster_frame_share"),
-           "held_out": [x["reason"].split(":")[0] for x in data_card["exclusions"]]},
+           "held_out": held_out},
         "validation": {"frames": len(val_frames), "force_mae_meV_A": 1000 * validation["forces_mae"],
                        "force_rmse_meV_A": 1000 * validation["forces_rmse"],
                        "energy_mae_meV_atom": 1000 * validation["energy_per_atom_mae"],
@@ -169,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                               + (f"; zero-shot F MAE {zs} meV/Å" if zs else ""))
     (out / f"{args.name}.card.json").write_text(json.dumps(card, indent=2))
     (out / f"{args.name}.card.md").write_text(markdown(card))
-    Path("results").mkdir(exist_ok=True)
-    Path("results/organic_xtb.json").write_text(json.dumps(card, indent=2))
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(card, indent=2))
     print(markdown(card))
     return 0
 
@@ -189,8 +228,9 @@ def markdown(card: dict) -> str:
         f"{(d['cluster_frame_share'] or 0):.1%}) of {d['distinct_molecules_in_frames']:,} distinct molecules "
         f"{'(complete)' if d['complete'] else '(the part generated so far)'}; {d['level_of_theory']}.",
         f"- Held out (never in a pretraining frame, alone or in a cluster): {', '.join(d['held_out'])}.",
-        f"- Training: {t['epochs']} epochs, {t['train_seconds'] / 3600:.2f} h on {t['threads']} CPU thread(s) "
-        f"(`{t['recipe']}`); data generation {(d['generation_seconds'] or 0) / 3600:.1f} CPU-h.",
+        "- Training: " + "; then ".join(
+            f"{s['epochs']} epochs, {s['train_seconds'] / 3600:.2f} h on {s['threads']} CPU thread(s) (`{s['recipe']}`)"
+            for s in t.get("stages") or [t]) + f"; data generation {(d['generation_seconds'] or 0) / 3600:.1f} CPU-h.",
         "", "## Validation errors (its own validation split)", "",
         f"Force MAE {v['force_mae_meV_A']:.1f} meV/Å (RMSE {v['force_rmse_meV_A']:.1f}), energy MAE "
         f"{v['energy_mae_meV_atom']:.2f} meV/atom over {v['frames']} frames.", "",
