@@ -51,7 +51,8 @@ NNP = str(Path(sys.executable).with_name("nnp"))
 METHODS = ("active", "random", "random_long", "active_scratch", "random_scratch", "random_scratch_long")
 LOOP = {"random": "active", "random_long": "active",  # each baseline: the loop whose start and label count it takes
         "random_scratch": "active_scratch", "random_scratch_long": "active_scratch"}
-BASELINE = {"active": "random", "active_scratch": "random_scratch"}  # the log-rank test: same start, same labels
+# the log-rank test: each loop against the one-budget baseline of its start ("_long" added for the other)
+BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith("_long")}
 STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the stability length per kind of target
 
 

@@ -69,11 +69,13 @@ def training_stages(checkpoint: dict, run: Path, args) -> tuple[list[dict], list
     """
     from nnp.pretrained import checkpoint_for
 
+    def seconds(history: list[dict]) -> float:
+        return float(sum(h.get("train_seconds", 0.0) for h in history))
+
     history = checkpoint.get("history") or []
     train = checkpoint["config"]["train"]
-    stage = {"run": str(run), "epochs": checkpoint["epoch"],
-             "train_seconds": float(sum(h.get("train_seconds", 0.0) for h in history)), "threads": args.train_threads,
-             "lr": train["lr"], "scheduler": train.get("scheduler"), "recipe": args.recipe}
+    stage = {"run": str(run), "epochs": checkpoint["epoch"], "train_seconds": seconds(history),
+             "threads": args.train_threads, "lr": train["lr"], "scheduler": train.get("scheduler"), "recipe": args.recipe}
     parent = (checkpoint["config"].get("finetune") or {}).get("from_checkpoint")
     if not parent:
         return [stage], history
@@ -84,7 +86,7 @@ def training_stages(checkpoint: dict, run: Path, args) -> tuple[list[dict], list
     parent_history = previous.get("history") or []
     stage["warm_start"] = str(parent_path)
     stages = card.get("stages") or [{"run": None, "epochs": previous["epoch"], "threads": card.get("threads"),
-                                     "train_seconds": float(sum(h.get("train_seconds", 0.0) for h in parent_history)),
+                                     "train_seconds": seconds(parent_history),
                                      "recipe": card.get("recipe")}]
     return [*stages, stage], [*parent_history, *history]
 
