@@ -1,5 +1,6 @@
 """The pretrained model that ships with nnp: files and card, by name in LAMMPS and ASE, finetuning, errors."""
 
+import hashlib
 import json
 import platform
 import re
@@ -134,6 +135,7 @@ def test_finetune_from_the_bundled_name_transfers_every_weight(tmp_path, aspirin
     assert sum(s["train_seconds"] for s in stages[:-1]) == pytest.approx(card["train_seconds"])
     assert stages[-1]["epochs"] == checkpoint["epoch"] and stages[-1]["recipe"] == "mine"
     assert stages[-1]["warm_start"] == str(get(NAME).checkpoint)
+    assert stages[-1]["warm_start_sha256_8"] == hashlib.sha256(get(NAME).checkpoint.read_bytes()).hexdigest()[:8]
     assert history == [*parent["history"], *checkpoint["history"]]
 
 

@@ -15,6 +15,7 @@ bundled the same way; its card lists both training stages.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -84,7 +85,8 @@ def training_stages(checkpoint: dict, run: Path, args) -> tuple[list[dict], list
     card_path = parent_path.with_name(parent_path.name.removesuffix(".ckpt") + ".card.json")
     card = json.loads(card_path.read_text())["training"] if card_path.is_file() else {}
     parent_history = previous.get("history") or []
-    stage["warm_start"] = str(parent_path)
+    stage["warm_start"] = str(parent_path)  # a bundled path is overwritten by this bundle: its digest says which weights
+    stage["warm_start_sha256_8"] = hashlib.sha256(parent_path.read_bytes()).hexdigest()[:8]
     stages = card.get("stages") or [{"run": None, "epochs": previous["epoch"], "threads": card.get("threads"),
                                      "train_seconds": seconds(parent_history),
                                      "recipe": card.get("recipe")}]
