@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-runs/ftsweep}
 RESULTS=${2:-results/finetune_recipe_sweep.json}
 mkdir -p "$OUT"
+START=$(sha256sum "$(.venv/bin/python -c 'from nnp.pretrained import checkpoint_for; print(checkpoint_for("organic-xtb"))')" | cut -c1-8)
 
 run() {  # run MOLECULE SEED NAME [--set ...]
   local mol=$1 seed=$2 name=$3; shift 3
@@ -19,8 +20,7 @@ run() {  # run MOLECULE SEED NAME [--set ...]
     --no-progress --set output_dir=$out --set data.val_fraction=0.0909090909 --set data.test_fraction=0.0 \
     --set data.split_seed=$seed --set train.seed=$seed --set train.time_limit_minutes=2 --set train.epochs=100000 \
     "$@" > "$out.log" 2>&1
-  sha256sum "$(.venv/bin/python -c 'from nnp.pretrained import checkpoint_for; print(checkpoint_for("organic-xtb"))')" \
-    | cut -c1-8 > "$out/start.sha256"                     # which organic-xtb the run started from
+  echo "$START" > "$out/start.sha256"                     # which organic-xtb the run started from
 }
 
 for seed in 0 1; do
@@ -50,7 +50,8 @@ for path in sorted(out.glob("*/results.json")):
     mol, *name, seed = path.parent.name.split("-")
     doc = json.loads(path.read_text())
     rows.append({"target": mol, "variant": "-".join(name), "seed": int(seed[1:]), "epochs": doc["epochs"],
-                 "stopped_by": doc["stopped_by"], "pretrained_sha256_8": (path.parent / "start.sha256").read_text().strip(), "val_force_mae_meV_A": 1000 * doc["metrics"]["val"]["forces_mae"],
+                 "stopped_by": doc["stopped_by"], "pretrained_sha256_8": (path.parent / "start.sha256").read_text().strip(),
+                 "val_force_mae_meV_A": 1000 * doc["metrics"]["val"]["forces_mae"],
                  "val_energy_mae_meV_atom": 1000 * doc["metrics"]["val"]["energy_per_atom_mae"]})
 results.parent.mkdir(parents=True, exist_ok=True)
 results.write_text(json.dumps({"what": "nnp finetune --from organic-xtb, N = 100, 2 wall-min, one thread; validation only",

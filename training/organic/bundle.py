@@ -9,7 +9,7 @@ The card's numbers are measured here: validation errors (per element, per molecu
 clusters) on the run's own validation split, zero-shot errors on held-out molecules (their test
 trajectories), LAMMPS MD speed. Its summary also goes to results/organic_xtb.json (``--results``).
 A run warm-started from a bundled model (more epochs: ``--set finetune.from_checkpoint=...``) is
-bundled the same way; its card lists both training stages.
+bundled the same way; its card lists every training stage.
 """
 
 from __future__ import annotations
