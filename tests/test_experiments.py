@@ -285,6 +285,20 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
     again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
     assert again["random"]["cpu_minutes"] == rows["random"]["cpu_minutes"] and rows["random"]["cpu_minutes"]["train"] > 0
+    # labels to stability: the loop's state after its first training (the 4 initial labels), baselines alike
+    early = tmp_path / "at-0.json"
+    run_script([*argv[:argv.index("--results")], "--results", str(early), *argv[argv.index("--results") + 2:],
+                "--methods", "active_scratch", "random_scratch_long", "--at-iteration", "0"], monkeypatch)
+    at0 = {r["method"]: r for r in json.loads(early.read_text())["targets"]}
+    assert {r["iteration"] for r in at0.values()} == {0} and all(r["labels"] == 4 for r in at0.values())
+    assert at0["active_scratch"]["model"].endswith("iter-000/train/member0/model.nnp.pt")
+    assert at0["random_scratch_long"]["train_minutes_budget"] == pytest.approx(0.01)
+    assert (tmp_path / "runs" / "ethanol" / "stability-active_scratch-it0" / "stability.json").exists()
+    assert 0 <= at0["active_scratch"]["logrank_p_vs_random_long"] <= 1
+    assert (tmp_path / "at-0-ethanol-it0.png").exists()
+    both = tmp_path / "both.json"  # the end and iteration 0 of the same loop merge side by side
+    run_script(["active_learning.py", "--merge", str(results), str(early), "--results", str(both)], monkeypatch)
+    assert {r["iteration"] for r in json.loads(both.read_text())["targets"] if r["method"] == "active_scratch"} == {0, None}
 
 
 def test_active_learning_merge(tmp_path, monkeypatch):

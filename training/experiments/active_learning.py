@@ -30,6 +30,11 @@ reads back (``nnp learn`` resumes itself), so a killed run continues where it st
 ``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
 beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
 invocations run apart (a loop, then its random baseline; or two targets), with the log-rank tests made afresh.
+
+``--at-iteration K`` asks the same of a finished loop's state after its K-th training instead of its end (labels to
+stability): the loop's driving model of iteration K (trained on the labels it had then, K + 1 trainings), and random
+baselines with that many labels (``_long``: K + 1 training budgets). Its rows carry ``iteration`` (None: the loop's
+end), its stability runs write ``stability-<method>-it<K>``, its plots ``<results stem>-<target>-it<K>.png``.
 """
 
 from __future__ import annotations
@@ -125,13 +130,26 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
     summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
-    trainings = len(list(run_dir.glob("iter-*/train/member0/model.nnp.pt")))  # member 0 warm-started each time
-    return {"model": summary["final_models"][0], "members": summary["final_models"], "labels": rows[-1]["labels"],
+    stages = ("train", "explore", "select", "label")
+    if args.at_iteration is None:  # the loop's end
+        members, labels = summary["final_models"], rows[-1]["labels"]
+        trainings = len(list(run_dir.glob("iter-*/train/member0/model.nnp.pt")))  # member 0 warm-started each time
+        cpu = {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60 for stage in stages}
+    else:  # iteration K's exploring ensemble (iter-K): trained on the labels before K's own, its (K + 1)-th training
+        k = args.at_iteration
+        row = next((r for r in rows if r["iteration"] == k), None)
+        if row is None:
+            raise SystemExit(f"--at-iteration {k}: {summary_path} has iterations 0-{len(rows) - 1}")
+        # row["models"] of a stopping row names the final ensemble trained after it, so the paths come from iter-K
+        members = [str(run_dir / f"iter-{k:03d}" / "train" / f"member{m}" / "model.nnp.pt")
+                   for m in range(len(rows[0]["models"]))]
+        labels, trainings = row["labels"] - row["new_labels"], k + 1
+        # CPU to reach it: iterations before K, and K's training (a stopping row's includes the final ensemble's)
+        cpu = {stage: (sum(r["cpu_seconds"][stage] for r in rows[:k]) + (row["cpu_seconds"]["train"] if stage == "train"
+                                                                           else 0.0)) / 60 for stage in stages}
+    return {"model": members[0], "members": members, "labels": labels,
             "iterations": len(rows), "train_minutes_budget": trainings * args.train_minutes,
-            "stopped_by": summary["stopped_by"],
-            "cpu_minutes": {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60
-                            for stage in ("train", "explore", "select", "label")},
-            "cpu_minutes_this_call": minutes}
+            "stopped_by": summary["stopped_by"], "cpu_minutes": cpu, "cpu_minutes_this_call": minutes}
 
 
 def random_baseline(target: str, method: str, labels: int, minutes: float, files: dict[str, Path], args) -> dict:
@@ -173,7 +191,8 @@ def time_ps(files: dict, args) -> float:
 def stability(target: str, method: str, model: str, files: dict, args) -> dict:
     """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol (molecules as
     replicas in one LAMMPS run, water one LAMMPS run per trajectory); its summary."""
-    out = args.output / target / f"stability-{method}"
+    out = args.output / target / (f"stability-{method}" + (f"-it{args.at_iteration}" if args.at_iteration is not None
+                                                           else ""))
     result = out / "stability.json"
     if not result.exists():
         run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
@@ -193,22 +212,23 @@ def test_errors(model: str, files: dict[str, Path]) -> dict:
 
 
 def plot(path: Path, rows: list[dict]) -> list[str]:
-    """Kaplan–Meier curves of every method, one plot per target (``<path stem>-<target>.png``)."""
+    """Kaplan–Meier curves of every method, one plot per target and loop state (``<path stem>-<target>.png``, or
+    ``<path stem>-<target>-it<K>.png`` for ``--at-iteration K``)."""
     from nnp.md.survival import kaplan_meier
     from nnp.plotting import plot_kaplan_meier
 
     written = []
-    for target in sorted({r["target"] for r in rows}):
-        mine = [r for r in rows if r["target"] == target]
+    for target, k in sorted({(r["target"], r.get("iteration")) for r in rows}, key=str):
+        mine = [r for r in rows if (r["target"], r.get("iteration")) == (target, k)]
         curves = {f"{r['method']}: {r['labels']} labels, {r['test_force_mae_meV_A']:.0f} meV/Å":
                   kaplan_meier(r["stable_ps"], r["collapsed"]) for r in mine}
-        out = path.with_name(f"{path.stem}-{target}.png")
+        out = path.with_name(f"{path.stem}-{target}" + (f"-it{k}" if k is not None else "") + ".png")
         written.append(str(plot_kaplan_meier(curves, max(r["time_ps"] for r in mine), out)))
     return written
 
 
 def logrank_vs_random(rows: list[dict]) -> None:
-    """Each loop's stable times against those of the random baselines of its own start and target
+    """Each loop's stable times against those of the random baselines of its own start, target and loop state
     (``logrank_p_vs_random``, ``logrank_p_vs_random_long``; None for a baseline, or for a loop whose baseline is
     not among ``rows``)."""
     from nnp.md.survival import logrank_test
@@ -216,13 +236,14 @@ def logrank_vs_random(rows: list[dict]) -> None:
     for row in rows:
         for suffix in ("", "_long"):
             wanted = BASELINE[row["method"]] + suffix if row["method"] in BASELINE else None
-            base = next((b for b in rows if (b["target"], b["method"]) == (row["target"], wanted)), None)
+            base = next((b for b in rows if (b["target"], b["method"], b.get("iteration"))
+                         == (row["target"], wanted, row.get("iteration"))), None)
             row[f"logrank_p_vs_random{suffix}"] = (None if base is None else logrank_test(
                 row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
 
 
 # what may differ between invocations merged into one file: which rows they ran and where they wrote them
-PER_INVOCATION = ("targets", "methods", "output", "results", "merge")
+PER_INVOCATION = ("targets", "methods", "output", "results", "merge", "at_iteration")
 ROW_KEY = {"temperature": "temperature_K", "time_ps": "time_ps"}  # protocol settings whose None is a default
 
 
@@ -248,8 +269,9 @@ def merge(files: list[Path], results: Path) -> dict:
     rows, seen = [], set()
     for d in docs:
         for row in d["targets"]:
-            if (row["target"], row["method"]) not in seen:
-                seen.add((row["target"], row["method"]))
+            key = (row["target"], row["method"], row.get("iteration"))
+            if key not in seen:
+                seen.add(key)
                 rows.append(row)
     logrank_vs_random(rows)
     commands = [c for d in docs for c in (d["command"] if isinstance(d["command"], list) else [d["command"]])]
@@ -292,6 +314,9 @@ def main() -> int:
     parser.add_argument("--time-ps", type=float, default=None,
                         help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--at-iteration", type=int, default=None,
+                        help="measure a finished loop's state after its K-th training, and random baselines with as "
+                             "many labels, instead of its end (labels to stability)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="only merge these results files (invocations run apart) into --results")
     args = parser.parse_args()
@@ -321,7 +346,8 @@ def main() -> int:
             tick = time.time()
             result = stability(target, method, run["model"], files, args)
             durations, collapsed = stable_times(result)
-            row = {"target": target, "system": files["system"], "method": method, "labels": run["labels"],
+            row = {"target": target, "system": files["system"], "method": method, "iteration": args.at_iteration,
+                   "labels": run["labels"],
                    **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),
                    "temperature_K": temperature(files, args), "time_ps": time_ps(files, args),
