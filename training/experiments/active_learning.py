@@ -130,11 +130,14 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
     summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
-    stages = ("train", "explore", "select", "label")
+
+    def cpu_minutes(used: list[dict]) -> dict[str, float]:
+        return {stage: sum(r["cpu_seconds"][stage] for r in used) / 60 for stage in ("train", "explore", "select", "label")}
+
     if args.at_iteration is None:  # the loop's end
         members, labels = summary["final_models"], rows[-1]["labels"]
         trainings = len(list(run_dir.glob("iter-*/train/member0/model.nnp.pt")))  # member 0 warm-started each time
-        cpu = {stage: sum(r["cpu_seconds"][stage] for r in rows) / 60 for stage in stages}
+        cpu = cpu_minutes(rows)
     else:  # iteration K's exploring ensemble (iter-K): trained on the labels before K's own, its (K + 1)-th training
         k = args.at_iteration
         row = next((r for r in rows if r["iteration"] == k), None)
@@ -144,9 +147,8 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
         members = [str(run_dir / f"iter-{k:03d}" / "train" / f"member{m}" / "model.nnp.pt")
                    for m in range(len(rows[0]["models"]))]
         labels, trainings = row["labels"] - row["new_labels"], k + 1
-        # CPU to reach it: iterations before K, and K's training (a stopping row's includes the final ensemble's)
-        cpu = {stage: (sum(r["cpu_seconds"][stage] for r in rows[:k]) + (row["cpu_seconds"]["train"] if stage == "train"
-                                                                           else 0.0)) / 60 for stage in stages}
+        cpu = cpu_minutes(rows[:k])  # to reach it: iterations before K, then K's training (a stopping row's
+        cpu["train"] += row["cpu_seconds"]["train"] / 60  # includes the final ensemble's)
     return {"model": members[0], "members": members, "labels": labels,
             "iterations": len(rows), "train_minutes_budget": trainings * args.train_minutes,
             "stopped_by": summary["stopped_by"], "cpu_minutes": cpu, "cpu_minutes_this_call": minutes}
@@ -177,6 +179,11 @@ def random_baseline(target: str, method: str, labels: int, minutes: float, files
             "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
 
 
+def loop_state(iteration: int | None) -> str:
+    """File-name suffix of the loop state measured: '' for the loop's end, '-it<K>' for ``--at-iteration K``."""
+    return "" if iteration is None else f"-it{iteration}"
+
+
 def temperature(files: dict, args) -> float:
     """Of exploration and stability: ``--temperature``, else nnp stability's for the target's kind."""
     from nnp.md.protocol import PROTOCOLS
@@ -191,8 +198,7 @@ def time_ps(files: dict, args) -> float:
 def stability(target: str, method: str, model: str, files: dict, args) -> dict:
     """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol (molecules as
     replicas in one LAMMPS run, water one LAMMPS run per trajectory); its summary."""
-    out = args.output / target / (f"stability-{method}" + (f"-it{args.at_iteration}" if args.at_iteration is not None
-                                                           else ""))
+    out = args.output / target / f"stability-{method}{loop_state(args.at_iteration)}"
     result = out / "stability.json"
     if not result.exists():
         run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
@@ -222,7 +228,7 @@ def plot(path: Path, rows: list[dict]) -> list[str]:
         mine = [r for r in rows if (r["target"], r.get("iteration")) == (target, k)]
         curves = {f"{r['method']}: {r['labels']} labels, {r['test_force_mae_meV_A']:.0f} meV/Å":
                   kaplan_meier(r["stable_ps"], r["collapsed"]) for r in mine}
-        out = path.with_name(f"{path.stem}-{target}" + (f"-it{k}" if k is not None else "") + ".png")
+        out = path.with_name(f"{path.stem}-{target}{loop_state(k)}.png")
         written.append(str(plot_kaplan_meier(curves, max(r["time_ps"] for r in mine), out)))
     return written
 
