@@ -259,6 +259,7 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     keys = {"target", "method", "labels", "test_force_mae_meV_A", "replicas", "replicas_stable", "time_ps",
             "km_median_ps", "logrank_p_vs_random"}
     assert all(keys <= set(r) for r in rows.values())
+    assert {r["pool_temperature_K"] for r in rows.values()} == {500.0}  # the generator's default, read from the pool
     # every deviation is a candidate (lo 0, hi 100): the loop labels 2 per iteration up to the budget
     assert all(r["labels"] == 6 for r in rows.values())
     frames = {b: ase.io.read(tmp_path / "runs" / "ethanol" / b / "random-6.extxyz", index=":")
@@ -285,6 +286,11 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
     again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
     assert again["random"]["cpu_minutes"] == rows["random"]["cpu_minutes"] and rows["random"]["cpu_minutes"]["train"] > 0
+    # a baseline trained for another budget is refused on read-back, never silently reused
+    changed = [*argv[:argv.index("--train-minutes") + 1], "0.02", *argv[argv.index("--train-minutes") + 2:]]
+    monkeypatch.setattr(sys, "argv", [*changed, "--methods", "active", "random"])
+    with pytest.raises(SystemExit, match="trained for 0.01 min, this comparison needs 0.02 min"):
+        runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
     # labels to stability: the loop's state after its first training (the 4 initial labels), baselines alike
     early = tmp_path / "at-0.json"
     run_script([*argv[:argv.index("--results")], "--results", str(early), *argv[argv.index("--results") + 2:],

@@ -7,7 +7,9 @@ a molecule (an xTB trajectory at 500 K made by ``nnp data generate molecule-xtb`
 stability as replicas in one LAMMPS run, MDsim's bond criterion) or a periodic liquid (``water``: the project's
 xTB water box, ``nnp data generate water-xtb``; explored and tested at 300 K with nnp stability's water protocol,
 MDsim's RDF criterion, one LAMMPS run per trajectory). ``--temperature`` and ``--time-ps`` override the
-protocol's.
+protocol's. The random baselines draw from the pool, so a pool sampled cooler than the test (its own ``--data``
+folder with the same test set; rows record ``pool_temperature_K``) asks what the selection buys over a cheaper
+reference run (RESULTS §14.3).
 
 * ``active``: ``nnp learn`` from the bundled model ``--start``: ``--initial`` frames of the pool (drawn by
   ``--seed``) to begin with, exploration at 500 K from the pool's first frame, DeePMD-kit's trust levels
@@ -84,7 +86,8 @@ def pool_frames(pool: list, count: int, seed: int) -> list:
 
 def prepare(target: str, args) -> dict:
     """The target's files: initial frames (``--initial`` of the pool, by ``--seed``), exploration start, pool,
-    test set; and its kind (``system``: ``molecule``, or ``water`` for a periodic pool)."""
+    test set; its kind (``system``: ``molecule``, or ``water`` for a periodic pool) and the temperature its pool
+    was sampled at (``pool_temperature_K``, as the generator recorded it; None if it did not)."""
     import ase.io
 
     from nnp.data.atomic import write_frames
@@ -93,7 +96,9 @@ def prepare(target: str, args) -> dict:
     root = args.output / target
     files = {"initial": root / "initial.extxyz", "start": root / "start.extxyz",
              "pool": args.data / f"{target}_pool.extxyz", "test": args.data / f"{target}_test.extxyz"}
-    files["system"] = stability_system(ase.io.read(files["pool"], index=0))
+    first = ase.io.read(files["pool"], index=0)
+    files["system"] = stability_system(first)
+    files["pool_temperature_K"] = first.info.get("temperature_K")
     if not files["initial"].exists():
         pool = ase.io.read(files["pool"], index=":")
         root.mkdir(parents=True, exist_ok=True)
@@ -174,6 +179,13 @@ def random_baseline(target: str, method: str, labels: int, minutes: float, files
                  ["train", "--config", args.scratch_recipe, "--set", f"data.path={data}"])
         cpu = run_logged([NNP, *start, *common], run_dir / "train.log")
         (model.parent / "cpu_minutes.json").write_text(json.dumps({"train": cpu}))
+    else:  # read back: only if it was trained for the budget asked now (a loop rerun may have trained more often)
+        import torch
+
+        trained = torch.load(model.parent / "last.ckpt", weights_only=True)["config"]["train"]["time_limit_minutes"]
+        if abs(trained - minutes) > 1e-9:
+            raise SystemExit(f"{model} was trained for {trained:g} min, this comparison needs {minutes:g} min "
+                             f"(the loop's trainings changed?); remove {model.parent} to train it again")
     recorded = model.parent / "cpu_minutes.json"  # absent for runs trained before it was written: unknown
     return {"model": str(model), "labels": labels, "train_minutes_budget": minutes,
             "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
@@ -357,6 +369,7 @@ def main() -> int:
                    **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),
                    "temperature_K": temperature(files, args), "time_ps": time_ps(files, args),
+                   "pool_temperature_K": files["pool_temperature_K"],
                    "km_median_ps": result["kaplan_meier"]["median_ps"],
                    "h_r_mae": result.get("h_r_mae"),
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
