@@ -180,9 +180,9 @@ def random_baseline(target: str, method: str, labels: int, minutes: float, files
         cpu = run_logged([NNP, *start, *common], run_dir / "train.log")
         (model.parent / "cpu_minutes.json").write_text(json.dumps({"train": cpu}))
     else:  # read back: only if it was trained for the budget asked now (a loop rerun may have trained more often)
-        import torch
+        from nnp.train.checkpoint import load_checkpoint
 
-        trained = torch.load(model.parent / "last.ckpt", weights_only=True)["config"]["train"]["time_limit_minutes"]
+        trained = load_checkpoint(model.parent / "last.ckpt")["config"]["train"]["time_limit_minutes"]
         if abs(trained - minutes) > 1e-9:
             raise SystemExit(f"{model} was trained for {trained:g} min, this comparison needs {minutes:g} min "
                              f"(the loop's trainings changed?); remove {model.parent} to train it again")
