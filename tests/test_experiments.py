@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import runpy
@@ -255,7 +256,8 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     experiment()
     doc = json.loads(results.read_text())
     rows = {r["method"]: r for r in doc["targets"]}
-    assert set(rows) == {"active", "random", "random_long", "active_scratch", "random_scratch", "random_scratch_long"}
+    assert set(rows) == {"active", "random", "random_long", "random_cpu",
+                         "active_scratch", "random_scratch", "random_scratch_long", "random_scratch_cpu"}
     keys = {"target", "method", "labels", "test_force_mae_meV_A", "replicas", "replicas_stable", "time_ps",
             "km_median_ps", "logrank_p_vs_random"}
     assert all(keys <= set(r) for r in rows.values())
@@ -272,6 +274,16 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     limits = {m: torch.load(tmp_path / "runs" / "ethanol" / m / "train-6" / "last.ckpt", weights_only=True)
               ["config"]["train"]["time_limit_minutes"] for m in ("random", "random_long", "random_scratch_long")}
     assert limits == pytest.approx({"random": 0.01, "random_long": 0.02, "random_scratch_long": 0.02})
+    # the equal-compute baselines: trained for member 0's CPU time, the sum of its epochs' recorded cpu_seconds
+    for loop, baseline in (("active", "random_cpu"), ("active_scratch", "random_scratch_cpu")):
+        member0 = sum(float(r["cpu_seconds"]) for i in range(2) for r in csv.DictReader(
+            (tmp_path / "runs" / "ethanol" / loop / f"iter-{i:03d}" / "train" / "member0" / "metrics.csv").open()))
+        assert rows[loop]["member0_cpu_minutes"] == pytest.approx(member0 / 60) and member0 > 0
+        assert member0 / 60 < rows[loop]["cpu_minutes"]["train"]  # one member of two, setup and export excluded
+        trained = torch.load(tmp_path / "runs" / "ethanol" / baseline / "train-6" / "last.ckpt", weights_only=True)
+        assert trained["config"]["train"]["cpu_limit_minutes"] == pytest.approx(member0 / 60)
+        assert trained["config"]["train"]["time_limit_minutes"] is None and rows[baseline]["budget"] == "cpu_limit_minutes"
+        assert 0 <= rows[loop]["logrank_p_vs_random_cpu"] <= 1
     assert all(r["replicas"] == 2 and r["test_force_mae_meV_A"] > 0 for r in rows.values())
     assert rows["random"]["logrank_p_vs_random"] is None and rows["random_scratch"]["logrank_p_vs_random"] is None
     assert all(0 <= rows[m]["logrank_p_vs_random_long"] <= 1 for m in ("active", "active_scratch"))
@@ -281,7 +293,7 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert all(0 <= rows[m]["logrank_p_vs_random"] <= 1 for m in ("active", "active_scratch"))
     assert (tmp_path / "active_learning-ethanol.png").exists()
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")}
-    assert len(stamps) == 6
+    assert len(stamps) == 8
     experiment()
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("stability.json")} == stamps
     again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
@@ -289,7 +301,7 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     # a baseline trained for another budget is refused on read-back, never silently reused
     changed = [*argv[:argv.index("--train-minutes") + 1], "0.02", *argv[argv.index("--train-minutes") + 2:]]
     monkeypatch.setattr(sys, "argv", [*changed, "--methods", "active", "random"])
-    with pytest.raises(SystemExit, match="trained for 0.01 min, this comparison needs 0.02 min"):
+    with pytest.raises(SystemExit, match="trained with time_limit_minutes 0.01, this comparison needs 0.02 min"):
         runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
     # labels to stability: the loop's state after its first training (the 4 initial labels), baselines alike
     early = tmp_path / "at-0.json"

@@ -157,6 +157,25 @@ def test_time_limit_stops_before_an_epoch_that_would_overrun(tmp_path):
     assert (config.run_dir / "best.ckpt").exists()
 
 
+def test_cpu_limit_stops_on_this_process_cpu_time_and_counts_resumed_epochs(tmp_path):
+    """A CPU budget stops like the wall-clock one, on the process's CPU seconds (recorded per epoch), and a
+    resumed run counts the CPU its checkpoint's epochs already spent."""
+    from nnp.train.checkpoint import save_atomic
+
+    data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)
+    fit = partial(_fit, tmp_path, data)
+    assert fit(epochs=50, cpu_limit_minutes=1e-5)["stopped_by"] == "cpu limit"  # one epoch costs more
+    last = tmp_path / "run" / "last.ckpt"
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["epoch"] == 1 and checkpoint["history"][0]["cpu_seconds"] > 0
+    checkpoint["history"] = [{**row, "cpu_seconds": 2000.0} for row in checkpoint["history"]]
+    save_atomic(checkpoint, last)
+    resumed = fit(epochs=50, cpu_limit_minutes=30)  # 2,000 CPU s spent of 1,800: a resume trains one epoch
+    assert (resumed["epochs"], resumed["stopped_by"]) == (2, "cpu limit")
+    with pytest.raises(ConfigError, match=r"train.cpu_limit_minutes must be positive"):
+        config_from_dict(small_config(tmp_path / "bad", data, cpu_limit_minutes=0))
+
+
 def _final_parameters(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "last.ckpt")["model"]
 

@@ -70,6 +70,9 @@ class TrainConfig:
     grad_clip: float | None = 10.0
     early_stopping_patience: int = 30
     time_limit_minutes: float | None = None  # the run's total training time, resumed epochs included
+    # the run's total CPU time in this process (all its threads, not DataLoader workers), resumed epochs
+    # included: a budget that a shared machine's load does not shrink (equal-compute comparisons)
+    cpu_limit_minutes: float | None = None
     rotation_augmentation: bool | None = None  # None: on for models that are not rotation invariant (gns)
     ema_decay: float | None = None  # e.g. 0.999: validate, checkpoint-select and export the EMA weights
     seed: int = 0
@@ -240,6 +243,9 @@ def _check(config: RunConfig, source: str) -> None:
         problems.append("pretrain.mask_ratio must be in (0, 1]")
     if config.finetune.replay_frames < 1:
         problems.append("finetune.replay_frames must be >= 1 (set finetune.replay: null for no replay)")
+    for limit in ("time_limit_minutes", "cpu_limit_minutes"):
+        if getattr(t, limit) is not None and not getattr(t, limit) > 0:
+            problems.append(f"train.{limit} must be positive (minutes) or null for no limit")
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         problems.append("train.ema_decay must be in (0, 1) or null")
     if problems:

@@ -22,12 +22,18 @@ reference run (RESULTS §14.3).
 * ``random_long``, ``random_scratch_long``: the same frames as ``random`` / ``random_scratch``, trained for as
   long as the loop's driving member was trained in all (``--train-minutes`` × its trainings: the loop warm-starts
   every iteration from the last, so its final model has had that much training, a single baseline run one).
+* ``random_cpu``, ``random_scratch_cpu``: the same frames again, trained for as much CPU time as the loop's driving
+  member had in all (``train.cpu_limit_minutes``): a comparison at equal compute that the box's load cannot skew.
+  Member 0's CPU is the sum of its epochs' ``cpu_seconds`` (``metrics.csv``); for loops trained before those were
+  recorded, the ensemble's training CPU divided by its members (setup and export included, so a little more than
+  member 0's epochs had: in the baseline's favour).
 
 Each method's driving model (ensemble member 0) then runs ``nnp stability`` (``--replicas`` trajectories ×
 ``--time-ps``), its force MAE is measured on the test trajectory, and a
 log-rank test compares its stable times with those of the random baselines of the same start
-(``random`` and ``random_long`` for ``active``, ``random_scratch`` and ``random_scratch_long`` for
-``active_scratch``: ``logrank_p_vs_random``, ``logrank_p_vs_random_long``). Every stage leaves files that a second call
+(``random``, ``random_long`` and ``random_cpu`` for ``active``, ``random_scratch``, ``random_scratch_long`` and
+``random_scratch_cpu`` for ``active_scratch``: ``logrank_p_vs_random``, ``logrank_p_vs_random_long``,
+``logrank_p_vs_random_cpu``). Every stage leaves files that a second call
 reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
 ``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
 beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
@@ -35,13 +41,14 @@ invocations run apart (a loop, then its random baseline; or two targets), with t
 
 ``--at-iteration K`` asks the same of a finished loop's state after its K-th training instead of its end (labels to
 stability): the loop's driving model of iteration K (trained on the labels it had then, K + 1 trainings), and random
-baselines with that many labels (``_long``: K + 1 training budgets). Its rows carry ``iteration`` (None: the loop's
+baselines with that many labels (``_long``: K + 1 training budgets; ``_cpu``: member 0's CPU up to then). Its rows carry ``iteration`` (None: the loop's
 end), its stability runs write ``stability-<method>-it<K>``, its plots ``<results stem>-<target>-it<K>.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import resource
@@ -55,11 +62,13 @@ import numpy as np
 import yaml
 
 NNP = str(Path(sys.executable).with_name("nnp"))
-METHODS = ("active", "random", "random_long", "active_scratch", "random_scratch", "random_scratch_long")
-LOOP = {"random": "active", "random_long": "active",  # each baseline: the loop whose start and label count it takes
-        "random_scratch": "active_scratch", "random_scratch_long": "active_scratch"}
-# the log-rank test: each loop against the one-budget baseline of its start ("_long" added for the other)
-BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith("_long")}
+METHODS = ("active", "random", "random_long", "random_cpu",
+           "active_scratch", "random_scratch", "random_scratch_long", "random_scratch_cpu")
+# each baseline: the loop whose start and label count it takes
+LOOP = {method: ("active_scratch" if "scratch" in method else "active") for method in METHODS if "random" in method}
+BUDGETS = ("", "_long", "_cpu")  # a baseline's training: one budget, the loop member's wall clock, its CPU time
+# the log-rank test: each loop against the one-budget baseline of its start (BUDGETS' suffixes added for the others)
+BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith(BUDGETS[1:])}
 STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
 
 
@@ -139,6 +148,15 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     def cpu_minutes(used: list[dict]) -> dict[str, float]:
         return {stage: sum(r["cpu_seconds"][stage] for r in used) / 60 for stage in ("train", "explore", "select", "label")}
 
+    def member0_cpu_minutes(trainings: int, ensemble_cpu: float) -> float:
+        """Member 0's training CPU over its first ``trainings`` runs: its epochs' ``cpu_seconds``, or (for loops
+        trained before those were recorded) the ensemble's training CPU over its members."""
+        metrics = [run_dir / f"iter-{i:03d}" / "train" / "member0" / "metrics.csv" for i in range(trainings)]
+        epochs = [row for m in metrics if m.exists() for row in csv.DictReader(m.open())]
+        if all(m.exists() for m in metrics) and all(row.get("cpu_seconds") for row in epochs):
+            return sum(float(row["cpu_seconds"]) for row in epochs) / 60
+        return ensemble_cpu / len(rows[0]["models"])
+
     if args.at_iteration is None:  # the loop's end
         members, labels = summary["final_models"], rows[-1]["labels"]
         trainings = len(list(run_dir.glob("iter-*/train/member0/model.nnp.pt")))  # member 0 warm-started each time
@@ -156,25 +174,29 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
         cpu["train"] += row["cpu_seconds"]["train"] / 60  # includes the final ensemble's)
     return {"model": members[0], "members": members, "labels": labels,
             "iterations": len(rows), "train_minutes_budget": trainings * args.train_minutes,
+            "member0_cpu_minutes": member0_cpu_minutes(trainings, cpu["train"]),
             "stopped_by": summary["stopped_by"], "cpu_minutes": cpu, "cpu_minutes_this_call": minutes}
 
 
 def random_baseline(target: str, method: str, labels: int, minutes: float, files: dict[str, Path], args) -> dict:
-    """``random(_long)``: ``--start`` finetuned, ``random_scratch(_long)``: ``--scratch-recipe`` trained, for
-    ``minutes`` of wall clock on ``labels`` frames: the initial ones and the next of the same random permutation
-    of the pool."""
+    """``random(_long, _cpu)``: ``--start`` finetuned, ``random_scratch(_long, _cpu)``: ``--scratch-recipe``
+    trained, for ``minutes`` of wall clock (of CPU time for ``_cpu``) on ``labels`` frames: the initial ones and
+    the next of the same random permutation of the pool."""
     import ase.io
 
     from nnp.data.atomic import write_frames
 
     run_dir = args.output / target / method
+    limit = "cpu_limit_minutes" if method.endswith("_cpu") else "time_limit_minutes"
     data = run_dir / f"random-{labels}.extxyz"
     model = run_dir / f"train-{labels}" / "model.nnp.pt"
     if not model.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_frames(data, pool_frames(ase.io.read(files["pool"], index=":"), labels, args.seed))
         common = ["--no-progress", "--set", f"output_dir={model.parent}", "--set", f"train.seed={args.seed}",
-                  "--set", f"train.time_limit_minutes={minutes}", "--set", "train.epochs=100000"]
+                  "--set", f"train.{limit}={minutes}", "--set", "train.epochs=100000"]
+        if limit == "cpu_limit_minutes":  # the CPU budget alone (a recipe may set a wall-clock one)
+            common += ["--set", "train.time_limit_minutes=null"]
         start = (["finetune", "--from", args.start, "--data", str(data)] if LOOP[method] == "active" else
                  ["train", "--config", args.scratch_recipe, "--set", f"data.path={data}"])
         cpu = run_logged([NNP, *start, *common], run_dir / "train.log")
@@ -182,12 +204,12 @@ def random_baseline(target: str, method: str, labels: int, minutes: float, files
     else:  # read back: only if it was trained for the budget asked now (a loop rerun may have trained more often)
         from nnp.train.checkpoint import load_checkpoint
 
-        trained = load_checkpoint(model.parent / "last.ckpt")["config"]["train"]["time_limit_minutes"]
-        if abs(trained - minutes) > 1e-9:
-            raise SystemExit(f"{model} was trained for {trained:g} min, this comparison needs {minutes:g} min "
+        trained = load_checkpoint(model.parent / "last.ckpt")["config"]["train"].get(limit)
+        if trained is None or abs(trained - minutes) > 1e-9:
+            raise SystemExit(f"{model} was trained with {limit} {trained}, this comparison needs {minutes:g} min "
                              f"(the loop's trainings changed?); remove {model.parent} to train it again")
     recorded = model.parent / "cpu_minutes.json"  # absent for runs trained before it was written: unknown
-    return {"model": str(model), "labels": labels, "train_minutes_budget": minutes,
+    return {"model": str(model), "labels": labels, "train_minutes_budget": minutes, "budget": limit,
             "cpu_minutes": json.loads(recorded.read_text()) if recorded.exists() else {"train": None}}
 
 
@@ -247,12 +269,12 @@ def plot(path: Path, rows: list[dict]) -> list[str]:
 
 def logrank_vs_random(rows: list[dict]) -> None:
     """Each loop's stable times against those of the random baselines of its own start, target and loop state
-    (``logrank_p_vs_random``, ``logrank_p_vs_random_long``; None for a baseline, or for a loop whose baseline is
-    not among ``rows``)."""
+    (``logrank_p_vs_random``, ``logrank_p_vs_random_long``, ``logrank_p_vs_random_cpu``; None for a baseline, or
+    for a loop whose baseline is not among ``rows``)."""
     from nnp.md.survival import logrank_test
 
     for row in rows:
-        for suffix in ("", "_long"):
+        for suffix in BUDGETS:
             wanted = BASELINE[row["method"]] + suffix if row["method"] in BASELINE else None
             base = next((b for b in rows if (b["target"], b["method"], b.get("iteration"))
                          == (row["target"], wanted, row.get("iteration"))), None)
@@ -357,7 +379,8 @@ def main() -> int:
                 print(f"{target} {method}: {runs[method]['labels']} labels, {runs[method]['iterations']} iterations, "
                       f"{runs[method]['stopped_by']} ({time.time() - tick:.0f} s)", flush=True)
             for baseline in baselines:
-                minutes = runs[method]["train_minutes_budget"] if baseline.endswith("_long") else args.train_minutes
+                minutes = {"_long": runs[method]["train_minutes_budget"], "_cpu": runs[method]["member0_cpu_minutes"]
+                           }.get(baseline[len(BASELINE[method]):], args.train_minutes)
                 runs[baseline] = random_baseline(target, baseline, runs[method]["labels"], minutes, files, args)
         for method in (m for m in METHODS if m in args.methods):
             run = runs[method]
@@ -375,7 +398,8 @@ def main() -> int:
                    "km_median_ci_ps": result["kaplan_meier"]["median_ci_ps"],
                    "kaplan_meier": result["kaplan_meier"], "stable_ps": durations, "collapsed": collapsed,
                    "model": run["model"], "cpu_minutes": run["cpu_minutes"],
-                   "train_minutes_budget": run["train_minutes_budget"],
+                   "train_minutes_budget": run["train_minutes_budget"], "budget": run.get("budget"),
+                   "member0_cpu_minutes": run.get("member0_cpu_minutes"),
                    "md_wall_s": result.get("wall_s"), "stopped_by": run.get("stopped_by"),
                    # the final ensemble's deviation against member 0's real error on the test trajectory
                    "calibration": (deviation_calibration(run["members"], read_structures(str(files["test"])), args.lo)

@@ -51,8 +51,8 @@ def configure_precision(tf32: bool) -> None:
 
 
 # what a resumed run may change: how long and where it runs, not what it computes
-RESUMABLE_CHANGES = {"name", "output_dir", "train.epochs", "train.time_limit_minutes", "train.early_stopping_patience",
-                     "train.num_workers", "train.device"}
+RESUMABLE_CHANGES = {"name", "output_dir", "train.epochs", "train.time_limit_minutes", "train.cpu_limit_minutes",
+                     "train.early_stopping_patience", "train.num_workers", "train.device"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -239,15 +239,18 @@ class Trainer:
             checkpoint = load_checkpoint(last)
             check_resumable(checkpoint.get("config"), self.config.to_dict(), self.run_dir)
             self.restore(checkpoint)
-        # the time limit is the run's total: epochs restored from a checkpoint count (a killed epoch is lost)
+        # the time limits are the run's total: epochs restored from a checkpoint count (a killed epoch is lost)
         start_time = time.monotonic() - sum(row.get("seconds", 0.0) for row in self.history)
+        start_cpu = time.process_time() - sum(row.get("cpu_seconds", 0.0) for row in self.history)
         stop_epoch = self.t.epochs if max_epochs is None else min(self.t.epochs, self.epoch + max_epochs)
         reason = "epochs"
         limit = 60 * self.t.time_limit_minutes if self.t.time_limit_minutes else None
-        desc = self.task.name + (f" (stops within {self.t.time_limit_minutes:g} min)" if limit else "")
+        cpu_limit = 60 * self.t.cpu_limit_minutes if self.t.cpu_limit_minutes else None
+        desc = self.task.name + (f" (stops within {self.t.time_limit_minutes:g} min)" if limit else "") + (
+            f" (stops within {self.t.cpu_limit_minutes:g} CPU min)" if cpu_limit else "")
         epoch_bar = tqdm(total=self.t.epochs, initial=self.epoch, desc=desc, disable=not self.progress)
         while self.epoch < stop_epoch:
-            tick = time.monotonic()
+            tick, cpu_tick = time.monotonic(), time.process_time()
             epoch = self.train_epoch()
             val_set = self.data.splits["val"] if len(self.data.splits["val"]) else self.data.splits["train"]
             val_metrics = self.evaluate(self.refit(), val_set)
@@ -260,7 +263,7 @@ class Trainer:
             self.epoch += 1
             self.history.append({"epoch": self.epoch, "lr": lr, **epoch, "val_loss": val_loss,
                                  **{f"val_{k}": v for k, v in val_metrics.items() if k != "loss"},
-                                 "seconds": time.monotonic() - tick})
+                                 "seconds": time.monotonic() - tick, "cpu_seconds": time.process_time() - cpu_tick})
             improved = val_loss < self.best_val
             if improved:
                 self.best_val, self.epochs_since_best = val_loss, 0
@@ -278,9 +281,12 @@ class Trainer:
                 reason = "early stopping"
                 break
             # a limit, not a target: stop when the next epoch (as long as this one) would end past it
-            now = time.monotonic()
+            now, cpu_now = time.monotonic(), time.process_time()
             if self.dist.agree(limit is not None and (now - start_time) + (now - tick) > limit):
                 reason = "time limit"
+                break
+            if self.dist.agree(cpu_limit is not None and (cpu_now - start_cpu) + (cpu_now - cpu_tick) > cpu_limit):
+                reason = "cpu limit"
                 break
         epoch_bar.close()
         if self.dist.main:
