@@ -321,8 +321,9 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
 
 def test_active_learning_merge(tmp_path, monkeypatch):
     """A loop and its random baseline run apart merge into one file whose log-rank test is made on the merged
-    rows (each apart had none); a row in two files counts once; files of another protocol are refused."""
-    from nnp.md.survival import logrank_test
+    rows (each apart had none); a row in two files counts once; seeds merge side by side, with a log-rank test
+    stratified by seed; files of another protocol are refused."""
+    from nnp.md.survival import logrank_test, stratified_logrank_test
 
     committed = json.loads((ROOT / "results" / "active_learning.json").read_text())
     rows = {r["method"]: r for r in committed["targets"] if r["target"] == "ethanol"}
@@ -346,6 +347,29 @@ def test_active_learning_merge(tmp_path, monkeypatch):
     assert merged["targets"][0]["logrank_p_vs_random"] == pytest.approx(expected)
     assert merged["targets"][1]["logrank_p_vs_random"] is None
     assert (tmp_path / "merged-ethanol.png").exists()
+    assert merged["logrank_stratified_by_seed"] == []  # one seed: the per-row test says it all
+    # a second seed (the same loop and baseline run again with --seed 1): each loop is tested against its own
+    # seed's baseline, and once over both seeds, stratified by seed
+    other = []
+    for path, doc in zip(paths, (loop, baseline)):
+        again = json.loads(json.dumps(doc))
+        again["protocol"]["seed"] = 1
+        again["targets"] = [dict(r, stable_ps=[min(t * 1.5, r["time_ps"]) for t in r["stable_ps"]]) for r in doc["targets"]]
+        other.append(path.with_name(f"{path.stem}-seed1.json"))
+        other[-1].write_text(json.dumps(again))
+    run_script(["active_learning.py", "--merge", *map(str, paths + other), "--results", str(merged_path)], monkeypatch)
+    merged = json.loads(merged_path.read_text())
+    by = {(r["method"], r["seed"]): r for r in merged["targets"]}
+    assert sorted(by) == [("active_scratch", 0), ("active_scratch", 1), ("random_scratch", 0), ("random_scratch", 1)]
+    assert by["active_scratch", 0]["logrank_p_vs_random"] == pytest.approx(expected)
+    pairs = [(by["active_scratch", k], by["random_scratch", k]) for k in (0, 1)]
+    assert by["active_scratch", 1]["logrank_p_vs_random"] == pytest.approx(logrank_test(
+        pairs[1][0]["stable_ps"], pairs[1][0]["collapsed"], pairs[1][1]["stable_ps"], pairs[1][1]["collapsed"]).p_value)
+    [stratified] = merged["logrank_stratified_by_seed"]
+    assert (stratified["method"], stratified["baseline"], stratified["state"], stratified["seeds"]) == (
+        "active_scratch", "random_scratch", "end", [0, 1])
+    assert stratified["p"] == pytest.approx(stratified_logrank_test(
+        [(a["stable_ps"], a["collapsed"], b["stable_ps"], b["collapsed"]) for a, b in pairs]).p_value)
     baseline["protocol"]["calibrate"] = 10
     paths[1].write_text(json.dumps(baseline))
     monkeypatch.setattr(sys, "argv", ["active_learning.py", "--merge", *map(str, paths), "--results", str(merged_path)])

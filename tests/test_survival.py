@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from nnp.md.survival import kaplan_meier, logrank_test, median_survival, summarize
+from nnp.md.survival import kaplan_meier, logrank_test, median_survival, stratified_logrank_test, summarize
 
 # Freireich et al. (1963) leukaemia remission times (weeks), the Kaplan–Meier example of most textbooks
 # (e.g. Kleinbaum & Klein, Survival Analysis, ch. 2). Censored times marked False.
@@ -63,6 +63,23 @@ def test_logrank_textbook_6mp_vs_placebo():
     assert result.p_value == pytest.approx(4.17e-5, rel=0.01)
     same = logrank_test(*split(MP6), *split(MP6))
     assert same.chi2 == pytest.approx(0.0) and same.p_value == pytest.approx(1.0)
+
+
+def test_stratified_logrank_sums_within_strata():
+    """Two copies of one stratum double O − E and its variance, so chi2 doubles; and a difference that pooling
+    invents from unbalanced strata (Simpson) is absent when each stratum compares like with like."""
+    one = stratified_logrank_test([(*split(MP6), *split(PLACEBO))])
+    assert one == logrank_test(*split(MP6), *split(PLACEBO))
+    two = stratified_logrank_test([(*split(MP6), *split(PLACEBO))] * 2)
+    assert two.chi2 == pytest.approx(2 * one.chi2) and two.observed == (18.0, 42.0)
+    # stratum 1: every run of both groups collapses at 1 ps (A has 4 runs, B 1); stratum 2: none does (A 1, B 4)
+    strata = [([1.0] * 4, [True] * 4, [1.0], [True]), ([10.0], [False], [10.0] * 4, [False] * 4)]
+    assert stratified_logrank_test(strata).chi2 == pytest.approx(0.0)
+    pooled = logrank_test([1.0] * 4 + [10.0], [True] * 4 + [False], [1.0] + [10.0] * 4, [True] + [False] * 4)
+    # by hand: at 1 ps 10 at risk, 5 collapses, 5 of A at risk: E = 2.5, O = 4, V = 5·5·5·5 / (100·9)
+    assert pooled.chi2 == pytest.approx(1.5 ** 2 / (625 / 900))
+    with pytest.raises(ValueError, match="at least one stratum"):
+        stratified_logrank_test([])
 
 
 def test_bad_input_is_refused():

@@ -260,7 +260,9 @@ def plot(path: Path, rows: list[dict]) -> list[str]:
     written = []
     for target, k in sorted({(r["target"], r.get("iteration")) for r in rows}, key=str):
         mine = [r for r in rows if (r["target"], r.get("iteration")) == (target, k)]
-        curves = {f"{r['method']}: {r['labels']} labels, {r['test_force_mae_meV_A']:.0f} meV/Å":
+        seeds = len({r.get("seed") for r in mine}) > 1  # merged seeds: say which curve is whose
+        curves = {(f"seed {r.get('seed')} " if seeds else "") +
+                  f"{r['method']}: {r['labels']} labels, {r['test_force_mae_meV_A']:.0f} meV/Å":
                   kaplan_meier(r["stable_ps"], r["collapsed"]) for r in mine}
         out = path.with_name(f"{path.stem}-{target}{loop_state(k)}.png")
         written.append(str(plot_kaplan_meier(curves, max(r["time_ps"] for r in mine), out)))
@@ -275,15 +277,48 @@ def logrank_vs_random(rows: list[dict]) -> None:
 
     for row in rows:
         for suffix in BUDGETS:
-            wanted = BASELINE[row["method"]] + suffix if row["method"] in BASELINE else None
-            base = next((b for b in rows if (b["target"], b["method"], b.get("iteration"))
-                         == (row["target"], wanted, row.get("iteration"))), None)
+            base = baseline_of(row, suffix, rows)
             row[f"logrank_p_vs_random{suffix}"] = (None if base is None else logrank_test(
                 row["stable_ps"], row["collapsed"], base["stable_ps"], base["collapsed"]).p_value)
 
 
+def baseline_of(row: dict, suffix: str, rows: list[dict]) -> dict | None:
+    """The random baseline (``suffix``: its budget) of a loop's row: same start, target, loop state and seed."""
+    wanted = BASELINE[row["method"]] + suffix if row["method"] in BASELINE else None
+    return next((b for b in rows if (b["target"], b["method"], b.get("iteration"), b.get("seed"))
+                 == (row["target"], wanted, row.get("iteration"), row.get("seed"))), None)
+
+
+def logrank_over_seeds(rows: list[dict]) -> list[dict]:
+    """Each loop against each random baseline over every seed that ran both: a log-rank test stratified by seed
+    (a seed's loop and baselines share their initial frames), for the loop's end and for ``--at-iteration`` rows
+    (pooled whatever K each seed was measured at: choose K by one rule, e.g. the first iteration whose
+    exploration replicas all stayed below hi). Only where two seeds or more ran."""
+    from nnp.md.survival import stratified_logrank_test
+
+    tests = []
+    loops = [r for r in rows if r["method"] in BASELINE]
+    for target, method, state in sorted({(r["target"], r["method"], r.get("iteration") is None) for r in loops}):
+        mine = [r for r in loops if (r["target"], r["method"], r.get("iteration") is None) == (target, method, state)]
+        for suffix in BUDGETS:
+            pairs = [(r, b) for r in mine if (b := baseline_of(r, suffix, rows)) is not None]
+            if len({r.get("seed") for r, _ in pairs}) < 2:
+                continue
+            test = stratified_logrank_test([(r["stable_ps"], r["collapsed"], b["stable_ps"], b["collapsed"])
+                                            for r, b in pairs])
+            tests.append({"target": target, "method": method, "baseline": BASELINE[method] + suffix,
+                          "state": "end" if state else "at_iteration", "seeds": [r.get("seed") for r, _ in pairs],
+                          "iterations": [r.get("iteration") for r, _ in pairs],
+                          "labels": [r["labels"] for r, _ in pairs],
+                          "stable": [sum(r["replicas_stable"] for r, _ in pairs), sum(r["replicas"] for r, _ in pairs)],
+                          "baseline_stable": [sum(b["replicas_stable"] for _, b in pairs),
+                                              sum(b["replicas"] for _, b in pairs)],
+                          "chi2": test.chi2, "p": test.p_value})
+    return tests
+
+
 # what may differ between invocations merged into one file: which rows they ran and where they wrote them
-PER_INVOCATION = ("targets", "methods", "output", "results", "merge", "at_iteration")
+PER_INVOCATION = ("targets", "methods", "output", "results", "merge", "at_iteration", "seed")
 ROW_KEY = {"temperature": "temperature_K", "time_ps": "time_ps"}  # protocol settings whose None is a default
 
 
@@ -309,7 +344,8 @@ def merge(files: list[Path], results: Path) -> dict:
     rows, seen = [], set()
     for d in docs:
         for row in d["targets"]:
-            key = (row["target"], row["method"], row.get("iteration"))
+            row.setdefault("seed", d["protocol"].get("seed"))  # rows written before they carried it
+            key = (row["target"], row["method"], row.get("iteration"), row["seed"])
             if key not in seen:
                 seen.add(key)
                 rows.append(row)
@@ -317,7 +353,7 @@ def merge(files: list[Path], results: Path) -> dict:
     commands = [c for d in docs for c in (d["command"] if isinstance(d["command"], list) else [d["command"]])]
     doc = {"command": list(dict.fromkeys(commands)), "merged_from": [str(f) for f in files], "start": docs[0]["start"],
            "protocol": {k: v for k, v in docs[0]["protocol"].items() if k not in PER_INVOCATION},
-           "targets": rows, "cpu": docs[0]["cpu"]}
+           "targets": rows, "logrank_stratified_by_seed": logrank_over_seeds(rows), "cpu": docs[0]["cpu"]}
     results.parent.mkdir(parents=True, exist_ok=True)
     doc["plots"] = plot(results, rows)
     results.write_text(json.dumps(doc, indent=1))
@@ -388,6 +424,7 @@ def main() -> int:
             result = stability(target, method, run["model"], files, args)
             durations, collapsed = stable_times(result)
             row = {"target": target, "system": files["system"], "method": method, "iteration": args.at_iteration,
+                   "seed": args.seed,
                    "labels": run["labels"],
                    **test_errors(run["model"], files),
                    "replicas": len(durations), "replicas_stable": int(len(durations) - sum(collapsed)),

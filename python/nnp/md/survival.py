@@ -11,7 +11,8 @@ Censored runs count as "at risk" up to their stopping time and never as collapse
   Brookmeyer–Crowley's: the times whose log-log pointwise interval for ``S`` contains 0.5, i.e.
   lower = first ``t`` where the lower band ``<= 0.5``, upper = first ``t`` where the upper band ``<= 0.5``
   (as R's ``survfit(conf.type = "log-log")``). The band is ``S^exp(±z σ)``, ``σ = sqrt(Σ d/(n(n-d))) / |log S|``.
-* Log-rank (Mantel–Haenszel) test of two groups: chi-square with 1 degree of freedom.
+* Log-rank (Mantel–Haenszel) test of two groups: chi-square with 1 degree of freedom; stratified, the
+  observed − expected collapses and their variances summed over strata before the chi-square.
 """
 
 from __future__ import annotations
@@ -98,9 +99,9 @@ class LogRank:
     expected: tuple[float, float]
 
 
-def logrank_test(durations_a: Sequence[float], collapsed_a: Sequence[bool],
-                 durations_b: Sequence[float], collapsed_b: Sequence[bool]) -> LogRank:
-    """Log-rank test that two groups of trajectories share one survival curve."""
+def _logrank_terms(durations_a: Sequence[float], collapsed_a: Sequence[bool], durations_b: Sequence[float],
+                   collapsed_b: Sequence[bool]) -> tuple[float, float, float, float]:
+    """Group a's observed and expected collapses, the variance of their difference, all collapses."""
     da, ea = _check(durations_a, collapsed_a)
     db, eb = _check(durations_b, collapsed_b)
     times = np.unique(np.concatenate([da[ea], db[eb]]))
@@ -113,13 +114,29 @@ def logrank_test(durations_a: Sequence[float], collapsed_a: Sequence[bool],
         expected_a += o * na / n
         if n > 1:
             variance += na * nb * o * (n - o) / (n * n * (n - 1))
-    total = float(ea.sum() + eb.sum())
+    return observed_a, expected_a, variance, float(ea.sum() + eb.sum())
+
+
+def stratified_logrank_test(strata: Sequence[tuple[Sequence[float], Sequence[bool], Sequence[float], Sequence[bool]]]
+                            ) -> LogRank:
+    """Log-rank test of two groups compared within strata (e.g. one stratum per seed, whose two groups share a
+    split): observed − expected and its variance summed over the strata, chi-square with 1 degree of freedom.
+    One stratum is the plain log-rank test."""
+    if not strata:
+        raise ValueError("stratified_logrank_test needs at least one stratum")
+    observed_a, expected_a, variance, total = (sum(values) for values in zip(*(_logrank_terms(*s) for s in strata)))
     if variance == 0.0:
         chi2, p = 0.0, 1.0  # no collapse in either group (or nothing to compare)
     else:
         chi2 = (observed_a - expected_a) ** 2 / variance
         p = math.erfc(math.sqrt(chi2 / 2.0))  # chi-square survival function, 1 degree of freedom
     return LogRank(chi2, p, (observed_a, total - observed_a), (expected_a, total - expected_a))
+
+
+def logrank_test(durations_a: Sequence[float], collapsed_a: Sequence[bool],
+                 durations_b: Sequence[float], collapsed_b: Sequence[bool]) -> LogRank:
+    """Log-rank test that two groups of trajectories share one survival curve."""
+    return stratified_logrank_test([(durations_a, collapsed_a, durations_b, collapsed_b)])
 
 
 def summarize(durations: Sequence[float], collapsed: Sequence[bool], confidence: float = 0.95) -> dict:
