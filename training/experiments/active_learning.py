@@ -69,6 +69,11 @@ LOOP = {method: ("active_scratch" if "scratch" in method else "active") for meth
 BUDGETS = ("", "_long", "_cpu")  # a baseline's training: one budget, the loop member's wall clock, its CPU time
 # the log-rank test: each loop against the one-budget baseline of its start (BUDGETS' suffixes added for the others)
 BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith(BUDGETS[1:])}
+
+
+def budget_of(baseline: str) -> str:
+    """A random baseline's budget: its suffix in BUDGETS."""
+    return next((suffix for suffix in BUDGETS[1:] if baseline.endswith(suffix)), "")
 STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
 
 
@@ -152,7 +157,7 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
         """Member 0's training CPU over its first ``trainings`` runs: its epochs' ``cpu_seconds``, or (for loops
         trained before those were recorded) the ensemble's training CPU over its members."""
         metrics = [run_dir / f"iter-{i:03d}" / "train" / "member0" / "metrics.csv" for i in range(trainings)]
-        epochs = [row for m in metrics if m.exists() for row in csv.DictReader(m.open())]
+        epochs = [row for m in metrics if m.exists() for row in csv.DictReader(m.read_text().splitlines())]
         if all(m.exists() for m in metrics) and all(row.get("cpu_seconds") for row in epochs):
             return sum(float(row["cpu_seconds"]) for row in epochs) / 60
         return ensemble_cpu / len(rows[0]["models"])
@@ -187,7 +192,7 @@ def random_baseline(target: str, method: str, labels: int, minutes: float, files
     from nnp.data.atomic import write_frames
 
     run_dir = args.output / target / method
-    limit = "cpu_limit_minutes" if method.endswith("_cpu") else "time_limit_minutes"
+    limit = "cpu_limit_minutes" if budget_of(method) == "_cpu" else "time_limit_minutes"
     data = run_dir / f"random-{labels}.extxyz"
     model = run_dir / f"train-{labels}" / "model.nnp.pt"
     if not model.exists():
@@ -416,7 +421,7 @@ def main() -> int:
                       f"{runs[method]['stopped_by']} ({time.time() - tick:.0f} s)", flush=True)
             for baseline in baselines:
                 minutes = {"_long": runs[method]["train_minutes_budget"], "_cpu": runs[method]["member0_cpu_minutes"]
-                           }.get(baseline[len(BASELINE[method]):], args.train_minutes)
+                           }.get(budget_of(baseline), args.train_minutes)
                 runs[baseline] = random_baseline(target, baseline, runs[method]["labels"], minutes, files, args)
         for method in (m for m in METHODS if m in args.methods):
             run = runs[method]

@@ -282,11 +282,10 @@ class Trainer:
                 break
             # a limit, not a target: stop when the next epoch (as long as this one) would end past it
             now, cpu_now = time.monotonic(), time.process_time()
-            if self.dist.agree(limit is not None and (now - start_time) + (now - tick) > limit):
-                reason = "time limit"
-                break
-            if self.dist.agree(cpu_limit is not None and (cpu_now - start_cpu) + (cpu_now - cpu_tick) > cpu_limit):
-                reason = "cpu limit"
+            over_time = limit is not None and (now - start_time) + (now - tick) > limit
+            over_cpu = cpu_limit is not None and (cpu_now - start_cpu) + (cpu_now - cpu_tick) > cpu_limit
+            if self.dist.agree(over_time or over_cpu):
+                reason = "time limit" if over_time else "cpu limit"
                 break
         epoch_bar.close()
         if self.dist.main:
