@@ -303,7 +303,12 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [*changed, "--methods", "active", "random"])
     with pytest.raises(SystemExit, match="trained with time_limit_minutes 0.01, this comparison needs 0.02 min"):
         runpy.run_path(str(ROOT / "training" / "experiments" / "active_learning.py"), run_name="__main__")
-    # labels to stability: the loop's state after its first training (the 4 initial labels), baselines alike
+    # labels to stability: the loop's state after its first training (the 4 initial labels), baselines alike,
+    # read while the loop is still running (learn.json has row 0 only, no end): the loop is read, never resumed
+    summary = tmp_path / "runs" / "ethanol" / "active_scratch" / "learn.json"
+    running = json.loads(summary.read_text())
+    running = {"iterations": running["iterations"][:1]}
+    summary.write_text(json.dumps(running))
     early = tmp_path / "at-0.json"
     run_script([*argv[:argv.index("--results")], "--results", str(early), *argv[argv.index("--results") + 2:],
                 "--methods", "active_scratch", "random_scratch_long", "--at-iteration", "0"], monkeypatch)
@@ -314,6 +319,7 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "ethanol" / "stability-active_scratch-it0" / "stability.json").exists()
     assert 0 <= at0["active_scratch"]["logrank_p_vs_random_long"] <= 1
     assert (tmp_path / "at-0-ethanol-it0.png").exists()
+    assert json.loads(summary.read_text()) == running and at0["active_scratch"]["stopped_by"] is None
     both = tmp_path / "both.json"  # the end and iteration 0 of the same loop merge side by side
     run_script(["active_learning.py", "--merge", str(results), str(early), "--results", str(both)], monkeypatch)
     assert {r["iteration"] for r in json.loads(both.read_text())["targets"] if r["method"] == "active_scratch"} == {0, None}

@@ -39,10 +39,11 @@ reads back (``nnp learn`` resumes itself), so a killed run continues where it st
 beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
 invocations run apart (a loop, then its random baseline; or two targets), with the log-rank tests made afresh.
 
-``--at-iteration K`` asks the same of a finished loop's state after its K-th training instead of its end (labels to
-stability): the loop's driving model of iteration K (trained on the labels it had then, K + 1 trainings), and random
-baselines with that many labels (``_long``: K + 1 training budgets; ``_cpu``: member 0's CPU up to then). Its rows carry ``iteration`` (None: the loop's
-end), its stability runs write ``stability-<method>-it<K>``, its plots ``<results stem>-<target>-it<K>.png``.
+``--at-iteration K`` asks the same of the loop's state after its K-th training instead of its end (labels to
+stability; the loop need not have ended, only written iteration K's row to learn.json): the loop's driving model
+of iteration K (trained on the labels it had then, K + 1 trainings), and random baselines with that many labels
+(``_long``: K + 1 training budgets; ``_cpu``: member 0's CPU up to then). Its rows carry ``iteration`` (None: the
+loop's end), its stability runs write ``stability-<method>-it<K>``, its plots ``<results stem>-<target>-it<K>.png``.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     path = run_dir / "learn.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     summary_path = run_dir / "learn.json"
-    done = summary_path.exists() and "final_models" in json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"iterations": []}
+    # done: the loop has ended, or (--at-iteration K) it has written row K: a loop still running is read, not joined
+    done = "final_models" in summary or any(r["iteration"] == args.at_iteration for r in summary["iterations"])
     minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
     summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
@@ -180,7 +183,7 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     return {"model": members[0], "members": members, "labels": labels,
             "iterations": len(rows), "train_minutes_budget": trainings * args.train_minutes,
             "member0_cpu_minutes": member0_cpu_minutes(trainings, cpu["train"]),
-            "stopped_by": summary["stopped_by"], "cpu_minutes": cpu, "cpu_minutes_this_call": minutes}
+            "stopped_by": summary.get("stopped_by"), "cpu_minutes": cpu, "cpu_minutes_this_call": minutes}
 
 
 def random_baseline(target: str, method: str, labels: int, minutes: float, files: dict[str, Path], args) -> dict:
@@ -396,7 +399,7 @@ def main() -> int:
                         help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--at-iteration", type=int, default=None,
-                        help="measure a finished loop's state after its K-th training, and random baselines with as "
+                        help="measure the loop's state after its K-th training (a loop still running, once it has written row K), and random baselines with as "
                              "many labels, instead of its end (labels to stability)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="only merge these results files (invocations run apart) into --results")
