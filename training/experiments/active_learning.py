@@ -399,8 +399,9 @@ def main() -> int:
                         help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--at-iteration", type=int, default=None,
-                        help="measure the loop's state after its K-th training (a loop still running, once it has written row K), and random baselines with as "
-                             "many labels, instead of its end (labels to stability)")
+                        help="measure the loop's state after its K-th training (a loop still running too, once it has "
+                             "written row K), and random baselines with as many labels, instead of its end "
+                             "(labels to stability)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="only merge these results files (invocations run apart) into --results")
     args = parser.parse_args()
