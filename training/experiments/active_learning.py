@@ -71,11 +71,12 @@ BUDGETS = ("", "_long", "_cpu")  # a baseline's training: one budget, the loop m
 # the log-rank test: each loop against the one-budget baseline of its start (BUDGETS' suffixes added for the others)
 BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith(BUDGETS[1:])}
 
+STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
+
 
 def budget_of(baseline: str) -> str:
     """A random baseline's budget: its suffix in BUDGETS."""
     return next((suffix for suffix in BUDGETS[1:] if baseline.endswith(suffix)), "")
-STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
 
 
 def child_cpu_minutes() -> float:
@@ -149,8 +150,10 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"iterations": []}
     # done: the loop has ended, or (--at-iteration K) it has written row K: a loop still running is read, not joined
     done = "final_models" in summary or any(r["iteration"] == args.at_iteration for r in summary["iterations"])
-    minutes = 0.0 if done else run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
-    summary = json.loads(summary_path.read_text())
+    minutes = 0.0
+    if not done:
+        minutes = run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
+        summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
 
     def cpu_minutes(used: list[dict]) -> dict[str, float]:
