@@ -376,6 +376,20 @@ def test_active_learning_merge(tmp_path, monkeypatch):
         "active_scratch", "random_scratch", "end", [0, 1])
     assert stratified["p"] == pytest.approx(stratified_logrank_test(
         [(a["stable_ps"], a["collapsed"], b["stable_ps"], b["collapsed"]) for a, b in pairs]).p_value)
+    # a second target with one seed: no per-target test of its own, but one over both targets, stratified by
+    # target and seed (three strata)
+    third = tmp_path / "other-target.json"
+    doc = json.loads(json.dumps(loop))
+    doc["targets"] = [dict(r, target="aspirin", temperature_K=500.0, stable_ps=[t * 0.8 for t in r["stable_ps"]])
+                      for r in loop["targets"] + baseline["targets"]]
+    third.write_text(json.dumps(doc))
+    run_script(["active_learning.py", "--merge", *map(str, paths + other), str(third), "--results", str(merged_path)],
+               monkeypatch)
+    tests = {t["target"]: t for t in json.loads(merged_path.read_text())["logrank_stratified_by_seed"]}
+    assert sorted(tests) == ["all", "ethanol"]
+    assert (tests["all"]["targets"], tests["all"]["seeds"]) == (["ethanol", "ethanol", "aspirin"], [0, 1, 0])
+    assert tests["all"]["p"] == pytest.approx(stratified_logrank_test(
+        [(a["stable_ps"], a["collapsed"], b["stable_ps"], b["collapsed"]) for a, b in [*pairs, doc["targets"]]]).p_value)
     baseline["protocol"]["calibrate"] = 10
     paths[1].write_text(json.dumps(baseline))
     monkeypatch.setattr(sys, "argv", ["active_learning.py", "--merge", *map(str, paths), "--results", str(merged_path)])

@@ -145,13 +145,13 @@ def learn(target: str, method: str, files: dict[str, Path], args) -> dict:
     if args.labeller:
         config["labeller"] = {"calculator": args.labeller}
     path = run_dir / "learn.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
     summary_path = run_dir / "learn.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"iterations": []}
     # done: the loop has ended, or (--at-iteration K) it has written row K: a loop still running is read, not joined
     done = "final_models" in summary or any(r["iteration"] == args.at_iteration for r in summary["iterations"])
     minutes = 0.0
     if not done:
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         minutes = run_logged([NNP, "learn", "--config", str(path), "--no-progress"], run_dir / "learn.log")
         summary = json.loads(summary_path.read_text())
     rows = summary["iterations"]
@@ -304,27 +304,34 @@ def logrank_over_seeds(rows: list[dict]) -> list[dict]:
     """Each loop against each random baseline over every seed that ran both: a log-rank test stratified by seed
     (a seed's loop and baselines share their initial frames), for the loop's end and for ``--at-iteration`` rows
     (pooled whatever K each seed was measured at: choose K by one rule, e.g. the first iteration whose
-    exploration replicas all stayed below hi). Only where two seeds or more ran."""
+    exploration replicas all stayed below hi). Only where two seeds or more ran; where two targets or more ran,
+    also one test over all of them (``target`` "all"), stratified by target and seed."""
     from nnp.md.survival import stratified_logrank_test
+
+    def test(target: str, method: str, suffix: str, state: bool, pairs: list[tuple[dict, dict]]) -> dict:
+        result = stratified_logrank_test([(r["stable_ps"], r["collapsed"], b["stable_ps"], b["collapsed"])
+                                          for r, b in pairs])
+        return {"target": target, "method": method, "baseline": BASELINE[method] + suffix,
+                "state": "end" if state else "at_iteration", "seeds": [r.get("seed") for r, _ in pairs],
+                "targets": [r["target"] for r, _ in pairs], "iterations": [r.get("iteration") for r, _ in pairs],
+                "labels": [r["labels"] for r, _ in pairs],
+                "stable": [sum(r["replicas_stable"] for r, _ in pairs), sum(r["replicas"] for r, _ in pairs)],
+                "baseline_stable": [sum(b["replicas_stable"] for _, b in pairs), sum(b["replicas"] for _, b in pairs)],
+                "chi2": result.chi2, "p": result.p_value}
 
     tests = []
     loops = [r for r in rows if r["method"] in BASELINE]
-    for target, method, state in sorted({(r["target"], r["method"], r.get("iteration") is None) for r in loops}):
-        mine = [r for r in loops if (r["target"], r["method"], r.get("iteration") is None) == (target, method, state)]
+    for method, state in sorted({(r["method"], r.get("iteration") is None) for r in loops}):
+        mine = [r for r in loops if (r["method"], r.get("iteration") is None) == (method, state)]
         for suffix in BUDGETS:
             pairs = [(r, b) for r in mine if (b := baseline_of(r, suffix, rows)) is not None]
-            if len({r.get("seed") for r, _ in pairs}) < 2:
-                continue
-            test = stratified_logrank_test([(r["stable_ps"], r["collapsed"], b["stable_ps"], b["collapsed"])
-                                            for r, b in pairs])
-            tests.append({"target": target, "method": method, "baseline": BASELINE[method] + suffix,
-                          "state": "end" if state else "at_iteration", "seeds": [r.get("seed") for r, _ in pairs],
-                          "iterations": [r.get("iteration") for r, _ in pairs],
-                          "labels": [r["labels"] for r, _ in pairs],
-                          "stable": [sum(r["replicas_stable"] for r, _ in pairs), sum(r["replicas"] for r, _ in pairs)],
-                          "baseline_stable": [sum(b["replicas_stable"] for _, b in pairs),
-                                              sum(b["replicas"] for _, b in pairs)],
-                          "chi2": test.chi2, "p": test.p_value})
+            targets = sorted({r["target"] for r, _ in pairs})
+            for target in targets:
+                own = [(r, b) for r, b in pairs if r["target"] == target]
+                if len({r.get("seed") for r, _ in own}) >= 2:
+                    tests.append(test(target, method, suffix, state, own))
+            if len(targets) >= 2:
+                tests.append(test("all", method, suffix, state, pairs))
     return tests
 
 
