@@ -16,7 +16,8 @@ from nnp.md.analysis import (
     model_embeddings,
     separation_score,
 )
-from nnp.md.observables import diffusivity, max_bond_deviation, rdf, rdf_mae, reference_bonds
+from nnp.data.molecules import reference_bonds
+from nnp.md.observables import diffusivity, max_bond_deviation, rdf, rdf_mae
 
 
 def ideal_gas(n=400, box=12.0, seed=0):

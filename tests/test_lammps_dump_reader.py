@@ -17,7 +17,7 @@ def run_lj(tmp_path, units):
     for line in (
         f"units {units}", "atom_style atomic", "lattice fcc 5.26", "region box block 0 2 0 2 0 2",
         "create_box 2 box", "create_atoms 1 box", "set type 1 type/fraction 2 0.25 7", "mass * 39.95",
-        f"pair_style lj/cut 8.0", f"pair_coeff * * {epsilon} 3.4", "velocity all create 60 1 loop geom",
+        "pair_style lj/cut 8.0", f"pair_coeff * * {epsilon} 3.4", "velocity all create 60 1 loop geom",
         f"timestep {timestep}", "fix nve all nve", "thermo 5", "thermo_style custom step temp pe",
         f"dump d all custom 5 {tmp_path}/dump.{units} id type x y z fx fy fz",
         "dump_modify d format float %.10g", "run 20",

@@ -8,9 +8,10 @@ import torch
 
 from helpers import small_model, water_box
 from nnp.data.generate.tip3p import box_length, initial_water, setup_lines, write_data_file
+from nnp.data.molecules import reference_bonds
 from nnp.export import export_model
 from nnp.lammps import make_lammps
-from nnp.md.observables import max_bond_deviation, rdf, rdf_mae, reference_bonds
+from nnp.md.observables import max_bond_deviation, rdf, rdf_mae
 from nnp.md.protocol import molecule_protocol, water_protocol
 from nnp.md.stability import run_stability, run_trajectory
 

@@ -7,7 +7,6 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..data.molecules import reference_bonds  # noqa: F401  (re-exported for the analyses)
 from ..data.neighbors import neighbor_list
 
 
