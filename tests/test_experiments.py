@@ -179,8 +179,8 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
 
 def test_transfer_merge(tmp_path, monkeypatch):
     """Results of separate invocations (e.g. the molecules and the water box) merge into one file: rows of both,
-    a row in two files once, one model's trajectories kept whole, summary, log-rank tests and plots afresh; files
-    from another pretrained checkpoint are refused."""
+    a row in two files once, one model's trajectories kept whole, summary, log-rank tests and plots afresh; an arm
+    whose rows come from two starts is refused, arms of different starts side by side are not."""
     molecules = json.loads((ROOT / "results" / "transfer.json").read_text())
     other = json.loads(json.dumps(molecules).replace('"ethanol', '"ethanol2'))  # the rows as another target
     other["command"] = "transfer.py --targets ethanol2"
@@ -216,6 +216,7 @@ def test_transfer_merge(tmp_path, monkeypatch):
     arm = json.loads(json.dumps(molecules))
     arm["runs"], arm["stability"], arm["analyses"], arm["logrank"] = [], [], [], {}
     arm["trajectories"] = [dict(t, objective="masked@apart", stable_ps=min(20.0, 2 * t["stable_ps"])) for t in base]
+    arm["pretrained_checkpoint_sha256_8"] = "11111111"  # run when another model was bundled: its arm does not use it
     (tmp_path / "masked.json").write_text(json.dumps(arm))
     run_script(["transfer.py", "--merge", paths[0].as_posix(), str(tmp_path / "masked.json"),
                 "--results", str(tmp_path / "with-masked.json")], monkeypatch)
@@ -225,10 +226,15 @@ def test_transfer_merge(tmp_path, monkeypatch):
     tested = json.loads((tmp_path / "with-masked.json").read_text())["logrank"]["ethanol/n10/masked@apart"]
     assert tested == {"vs": "scratch", "chi2": pytest.approx(expected.chi2), "p": pytest.approx(expected.p_value)}
     assert 0 < tested["p"] < 1
+    with_masked = json.loads((tmp_path / "with-masked.json").read_text())
+    masked_start = next(p for p in molecules["pretrainings"] if p["objective"] == "masked")["checkpoint_sha256_8"]
+    assert with_masked["provenance"]["masked@apart"] == {"start_sha256_8": masked_start, "finetune": "apart"}
+    assert with_masked["pretrained_checkpoint_sha256_8"] == [molecules["pretrained_checkpoint_sha256_8"], "11111111"]
+    # one arm from two bundled models (ethanol2's supervised rows from another start) is not one curve: refused
     other["pretrained_checkpoint_sha256_8"] = "00000000"
     paths[1].write_text(json.dumps(other))
     monkeypatch.setattr(sys, "argv", ["transfer.py", "--merge", *map(str, paths), "--results", str(merged_path)])
-    with pytest.raises(SystemExit, match="pretrained_checkpoint_sha256_8"):
+    with pytest.raises(SystemExit, match="rows of supervised come from different starts"):
         runpy.run_path(str(ROOT / "training" / "experiments" / "transfer.py"), run_name="__main__")
 
 

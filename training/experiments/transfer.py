@@ -47,7 +47,8 @@ run is read back from its directory (a finetuned run's directory names the first
 start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
 ``results/transfer.json`` (``runs``, paired ``summary``) and a learning-curve plot beside it;
 ``--merge A.json B.json ... --results R.json`` makes one file of invocations run apart (e.g. molecules and water,
-or one arm's MD run after scratch's: the log-rank tests are made on the merged trajectories).
+or one arm's MD run after scratch's: the log-rank tests are made on the merged trajectories; arms from different
+starts side by side, each arm's start in ``provenance``; one arm's rows from two starts are refused).
 """
 
 from __future__ import annotations
@@ -474,16 +475,27 @@ def plot(path: Path, runs: list[dict]) -> None:
     plt.close(fig)
 
 
+def arm_provenance(doc: dict, objective: str) -> dict:
+    """What an arm's rows in one results file start from: nothing (scratch), a self-supervised pretraining's
+    checkpoint or the bundled model's, finetuned with nnp finetune's defaults (their digest) or scratch's recipe."""
+    if objective == "scratch":
+        return {}
+    if objective in doc.get("provenance", {}):  # a merged file knows each arm's
+        return doc["provenance"][objective]
+    base, _, schedule = objective.partition("@")
+    pretrainings = {p["objective"]: p["checkpoint_sha256_8"] for p in doc.get("pretrainings", [])}
+    start = pretrainings.get(base, doc["pretrained_checkpoint_sha256_8"])
+    return {"start_sha256_8": start, "finetune": schedule or doc["finetune_defaults_sha256_6"]}
+
+
 def merge(files: list[Path], results: Path) -> dict:
     """One results file from several invocations (e.g. the molecules and the water box run apart): the lists
     concatenated (a row in two files counts once), the per-key dicts united, summary, log-rank tests against
     scratch (an arm whose MD ran apart from scratch's too) and plots made afresh.
-    Files made from different pretrained checkpoints or finetuning schedules are not comparable: refused."""
+    One arm (objective) whose kept rows come from different starts (pretrained checkpoint) or finetuning
+    schedules is not one curve: refused. Arms of different starts side by side are fine (``provenance``)."""
     docs = [json.loads(Path(f).read_text()) for f in files]
-    for key in ("pretrained_checkpoint_sha256_8", "finetune_defaults_sha256_6"):
-        if len({d[key] for d in docs}) > 1:
-            raise SystemExit(f"--merge: the files differ in {key} ({', '.join(f'{f}: {d[key]}' for f, d in zip(files, docs))}); "
-                             "their rows are not comparable: rerun the older one with this nnp")
+    sources: dict[str, set[int]] = {}  # objective -> the files its kept rows come from
 
     def rows(key: str, identity: tuple[str, ...]) -> list[dict]:
         """Rows of ``key``; all rows of one identity come from the first file that has that identity
@@ -493,6 +505,8 @@ def merge(files: list[Path], results: Path) -> dict:
             for row in d.get(key, []):
                 if owner.setdefault(tuple(json.dumps(row.get(k)) for k in identity), index) == index:
                     out.append(row)
+                    if "objective" in row and key in ("runs", "trajectories"):
+                        sources.setdefault(row["objective"], set()).add(index)
         return out
 
     def united(key: str) -> dict:
@@ -507,10 +521,23 @@ def merge(files: list[Path], results: Path) -> dict:
 
     runs = rows("runs", ("objective", "target", "n_train", "seed"))
     trajectories = rows("trajectories", ("objective", "target", "n_train", "seed"))
+    provenance = {}
+    for objective, indices in sorted(sources.items()):
+        starts = {json.dumps(arm_provenance(docs[i], objective), sort_keys=True) for i in indices}
+        if len(starts) > 1:
+            raise SystemExit(f"--merge: the rows of {objective} come from different starts or finetuning schedules "
+                             f"({'; '.join(f'{files[i]}: {arm_provenance(docs[i], objective)}' for i in sorted(indices))}); "
+                             "they are not one curve: rerun the older ones with this start, or merge them apart")
+        provenance[objective] = json.loads(starts.pop())
+
+    def agreed(key: str):  # one value where the files agree, else each file's
+        values = list(dict.fromkeys(json.dumps(d.get(key), sort_keys=True) for d in docs))
+        return json.loads(values[0]) if len(values) == 1 else [json.loads(v) for v in values]
+
     doc = {"command": list(dict.fromkeys(c for d in docs for c in listed(d["command"]))),  # each invocation once
-           "merged_from": [str(f) for f in files],
-           **{k: docs[0][k] for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
-                                      "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
+           "merged_from": [str(f) for f in files], "provenance": provenance,
+           **{k: agreed(k) for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
+                                     "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
            "parallel_jobs": sorted({j for d in docs for j in listed(d["parallel_jobs"])}),
            "minutes_per_model": united("minutes_per_model"), "sizes": sizes(), "scratch_lr": united("scratch_lr"),
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
