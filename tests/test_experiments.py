@@ -229,6 +229,18 @@ def test_transfer_merge(tmp_path, monkeypatch):
     with_masked = json.loads((tmp_path / "with-masked.json").read_text())
     masked_start = next(p for p in molecules["pretrainings"] if p["objective"] == "masked")["checkpoint_sha256_8"]
     assert with_masked["provenance"]["masked@apart"] == {"start_sha256_8": masked_start, "finetune": "apart"}
+    # an arm's pretraining comes from the file of its rows: a masked arm from another pretraining merges beside
+    masked_only = json.loads(json.dumps(arm))
+    masked_only["pretrainings"] = [dict(p, checkpoint_sha256_8="22222222") for p in arm["pretrainings"]]
+    masked_only["runs"] = [dict(r, target="ethanol3") for r in molecules["runs"] if r["objective"] == "masked"]
+    masked_only["trajectories"] = []
+    (tmp_path / "masked-only.json").write_text(json.dumps(masked_only))
+    run_script(["transfer.py", "--merge", str(tmp_path / "masked-only.json"), str(tmp_path / "masked.json"),
+                "--results", str(tmp_path / "two-starts.json")], monkeypatch)
+    two = json.loads((tmp_path / "two-starts.json").read_text())
+    assert two["provenance"]["masked"]["start_sha256_8"] == "22222222"
+    assert two["provenance"]["masked@apart"]["start_sha256_8"] == masked_start
+    assert next(p for p in two["pretrainings"] if p["objective"] == "masked")["checkpoint_sha256_8"] == "22222222"
     assert with_masked["pretrained_checkpoint_sha256_8"] == [molecules["pretrained_checkpoint_sha256_8"], "11111111"]
     # one arm from two bundled models (ethanol2's supervised rows from another start) is not one curve: refused
     other["pretrained_checkpoint_sha256_8"] = "00000000"

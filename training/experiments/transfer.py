@@ -530,6 +530,12 @@ def merge(files: list[Path], results: Path) -> dict:
                              "they are not one curve: rerun the older ones with this start, or merge them apart")
         provenance[objective] = json.loads(starts.pop())
 
+    pretrainings: dict[str, dict] = {}  # each self-supervised arm's, from the file its rows come from (else the first)
+    for i, d in enumerate(docs):
+        for p in d.get("pretrainings", []):
+            if i == min(sources.get(p["objective"], {i})):
+                pretrainings.setdefault(p["objective"], p)
+
     def agreed(key: str):  # one value where the files agree, else each file's
         values = list(dict.fromkeys(json.dumps(d.get(key), sort_keys=True) for d in docs))
         return json.loads(values[0]) if len(values) == 1 else [json.loads(v) for v in values]
@@ -541,7 +547,7 @@ def merge(files: list[Path], results: Path) -> dict:
            "parallel_jobs": sorted({j for d in docs for j in listed(d["parallel_jobs"])}),
            "minutes_per_model": united("minutes_per_model"), "sizes": sizes(), "scratch_lr": united("scratch_lr"),
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
-           "pretrainings": rows("pretrainings", ("objective",)), "runs": runs, "summary": paired_summary(runs),
+           "pretrainings": list(pretrainings.values()), "runs": runs, "summary": paired_summary(runs),
            "trajectories": trajectories, "stability": rows("stability", ("objective", "target", "n_train", "seed")),
            "logrank": logrank_vs_scratch(trajectories), "analyses": rows("analyses", ("objective", "target", "n_train", "seed"))}
     results.parent.mkdir(parents=True, exist_ok=True)
