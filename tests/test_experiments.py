@@ -229,6 +229,7 @@ def test_transfer_merge(tmp_path, monkeypatch):
     with_masked = json.loads((tmp_path / "with-masked.json").read_text())
     masked_start = next(p for p in molecules["pretrainings"] if p["objective"] == "masked")["checkpoint_sha256_8"]
     assert with_masked["provenance"]["masked@apart"] == {"start_sha256_8": masked_start, "finetune": "apart"}
+    assert with_masked["pretrained_checkpoint_sha256_8"] == [molecules["pretrained_checkpoint_sha256_8"], "11111111"]
     # an arm's pretraining comes from the file of its rows: a masked arm from another pretraining merges beside
     masked_only = json.loads(json.dumps(arm))
     masked_only["pretrainings"] = [dict(p, checkpoint_sha256_8="22222222") for p in arm["pretrainings"]]
@@ -241,7 +242,6 @@ def test_transfer_merge(tmp_path, monkeypatch):
     assert two["provenance"]["masked"]["start_sha256_8"] == "22222222"
     assert two["provenance"]["masked@apart"]["start_sha256_8"] == masked_start
     assert next(p for p in two["pretrainings"] if p["objective"] == "masked")["checkpoint_sha256_8"] == "22222222"
-    assert with_masked["pretrained_checkpoint_sha256_8"] == [molecules["pretrained_checkpoint_sha256_8"], "11111111"]
     # one arm from two bundled models (ethanol2's supervised rows from another start) is not one curve: refused
     other["pretrained_checkpoint_sha256_8"] = "00000000"
     paths[1].write_text(json.dumps(other))
