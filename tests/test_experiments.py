@@ -175,6 +175,14 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert {(t["objective"], t["seed"]) for t in again["trajectories"]} == {("masked@scratch-schedule", 1)}
     assert [(a["objective"], a["seed"]) for a in again["analyses"]] == [("masked@scratch-schedule", 1)]
     assert (tmp_path / "runs" / "analysis-ethanol-n10-s1" / "analysis.json").exists() and stored.exists()
+    # budgets in CPU minutes of the training process: their own folders (-c), the trainer's CPU limit stops them
+    argv += ["--objectives", "scratch", "--clock", "cpu", "--scratch-lr", "1e-3", "--stability-sizes"]
+    transfer()
+    cpu = json.loads(results.read_text())
+    assert cpu["budget_clock"] == "cpu" and [r["clock"] for r in cpu["runs"] if r["n_train"]] == ["cpu", "cpu"]
+    assert all("train.cpu_limit_minutes=0.01" in r["command"] and r["stopped_by"] == "cpu limit"
+               for r in cpu["runs"] if r["n_train"])
+    assert len(list((tmp_path / "runs" / "ethanol").glob("scratch-lr0.001-c0.01-n10-s*"))) == 2
 
 
 def test_transfer_merge(tmp_path, monkeypatch):

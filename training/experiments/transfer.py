@@ -42,6 +42,9 @@ so that what finetuning (with or without replay) costs on the chemistry it was p
 Every model of a target and training size N trains for the same wall-clock budget (``--minutes``, or
 ``--minutes-at [TARGET:]N=M``) in its own process on one thread
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
+A wall-clock budget is fair only with one model per idle core; ``--clock cpu`` makes every budget count the
+training process's CPU minutes instead (``train.cpu_limit_minutes``: its epochs, not start-up or export),
+for runs beside other work.
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
 start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
@@ -71,6 +74,8 @@ import numpy as np
 NNP = str(Path(sys.executable).with_name("nnp"))
 SPLIT_LOCK = threading.Lock()
 SCRATCH_RECIPE = "training/aspirin/painn.yaml"
+DEFAULTS_OF_OLD_FILES = {"budget_clock": "wall"}  # keys that files from before them lack, and what they meant
+LIMIT_KEYS = {"wall": "time_limit_minutes", "cpu": "cpu_limit_minutes"}  # --clock: the train.* key of the budget
 SCRATCH_SCHEDULE = "@scratch-schedule"  # suffix of the arms of --finetune-schedule scratch
 # self-supervised objectives: `nnp pretrain` overrides of --pretrain-recipe
 SELF_SUPERVISED = {
@@ -94,7 +99,8 @@ class Run:
     lr: float | None = None  # scratch, and the arms finetuned with its recipe
     pretrained: str | None = None  # finetuned runs: digest of the checkpoint they start from
     schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults, or "scratch" (scratch's recipe)
-    minutes: float = 2.5  # wall-clock budget
+    minutes: float = 2.5  # budget
+    clock: str = "wall"  # what the budget counts: wall-clock minutes, or the training process's CPU minutes
 
     @property
     def label(self) -> str:
@@ -103,11 +109,12 @@ class Run:
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
-        model or new defaults are never read back as the old ones; every run's names its budget."""
+        model or new defaults are never read back as the old ones; every run's names its budget (``-m``: wall-clock minutes, ``-c``: CPU minutes)."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         tag += f"-f{self.schedule}" if self.schedule is not None else ""
-        return root / self.target / f"{self.objective}{tag}-m{self.minutes:g}-n{self.n_train}-s{self.seed}"
+        budget = ("m" if self.clock == "wall" else "c") + f"{self.minutes:g}"
+        return root / self.target / f"{self.objective}{tag}-{budget}-n{self.n_train}-s{self.seed}"
 
 
 def schedule_digest() -> str:
@@ -154,7 +161,7 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
     common = ["--set", f"output_dir={run.directory(args.output)}", "--no-progress",
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
-              "--set", f"train.time_limit_minutes={run.minutes}", "--set", "train.epochs=100000"]
+              "--set", f"train.{LIMIT_KEYS[run.clock]}={run.minutes}", "--set", "train.epochs=100000"]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     recipe = [*model, *common, "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
     if run.objective == "scratch":
@@ -402,7 +409,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
-           "minutes": run.minutes, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
+           "minutes": run.minutes, "clock": run.clock, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
     write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
     return row
@@ -537,13 +544,13 @@ def merge(files: list[Path], results: Path) -> dict:
                 pretrainings.setdefault(p["objective"], p)
 
     def agreed(key: str):  # one value where the files agree, else each file's
-        values = list(dict.fromkeys(json.dumps(d.get(key), sort_keys=True) for d in docs))
+        values = list(dict.fromkeys(json.dumps(d.get(key, DEFAULTS_OF_OLD_FILES.get(key)), sort_keys=True) for d in docs))
         return json.loads(values[0]) if len(values) == 1 else [json.loads(v) for v in values]
 
     doc = {"command": list(dict.fromkeys(c for d in docs for c in listed(d["command"]))),  # each invocation once
            "merged_from": [str(f) for f in files], "provenance": provenance,
            **{k: agreed(k) for k in ("pretrained", "finetune_defaults", "finetune_defaults_sha256_6",
-                                     "pretrained_checkpoint_sha256_8", "threads_per_model", "cpu")},
+                                     "pretrained_checkpoint_sha256_8", "budget_clock", "threads_per_model", "cpu")},
            "parallel_jobs": sorted({j for d in docs for j in listed(d["parallel_jobs"])}),
            "minutes_per_model": united("minutes_per_model"), "sizes": sizes(), "scratch_lr": united("scratch_lr"),
            "lr_search": rows("lr_search", ("target", "n_train", "lr")),
@@ -562,7 +569,10 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=["aspirin", "ethanol", "paracetamol"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--minutes", type=float, default=2.5, help="wall-clock budget of every model")
+    parser.add_argument("--minutes", type=float, default=2.5, help="budget of every model (see --clock)")
+    parser.add_argument("--clock", choices=sorted(LIMIT_KEYS), default="wall",
+                        help="what the budgets count: wall-clock minutes (fair only with one model per idle core), "
+                             "or the training process's CPU minutes (fair on a loaded machine too)")
     parser.add_argument("--minutes-at", nargs="*", default=[], metavar="[TARGET:]N=MINUTES",
                         help="another budget for the models of training size N, of every target or of one "
                              "(e.g. 1000=6 water:10=8)")
@@ -622,7 +632,8 @@ def main() -> int:
     def search(target: str, n: int) -> float:
         if args.scratch_lr is not None:
             return args.scratch_lr
-        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[target, n]) for lr in args.lr_grid])
+        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[target, n], clock=args.clock)
+                         for lr in args.lr_grid])
         searched.extend(found)
         best = min(found, key=lambda r: r["val_force_mae_meV_A"])["lr"]
         print(f"{target} N={n}: scratch lr {best:g} (validation force MAE "
@@ -642,7 +653,7 @@ def main() -> int:
     defaults = schedule_digest()
     schedule = "scratch" if args.finetune_schedule == "scratch" else defaults
     runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" or schedule == "scratch" else None,
-                starts.get(objective), None if objective == "scratch" else schedule, budget[t, n])
+                starts.get(objective), None if objective == "scratch" else schedule, budget[t, n], args.clock)
             for n in sorted({n for _, n in budget}) for s in args.seeds for t in args.targets if n in sizes[t]
             for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
@@ -653,7 +664,8 @@ def main() -> int:
     doc = {"command": shlex.join([".venv/bin/python", *sys.argv]), "pretrained": args.pretrained,
            "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": defaults,
            "pretrained_checkpoint_sha256_8": start,
-           "minutes_per_model": {f"{t}/n{n}": m for (t, n), m in budget.items() if t in args.targets}, "threads_per_model": 1, "parallel_jobs": args.jobs,
+           "minutes_per_model": {f"{t}/n{n}": m for (t, n), m in budget.items() if t in args.targets},
+           "budget_clock": args.clock, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "sizes": sizes, "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items() if t in args.targets}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
            "logrank": logrank, "analyses": analysis_rows, "cpu": os.uname().machine,
