@@ -161,7 +161,9 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
     common = ["--set", f"output_dir={run.directory(args.output)}", "--no-progress",
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
-              "--set", f"train.{LIMIT_KEYS[run.clock]}={run.minutes}", "--set", "train.epochs=100000"]
+              *[x for clock, key in LIMIT_KEYS.items()  # the budget's limit, and no other (the recipe's included)
+                for x in ("--set", f"train.{key}={run.minutes if clock == run.clock else 'null'}")],
+              "--set", "train.epochs=100000"]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     recipe = [*model, *common, "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
     if run.objective == "scratch":
