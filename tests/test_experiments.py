@@ -183,6 +183,13 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert all("train.cpu_limit_minutes=0.01" in r["command"] and "train.time_limit_minutes=null" in r["command"]
                and r["stopped_by"] == "cpu limit" for r in cpu["runs"] if r["n_train"])  # the recipe's wall limit off
     assert len(list((tmp_path / "runs" / "ethanol").glob("scratch-lr0.001-c0.01-n10-s*"))) == 2
+    # or exactly N epochs, no time limit at all
+    argv += ["--epochs", "2"]
+    transfer()
+    fixed = [r for r in json.loads(results.read_text())["runs"] if r["n_train"]]
+    assert [(r["clock"], r["epochs"], r["stopped_by"]) for r in fixed] == [("epochs", 2, "epochs")] * 2
+    assert all("train.cpu_limit_minutes=null" in r["command"] for r in fixed)
+    assert len(list((tmp_path / "runs" / "ethanol").glob("scratch-lr0.001-e2-n10-s*"))) == 2
 
 
 def test_transfer_merge(tmp_path, monkeypatch):

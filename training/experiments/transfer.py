@@ -44,7 +44,9 @@ Every model of a target and training size N trains for the same wall-clock budge
 (``--jobs`` processes side by side); its CPU minutes are measured (user + system time of the process).
 A wall-clock budget is fair only with one model per idle core; ``--clock cpu`` makes every budget count the
 training process's CPU minutes instead (``train.cpu_limit_minutes``: its epochs, not start-up or export),
-for runs beside other work.
+for runs beside other work; that is fairer, not fair: an oversubscribed CPU gets less done per CPU minute
+(water scratch N = 10: 174 epochs in 7.75 CPU minutes with five processes on the 2 cores, 237 alone).
+``--epochs N`` trains exactly N epochs with no time limit: a model rebuilt from its row's epoch count.
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
 start checkpoint's SHA-256, so a retrained bundled model is run afresh, never read back). Writes
@@ -101,6 +103,7 @@ class Run:
     schedule: str | None = None  # finetuned runs: digest of nnp finetune's defaults, or "scratch" (scratch's recipe)
     minutes: float = 2.5  # budget
     clock: str = "wall"  # what the budget counts: wall-clock minutes, or the training process's CPU minutes
+    epochs: int | None = None  # instead of a time budget: exactly this many epochs (--epochs)
 
     @property
     def label(self) -> str:
@@ -109,11 +112,11 @@ class Run:
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
-        model or new defaults are never read back as the old ones; every run's names its budget (``-m``: wall-clock minutes, ``-c``: CPU minutes)."""
+        model or new defaults are never read back as the old ones; every run's names its budget (``-m``: wall-clock minutes, ``-c``: CPU minutes, ``-e``: epochs)."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         tag += f"-f{self.schedule}" if self.schedule is not None else ""
-        budget = ("m" if self.clock == "wall" else "c") + f"{self.minutes:g}"
+        budget = f"e{self.epochs}" if self.epochs else ("m" if self.clock == "wall" else "c") + f"{self.minutes:g}"
         return root / self.target / f"{self.objective}{tag}-{budget}-n{self.n_train}-s{self.seed}"
 
 
@@ -162,8 +165,8 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
               *[x for clock, key in LIMIT_KEYS.items()  # the budget's limit, and no other (the recipe's included)
-                for x in ("--set", f"train.{key}={run.minutes if clock == run.clock else 'null'}")],
-              "--set", "train.epochs=100000"]
+                for x in ("--set", f"train.{key}={run.minutes if clock == run.clock and not run.epochs else 'null'}")],
+              "--set", f"train.epochs={run.epochs or 100000}"]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     recipe = [*model, *common, "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
     if run.objective == "scratch":
@@ -411,7 +414,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
-           "minutes": run.minutes, "clock": run.clock, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
+           "minutes": None if run.epochs else run.minutes, "clock": "epochs" if run.epochs else run.clock, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
     write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
     return row
@@ -574,7 +577,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=2.5, help="budget of every model (see --clock)")
     parser.add_argument("--clock", choices=sorted(LIMIT_KEYS), default="wall",
                         help="what the budgets count: wall-clock minutes (fair only with one model per idle core), "
-                             "or the training process's CPU minutes (fair on a loaded machine too)")
+                             "or the training process's CPU minutes (for runs beside other work; see the header)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="instead of a time budget: train every model exactly this many epochs, no time limit "
+                             "(e.g. to rebuild a model whose row recorded its epochs, on a busy machine)")
     parser.add_argument("--minutes-at", nargs="*", default=[], metavar="[TARGET:]N=MINUTES",
                         help="another budget for the models of training size N, of every target or of one "
                              "(e.g. 1000=6 water:10=8)")
@@ -634,7 +640,7 @@ def main() -> int:
     def search(target: str, n: int) -> float:
         if args.scratch_lr is not None:
             return args.scratch_lr
-        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[target, n], clock=args.clock)
+        found = run_all([Run(target, "scratch", n, 0, lr, minutes=budget[target, n], clock=args.clock, epochs=args.epochs)
                          for lr in args.lr_grid])
         searched.extend(found)
         best = min(found, key=lambda r: r["val_force_mae_meV_A"])["lr"]
@@ -655,7 +661,7 @@ def main() -> int:
     defaults = schedule_digest()
     schedule = "scratch" if args.finetune_schedule == "scratch" else defaults
     runs = [Run(t, objective, n, s, lrs[t, n] if objective == "scratch" or schedule == "scratch" else None,
-                starts.get(objective), None if objective == "scratch" else schedule, budget[t, n], args.clock)
+                starts.get(objective), None if objective == "scratch" else schedule, budget[t, n], args.clock, args.epochs)
             for n in sorted({n for _, n in budget}) for s in args.seeds for t in args.targets if n in sizes[t]
             for objective in args.objectives]
     rows = [zero_shot(t, args, general) for t in args.targets] + run_all(runs)
@@ -667,7 +673,7 @@ def main() -> int:
            "finetune_defaults": FINETUNE_DEFAULTS, "finetune_defaults_sha256_6": defaults,
            "pretrained_checkpoint_sha256_8": start,
            "minutes_per_model": {f"{t}/n{n}": m for (t, n), m in budget.items() if t in args.targets},
-           "budget_clock": args.clock, "threads_per_model": 1, "parallel_jobs": args.jobs,
+           "budget_clock": "epochs" if args.epochs else args.clock, "threads_per_model": 1, "parallel_jobs": args.jobs,
            "sizes": sizes, "scratch_lr": {f"{t}/n{n}": lr for (t, n), lr in lrs.items() if t in args.targets}, "lr_search": searched, "pretrainings": pretrainings, "runs": rows,
            "summary": paired_summary(rows), "trajectories": trajectories, "stability": stability_summary,
            "logrank": logrank, "analyses": analysis_rows, "cpu": os.uname().machine,
