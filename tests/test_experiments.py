@@ -175,6 +175,12 @@ def test_transfer_end_to_end(tmp_path, monkeypatch):
     assert {(t["objective"], t["seed"]) for t in again["trajectories"]} == {("masked@scratch-schedule", 1)}
     assert [(a["objective"], a["seed"]) for a in again["analyses"]] == [("masked@scratch-schedule", 1)]
     assert (tmp_path / "runs" / "analysis-ethanol-n10-s1" / "analysis.json").exists() and stored.exists()
+    # a one-model analysis is never read back for another model file of the same short name (model.nnp.pt)
+    argv += ["--objectives", "scratch"]
+    transfer()
+    alone = json.loads(results.read_text())["analyses"]
+    assert [(a["objective"], a["seed"]) for a in alone] == [("scratch", 1)]
+    assert alone[0]["force_rmse"] != again["analyses"][0]["force_rmse"]
     # budgets in CPU minutes of the training process: their own folders (-c), the trainer's CPU limit stops them
     argv += ["--objectives", "scratch", "--clock", "cpu", "--scratch-lr", "1e-3", "--stability-sizes"]
     transfer()

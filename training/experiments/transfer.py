@@ -314,7 +314,10 @@ def analyses(runs: list[Run], args) -> list[dict]:
         names = model_names(models)
         out = args.output / f"analysis-{target}-n{n}-s{'-'.join(str(s) for s in sorted({r.seed for r in mine}))}"
         summary = json.loads((out / "analysis.json").read_text()) if (out / "analysis.json").exists() else None
-        if summary is None or not set(names) <= set(summary["models"]):  # read back only if it has every model
+        paths = {name: str(path.resolve()) for path, name in zip(models, names)}
+        if summary is None or any(k not in summary["models"] or summary.get("model_paths", {}).get(k) != v
+                                  for k, v in paths.items()):
+            # read back only an analysis of every one of these model files (a short name can mean another file)
             summary = compare_models(models, load_structures(str(args.data / f"{target}_test.extxyz")), out,
                                      max_frames=args.analysis_frames)
         for run, name in zip(mine, names):

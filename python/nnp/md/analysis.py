@@ -142,12 +142,14 @@ def compare_models(model_paths: Sequence[str | Path], reference_frames: Sequence
     frames = list(reference_frames)[:max_frames]
     labels = [label for atoms in frames for label in environment_labels(atoms)]
     reference_forces = [atoms.get_forces() for atoms in frames]
-    summary: dict = {"reference_frames": len(frames), "models": {}}
+    names = model_names(model_paths)
+    summary: dict = {"reference_frames": len(frames), "models": {},  # what each short name stands for:
+                     "model_paths": {name: str(Path(path).resolve()) for path, name in zip(model_paths, names)}}
     curves: dict = {"smoothness": {}, "projections": {}, "labels": labels}
     if reference_calculator is not None:
         curves["smoothness"]["reference"] = force_smoothness(reference_calculator(), frames, displacements)
         summary["reference_smoothness_median"] = float(np.median(curves["smoothness"]["reference"]))
-    for path, name in zip(model_paths, model_names(model_paths)):
+    for path, name in zip(model_paths, names):
         calc = NNPCalculator(path)
         predicted = []
         for atoms in frames:
