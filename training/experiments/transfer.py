@@ -45,7 +45,7 @@ Every model of a target and training size N trains for the same wall-clock budge
 A wall-clock budget is fair only with one model per idle core; ``--clock cpu`` makes every budget count the
 training process's CPU minutes instead (``train.cpu_limit_minutes``: its epochs, not start-up or export),
 for runs beside other work; that is fairer, not fair: an oversubscribed CPU gets less done per CPU minute
-(water scratch N = 10: 174 epochs in 7.75 CPU minutes with five processes on the 2 cores, 237 alone).
+(water scratch N = 10: 174 epochs in 7.75 CPU minutes with five processes on the 2 cores, 237 with one model per core).
 ``--epochs N`` trains exactly N epochs with no time limit: a model rebuilt from its row's epoch count.
 Test errors come from the exported model file on the target's test trajectory. Resumable: a finished
 run is read back from its directory (a finetuned run's directory names the first 8 hex digits of its
@@ -112,7 +112,8 @@ class Run:
 
     def directory(self, root: Path) -> Path:
         """One directory per run; a finetuned run's names its start and the finetuning defaults, so a new bundled
-        model or new defaults are never read back as the old ones; every run's names its budget (``-m``: wall-clock minutes, ``-c``: CPU minutes, ``-e``: epochs)."""
+        model or new defaults are never read back as the old ones; every run's names its budget (``-m``: wall-clock
+        minutes, ``-c``: CPU minutes, ``-e``: epochs)."""
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         tag += f"-f{self.schedule}" if self.schedule is not None else ""
@@ -417,7 +418,8 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
-           "minutes": None if run.epochs else run.minutes, "clock": "epochs" if run.epochs else run.clock, "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
+           "minutes": None if run.epochs else run.minutes, "clock": "epochs" if run.epochs else run.clock,
+           "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
     write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
     return row
