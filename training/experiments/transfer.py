@@ -106,6 +106,11 @@ class Run:
     epochs: int | None = None  # instead of a time budget: exactly this many epochs (--epochs)
 
     @property
+    def budget_kind(self) -> str:
+        """What the budget counts: ``wall`` or ``cpu`` minutes, or ``epochs``."""
+        return "epochs" if self.epochs else self.clock
+
+    @property
     def label(self) -> str:
         """The objective as rows name it: a pretrained arm finetuned with scratch's recipe is a separate arm."""
         return self.objective + (SCRATCH_SCHEDULE if self.schedule == "scratch" else "")  # scratch's own: None
@@ -117,7 +122,7 @@ class Run:
         tag = f"-lr{self.lr:g}" if self.lr is not None else ""
         tag += f"-{self.pretrained}" if self.pretrained is not None else ""
         tag += f"-f{self.schedule}" if self.schedule is not None else ""
-        budget = f"e{self.epochs}" if self.epochs else ("m" if self.clock == "wall" else "c") + f"{self.minutes:g}"
+        budget = {"epochs": f"e{self.epochs}", "wall": f"m{self.minutes:g}", "cpu": f"c{self.minutes:g}"}[self.budget_kind]
         return root / self.target / f"{self.objective}{tag}-{budget}-n{self.n_train}-s{self.seed}"
 
 
@@ -166,7 +171,7 @@ def command(run: Run, data: Path, val_fraction: float, args, architecture: dict)
               "--set", f"data.val_fraction={val_fraction}", "--set", "data.test_fraction=0.0",
               "--set", f"data.split_seed={run.seed}", "--set", f"train.seed={run.seed}",
               *[x for clock, key in LIMIT_KEYS.items()  # the budget's limit, and no other (the recipe's included)
-                for x in ("--set", f"train.{key}={run.minutes if clock == run.clock and not run.epochs else 'null'}")],
+                for x in ("--set", f"train.{key}={run.minutes if clock == run.budget_kind else 'null'}")],
               "--set", f"train.epochs={run.epochs or 100000}"]
     model = [x for key, value in architecture.items() for x in ("--set", f"model.{key}={value}")]
     recipe = [*model, *common, "--set", f"train.lr={run.lr}", "--set", "train.early_stopping_patience=40"]
@@ -418,7 +423,7 @@ def execute(run: Run, args, architecture: dict, general: list) -> dict:
            "pretrained_sha256_8": run.pretrained, "finetune_defaults_sha256_6": run.schedule,
            "test_force_mae_meV_A": 1000 * test["forces_mae"], "test_energy_mae_meV_atom": 1000 * test["energy_per_atom_mae"],
            "val_force_mae_meV_A": 1000 * summary["metrics"]["val"]["forces_mae"],
-           "minutes": None if run.epochs else run.minutes, "clock": "epochs" if run.epochs else run.clock,
+           "minutes": None if run.epochs else run.minutes, "clock": run.budget_kind,
            "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "epochs": summary["epochs"],
            "stopped_by": summary["stopped_by"], "command": shlex.join(cmd)}
     write_text(row_file, json.dumps(with_general(row, directory / "model.nnp.pt", general), indent=1))
