@@ -28,7 +28,7 @@ from nnp.config import ConfigError
 from nnp.learn import learn_config_from_dict
 from nnp.learn.calibration import deviation_calibration, max_devi_f
 from nnp.learn.labelling import label_frames, make_labeller, read_labelled
-from nnp.learn.selection import classify, farthest_point_sampling
+from nnp.learn.selection import classify, classify_frames, farthest_point_sampling
 
 TESTS = Path(__file__).parent
 LO, HI = 0.02, 2.0
@@ -258,6 +258,41 @@ def test_selection_window_and_diversity():
     features = np.array([[0.0], [0.1], [5.0], [5.1], [10.0]])
     assert farthest_point_sampling(features, 3, first=0) == [0, 4, 2]
     assert farthest_point_sampling(np.zeros((4, 2)), 3, first=1) == [1]  # duplicates are not picked twice
+
+
+def test_atoms_run_into_each_other_are_a_collapse_whatever_the_deviation():
+    """Two atoms under half their covalent radii (here across the periodic boundary) make a frame failed, even
+    with a deviation inside the window; the same atoms 1 Å apart, or further, do not."""
+    from helpers import water_box
+
+    from nnp.md.criteria import close_contact
+
+    water = water_box(n_side=2)
+    assert close_contact(water) is None
+    collapsed = water.copy()
+    o, h = 0, 4  # the first O and a hydrogen of another molecule: pulled 0.2 Å across the cell's face
+    collapsed.positions[h] = collapsed.positions[o] + [0.2, 0.0, 0.0] - collapsed.cell[0]
+    reason = close_contact(collapsed)
+    assert reason is not None and "0.20 Å" in reason and "(O)" in reason and "(H)" in reason
+    frames = [water.copy(), collapsed.copy()]
+    for frame in frames:
+        frame.info["max_devi_f"] = 0.1
+    frames[1].info["close_contact"] = True
+    assert classify_frames(frames, lo=0.05, hi=0.5).tolist() == ["candidate", "failed"]
+
+
+def test_exploration_from_a_collapsed_start_is_a_clear_error(finished):
+    """A start structure with atoms run into each other is bad input: an error naming the atoms, no MD."""
+    from nnp.errors import UserError
+    from nnp.learn.exploration import run_replica
+
+    members = sorted(str(p) for p in (finished / "run" / "iter-000" / "train").glob("member*/model.nnp.pt"))
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    start.positions[1] = start.positions[0] + [0.3, 0.0, 0.0]
+    with pytest.raises(UserError, match="start structure is not physical: atoms 0 \\(Cu\\) and 1 \\(Cu\\) 0.30 Å"):
+        run_replica(members, ["Cu"], start, 300.0, 10, 0, timestep_fs=1.0, out_freq=10, thermostat_fs=100.0,
+                    hi=50.0, vacuum=10.0, output_dir=finished / "contact")
+    assert not (finished / "contact" / "result.json").exists()
 
 
 def test_bad_config_and_labeller_are_clear_errors():

@@ -3,8 +3,9 @@
 ``pair_style nnp ensemble`` evaluates the other members on the driver's graph every ``out_freq`` steps
 (docs/pair_style.md); after each such step the frame and its ``max_devi_f`` are kept. A replica stops
 when ``max_devi_f`` reaches the upper trust level (the members disagree so much that what follows is
-not worth simulating) or when the system explodes; its stable time is the time of the last frame
-below that level.
+not worth simulating), when two atoms run into each other (nnp.md.criteria.close_contact: members
+trained on the same few frames can agree on that; such a frame carries ``info['close_contact']`` and is
+never a candidate) or when the system explodes; its stable time is the time of the last frame before.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from ase import Atoms
 
 from ..data.atomic import write_frames, write_text
 from ..md.deviation import ensemble_arguments
-from ..md.criteria import is_explosion
+from ..errors import UserError
+from ..md.criteria import close_contact, is_explosion
 
 
 @dataclass
 class ReplicaResult:
     frames: int  # frames written (one per deviation step)
     steps: int  # steps run
-    time_ps: float  # stable time: up to the last frame below the upper trust level
-    failed: bool  # stopped early (deviation >= hi, or an explosion)
+    time_ps: float  # stable time: up to the last frame below the upper trust level and without a close contact
+    failed: bool  # stopped early (deviation >= hi, a close contact, or an explosion)
     reason: str
     cpu_seconds: float
 
@@ -74,6 +76,10 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
     atoms = start.copy()
     if not atoms.pbc.any():
         atoms.center(vacuum=vacuum)
+    contact = close_contact(atoms)
+    if contact is not None:
+        raise UserError(f"the exploration start structure is not physical: {contact}; give a relaxed or "
+                        "equilibrated structure (explore.systems[].structure)")
     species = [s for s in model_species if s in set(atoms.get_chemical_symbols())]
     frames_path, devi_path = output_dir / "frames.extxyz", output_dir / "model_devi.out"
     frames, devis = [], []
@@ -92,10 +98,16 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
             devi = float(lmp.numpy.extract_compute("dev", 0, 1)[0])
             frame = _frame(lmp, species, atoms.get_pbc(), cell)
             frame.info.update({"step": steps_done, "max_devi_f": devi, "temperature": float(temperature)})
+            contact = close_contact(frame)
+            if contact is not None:
+                frame.info["close_contact"] = True
             frames.append(frame)
             devis.append(devi)
             if not (devi < hi):
                 failed, reason = True, f"max_devi_f {devi:.3g} >= hi {hi:g} eV/Å at step {steps_done}"
+                break
+            if contact is not None:
+                failed, reason = True, f"{contact} at step {steps_done} (max_devi_f {devi:.3g} eV/Å)"
                 break
             stable_step = steps_done
             if steps_done >= steps:

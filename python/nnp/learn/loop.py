@@ -34,7 +34,7 @@ from .calibration import deviation_scale
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
-from .selection import ACCURATE, CANDIDATE, FAILED, classify, select_candidates
+from .selection import ACCURATE, CANDIDATE, FAILED, classify_frames, select_candidates
 
 
 def _atomic_json(path: Path, value: Any) -> None:
@@ -121,7 +121,7 @@ def calibrate(config: LearnConfig, iteration: int, replicas: list[dict], driver:
     if path.exists():
         return json.loads(path.read_text())
     frames = _explored_frames(config, iteration, replicas)
-    physical = [f for f in frames if f.info["max_devi_f"] < config.deviation.hi]
+    physical = [f for f, kind in zip(frames, classify_frames(frames, 0.0, config.deviation.hi)) if kind != FAILED]
     rng = np.random.default_rng(1 + config.seed * 7919 + iteration)  # the same draw when resumed
     picked = sorted(rng.choice(len(physical), size=min(count, len(physical)), replace=False).tolist())
     output = it_dir / "calibration-labelled.extxyz"
@@ -149,7 +149,7 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     frames = _explored_frames(config, iteration, replicas)
     devi = np.array([f.info["max_devi_f"] for f in frames], dtype=float)
     lo = min(config.deviation.lo / scale, config.deviation.hi) if scale > 0 else config.deviation.hi
-    kinds = classify(devi, lo, config.deviation.hi)
+    kinds = classify_frames(frames, lo, config.deviation.hi)
     counts = {k: int((kinds == k).sum()) for k in (ACCURATE, CANDIDATE, FAILED)}
     pool = np.flatnonzero(kinds == CANDIDATE)
     budget = min(config.select.per_iteration, max(config.stop.max_labels - labels_so_far, 0))

@@ -2,7 +2,8 @@
 
 Every frame has the ensemble's ``max_devi_f``. Below ``lo`` the ensemble agrees (accurate, nothing to
 learn); at or above ``hi`` the members disagree so much that the structure is likely unphysical
-(failed: a collapsed trajectory, not worth a label); in between are the candidates. Candidates from
+(failed: a collapsed trajectory, not worth a label); so is a frame whose atoms have run into each other
+(``info['close_contact']``, set by the exploration), whatever its deviation; in between are the candidates. Candidates from
 one trajectory are strongly correlated, so the labelled ones are picked by farthest-point sampling on
 a structural fingerprint (pair-distance histograms per element pair), starting from the candidate
 with the largest deviation -- not the first N.
@@ -27,6 +28,13 @@ def classify(max_devi_f: np.ndarray, lo: float, hi: float) -> np.ndarray:
     kinds = np.full(d.shape, CANDIDATE, dtype=object)
     kinds[d < lo] = ACCURATE
     kinds[~(d < hi)] = FAILED  # NaN counts as failed
+    return kinds
+
+
+def classify_frames(frames: Sequence[Atoms], lo: float, hi: float) -> np.ndarray:
+    """``classify`` on each frame's ``info['max_devi_f']``; a frame with ``info['close_contact']`` is failed."""
+    kinds = classify(np.array([f.info["max_devi_f"] for f in frames], dtype=float), lo, hi)
+    kinds[np.array([bool(f.info.get("close_contact", False)) for f in frames], dtype=bool)] = FAILED
     return kinds
 
 

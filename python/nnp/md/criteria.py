@@ -6,7 +6,10 @@
 * molecules: MDsim's bond rule (nnp.chemistry) on the start frame and the largest deviation of those
   bonds from their mean length over the reference data (``compute bond/deviation`` does nnp's rule
   inside LAMMPS for ``nnp stability``);
-* water: the RDF error of a window against the reference (nnp.md.observables.rdf_mae).
+* water: the RDF error of a window against the reference (nnp.md.observables.rdf_mae);
+* any structure: two atoms closer than half their covalent radii (nnp.chemistry.contact_limit), which an
+  ensemble's deviation need not see (members trained on the same few frames can agree on atoms run into
+  each other: RESULTS §14.4).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..chemistry import mdsim_bond_length_limit, radii
+from ..chemistry import contact_limit, mdsim_bond_length_limit, radii
+from ..data.neighbors import neighbor_list
 from .protocol import Protocol
 
 # LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
@@ -65,3 +69,21 @@ def molecule_collapse(positions: np.ndarray, bonds: tuple[np.ndarray, np.ndarray
     if not temperature_in_range(temperature, protocol):
         return f"temperature {temperature:.3g} K out of range"
     return None
+
+
+def close_contact(atoms: Atoms) -> str | None:
+    """Why ``atoms`` has collapsed onto itself (the closest pair under nnp.chemistry.contact_limit, periodic
+    images included), or None."""
+    r = radii(atoms.numbers)
+    positions, cell = atoms.get_positions(), np.asarray(atoms.get_cell())
+    i, j, shifts = neighbor_list(positions, cell, atoms.get_pbc(), float(contact_limit(r.max(), r.max())))
+    if not len(i):
+        return None
+    d = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
+    under = np.flatnonzero(d < contact_limit(r[i], r[j]))
+    if not len(under):
+        return None
+    k = under[np.argmin(d[under])]
+    symbols = atoms.get_chemical_symbols()
+    return (f"atoms {i[k]} ({symbols[i[k]]}) and {j[k]} ({symbols[j[k]]}) {d[k]:.2f} Å apart, under half their "
+            f"covalent radii ({float(contact_limit(r[i[k]], r[j[k]])):.2f} Å)")
