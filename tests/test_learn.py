@@ -261,8 +261,8 @@ def test_selection_window_and_diversity():
 
 
 def test_atoms_run_into_each_other_are_a_collapse_whatever_the_deviation():
-    """Two atoms under half their covalent radii (here across the periodic boundary) make a frame failed, even
-    with a deviation inside the window; the same atoms 1 Å apart, or further, do not."""
+    """Two atoms under half their covalent radii (here across the periodic boundary) are found and named, and a
+    frame flagged with them is failed even with a deviation inside the window; the intact box has none."""
     from helpers import water_box
 
     from nnp.md.criteria import close_contact

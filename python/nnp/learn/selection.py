@@ -3,10 +3,10 @@
 Every frame has the ensemble's ``max_devi_f``. Below ``lo`` the ensemble agrees (accurate, nothing to
 learn); at or above ``hi`` the members disagree so much that the structure is likely unphysical
 (failed: a collapsed trajectory, not worth a label); so is a frame whose atoms have run into each other
-(``info['close_contact']``, set by the exploration), whatever its deviation; in between are the candidates. Candidates from
-one trajectory are strongly correlated, so the labelled ones are picked by farthest-point sampling on
-a structural fingerprint (pair-distance histograms per element pair), starting from the candidate
-with the largest deviation -- not the first N.
+(``info['close_contact']``, set by the exploration), whatever its deviation; in between are the
+candidates. Candidates from one trajectory are strongly correlated, so the labelled ones are picked by
+farthest-point sampling on a structural fingerprint (pair-distance histograms per element pair),
+starting from the candidate with the largest deviation -- not the first N.
 """
 
 from __future__ import annotations
