@@ -35,6 +35,15 @@ def neighbor_list(
     return i[order].astype(np.int64), j[order].astype(np.int64), shifts[order].astype(np.int64)
 
 
+
+def pair_distances(atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, d) of an ASE ``Atoms``: every pair closer than ``cutoff`` (both directions, periodic images
+    included, as :func:`neighbor_list`) and its distance."""
+    positions, cell = atoms.get_positions(), np.asarray(atoms.get_cell())
+    i, j, shifts = neighbor_list(positions, cell, atoms.get_pbc(), cutoff)
+    return i, j, np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
+
+
 def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
     volume = abs(np.linalg.det(cell))
     return np.array(

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import pair_distances
 
 ACCURATE, CANDIDATE, FAILED = "accurate", "candidate", "failed"
 
@@ -41,10 +41,7 @@ def classify_frames(frames: Sequence[Atoms], lo: float, hi: float) -> np.ndarray
 def fingerprint(atoms: Atoms, elements: Sequence[str], cutoff: float, bins: int) -> np.ndarray:
     """Histograms of pair distances (< cutoff) per element pair, per atom: (pairs * bins,)."""
     pairs = list(combinations_with_replacement(sorted(elements), 2))
-    positions = atoms.get_positions()
-    cell = np.asarray(atoms.get_cell())
-    i, j, shifts = neighbor_list(positions, cell, atoms.get_pbc(), cutoff)
-    distances = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
+    i, j, distances = pair_distances(atoms, cutoff)
     symbols = np.array(atoms.get_chemical_symbols())
     out = np.zeros((len(pairs), bins))
     edges = np.linspace(0.0, cutoff, bins + 1)

@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from ..chemistry import contact_limit, mdsim_bond_length_limit, radii
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import pair_distances
 from .protocol import Protocol
 
 # LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
@@ -75,11 +75,7 @@ def close_contact(atoms: Atoms) -> str | None:
     """Why ``atoms`` has collapsed onto itself (the closest pair under nnp.chemistry.contact_limit, periodic
     images included), or None."""
     r = radii(atoms.numbers)
-    positions, cell = atoms.get_positions(), np.asarray(atoms.get_cell())
-    i, j, shifts = neighbor_list(positions, cell, atoms.get_pbc(), float(contact_limit(r.max(), r.max())))
-    if not len(i):
-        return None
-    d = np.linalg.norm(positions[j] - positions[i] + shifts @ cell, axis=1)
+    i, j, d = pair_distances(atoms, float(contact_limit(r.max(), r.max())))
     under = np.flatnonzero(d < contact_limit(r[i], r[j]))
     if not len(under):
         return None

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..data.neighbors import neighbor_list
+from ..data.neighbors import pair_distances
 
 
 def rdf_bin_centres(r_max: float = 6.0, bins: int = 500) -> np.ndarray:
@@ -24,10 +24,8 @@ def rdf(frames: Sequence[Atoms], pair: tuple[str, str], r_max: float = 6.0, bins
     a, b = pair
     for atoms in frames:
         symbols = np.array(atoms.get_chemical_symbols())
-        i, j, shifts = neighbor_list(atoms.positions, np.asarray(atoms.cell), atoms.pbc, r_max)
-        select = (symbols[i] == a) & (symbols[j] == b)
-        vectors = atoms.positions[j[select]] - atoms.positions[i[select]] + shifts[select] @ np.asarray(atoms.cell)
-        counts += np.histogram(np.linalg.norm(vectors, axis=1), bins=edges)[0]
+        i, j, d = pair_distances(atoms, r_max)
+        counts += np.histogram(d[(symbols[i] == a) & (symbols[j] == b)], bins=edges)[0]
         n_a, n_b = (symbols == a).sum(), (symbols == b).sum()
         norm += n_a * (n_b - (a == b)) / atoms.get_volume()
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
