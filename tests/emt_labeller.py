@@ -17,3 +17,18 @@ class SlowEMT(EMT):
     def calculate(self, *args, **kwargs):
         time.sleep(self.delay)
         super().calculate(*args, **kwargs)
+
+
+class WornEMT(SlowEMT):
+    """EMT that fails every calculation after its first ``lifetime``: a calculator whose state between
+    frames goes bad (as tblite's, which starts each SCF from the previous frame's wavefunction)."""
+
+    def __init__(self, lifetime: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.lifetime, self.calls = lifetime, 0
+
+    def calculate(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.lifetime:
+            raise RuntimeError("SCF not converged (worn calculator state)")
+        super().calculate(*args, **kwargs)

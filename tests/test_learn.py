@@ -245,11 +245,23 @@ def test_failing_labeller_is_counted_and_skipped(tmp_path):
     bad.set_chemical_symbols(["Fe"] * len(bad))  # EMT has no parameters for Fe: it raises
     frames[1] = bad
     state = label_frames(frames, tmp_path / "labelled.extxyz", make_labeller("emt_labeller:SlowEMT"))
-    assert (state["labelled"], state["failed"], state["done"], state["complete"]) == (3, 1, 4, True)
+    assert (state["labelled"], state["failed"], state["retried"], state["done"]) == (3, 1, 1, 4)
+    assert state["complete"]
     assert [a.get_chemical_symbols()[0] for a in read_labelled(tmp_path / "labelled.extxyz")] == ["Cu"] * 3
     # labelling again does nothing (resume of a complete state)
     assert label_frames(frames, tmp_path / "labelled.extxyz", make_labeller("emt_labeller:SlowEMT"))["labelled"] == 3
     assert len(read_labelled(tmp_path / "labelled.extxyz")) == 3
+
+
+def test_labeller_failure_is_retried_with_a_fresh_calculator(tmp_path):
+    """A calculator whose state goes bad between frames (tblite's SCF guess on a far-away frame) must not
+    cost labels: the failed frame is redone with a fresh calculator, with the same numbers as EMT."""
+    frames = cu_frames(4, seed=2)
+    state = label_frames(frames, tmp_path / "labelled.extxyz", make_labeller("emt_labeller:WornEMT"))
+    assert (state["labelled"], state["failed"], state["retried"]) == (4, 0, 3)
+    for frame, labelled in zip(frames, read_labelled(tmp_path / "labelled.extxyz")):
+        frame.calc = EMT()
+        np.testing.assert_allclose(labelled.get_forces(), frame.get_forces(), atol=1e-7)  # extxyz text
 
 
 def test_selection_window_and_diversity():

@@ -4,7 +4,8 @@ Labels are appended to an extxyz file one frame at a time; a small state file be
 atomically after every frame) says how many candidates were handled, how many failed, and the byte
 length of the file after the last good frame. A run killed at any point resumes from the state: a
 half-written frame is cut off, and no candidate is labelled twice. A frame whose calculation raises
-(SCF not converged, any exception) or returns non-finite numbers is skipped and counted.
+(SCF not converged, any exception) or returns non-finite numbers is tried once more with a fresh
+calculator, then skipped and counted.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ def label_frames(frames: Sequence[Atoms], output: str | Path, make_calculator: C
     """Label ``frames`` into ``output`` (extxyz), resuming an interrupted run; returns the state.
 
     ``with_stress``: also the stress (periodic frames; the data set's other frames must have it too).
-    State keys: ``done`` (candidates handled), ``labelled``, ``failed``, ``bytes``, ``cpu_seconds``,
-    ``complete``.
+    A frame that fails is retried once with a fresh calculator before it counts as failed.
+    State keys: ``done`` (candidates handled), ``labelled``, ``failed``, ``retried`` (frames tried twice),
+    ``bytes``, ``cpu_seconds``, ``complete``.
     """
     output = Path(output)
     state_path = output.with_name(output.name + ".state.json")
-    state = {"done": 0, "labelled": 0, "failed": 0, "bytes": 0, "cpu_seconds": 0.0, "total": len(frames),
+    state = {"done": 0, "labelled": 0, "failed": 0, "retried": 0, "bytes": 0, "cpu_seconds": 0.0, "total": len(frames),
              "complete": False}
     if state_path.exists():
         state = json.loads(state_path.read_text())
@@ -87,6 +89,12 @@ def label_frames(frames: Sequence[Atoms], output: str | Path, make_calculator: C
     for k in iterator:
         started = time.process_time()
         labelled = label_one(frames[k], calculator, with_stress)
+        if labelled is None:
+            # A calculator keeps state between frames (tblite starts the SCF from the previous frame's
+            # wavefunction): after a far-away frame it can fail where a fresh one converges. Retry once fresh.
+            calculator = make_calculator()
+            labelled = label_one(frames[k], calculator, with_stress)
+            state["retried"] = state.get("retried", 0) + 1
         if labelled is None:
             state["failed"] += 1
         else:
