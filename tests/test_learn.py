@@ -50,7 +50,9 @@ def cu_frames(n: int, seed: int = 0, sigma: float = 0.05) -> list:
 
 def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max_iterations: int = 2) -> Path:
     ase.io.write(tmp / "init.extxyz", cu_frames(20), format="extxyz")
-    ase.io.write(tmp / "start.xyz", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="extxyz")
+    # the start as a LAMMPS user has it: a data file without Masses, its elements given as types (pair_coeff * * Cu)
+    ase.io.write(tmp / "start.data", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="lammps-data",
+                 atom_style="atomic", masses=False)
     (tmp / "scratch.yaml").write_text(yaml.safe_dump({
         "name": "cu", "model": {"kind": "egnn", "cutoff": 4.0, "hidden": 16, "layers": 2, "num_rbf": 8},
         "data": {"val_fraction": 0.2, "test_fraction": 0.0},
@@ -59,8 +61,8 @@ def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max
     config.write_text(yaml.safe_dump({
         "output_dir": str(tmp / run), "start": str(tmp / "scratch.yaml"), "initial_data": str(tmp / "init.extxyz"),
         "ensemble": 2, "train": ["train.epochs=6"],
-        "explore": {"systems": [{"structure": str(tmp / "start.xyz"), "temperatures": [900], "steps": 200,
-                                 "replicas": 2}], "timestep_fs": 2.0, "out_freq": 10},
+        "explore": {"systems": [{"structure": str(tmp / "start.data"), "types": ["Cu"], "temperatures": [900],
+                                 "steps": 200, "replicas": 2}], "timestep_fs": 2.0, "out_freq": 10},
         "deviation": {"lo": LO, "hi": HI, "calibrate": calibrate}, "select": {"per_iteration": 5},
         "labeller": {"calculator": "emt_labeller:SlowEMT", "kwargs": {"delay": delay}},
         "stop": {"candidate_fraction": 0.01, "max_labels": 35, "max_iterations": max_iterations}}))
@@ -317,6 +319,8 @@ def test_bad_config_and_labeller_are_clear_errors():
         learn_config_from_dict({**base, "deviation": {"lo": 0.5, "hi": 0.1}})
     with pytest.raises(ConfigError, match="ensemble must be >= 2"):
         learn_config_from_dict({**base, "ensemble": 1})
+    with pytest.raises(ConfigError, match="types names the elements of a LAMMPS data file"):
+        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "types": ["Cu"]}]}})
     with pytest.raises(ValueError, match="cannot be imported"):
         make_labeller("no_such_module:Calc")
 
@@ -327,7 +331,8 @@ def test_a_window_nothing_falls_into_stops_the_loop_with_the_reason(tmp_path):
     values = yaml.safe_load(config.read_text())
     values["deviation"] = {"lo": 0.0, "hi": 1e-9}  # every deviation is >= hi: all frames failed
     # from a rattled crystal (the perfect one has zero force, so zero deviation, by symmetry)
-    ase.io.write(tmp_path / "start.xyz", cu_frames(1, seed=5)[0], format="extxyz")
+    ase.io.write(tmp_path / "start.data", cu_frames(1, seed=5)[0], format="lammps-data", atom_style="atomic",
+                 masses=False)
     config.write_text(yaml.safe_dump(values))
     out = run_to_end(config)
     summary = json.loads((tmp_path / "tight" / "learn.json").read_text())

@@ -192,3 +192,32 @@ def test_malformed_input_names_file_frame_and_problem(tmp_path, case):
     path = make(tmp_path)
     with pytest.raises(DatasetError, match=message):
         read_structures(path, index=10 if case == "index out of range" else ":")
+
+
+def test_lammps_data_files_as_structures(tmp_path):
+    """A LAMMPS data file is a structure: elements from its Masses, or from ``types`` in type order; a file
+    whose types name no element (no Masses, a deuterium mass) is an error asking for ``types``, never a guess."""
+    from nnp.lammps import read_lammps_data, write_lammps_data
+
+    water = Atoms("OH2OH2", positions=[[1, 1, 1], [1.9, 1.2, 1], [0.8, 1.9, 1.1], [4, 4, 4], [4.9, 4, 4.2],
+                                       [3.8, 4.9, 4]], cell=[7, 7, 7], pbc=True)
+    write_lammps_data(water, tmp_path / "water.data", ["O", "H"])
+    back = read_structures(tmp_path / "water.data", require_labels=False)
+    assert len(back) == 1 and back[0].get_chemical_symbols() == water.get_chemical_symbols()
+    np.testing.assert_allclose(back[0].positions, water.positions, atol=1e-8)
+    np.testing.assert_allclose(back[0].cell[:], water.cell[:])
+    # written by LAMMPS-style tools in atom style full, with no Masses section (set in the deck instead)
+    ase.io.write(tmp_path / "bare.data", water, format="lammps-data", atom_style="full", masses=False,
+                 specorder=["H", "O"])
+    with pytest.raises(ValueError, match="no Masses section.*types"):
+        read_structures(tmp_path / "bare.data", require_labels=False)
+    assert read_lammps_data(tmp_path / "bare.data", ["H", "O"]).get_chemical_symbols() == water.get_chemical_symbols()
+    with pytest.raises(ValueError, match="must name an element for each of the atom types 1-2"):
+        read_lammps_data(tmp_path / "bare.data", ["H"])
+    heavy = water.copy()
+    heavy.set_masses([16.0 if z == 8 else 2.014 for z in heavy.numbers])  # D2O
+    ase.io.write(tmp_path / "heavy.data", heavy, format="lammps-data", atom_style="atomic", masses=True,
+                 specorder=["O", "H"])
+    with pytest.raises(ValueError, match="type 2 has mass 2.014.*types"):
+        read_structures(tmp_path / "heavy.data", require_labels=False)
+    assert read_lammps_data(tmp_path / "heavy.data", ["O", "H"]).get_chemical_symbols() == water.get_chemical_symbols()

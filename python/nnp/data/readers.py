@@ -43,8 +43,9 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
     """Read and validate the frames ``index`` of a dataset file; labels in eV, eV/Å, eV/Å^3.
 
     ``format`` None picks the reader from the suffix: ``.npz`` MD17 (keys ``R, z, E, F``) or revised
-    MD17 (keys ``coords, nuclear_charges, energies, forces``), ``.db`` ASE database, anything else
-    ``ase.io.read`` (extxyz, ...). ``format`` may also be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``
+    MD17 (keys ``coords, nuclear_charges, energies, forces``), ``.db`` ASE database, ``.data`` a LAMMPS
+    data file (one unlabelled structure, elements from its Masses), anything else ``ase.io.read``
+    (extxyz, ...). ``format`` may also be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``
     or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
     ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining).
     """
@@ -54,6 +55,11 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
         with NpzFrames(path) as source:
             indices = _selection(path, index, len(source))
             frames = [source.frame(k) for k in indices]
+    elif kind == "lammps-data":  # one structure, elements from its Masses (nnp.lammps.read_lammps_data)
+        from ..lammps.data_file import read_lammps_data
+
+        indices = _selection(path, index, 1)
+        frames = [read_lammps_data(path) for _ in indices]
     else:
         every = [atoms for _, atoms in (_iter_ase_db(path) if kind == "db" else _iter_ase(path, format))]
         indices = _selection(path, index, len(every))
@@ -79,7 +85,12 @@ def iter_structures(path: str | Path, format: str | None = None, require_labels:
                 validate_frame(atoms, path, k, require_labels)
                 yield k, atoms
         return
-    frames = _iter_ase_db(path) if kind == "db" else _iter_ase(path, format)
+    if kind == "lammps-data":
+        from ..lammps.data_file import read_lammps_data
+
+        frames = iter([(0, read_lammps_data(path))])
+    else:
+        frames = _iter_ase_db(path) if kind == "db" else _iter_ase(path, format)
     for k, atoms in frames:
         if k >= start:
             validate_frame(atoms, path, k, require_labels)
@@ -101,13 +112,15 @@ def _check_file(path: str | Path) -> Path:
 
 
 def _kind(path: Path, format: str | None) -> str:
-    """Which reader: ``"npz"`` (MD17/rMD17), ``"db"`` (ASE database) or ``"ase"`` (ase.io)."""
+    """Which reader: ``"npz"`` (MD17/rMD17), ``"db"`` (ASE database), ``"lammps-data"`` or ``"ase"`` (ase.io)."""
     kind = (format or "").lower()
     suffix = path.suffix.lower() if format is None else ""
     if kind in ("npz", *NPZ_FORMATS) or suffix == ".npz":
         return "npz"
     if kind in ("db", "ase-db") or suffix == ".db":
         return "db"
+    if kind == "lammps-data" or suffix == ".data":
+        return "lammps-data"
     return "ase"
 
 

@@ -1,13 +1,14 @@
 """The one low-level LAMMPS layer of nnp, below data/generate and md.
 
 ``session`` finds the MPI library of the ``mpich`` wheel and loads the pair_nnp plugin (``make_lammps``);
-``data_file`` writes structures as LAMMPS data files; ``deck`` holds the lines every nnp deck starts with
+``data_file`` writes structures as LAMMPS data files and reads them back; ``deck`` holds the lines every nnp deck starts with
 and the NVE energy trace.
 """
 
-from .data_file import write_lammps_data
+from .data_file import read_lammps_data, write_lammps_data
 from .deck import boundary, nnp_lines, nve_energy_trace, nvt_lines, system_lines
 from .session import lmp_executable, make_lammps, mpirun_executable, plugin_dir, plugin_path, subprocess_env
 
 __all__ = ["boundary", "lmp_executable", "make_lammps", "mpirun_executable", "nnp_lines", "nve_energy_trace",
-           "nvt_lines", "plugin_dir", "plugin_path", "subprocess_env", "system_lines", "write_lammps_data"]
+           "nvt_lines", "plugin_dir", "plugin_path", "read_lammps_data", "subprocess_env", "system_lines",
+           "write_lammps_data"]

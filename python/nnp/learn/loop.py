@@ -30,6 +30,7 @@ import numpy as np
 
 from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
+from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
@@ -90,7 +91,8 @@ def explore(config: LearnConfig, iteration: int, members: list[str], species: li
     results, cpu = [], 0.0
     e = config.explore
     for s, system in enumerate(config.explore.systems):
-        start = read_structures(system.structure, index=system.index, require_labels=False)[0]
+        start = (read_lammps_data(system.structure, system.types) if system.types is not None else
+                 read_structures(system.structure, index=system.index, require_labels=False)[0])
         for temperature in system.temperatures:
             for replica in range(system.replicas):
                 name = f"system{s}-T{temperature:g}-r{replica}"
