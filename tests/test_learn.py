@@ -50,7 +50,7 @@ def cu_frames(n: int, seed: int = 0, sigma: float = 0.05) -> list:
 
 def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max_iterations: int = 2) -> Path:
     ase.io.write(tmp / "init.extxyz", cu_frames(20), format="extxyz")
-    # the start as a LAMMPS user has it: a data file without Masses, its elements given as types (pair_coeff * * Cu)
+    # the start as a LAMMPS user has it: a data file without Masses, its elements given as type_symbols (pair_coeff * * Cu)
     ase.io.write(tmp / "start.data", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="lammps-data",
                  atom_style="atomic", masses=False)
     (tmp / "scratch.yaml").write_text(yaml.safe_dump({
@@ -61,7 +61,7 @@ def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max
     config.write_text(yaml.safe_dump({
         "output_dir": str(tmp / run), "start": str(tmp / "scratch.yaml"), "initial_data": str(tmp / "init.extxyz"),
         "ensemble": 2, "train": ["train.epochs=6"],
-        "explore": {"systems": [{"structure": str(tmp / "start.data"), "types": ["Cu"], "temperatures": [900],
+        "explore": {"systems": [{"structure": str(tmp / "start.data"), "type_symbols": ["Cu"], "temperatures": [900],
                                  "steps": 200, "replicas": 2}], "timestep_fs": 2.0, "out_freq": 10},
         "deviation": {"lo": LO, "hi": HI, "calibrate": calibrate}, "select": {"per_iteration": 5},
         "labeller": {"calculator": "emt_labeller:SlowEMT", "kwargs": {"delay": delay}},
@@ -319,8 +319,8 @@ def test_bad_config_and_labeller_are_clear_errors():
         learn_config_from_dict({**base, "deviation": {"lo": 0.5, "hi": 0.1}})
     with pytest.raises(ConfigError, match="ensemble must be >= 2"):
         learn_config_from_dict({**base, "ensemble": 1})
-    with pytest.raises(ConfigError, match="types names the elements of a LAMMPS data file"):
-        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "types": ["Cu"]}]}})
+    with pytest.raises(ConfigError, match="type_symbols names the elements of a LAMMPS data file"):
+        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "type_symbols": ["Cu"]}]}})
     with pytest.raises(ValueError, match="cannot be imported"):
         make_labeller("no_such_module:Calc")
 

@@ -195,8 +195,8 @@ def test_malformed_input_names_file_frame_and_problem(tmp_path, case):
 
 
 def test_lammps_data_files_as_structures(tmp_path):
-    """A LAMMPS data file is a structure: elements from its Masses, or from ``types`` in type order; a file
-    whose types name no element (no Masses, a deuterium mass) is an error asking for ``types``, never a guess."""
+    """A LAMMPS data file is a structure: elements from its Masses, or from ``type_symbols`` in type order; a file
+    whose types name no element (no Masses, a deuterium mass) is an error asking for ``type_symbols``, never a guess."""
     from nnp.lammps import read_lammps_data, write_lammps_data
 
     water = Atoms("OH2OH2", positions=[[1, 1, 1], [1.9, 1.2, 1], [0.8, 1.9, 1.1], [4, 4, 4], [4.9, 4, 4.2],
@@ -209,7 +209,7 @@ def test_lammps_data_files_as_structures(tmp_path):
     # written by LAMMPS-style tools in atom style full, with no Masses section (set in the deck instead)
     ase.io.write(tmp_path / "bare.data", water, format="lammps-data", atom_style="full", masses=False,
                  specorder=["H", "O"])
-    with pytest.raises(ValueError, match="no Masses section.*types"):
+    with pytest.raises(ValueError, match="no Masses section.*type_symbols"):
         read_structures(tmp_path / "bare.data", require_labels=False)
     assert read_lammps_data(tmp_path / "bare.data", ["H", "O"]).get_chemical_symbols() == water.get_chemical_symbols()
     with pytest.raises(ValueError, match="must name an element for each of the atom types 1-2"):
@@ -218,6 +218,6 @@ def test_lammps_data_files_as_structures(tmp_path):
     heavy.set_masses([16.0 if z == 8 else 2.014 for z in heavy.numbers])  # D2O
     ase.io.write(tmp_path / "heavy.data", heavy, format="lammps-data", atom_style="atomic", masses=True,
                  specorder=["O", "H"])
-    with pytest.raises(ValueError, match="type 2 has mass 2.014.*types"):
+    with pytest.raises(ValueError, match="type 2 has mass 2.014.*type_symbols"):
         read_structures(tmp_path / "heavy.data", require_labels=False)
     assert read_lammps_data(tmp_path / "heavy.data", ["O", "H"]).get_chemical_symbols() == water.get_chemical_symbols()

@@ -15,13 +15,13 @@ def write_lammps_data(atoms: Atoms, path: Path, species: Sequence[str]) -> None:
                  units="metal")
 
 
-def read_lammps_data(path: str | Path, types: Sequence[str] | None = None) -> Atoms:
+def read_lammps_data(path: str | Path, type_symbols: Sequence[str] | None = None) -> Atoms:
     """The structure of a LAMMPS data file (any atom style ASE knows; positions in Å, as in metal and real units).
 
-    ``types``: the element of each atom type in type order, as in ``pair_coeff * * O H``. Without it the
+    ``type_symbols``: the element of each atom type in type order, as in ``pair_coeff * * O H``. Without it the
     elements come from the file's Masses section, each mass within 0.1 u of its element's standard atomic
     weight; a file without Masses, or with masses that name no element (deuterium, coarse grains), is an error
-    that asks for ``types``, never a guess (ASE's reader would silently make type 1 H and type 2 He).
+    that asks for ``type_symbols``, never a guess (ASE's reader would silently make type 1 H and type 2 He).
     """
     from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
@@ -35,23 +35,23 @@ def read_lammps_data(path: str | Path, types: Sequence[str] | None = None) -> At
                         "write it with write_data, or give a structure format ASE reads (extxyz, ...)") from err
     type_of_atom = atoms.arrays["type"]
     present = sorted(set(int(t) for t in type_of_atom))
-    if types is not None:
-        unknown = [t for t in types if t not in atomic_numbers]
-        if unknown or len(types) < present[-1]:
-            raise UserError(f"{path}: types {list(types)} must name an element for each of the atom types "
-                            f"1-{present[-1]} in the file, in type order (as in pair_coeff * * O H)")
-        atoms.numbers = [atomic_numbers[types[t - 1]] for t in type_of_atom]
+    if type_symbols is not None:
+        unknown = [t for t in type_symbols if t not in atomic_numbers]
+        if unknown or len(type_symbols) < present[-1]:
+            raise UserError(f"{path}: type_symbols {list(type_symbols)} must name an element for each of the atom "
+                            f"types 1-{present[-1]} in the file, in type order (as in pair_coeff * * O H)")
+        atoms.numbers = [atomic_numbers[type_symbols[t - 1]] for t in type_of_atom]
     else:
         if not atoms.has("masses"):
             raise UserError(f"{path}: has no Masses section, so its atom types name no element; give the elements "
-                            f"in type order (types: [...], as in pair_coeff * * ...) for types {present}")
+                            f"in type order (type_symbols: [...], as in pair_coeff * * ...) for types {present}")
         for t in present:
             mass = float(atoms.get_masses()[type_of_atom == t][0])
             z = int(atoms.numbers[type_of_atom == t][0])
             if abs(mass - atomic_masses[z]) > 0.1:
                 raise UserError(f"{path}: atom type {t} has mass {mass:g} u, which is no element's standard "
                                 f"atomic weight (nearest: {chemical_symbols[z]}, {atomic_masses[z]:.3f}); give the "
-                                "elements in type order (types: [...], as in pair_coeff * * ...)")
+                                "elements in type order (type_symbols: [...], as in pair_coeff * * ...)")
     for name in ("type", "masses", "id", "mmcharges", "initial_charges", "mol-id", "travel"):
         if name in atoms.arrays:
             del atoms.arrays[name]

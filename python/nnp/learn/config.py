@@ -36,7 +36,7 @@ class SystemConfig:
 
     structure: str  # any structure file nnp reads; a LAMMPS data file (.data) takes its elements from Masses
     index: int = 0  # frame of the structure file to start from
-    types: list | None = None  # LAMMPS data file: element of each atom type, in type order (pair_coeff * * O H)
+    type_symbols: list | None = None  # LAMMPS data file: element of each atom type, in type order (pair_coeff * * O H)
     temperatures: list = field(default_factory=lambda: [300.0])  # K
     steps: int = 2000
     replicas: int = 2
@@ -150,9 +150,9 @@ def _check(config: LearnConfig, source: str) -> None:
     for k, system in enumerate(config.explore.systems):
         if system.steps < config.explore.out_freq or system.replicas < 1 or not system.temperatures:
             problems.append(f"explore.systems[{k}] needs steps >= explore.out_freq, replicas >= 1 and a temperature")
-        if system.types is not None and not str(system.structure).endswith(".data"):
-            problems.append(f"explore.systems[{k}].types names the elements of a LAMMPS data file's atom types; "
-                            f"{system.structure} is not one (.data): remove types")
+        if system.type_symbols is not None and not str(system.structure).endswith(".data"):
+            problems.append(f"explore.systems[{k}].type_symbols names the elements of a LAMMPS data file's atom types; "
+                            f"{system.structure} is not one (.data): remove type_symbols")
     if config.explore.out_freq < 1 or config.explore.timestep_fs <= 0:
         problems.append("explore.out_freq must be >= 1 and explore.timestep_fs > 0")
     if not 0 <= config.deviation.lo < config.deviation.hi:

@@ -91,7 +91,7 @@ def explore(config: LearnConfig, iteration: int, members: list[str], species: li
     results, cpu = [], 0.0
     e = config.explore
     for s, system in enumerate(config.explore.systems):
-        start = (read_lammps_data(system.structure, system.types) if system.types is not None else
+        start = (read_lammps_data(system.structure, system.type_symbols) if system.type_symbols is not None else
                  read_structures(system.structure, index=system.index, require_labels=False)[0])
         for temperature in system.temperatures:
             for replica in range(system.replicas):
