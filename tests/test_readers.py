@@ -221,3 +221,5 @@ def test_lammps_data_files_as_structures(tmp_path):
     with pytest.raises(ValueError, match="type 2 has mass 2.014.*type_symbols"):
         read_structures(tmp_path / "heavy.data", require_labels=False)
     assert read_lammps_data(tmp_path / "heavy.data", ["O", "H"]).get_chemical_symbols() == water.get_chemical_symbols()
+    with pytest.raises(ValueError, match="type 1 has the mass of O .* type_symbols names it H"):
+        read_lammps_data(tmp_path / "water.data", ["H", "O"])  # the pair_coeff order swapped

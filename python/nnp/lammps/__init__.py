@@ -1,8 +1,8 @@
 """The one low-level LAMMPS layer of nnp, below data/generate and md.
 
 ``session`` finds the MPI library of the ``mpich`` wheel and loads the pair_nnp plugin (``make_lammps``);
-``data_file`` writes structures as LAMMPS data files and reads them back; ``deck`` holds the lines every nnp deck starts with
-and the NVE energy trace.
+``data_file`` writes structures as LAMMPS data files and reads a user's; ``deck`` holds the lines every nnp
+deck starts with and the NVE energy trace.
 """
 
 from .data_file import read_lammps_data, write_lammps_data

@@ -40,6 +40,13 @@ def read_lammps_data(path: str | Path, type_symbols: Sequence[str] | None = None
         if unknown or len(type_symbols) < present[-1]:
             raise UserError(f"{path}: type_symbols {list(type_symbols)} must name an element for each of the atom "
                             f"types 1-{present[-1]} in the file, in type order (as in pair_coeff * * O H)")
+        if atoms.has("masses"):  # a swapped order is a silent disaster: masses that name an element must agree
+            for t in present:
+                z = int(atoms.numbers[type_of_atom == t][0])  # ASE's element of the nearest standard weight
+                mass = float(atoms.get_masses()[type_of_atom == t][0])
+                if abs(mass - atomic_masses[z]) <= 0.1 and chemical_symbols[z] != type_symbols[t - 1]:
+                    raise UserError(f"{path}: atom type {t} has the mass of {chemical_symbols[z]} ({mass:g} u) but "
+                                    f"type_symbols names it {type_symbols[t - 1]}; give the elements in type order")
         atoms.numbers = [atomic_numbers[type_symbols[t - 1]] for t in type_of_atom]
     else:
         if not atoms.has("masses"):
