@@ -50,7 +50,7 @@ def cu_frames(n: int, seed: int = 0, sigma: float = 0.05) -> list:
 
 def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max_iterations: int = 2) -> Path:
     ase.io.write(tmp / "init.extxyz", cu_frames(20), format="extxyz")
-    # the start as a LAMMPS user has it: a data file without Masses, its elements given as type_symbols (pair_coeff * * Cu)
+    # the start as a LAMMPS user has it: a data file without Masses, its elements as type_symbols (pair_coeff * * Cu)
     ase.io.write(tmp / "start.data", bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2)), format="lammps-data",
                  atom_style="atomic", masses=False)
     (tmp / "scratch.yaml").write_text(yaml.safe_dump({

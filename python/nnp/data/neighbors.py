@@ -35,7 +35,6 @@ def neighbor_list(
     return i[order].astype(np.int64), j[order].astype(np.int64), shifts[order].astype(np.int64)
 
 
-
 def pair_distances(atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, d) of an ASE ``Atoms``: every pair closer than ``cutoff`` (both directions, periodic images
     included, as :func:`neighbor_list`) and its distance."""

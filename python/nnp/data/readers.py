@@ -55,13 +55,8 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
         with NpzFrames(path) as source:
             indices = _selection(path, index, len(source))
             frames = [source.frame(k) for k in indices]
-    elif kind == "lammps-data":  # one structure, elements from its Masses (nnp.lammps.read_lammps_data)
-        from ..lammps.data_file import read_lammps_data
-
-        indices = _selection(path, index, 1)
-        frames = [read_lammps_data(path) for _ in indices]
     else:
-        every = [atoms for _, atoms in (_iter_ase_db(path) if kind == "db" else _iter_ase(path, format))]
+        every = [atoms for _, atoms in _iter_frames(path, kind, format)]
         indices = _selection(path, index, len(every))
         frames = [every[k] for k in indices]
     for k, atoms in zip(indices, frames):
@@ -85,13 +80,7 @@ def iter_structures(path: str | Path, format: str | None = None, require_labels:
                 validate_frame(atoms, path, k, require_labels)
                 yield k, atoms
         return
-    if kind == "lammps-data":
-        from ..lammps.data_file import read_lammps_data
-
-        frames = iter([(0, read_lammps_data(path))])
-    else:
-        frames = _iter_ase_db(path) if kind == "db" else _iter_ase(path, format)
-    for k, atoms in frames:
+    for k, atoms in _iter_frames(path, kind, format):
         if k >= start:
             validate_frame(atoms, path, k, require_labels)
             yield k, atoms
@@ -122,6 +111,18 @@ def _kind(path: Path, format: str | None) -> str:
     if kind == "lammps-data" or suffix == ".data":
         return "lammps-data"
     return "ase"
+
+
+def _iter_frames(path: Path, kind: str, format: str | None) -> Iterator[tuple[int, Atoms]]:
+    """``(frame number, Atoms)`` of the ASE-side readers: database, LAMMPS data file (one structure, elements
+    from its Masses: nnp.lammps.read_lammps_data), anything ``ase.io`` reads."""
+    if kind == "db":
+        return _iter_ase_db(path)
+    if kind == "lammps-data":
+        from ..lammps.data_file import read_lammps_data
+
+        return iter([(0, read_lammps_data(path))])
+    return _iter_ase(path, format)
 
 
 def _no_frames(path: Path) -> DatasetError:

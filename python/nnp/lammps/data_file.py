@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ase.io
+import numpy as np
 from ase import Atoms
 
 
@@ -35,30 +36,31 @@ def read_lammps_data(path: str | Path, type_symbols: Sequence[str] | None = None
                         "write it with write_data, or give a structure format ASE reads (extxyz, ...)") from err
     type_of_atom = atoms.arrays["type"]
     present = sorted(set(int(t) for t in type_of_atom))
+    named = {}  # type -> (its mass, the element of the nearest standard atomic weight, that weight)
+    if atoms.has("masses"):
+        for t in present:
+            k = int(np.flatnonzero(type_of_atom == t)[0])
+            mass, z = float(atoms.get_masses()[k]), int(atoms.numbers[k])  # ASE's guess from the mass
+            named[t] = (mass, chemical_symbols[z], float(atomic_masses[z]))
     if type_symbols is not None:
         unknown = [t for t in type_symbols if t not in atomic_numbers]
         if unknown or len(type_symbols) < present[-1]:
             raise UserError(f"{path}: type_symbols {list(type_symbols)} must name an element for each of the atom "
                             f"types 1-{present[-1]} in the file, in type order (as in pair_coeff * * O H)")
-        if atoms.has("masses"):  # a swapped order is a silent disaster: masses that name an element must agree
-            for t in present:
-                z = int(atoms.numbers[type_of_atom == t][0])  # ASE's element of the nearest standard weight
-                mass = float(atoms.get_masses()[type_of_atom == t][0])
-                if abs(mass - atomic_masses[z]) <= 0.1 and chemical_symbols[z] != type_symbols[t - 1]:
-                    raise UserError(f"{path}: atom type {t} has the mass of {chemical_symbols[z]} ({mass:g} u) but "
-                                    f"type_symbols names it {type_symbols[t - 1]}; give the elements in type order")
+        for t, (mass, element, weight) in named.items():  # a swapped order is a silent disaster
+            if abs(mass - weight) <= 0.1 and element != type_symbols[t - 1]:
+                raise UserError(f"{path}: atom type {t} has the mass of {element} ({mass:g} u) but "
+                                f"type_symbols names it {type_symbols[t - 1]}; give the elements in type order")
         atoms.numbers = [atomic_numbers[type_symbols[t - 1]] for t in type_of_atom]
+    elif not named:
+        raise UserError(f"{path}: has no Masses section, so its atom types name no element; give the elements "
+                        f"in type order (type_symbols: [...], as in pair_coeff * * ...) for types {present}")
     else:
-        if not atoms.has("masses"):
-            raise UserError(f"{path}: has no Masses section, so its atom types name no element; give the elements "
-                            f"in type order (type_symbols: [...], as in pair_coeff * * ...) for types {present}")
-        for t in present:
-            mass = float(atoms.get_masses()[type_of_atom == t][0])
-            z = int(atoms.numbers[type_of_atom == t][0])
-            if abs(mass - atomic_masses[z]) > 0.1:
+        for t, (mass, element, weight) in named.items():
+            if abs(mass - weight) > 0.1:
                 raise UserError(f"{path}: atom type {t} has mass {mass:g} u, which is no element's standard "
-                                f"atomic weight (nearest: {chemical_symbols[z]}, {atomic_masses[z]:.3f}); give the "
-                                "elements in type order (type_symbols: [...], as in pair_coeff * * ...)")
+                                f"atomic weight (nearest: {element}, {weight:.3f}); "
+                                "give the elements in type order (type_symbols: [...], as in pair_coeff * * ...)")
     for name in ("type", "masses", "id", "mmcharges", "initial_charges", "mol-id", "travel"):
         if name in atoms.arrays:
             del atoms.arrays[name]
