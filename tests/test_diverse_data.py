@@ -1,5 +1,6 @@
 """diverse-xtb: random molecules (valid, unique, deterministic, aspirin excluded), resumable generation, card, pack."""
 
+import hashlib
 import json
 
 import ase.io
@@ -157,6 +158,8 @@ def test_shards_partition_the_molecules_and_pack_together(tmp_path):
     symbols = [s for f in frames for s in f.get_chemical_symbols()]
     assert merged["complete"] and merged["frames"] == merged["frame_statistics"]["frames"] == 3
     assert merged["composition"]["molecules"] == 3 and [s["shard"] for s in merged["shards"]] == [[0, 2], [1, 2]]
+    assert "file_sha256" not in merged and [s["file_sha256"] for s in merged["shards"]] == [
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
     assert merged["frame_statistics"]["atoms_per_element"] == {s: symbols.count(s) for s in set(symbols)}
     forces_h = np.concatenate([f.get_forces()[np.array(f.get_chemical_symbols()) == "H"].ravel() for f in frames])
     assert merged["frame_statistics"]["force_component_rms_eV_per_A"]["H"] == pytest.approx(

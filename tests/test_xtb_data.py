@@ -1,5 +1,6 @@
 """GFN2-xTB datasets: valid frames, force labels = -dE/dx, interrupt + resume, cards."""
 
+import hashlib
 import json
 
 import ase.io
@@ -10,6 +11,7 @@ pytest.importorskip("tblite")
 
 from helpers import kill_during_generation, water_box
 from nnp.data.generate.xtb import generate_aspirin_xtb, generate_g2_xtb, relabel_xtb, xtb_calculator
+from nnp.data.info import dataset_info
 
 
 def fd_check(atoms, h=1e-3, n_atoms=2):
@@ -39,6 +41,11 @@ def test_aspirin_frames_are_valid_and_labelled(tmp_path):
     assert card["frames"] == 4 and card["timestep_fs"] == 0.5 and card["temperatures_K"] == [500.0]
     assert card["finite_difference_check"]["max_abs_error_eV_per_A"] < 1e-3
     assert "GFN2-xTB" in card["level_of_theory"] and card["units"]["energy"] == "eV"
+    assert card["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "file matches its card" in dataset_info(str(path))
+    frames[0].positions[0, 0] += 1e-4  # a copy changed after its card was written
+    ase.io.write(path, frames, format="extxyz")
+    assert "WARNING: the file's SHA-256" in dataset_info(str(path))
 
 
 def test_killed_generation_resumes_to_the_same_frames(tmp_path):

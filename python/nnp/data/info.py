@@ -24,7 +24,10 @@ def dataset_info(path: str) -> str:
     file = bundled_dataset(path.split(":", 1)[1]) if path.startswith("bundled:") else Path(path)
     card = file.with_name(file.name + ".card.json")
     if card.exists():
-        lines.append("card: " + json.dumps(json.loads(card.read_text()), indent=2))
+        content = json.loads(card.read_text())
+        lines.append("card: " + json.dumps(content, indent=2))
+        if "file_sha256" in content:
+            lines.append(card_check(file, content["file_sha256"]))
     species = Counter(s for atoms in frames for s in atoms.get_chemical_symbols())
     sizes = [len(a) for a in frames]
     lines.append(f"frames: {len(frames)}; atoms per frame: {min(sizes)}-{max(sizes)}")
@@ -38,6 +41,17 @@ def dataset_info(path: str) -> str:
     else:
         lines.append("unlabelled (positions only)")
     return "\n".join(lines)
+
+
+def card_check(file: Path, recorded: str) -> str:
+    """One line: whether ``file`` still has the SHA-256 its card recorded."""
+    from .generate.resumable import file_sha256
+
+    actual = file_sha256(file)
+    if actual == recorded:
+        return f"file matches its card (SHA-256 {actual[:16]}...)"
+    return (f"WARNING: the file's SHA-256 ({actual[:16]}...) is not the one its card recorded ({recorded[:16]}...): "
+            "the frames were changed after the card was written, or the card belongs to another file")
 
 
 def pack_info(path: str) -> str:

@@ -4,11 +4,13 @@
 everything needed to continue the run exactly (positions, velocities, RNG state, step) and the byte
 length of the extxyz after that frame; it is written atomically after each frame. Resuming truncates
 the extxyz to that length (a half-written frame) without parsing it, so it costs the same for 10 or
-10^6 frames. ``<output>.card.json`` is the dataset card.
+10^6 frames. ``<output>.card.json`` is the dataset card; it records the extxyz's SHA-256 when it is written, so
+a copy regenerated or handed over later can be checked against it (``nnp data info``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -20,6 +22,15 @@ from ase import Atoms
 
 from ... import __version__
 from ..atomic import write_text
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class ResumableTrajectory:
@@ -85,6 +96,7 @@ class ResumableTrajectory:
             "parameters": self.parameters,
             "units": {"energy": "eV", "length": "Å", "forces": "eV/Å"},
             **card,
+            "file_sha256": file_sha256(self.path),  # of the frames written so far (all, once complete)
         }
         write_text(self.card_path, json.dumps(full, indent=2, default=str, ensure_ascii=False))
         return self.card_path
