@@ -309,6 +309,58 @@ def test_exploration_from_a_collapsed_start_is_a_clear_error(finished):
     assert not (finished / "contact" / "result.json").exists()
 
 
+def test_exploration_frames_carry_the_box_lammps_has(finished, tmp_path):
+    """NPT exploration from a sheared, rotated box (a cell LAMMPS must rotate: not lower-triangular): frame 0 is
+    the start moved rigidly (same distances, same volume); at the driving member's own pressure of the start the
+    volume moves, the shape stays (iso); and the deviation recomputed on the frames as written equals what LAMMPS
+    measured (it sees the periodic images, so an unrotated or stale cell would show). A molecule under pressure
+    and a box at LAMMPS's tilt limit are errors naming the fix."""
+    from ase.units import bar
+
+    from nnp.errors import UserError
+    from nnp.learn.exploration import read_frames, run_replica
+
+    members = sorted(str(p) for p in (finished / "run" / "iter-000" / "train").glob("member*/model.nnp.pt"))
+    start = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    sheared = start.cell[:].copy()
+    sheared[2, 0] += 0.15 * sheared[0, 0]
+    start.set_cell(sheared, scale_atoms=True)
+    start.rotate(30, "z", rotate_cell=True)
+    start.rotate(20, "x", rotate_cell=True)
+    assert not np.allclose(np.triu(start.cell[:], 1), 0.0)
+    probe = start.copy()
+    probe.calc = NNPCalculator(members[0])
+    own_pressure = -probe.get_stress()[:3].mean() / bar  # the toy model's, far from 0: it never saw another volume
+    run = dict(timestep_fs=1.0, out_freq=10, thermostat_fs=100.0, hi=50.0, vacuum=10.0, barostat_fs=1000.0)
+    result = run_replica(members, ["Cu"], start, 300.0, 40, 3, output_dir=tmp_path / "npt", pressure_bar=own_pressure,
+                         **run)
+    frames = read_frames(tmp_path / "npt")
+    assert result.steps == 40 and len(frames) == 5, result.reason
+    assert frames[-1].info["pressure_bar"] == pytest.approx(own_pressure)
+    np.testing.assert_allclose(np.sort(frames[0].get_all_distances(mic=True).ravel()),
+                               np.sort(start.get_all_distances(mic=True).ravel()), atol=1e-6)
+    volumes = np.array([f.get_volume() for f in frames])
+    assert volumes[0] == pytest.approx(start.get_volume(), rel=1e-9) and np.ptp(volumes) > 1e-4 * volumes[0]
+    shape = start.cell.cellpar()
+    for frame in frames:
+        np.testing.assert_allclose(frame.cell.cellpar()[3:], shape[3:], atol=1e-6)  # angles
+        np.testing.assert_allclose(frame.cell.cellpar()[:3] / frame.cell.cellpar()[0], shape[:3] / shape[0], rtol=1e-8)
+    for frame in (frames[0], frames[-1]):
+        forces = []
+        for member in members:
+            atoms = frame.copy()
+            atoms.calc = NNPCalculator(member)
+            forces.append(atoms.get_forces())
+        assert frame.info["max_devi_f"] == pytest.approx(max_devi_f(np.stack(forces)), abs=1e-6)
+    molecule = bulk("Cu", "fcc", a=3.61, cubic=True)
+    molecule.pbc = False
+    with pytest.raises(UserError, match="needs a structure periodic in x, y and z"):
+        run_replica(members, ["Cu"], molecule, 300.0, 10, 0, output_dir=tmp_path / "molecule", pressure_bar=1.0, **run)
+    primitive = bulk("Cu", "fcc", a=3.61).repeat((3, 3, 3))  # the 60° cell: LAMMPS tilt xy = lx / 2
+    with pytest.raises(UserError, match="tilt xy = .* is half its length lx"):
+        run_replica(members, ["Cu"], primitive, 300.0, 10, 0, output_dir=tmp_path / "fcc", pressure_bar=1.0, **run)
+
+
 def test_bad_config_and_labeller_are_clear_errors():
     base = {"output_dir": "x", "start": "organic-xtb", "initial_data": "d.extxyz",
             "explore": {"systems": [{"structure": "s.xyz"}]}}
@@ -321,6 +373,11 @@ def test_bad_config_and_labeller_are_clear_errors():
         learn_config_from_dict({**base, "ensemble": 1})
     with pytest.raises(ConfigError, match="type_symbols names the elements of a LAMMPS data file"):
         learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "type_symbols": ["Cu"]}]}})
+    with pytest.raises(ConfigError, match="pressures is empty"):
+        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "pressures": []}]}})
+    with pytest.raises(ConfigError, match="explore.barostat must be one of iso, aniso, tri, not 'npt'"):
+        learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "pressures": [1.0]}],
+                                                    "barostat": "npt"}})
     with pytest.raises(ValueError, match="cannot be imported"):
         make_labeller("no_such_module:Calc")
 

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+BAROSTAT_COUPLINGS = ("iso", "aniso", "tri")
+
 
 def boundary(atoms: Atoms) -> str:
     """``p``/``f`` per direction from the structure's periodicity."""
@@ -38,6 +40,20 @@ def nvt_lines(temperature: float, seed: int, timestep_fs: float, damping_fs: flo
     return [f"timestep {timestep_fs / 1000.0}",
             f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
             f"fix nvt all nvt temp {temperature} {temperature} {damping_fs / 1000.0}"]
+
+
+def npt_lines(temperature: float, pressure_bar: float, seed: int, timestep_fs: float, damping_fs: float = 100.0,
+              barostat_fs: float = 1000.0, coupling: str = "iso") -> list[str]:
+    """As :func:`nvt_lines`, with a Nosé–Hoover barostat at ``pressure_bar`` (metal units' pressure) on a box
+    periodic in all three directions. ``coupling``: ``iso`` dilates the box uniformly (a triclinic box keeps its
+    shape: LAMMPS scales the tilts with the lengths), ``aniso`` each length on its own, ``tri`` lengths and tilts
+    (DP-GEN's npt, npt-aniso, npt-tri)."""
+    if coupling not in BAROSTAT_COUPLINGS:
+        raise ValueError(f"barostat coupling must be one of {BAROSTAT_COUPLINGS}, not {coupling!r}")
+    return [f"timestep {timestep_fs / 1000.0}",
+            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
+            f"fix npt all npt temp {temperature} {temperature} {damping_fs / 1000.0} "
+            f"{coupling} {pressure_bar} {pressure_bar} {barostat_fs / 1000.0}"]
 
 
 def nve_energy_trace(lmp, steps: int, timestep_fs: float, every: int = 10) -> tuple[np.ndarray, np.ndarray, float]:

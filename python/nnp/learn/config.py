@@ -26,18 +26,21 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, build_dataclass
+from ..lammps.deck import BAROSTAT_COUPLINGS
 
 DEFAULT_LABELLER = "nnp.data.generate.xtb:xtb_calculator"
 
 
 @dataclass
 class SystemConfig:
-    """One exploration system: ``replicas`` NVT runs of ``steps`` steps at each temperature."""
+    """One exploration system: ``replicas`` runs of ``steps`` steps at each temperature: NVT, or NPT at each of
+    ``pressures`` (bar; a box periodic in x, y and z)."""
 
     structure: str  # any structure file nnp reads; a LAMMPS data file (.data) takes its elements from Masses
     index: int = 0  # frame of the structure file to start from
     type_symbols: list | None = None  # LAMMPS data file: element of each atom type, in type order (pair_coeff * * O H)
     temperatures: list = field(default_factory=lambda: [300.0])  # K
+    pressures: list | None = None  # bar: NPT at each (with each temperature); None: NVT at the structure's volume
     steps: int = 2000
     replicas: int = 2
 
@@ -48,6 +51,8 @@ class ExploreConfig:
     timestep_fs: float = 0.5
     out_freq: int = 10  # steps between deviation measurements (and candidate frames)
     thermostat_fs: float = 100.0  # Nosé–Hoover damping time
+    barostat_fs: float = 1000.0  # Nosé–Hoover barostat damping time (systems with pressures)
+    barostat: str = "iso"  # iso (shape kept) | aniso | tri: how the box may change under pressure (DP-GEN's npt-*)
     vacuum: float = 50.0  # Å around a non-periodic system (LAMMPS needs a box)
 
 
@@ -150,11 +155,18 @@ def _check(config: LearnConfig, source: str) -> None:
     for k, system in enumerate(config.explore.systems):
         if system.steps < config.explore.out_freq or system.replicas < 1 or not system.temperatures:
             problems.append(f"explore.systems[{k}] needs steps >= explore.out_freq, replicas >= 1 and a temperature")
+        if system.pressures is not None and not system.pressures:
+            problems.append(f"explore.systems[{k}].pressures is empty: give at least one pressure (bar), or remove it "
+                            "for NVT")
         if system.type_symbols is not None and not str(system.structure).endswith(".data"):
             problems.append(f"explore.systems[{k}].type_symbols names the elements of a LAMMPS data file's atom types; "
                             f"{system.structure} is not one (.data): remove type_symbols")
     if config.explore.out_freq < 1 or config.explore.timestep_fs <= 0:
         problems.append("explore.out_freq must be >= 1 and explore.timestep_fs > 0")
+    if config.explore.barostat not in BAROSTAT_COUPLINGS:
+        problems.append(f"explore.barostat must be one of {', '.join(BAROSTAT_COUPLINGS)}, not {config.explore.barostat!r}")
+    if config.explore.thermostat_fs <= 0 or config.explore.barostat_fs <= 0:
+        problems.append("explore.thermostat_fs and explore.barostat_fs must be > 0 (damping times, fs)")
     if not 0 <= config.deviation.lo < config.deviation.hi:
         problems.append(f"deviation needs 0 <= lo < hi, got lo={config.deviation.lo} hi={config.deviation.hi}")
     if config.deviation.calibrate < 0:

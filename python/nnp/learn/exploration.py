@@ -1,4 +1,4 @@
-"""Exploration: NVT MD in LAMMPS driven by ensemble member 0, the deviation measured every out_freq steps.
+"""Exploration: NVT (or NPT) MD in LAMMPS driven by ensemble member 0, the deviation measured every out_freq steps.
 
 ``pair_style nnp ensemble`` evaluates the other members on the driver's graph every ``out_freq`` steps
 (docs/pair_style.md); after each such step the frame and its ``max_devi_f`` are kept. A replica stops
@@ -6,6 +6,8 @@ when ``max_devi_f`` reaches the upper trust level (the members disagree so much 
 not worth simulating), when two atoms run into each other (nnp.md.criteria.close_contact: members
 trained on the same few frames can agree on that; such a frame carries ``info['close_contact']`` and is
 never a candidate) or when the system explodes; its stable time is the time of the last frame before.
+Frames are read back with LAMMPS's box (``nnp.lammps.current_atoms``): under NPT each has its own cell, and a
+structure whose cell LAMMPS had to rotate keeps positions and cell in one frame.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Sequence
 
 import ase.io
-import numpy as np
 from ase import Atoms
 
 from ..data.atomic import write_frames, write_text
@@ -38,34 +39,40 @@ class ReplicaResult:
     cpu_seconds: float
 
 
-def _deck(atoms: Atoms, data: Path, members: Sequence[str], species: list[str], temperature: float, seed: int,
-          timestep_fs: float, out_freq: int, thermostat_fs: float, devi_file: Path) -> list[str]:
-    from ..lammps import boundary, nnp_lines, nvt_lines, system_lines
+def _deck(members: Sequence[str], species: list[str], out_freq: int, devi_file: Path, dynamics: list[str]) -> list[str]:
+    """Everything after the system: member 0 drives, the others give the deviation every out_freq steps."""
+    from ..lammps import nnp_lines
 
-    return [*system_lines(data, boundary(atoms)),
-            *nnp_lines(members[0], species, ensemble_arguments(members[1:], out_freq, devi_file)),
-            "neighbor 1.0 bin", "compute dev all nnp/deviation",
-            *nvt_lines(temperature, seed, timestep_fs, thermostat_fs),
-            "thermo_style custom step temp pe c_dev[1]", f"thermo {out_freq * 100}"]
+    return [*nnp_lines(members[0], species, ensemble_arguments(members[1:], out_freq, devi_file)),
+            "neighbor 1.0 bin", "compute dev all nnp/deviation", *dynamics,
+            "thermo_style custom step temp pe vol c_dev[1]", f"thermo {out_freq * 100}"]
 
 
-def _frame(lmp, symbols: list[str], pbc, cell: np.ndarray) -> Atoms:
-    n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
-    x = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=float)
-    types = np.array(lmp.numpy.extract_atom("type")[:n][order])
-    return Atoms([symbols[t - 1] for t in types], positions=x, cell=cell, pbc=pbc)
+def _check_tilts(lmp) -> None:
+    """A barostat cannot change a box whose tilt is already half its length (LAMMPS's limit): fcc's 60° primitive
+    cell is one. Say so before the run, with the fix, rather than let the first step fail."""
+    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    lx, ly, _ = (h - l for h, l in zip(boxhi, boxlo))
+    for name, tilt, length, along in (("xy", xy, lx, "lx"), ("xz", xz, lx, "lx"), ("yz", yz, ly, "ly")):
+        if abs(tilt) >= 0.5 * length - 1e-6:
+            raise UserError(f"the exploration box's tilt {name} = {tilt:.4g} Å is half its length {along} = "
+                            f"{length:.4g} Å, as far as LAMMPS lets a box tilt, so a barostat cannot change it: give "
+                            "a less skewed cell of the same crystal (e.g. the conventional cubic cell), or remove "
+                            "pressures for this system")
 
 
 def run_replica(members: Sequence[str], model_species: Sequence[str], start: Atoms, temperature: float, steps: int,
                 seed: int, *, timestep_fs: float, out_freq: int, thermostat_fs: float, hi: float, vacuum: float,
-                output_dir: str | Path) -> ReplicaResult:
+                output_dir: str | Path, pressure_bar: float | None = None, barostat_fs: float = 1000.0,
+                barostat: str = "iso") -> ReplicaResult:
     """One replica into ``output_dir`` (frames.extxyz, model_devi.out, result.json); result.json last.
 
-    ``model_species``: the elements of the members, in their order. A replica whose result.json exists is
-    not run again (resume): its result is read back.
+    ``model_species``: the elements of the members, in their order. ``pressure_bar``: NPT at that pressure
+    (a structure periodic in all three directions), the box coupled as ``barostat`` says (``iso``, ``aniso``,
+    ``tri``: ``nnp.lammps.npt_lines``); None: NVT. A replica whose result.json exists is not run
+    again (resume): its result is read back.
     """
-    from ..lammps import make_lammps, write_lammps_data
+    from ..lammps import boundary, current_atoms, make_lammps, npt_lines, nvt_lines, system_lines, write_lammps_data
 
     output_dir = Path(output_dir)
     result_path = output_dir / "result.json"
@@ -74,6 +81,9 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.process_time()
     atoms = start.copy()
+    if pressure_bar is not None and not atoms.pbc.all():
+        raise UserError(f"exploration at a pressure ({pressure_bar:g} bar) needs a structure periodic in x, y and z; "
+                        f"this one has pbc={atoms.pbc.tolist()}: remove pressures for it, or give a periodic box")
     if not atoms.pbc.any():
         atoms.center(vacuum=vacuum)
     contact = close_contact(atoms)
@@ -89,15 +99,19 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "start.data"
             write_lammps_data(atoms, data, species)
-            for line in _deck(atoms, data, members, species, temperature, seed, timestep_fs, out_freq,
-                              thermostat_fs, devi_path):
-                lmp.command(line)
-        cell = np.asarray(atoms.get_cell())
+            lmp.commands_list(system_lines(data, boundary(atoms)))
+        if pressure_bar is not None:
+            _check_tilts(lmp)
+        dynamics = (nvt_lines(temperature, seed, timestep_fs, thermostat_fs) if pressure_bar is None else
+                    npt_lines(temperature, pressure_bar, seed, timestep_fs, thermostat_fs, barostat_fs, barostat))
+        lmp.commands_list(_deck(members, species, out_freq, devi_path, dynamics))
         lmp.command("run 0 post no")  # the deviation of the start (step 0) is measured too
         while True:
             devi = float(lmp.numpy.extract_compute("dev", 0, 1)[0])
-            frame = _frame(lmp, species, atoms.get_pbc(), cell)
+            frame = current_atoms(lmp, species, atoms.get_pbc())
             frame.info.update({"step": steps_done, "max_devi_f": devi, "temperature": float(temperature)})
+            if pressure_bar is not None:
+                frame.info["pressure_bar"] = float(pressure_bar)
             contact = close_contact(frame)
             if contact is not None:
                 frame.info["close_contact"] = True

@@ -18,6 +18,7 @@ resumes where it stopped when run again: finished member trainings, replicas and
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -87,22 +88,24 @@ def train_ensemble(config: LearnConfig, iteration: int, data: Path, progress: bo
 
 
 def explore(config: LearnConfig, iteration: int, members: list[str], species: list[str]) -> tuple[list[dict], float]:
-    """Every replica of every system and temperature; returns their results and the CPU seconds."""
+    """Every replica of every system, temperature (and pressure); returns their results and the CPU seconds."""
     results, cpu = [], 0.0
     e = config.explore
     for s, system in enumerate(config.explore.systems):
         start = (read_lammps_data(system.structure, system.type_symbols) if system.type_symbols is not None else
                  read_structures(system.structure, index=system.index, require_labels=False)[0])
-        for temperature in system.temperatures:
-            for replica in range(system.replicas):
-                name = f"system{s}-T{temperature:g}-r{replica}"
-                seed = 1 + config.seed * 100003 + iteration * 1009 + s * 101 + replica * 7 + int(temperature)
-                result = run_replica(members, species, start, float(temperature), system.steps, seed,
-                                     timestep_fs=e.timestep_fs, out_freq=e.out_freq, thermostat_fs=e.thermostat_fs,
-                                     hi=config.deviation.hi, vacuum=e.vacuum,
-                                     output_dir=_iteration_dir(config, iteration) / "explore" / name)
-                cpu += result.cpu_seconds
-                results.append({"replica": name, **result.__dict__})
+        for temperature, (p, pressure), replica in itertools.product(
+                system.temperatures, enumerate(system.pressures or [None]), range(system.replicas)):
+            name = f"system{s}-T{temperature:g}" + ("" if pressure is None else f"-P{pressure:g}") + f"-r{replica}"
+            seed = 1 + config.seed * 100003 + iteration * 1009 + s * 101 + replica * 7 + int(temperature) + 13 * p
+            result = run_replica(members, species, start, float(temperature), system.steps, seed,
+                                 timestep_fs=e.timestep_fs, out_freq=e.out_freq, thermostat_fs=e.thermostat_fs,
+                                 hi=config.deviation.hi, vacuum=e.vacuum,
+                                 pressure_bar=None if pressure is None else float(pressure), barostat_fs=e.barostat_fs,
+                                 barostat=e.barostat,
+                                 output_dir=_iteration_dir(config, iteration) / "explore" / name)
+            cpu += result.cpu_seconds
+            results.append({"replica": name, **result.__dict__})
     return results, cpu
 
 

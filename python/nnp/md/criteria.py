@@ -27,7 +27,8 @@ from .protocol import Protocol
 # LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
 # box or too close for the neighbour bins); any other error in a run is reported as an error
 EXPLOSION_ERRORS = ("NaN or infinite", "Lost atoms", "Out of range atoms", "Non-numeric", "neighbor list overflow",
-                    "Neighbor list overflow", "Too many neighbor bins", "Bond atom missing", "Atom count")
+                    "Neighbor list overflow", "Too many neighbor bins", "Bond atom missing", "Atom count",
+                    "tilted box too far in one step")  # fix npt: the box itself ran away
 
 
 def is_explosion(error: BaseException) -> bool:

@@ -81,17 +81,11 @@ def fix_rdf_column(lmp, fix_id: str, rows: int, column: int) -> np.ndarray:
 
 
 def _snapshot(lmp, symbols: list[str], unwrap: bool) -> Atoms:
-    n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
-    x = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=float)
-    types = np.array(lmp.numpy.extract_atom("type")[:n][order])
-    boxlo, boxhi, *_ = lmp.extract_box()
-    cell = np.diag(np.array(boxhi) - np.array(boxlo))
-    atoms = Atoms([symbols[t - 1] for t in types], positions=x, cell=cell, pbc=unwrap)
+    from ..lammps import current_atoms, unwrapped_positions
+
+    atoms = current_atoms(lmp, symbols, pbc=unwrap)
     if unwrap:
-        image = np.array(lmp.numpy.extract_atom("image")[:n][order], dtype=np.int64)
-        flags = np.stack([(image & 1023) - 512, ((image >> 10) & 1023) - 512, (image >> 20) - 512], axis=1)
-        atoms.info["unwrapped"] = x + flags @ cell
+        atoms.info["unwrapped"] = unwrapped_positions(lmp, atoms)
     return atoms
 
 

@@ -24,7 +24,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
 from ... import __version__
-from ...lammps import make_lammps, system_lines
+from ...lammps import by_id, make_lammps, system_lines
 from ...units import EV_PER_KCAL_PER_MOL
 from .resumable import ResumableTrajectory
 
@@ -101,12 +101,9 @@ def write_data_file(atoms: Atoms, path: Path) -> None:
 
 def _frame(lmp, symbols: list[str], cell: np.ndarray, labelled: bool) -> Atoms:
     """The current LAMMPS state as Atoms (sorted by atom id), labels converted to eV and eV/Å."""
-    n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
-    positions = np.array(lmp.numpy.extract_atom("x")[:n][order], dtype=np.float64)
-    atoms = Atoms(symbols, positions=positions, cell=cell, pbc=True)
+    atoms = Atoms(symbols, positions=by_id(lmp, "x").astype(np.float64), cell=cell, pbc=True)
     if labelled:
-        forces = np.array(lmp.numpy.extract_atom("f")[:n][order], dtype=np.float64) * EV_PER_KCAL_PER_MOL
+        forces = by_id(lmp, "f").astype(np.float64) * EV_PER_KCAL_PER_MOL
         energy = float(lmp.get_thermo("pe")) * EV_PER_KCAL_PER_MOL
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
     return atoms
