@@ -164,7 +164,8 @@ def _check(config: LearnConfig, source: str) -> None:
     if config.explore.out_freq < 1 or config.explore.timestep_fs <= 0:
         problems.append("explore.out_freq must be >= 1 and explore.timestep_fs > 0")
     if config.explore.barostat not in BAROSTAT_COUPLINGS:
-        problems.append(f"explore.barostat must be one of {', '.join(BAROSTAT_COUPLINGS)}, not {config.explore.barostat!r}")
+        problems.append(f"explore.barostat must be one of {', '.join(BAROSTAT_COUPLINGS)}, "
+                        f"not {config.explore.barostat!r}")
     if config.explore.thermostat_fs <= 0 or config.explore.barostat_fs <= 0:
         problems.append("explore.thermostat_fs and explore.barostat_fs must be > 0 (damping times, fs)")
     if not 0 <= config.deviation.lo < config.deviation.hi:

@@ -321,13 +321,15 @@ def merge_shard_cards(outputs: Sequence[str | Path], card_path: str | Path) -> P
     summed = ("frames", "systems", "segments_completed", "dropped_failed_scf", "dropped_exploded_geometry",
               "failed_equilibrations", "skipped_segments", "skipped_frames", "generation_seconds")
     molecules = [m for o in outputs for m in json.loads(o.with_name(o.name + ".molecules.json").read_text())]
-    merged = {key: value for key, value in cards[0].items() if key not in ("command", "card_command", "parameters", "file_sha256")}
+    per_shard = ("command", "card_command", "parameters", "file_sha256")
+    merged = {key: value for key, value in cards[0].items() if key not in per_shard}
     merged.update({key: sum(c.get(key, 0) for c in cards) for key in summed})
     merged.update({
         "complete": all(c.get("complete") for c in cards),
         "command": " && ".join(str(c.get("command")) for c in cards),
         "shards": [{"output": str(o), "shard": list(sh), "frames": c["frames"], "complete": c.get("complete", False),
-                    "command": c.get("command"), "file_sha256": c.get("file_sha256")} for o, sh, c in zip(outputs, shards, cards)],
+                    "command": c.get("command"), "file_sha256": c.get("file_sha256")}
+                   for o, sh, c in zip(outputs, shards, cards)],
         "finite_difference_check": {
             "frames_checked": sum(c["finite_difference_check"]["frames_checked"] for c in cards),
             "max_abs_error_eV_per_A": max(c["finite_difference_check"]["max_abs_error_eV_per_A"] for c in cards)},
