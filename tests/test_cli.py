@@ -1,5 +1,6 @@
 """The nnp command line: every subcommand has --help, the data/evaluate/export path works, errors are clear."""
 
+import json
 import subprocess
 import sys
 
@@ -33,6 +34,41 @@ def test_data_info_and_evaluate(tmp_path, capsys):
     assert main(["evaluate", "--model", str(model), "--data", "bundled:water_tip3p_small", "--max-frames", "3",
                  "--json", str(tmp_path / "m.json")]) == 0
     assert "F RMSE" in capsys.readouterr().out and (tmp_path / "m.json").exists()
+
+
+def test_evaluate_reports_stress_errors_when_every_frame_has_a_stress(tmp_path, capsys):
+    """Periodic frames labelled with the model's own energy, forces and stress, the stress's xx shifted by 3 meV/Å³
+    and yz by -1.5: E and F errors 0, stress MAE (3 + 1.5) / 6, pressure MAE 3 / 3 = 1 meV/Å³ (-trace / 3); a
+    set where one frame lacks a stress reports none."""
+    import ase.io
+    import numpy as np
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from nnp.calculator import NNPCalculator
+    from nnp.data.dataset import load_structures
+
+    model = export_model(small_model(cutoff=3.0), tmp_path / "m.nnp.pt")
+    frames = load_structures("bundled:water_tip3p_small", max_frames=3)
+    shift = np.array([3e-3, 0.0, 0.0, -1.5e-3, 0.0, 0.0])
+    for atoms in frames:
+        atoms.calc = NNPCalculator(model)
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                  "stress": atoms.get_stress() + shift}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+    ase.io.write(tmp_path / "stressed.extxyz", frames)
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "stressed.extxyz"),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "S MAE" in out and "meV/Å³" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["forces_mae"] < 1e-7 and metrics["energy_per_atom_mae"] < 1e-7  # extxyz keeps 8 decimals
+    assert metrics["stress_mae"] == pytest.approx(4.5e-3 / 6, rel=1e-6)
+    assert metrics["pressure_mae"] == pytest.approx(1e-3, rel=1e-6)
+    frames[0].calc = SinglePointCalculator(frames[0], energy=frames[0].get_potential_energy(),
+                                           forces=frames[0].get_forces())
+    ase.io.write(tmp_path / "mixed.extxyz", frames)
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "mixed.extxyz")]) == 0
+    assert "S MAE" not in capsys.readouterr().out
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):

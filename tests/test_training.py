@@ -126,6 +126,38 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
     assert abs(np.mean(errors)) < 1e-8
 
 
+def test_stress_labels_are_trained_and_reported_as_nnp_evaluate_reports_them(tmp_path):
+    """Strained EMT cells with stress labels and train.stress_weight: the validation stress error falls, and the
+    trainer's stress and pressure errors equal those nnp evaluate's code finds with the exported file on the same
+    validation frames (one definition: six Voigt components, pressure = -trace/3, eV/Å³)."""
+    from nnp.train.evaluate import evaluate_model_file
+    from nnp.train.trainer import evaluate
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(24):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + rng.normal(0.0, 0.02, (3, 3))), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(), "stress": atoms.get_stress()}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "strained.extxyz", frames, format="extxyz")
+    config = config_from_dict(small_config(tmp_path, tmp_path / "strained.extxyz", epochs=15, batch_size=2, lr=1e-2,
+                                           stress_weight=100.0))
+    prepared = prepare_data(config, progress=False)
+    before = evaluate(model_for_data(config, prepared), prepared.splits["val"])
+    summary = run_training(config, progress=False)
+    after = summary["metrics"]["val"]
+    assert after["stress_mae"] < 0.7 * before["stress_mae"] and after["pressure_mae"] < before["pressure_mae"]
+    val = split_indices(len(frames), 0.2, 0.2, config.data.split_seed)["val"]
+    exported = evaluate_model_file(summary["model_file"], [frames[k] for k in val])
+    for key in ("stress_mae", "stress_rmse", "pressure_mae", "forces_mae"):
+        assert exported[key] == pytest.approx(after[key], rel=1e-6), key
+    assert "S MAE" in summary["table"]
+
+
 @pytest.mark.parametrize("kind", ["gns", "gemnet_t", "gemnet_dt"])
 def test_every_architecture_trains_and_exports_with_the_same_code(tmp_path, kind):
     data = emt_dataset(tmp_path / "emt.extxyz", n_frames=12)

@@ -75,9 +75,22 @@ def test_g2_set_is_diverse(tmp_path):
 def test_periodic_water_relabelled(tmp_path):
     source = tmp_path / "tip3p.extxyz"
     ase.io.write(source, [water_box(seed=k) for k in range(2)], format="extxyz")
-    path = relabel_xtb(source, tmp_path / "water-xtb.extxyz", progress=False)
+    path = relabel_xtb(source, tmp_path / "water-xtb.extxyz", progress=False, stress=True)
     frames = ase.io.read(path, ":")
     assert len(frames) == 2 and frames[0].pbc.all()
     forces = frames[0].get_forces()
     assert np.abs(forces.sum(0)).max() < 1e-3  # periodic: no net force
     fd_check(frames[0], n_atoms=1)
+    # the stress label = (1/V) dE/d(strain): one normal and one shear component by finite differences
+    stress, volume, h = frames[0].get_stress(voigt=False), frames[0].get_volume(), 1e-4
+    probe = frames[0].copy()
+    probe.calc = xtb_calculator()
+    for a, b in ((0, 0), (1, 2)):
+        e = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[a, b] += sign * h / (1 if a == b else 2)
+            strain[b, a] += 0 if a == b else sign * h / 2
+            probe.set_cell(frames[0].cell[:] @ strain, scale_atoms=True)
+            e.append(probe.get_potential_energy())
+        assert stress[a, b] == pytest.approx((e[0] - e[1]) / (2 * h) / volume, abs=1e-5)

@@ -123,6 +123,8 @@ def _add_data(sub) -> None:
     g.add_argument("--temperature", type=float, default=None, help="K (tip3p/water-xtb 300, aspirin 500)")
     g.add_argument("--interval", type=int, default=None, help="MD steps between recorded frames (tip3p 20, xtb 10, diverse-xtb 5)")
     g.add_argument("--source", default=None, help="water-xtb: TIP3P file to relabel (default: generate one)")
+    g.add_argument("--stress", action="store_true",
+                   help="water-xtb: label the stress too (free with the forces; for NPT and train.stress_weight)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--positions-only", action="store_true", help="water-tip3p: unlabelled frames for pretraining")
     g.set_defaults(func=cmd_data_generate)
@@ -419,7 +421,7 @@ def cmd_data_generate(args) -> int:
             source = str(Path(args.output).with_name(Path(args.output).stem + ".tip3p.extxyz"))
             generate_tip3p(source, n_frames=args.frames or 200, n_molecules=args.molecules or 32, seed=args.seed,
                            **given(temperature=args.temperature, interval=args.interval))
-        path = xtb.relabel_xtb(source, args.output, max_frames=args.frames)
+        path = xtb.relabel_xtb(source, args.output, max_frames=args.frames, stress=args.stress)
     print(f"wrote {path} (card: {path}.card.json)")
     return 0
 

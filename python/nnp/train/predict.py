@@ -35,10 +35,14 @@ def predict_batch(model: Potential, batch: Batch, create_graph: bool) -> Dict[st
     return out
 
 
-class MetricAccumulator:
-    """Running MAE/RMSE of energy per atom (eV/atom) and force components (eV/Å)."""
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # xx yy zz yz xz xy of a 3x3 tensor, ASE's order
 
-    NAMES = ("energy_per_atom", "forces")
+
+class MetricAccumulator:
+    """Running MAE/RMSE of energy per atom (eV/atom), force components (eV/Å) and, for structures with a stress
+    label, the stress's six Voigt components and the pressure (eV/Å³; pressure = -trace/3)."""
+
+    NAMES = ("energy_per_atom", "forces", "stress", "pressure")
 
     def __init__(self):
         self.sums: Dict[str, float] = {}
@@ -56,6 +60,10 @@ class MetricAccumulator:
             self._add("energy_per_atom", (pred["energy"] - batch.energy) / natoms)
         if hasattr(batch, "forces"):
             self._add("forces", pred["forces"] - batch.forces)
+        if hasattr(batch, "stress") and "stress" in pred:
+            error = pred["stress"] - batch.stress  # (structures, 3, 3)
+            self._add("stress", error[:, VOIGT[0], VOIGT[1]])
+            self._add("pressure", error.diagonal(dim1=1, dim2=2).mean(-1))
 
     def totals(self) -> list[float]:
         """Sums and counts as one flat list (to add up over processes)."""
@@ -75,12 +83,14 @@ class MetricAccumulator:
 
 
 def format_metrics_table(rows: Dict[str, Dict[str, float]]) -> str:
-    """Plain-text table: one row per split, energy in meV/atom, forces in meV/Å."""
-    header = f"{'split':<8}{'E MAE':>12}{'E RMSE':>12}{'F MAE':>12}{'F RMSE':>12}"
-    units = f"{'':<8}{'meV/atom':>12}{'meV/atom':>12}{'meV/Å':>12}{'meV/Å':>12}"
-    lines = [header, units]
+    """Plain-text table: one row per split, energy in meV/atom, forces in meV/Å; stress and pressure in meV/Å³
+    (1 meV/Å³ = 1.602 kbar) when a row has them."""
+    columns = [("E MAE", "meV/atom", "energy_per_atom_mae"), ("E RMSE", "meV/atom", "energy_per_atom_rmse"),
+               ("F MAE", "meV/Å", "forces_mae"), ("F RMSE", "meV/Å", "forces_rmse")]
+    if any("stress_mae" in m for m in rows.values()):
+        columns += [("S MAE", "meV/Å³", "stress_mae"), ("P MAE", "meV/Å³", "pressure_mae")]
+    lines = [f"{'split':<8}" + "".join(f"{name:>12}" for name, _, _ in columns),
+             f"{'':<8}" + "".join(f"{unit:>12}" for _, unit, _ in columns)]
     for split, m in rows.items():
-        vals = [m.get(k, float("nan")) * 1000 for k in (
-            "energy_per_atom_mae", "energy_per_atom_rmse", "forces_mae", "forces_rmse")]
-        lines.append(f"{split:<8}" + "".join(f"{v:>12.2f}" for v in vals))
+        lines.append(f"{split:<8}" + "".join(f"{m.get(key, float('nan')) * 1000:>12.2f}" for _, _, key in columns))
     return "\n".join(lines)

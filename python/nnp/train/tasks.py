@@ -100,9 +100,9 @@ class EnergyForceTask:
 
     def summarize(self, totals: list[float]) -> dict[str, float]:
         metrics = MetricAccumulator().result(totals)
-        metrics["loss"] = self.t.energy_weight * metrics.get("energy_per_atom_rmse", 0.0) ** 2 + (
-            self.t.force_weight * metrics.get("forces_rmse", 0.0) ** 2
-        )
+        metrics["loss"] = (self.t.energy_weight * metrics.get("energy_per_atom_rmse", 0.0) ** 2
+                           + self.t.force_weight * metrics.get("forces_rmse", 0.0) ** 2
+                           + self.t.stress_weight * metrics.get("stress_rmse", 0.0) ** 2)
         return metrics
 
 

@@ -349,12 +349,16 @@ def generate_g2_xtb(output: str | Path, frames_per_system: int = 50, temperature
 
 
 def relabel_xtb(input_path: str | Path, output: str | Path, max_frames: int | None = None, progress: bool = True,
-                name: str = "water-xtb", calculator: Callable = xtb_calculator) -> Path:
-    """Recompute energies and forces of existing frames with (periodic) GFN2-xTB, resumable."""
+                name: str = "water-xtb", calculator: Callable = xtb_calculator, stress: bool = False) -> Path:
+    """Recompute energies and forces of existing frames with (periodic) GFN2-xTB, resumable.
+
+    ``stress``: also the stress (periodic frames; ASE's convention, eV/Å³, without the kinetic part), which
+    tblite computes with the forces at no extra cost: the label NPT runs and ``train.stress_weight`` need."""
     import ase.io
 
     frames = ase.io.read(input_path, index=":")[:max_frames]
-    out = ResumableTrajectory(output, {"name": name, "source": str(input_path), "frames": len(frames)})
+    parameters = {"name": name, "source": str(input_path), "frames": len(frames), **({"stress": True} if stress else {})}
+    out = ResumableTrajectory(output, parameters)
     state = out.resume_state()
     if state is None:
         out.start()
@@ -367,10 +371,11 @@ def relabel_xtb(input_path: str | Path, output: str | Path, max_frames: int | No
         probe = Atoms(atoms.symbols, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
         probe.calc = calc
         try:
-            energy, forces = probe.get_potential_energy(), probe.get_forces()
+            labels = {"energy": probe.get_potential_energy(), "forces": probe.get_forces(),
+                      **({"stress": probe.get_stress()} if stress else {})}
             frame = probe.copy()
             frame.info["source_frame"] = k
-            frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
+            frame.calc = SinglePointCalculator(frame, **labels)
             state["frames"] += 1
             state["next"] = k + 1
             state["seconds"] += time.monotonic() - tick
@@ -382,5 +387,6 @@ def relabel_xtb(input_path: str | Path, output: str | Path, max_frames: int | No
             calc = calculator()
     out.write_card({"dataset": name, "level_of_theory": LEVEL_OF_THEORY + ", periodic",
                     "source": str(input_path), "frames": state["frames"],
+                    "labels": "energy, forces" + (", stress (eV/Å³, virial only)" if stress else ""),
                     "dropped_failed_scf": state["dropped_scf"], "generation_seconds": state["seconds"]})
     return out.path
