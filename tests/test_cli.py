@@ -80,6 +80,8 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "unknown key(s) epoch in section 'train'" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "none.nnp.pt"), "--data", "bundled:water_tip3p_small"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["data", "generate", "aspirin-xtb", "--stress", "--output", str(tmp_path / "a.extxyz")]) == 2
+    assert "only water-xtb" in capsys.readouterr().err
 
 
 def test_time_parsing():

@@ -383,6 +383,10 @@ def cmd_data_generate(args) -> int:
     def given(**values):
         return {k: v for k, v in values.items() if v is not None}
 
+    if args.stress and args.name != "water-xtb":
+        from .errors import UserError
+
+        raise UserError(f"--stress labels periodic frames: only water-xtb has them, not {args.name}")
     if args.name == "water-tip3p":
         path = generate_tip3p(args.output, seed=args.seed, positions_only=args.positions_only,
                               **given(n_frames=args.frames, n_molecules=args.molecules,
