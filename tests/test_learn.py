@@ -69,6 +69,16 @@ def write_setup(tmp: Path, run: str, delay: float = 0.0, calibrate: int = 0, max
     return config
 
 
+def members_forces(members, frame) -> np.ndarray:
+    """(members, atoms, 3): each member's forces on ``frame`` through the Python calculator (not LAMMPS)."""
+    forces = []
+    for member in members:
+        atoms = frame.copy()
+        atoms.calc = NNPCalculator(member)
+        forces.append(atoms.get_forces())
+    return np.stack(forces)
+
+
 def learn_process(config: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.Popen([sys.executable, "-m", "nnp.cli", "learn", "--config", str(config), "--no-progress"],
@@ -124,12 +134,7 @@ def test_recorded_deviation_equals_numpy_on_the_members_forces(finished):
     members = [it / "train" / f"member{k}" / "model.nnp.pt" for k in range(2)]
     frames = ase.io.read(it / "explore" / "system0-T900-r1" / "frames.extxyz", ":")
     for frame in frames[:: max(1, len(frames) // 4)]:
-        forces = []
-        for member in members:
-            atoms = frame.copy()
-            atoms.calc = NNPCalculator(member)
-            forces.append(atoms.get_forces())
-        forces = np.stack(forces)
+        forces = members_forces(members, frame)
         eps = np.sqrt(np.mean(np.sum((forces - forces.mean(0)) ** 2, axis=-1), axis=0))
         assert frame.info["max_devi_f"] == pytest.approx(eps.max(), abs=1e-6)
         assert max_devi_f(forces) == pytest.approx(eps.max(), rel=1e-12)
@@ -346,12 +351,7 @@ def test_exploration_frames_carry_the_box_lammps_has(finished, tmp_path):
         np.testing.assert_allclose(frame.cell.cellpar()[3:], shape[3:], atol=1e-6)  # angles
         np.testing.assert_allclose(frame.cell.cellpar()[:3] / frame.cell.cellpar()[0], shape[:3] / shape[0], rtol=1e-8)
     for frame in (frames[0], frames[-1]):
-        forces = []
-        for member in members:
-            atoms = frame.copy()
-            atoms.calc = NNPCalculator(member)
-            forces.append(atoms.get_forces())
-        assert frame.info["max_devi_f"] == pytest.approx(max_devi_f(np.stack(forces)), abs=1e-6)
+        assert frame.info["max_devi_f"] == pytest.approx(max_devi_f(members_forces(members, frame)), abs=1e-6)
     molecule = bulk("Cu", "fcc", a=3.61, cubic=True)
     molecule.pbc = False
     with pytest.raises(UserError, match="needs a structure periodic in x, y and z"):

@@ -35,10 +35,15 @@ def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "") -
     return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
 
 
+def _start_lines(temperature: float, seed: int, timestep_fs: float) -> list[str]:
+    """Timestep, and velocities from ``seed`` at ``temperature`` (no net momentum or rotation)."""
+    return [f"timestep {timestep_fs / 1000.0}",
+            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian"]
+
+
 def nvt_lines(temperature: float, seed: int, timestep_fs: float, damping_fs: float = 100.0) -> list[str]:
     """Velocities from ``seed`` (no net momentum or rotation), timestep, Nosé–Hoover NVT."""
-    return [f"timestep {timestep_fs / 1000.0}",
-            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
+    return [*_start_lines(temperature, seed, timestep_fs),
             f"fix nvt all nvt temp {temperature} {temperature} {damping_fs / 1000.0}"]
 
 
@@ -50,8 +55,7 @@ def npt_lines(temperature: float, pressure_bar: float, seed: int, timestep_fs: f
     (DP-GEN's npt, npt-aniso, npt-tri)."""
     if coupling not in BAROSTAT_COUPLINGS:
         raise ValueError(f"barostat coupling must be one of {BAROSTAT_COUPLINGS}, not {coupling!r}")
-    return [f"timestep {timestep_fs / 1000.0}",
-            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian",
+    return [*_start_lines(temperature, seed, timestep_fs),
             f"fix npt all npt temp {temperature} {temperature} {damping_fs / 1000.0} "
             f"{coupling} {pressure_bar} {pressure_bar} {barostat_fs / 1000.0}"]
 

@@ -51,9 +51,11 @@ def _deck(members: Sequence[str], species: list[str], out_freq: int, devi_file: 
 def _check_tilts(lmp) -> None:
     """A barostat cannot change a box whose tilt is already half its length (LAMMPS's limit): fcc's 60° primitive
     cell is one. Say so before the run, with the fix, rather than let the first step fail."""
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    lx, ly, _ = (h - l for h, l in zip(boxhi, boxlo))
-    for name, tilt, length, along in (("xy", xy, lx, "lx"), ("xz", xz, lx, "lx"), ("yz", yz, ly, "ly")):
+    from ..lammps import box_cell
+
+    cell = box_cell(lmp)  # rows a = (lx, 0, 0), b = (xy, ly, 0), c = (xz, yz, lz)
+    for name, (row, column), along in (("xy", (1, 0), "lx"), ("xz", (2, 0), "lx"), ("yz", (2, 1), "ly")):
+        tilt, length = cell[row, column], cell[column, column]
         if abs(tilt) >= 0.5 * length - 1e-6:
             raise UserError(f"the exploration box's tilt {name} = {tilt:.4g} Å is half its length {along} = "
                             f"{length:.4g} Å, as far as LAMMPS lets a box tilt, so a barostat cannot change it: give "
