@@ -129,8 +129,12 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
 def test_stress_labels_are_trained_and_reported_as_nnp_evaluate_reports_them(tmp_path):
     """Strained EMT cells with stress labels and train.stress_weight: the validation stress error falls, and the
     trainer's stress and pressure errors equal those nnp evaluate's code finds with the exported file on the same
-    validation frames (one definition: six Voigt components, pressure = -trace/3, eV/Å³)."""
+    validation frames (one definition: six Voigt components, pressure = -trace/3, eV/Å³); the training loss weighs
+    the stress as the validation loss does."""
+    from torch_geometric.data import Batch
+
     from nnp.train.evaluate import evaluate_model_file
+    from nnp.train.tasks import EnergyForceTask
     from nnp.train.trainer import evaluate
 
     rng = np.random.default_rng(0)
@@ -147,7 +151,15 @@ def test_stress_labels_are_trained_and_reported_as_nnp_evaluate_reports_them(tmp
     config = config_from_dict(small_config(tmp_path, tmp_path / "strained.extxyz", epochs=15, batch_size=2, lr=1e-2,
                                            stress_weight=100.0))
     prepared = prepare_data(config, progress=False)
-    before = evaluate(model_for_data(config, prepared), prepared.splits["val"])
+    model = model_for_data(config, prepared)
+    before = evaluate(model, prepared.splits["val"])
+    # the training loss and the validation loss that picks the best epoch are one quantity
+    task = EnergyForceTask(config.train, augment_rotations=False)
+    val_set = prepared.splits["val"]
+    batch = Batch.from_data_list([val_set.graph(k) for k in range(len(val_set))])
+    trained_on = float(task.loss(model, batch))
+    validated_on = task.summarize(task.evaluate_batch(model, batch))["loss"]
+    assert trained_on == pytest.approx(validated_on, rel=1e-9)
     summary = run_training(config, progress=False)
     after = summary["metrics"]["val"]
     assert after["stress_mae"] < 0.7 * before["stress_mae"] and after["pressure_mae"] < before["pressure_mae"]

@@ -38,6 +38,12 @@ def predict_batch(model: Potential, batch: Batch, create_graph: bool) -> Dict[st
 VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # xx yy zz yz xz xy of a 3x3 tensor, ASE's order
 
 
+def voigt(stress: Tensor) -> Tensor:
+    """(structures, 3, 3) -> (structures, 6): the six independent components, ASE's order. The training loss and
+    the metrics both weigh the stress this way (each component once)."""
+    return stress[:, VOIGT[0], VOIGT[1]]
+
+
 class MetricAccumulator:
     """Running MAE/RMSE of energy per atom (eV/atom), force components (eV/Å) and, for structures with a stress
     label, the stress's six Voigt components and the pressure (eV/Å³; pressure = -trace/3)."""
@@ -62,7 +68,7 @@ class MetricAccumulator:
             self._add("forces", pred["forces"] - batch.forces)
         if hasattr(batch, "stress") and "stress" in pred:
             error = pred["stress"] - batch.stress  # (structures, 3, 3)
-            self._add("stress", error[:, VOIGT[0], VOIGT[1]])
+            self._add("stress", voigt(error))
             self._add("pressure", error.diagonal(dim1=1, dim2=2).mean(-1))
 
     def totals(self) -> list[float]:

@@ -21,7 +21,7 @@ from ..models.potential import Potential
 from ..pretrain.denoising import noise_loss, noisy_graph
 from ..pretrain.masking import choose_masks, cosine_loss, distance_loss, masked_graph
 from .data import GraphDataset
-from .predict import MetricAccumulator, predict_batch
+from .predict import MetricAccumulator, predict_batch, voigt
 from .shift import center_energy_shift
 
 
@@ -89,7 +89,7 @@ class EnergyForceTask:
         loss = t.energy_weight * (((pred["energy"] - batch.energy) / natoms) ** 2).mean()
         loss = loss + t.force_weight * ((pred["forces"] - batch.forces) ** 2).mean()
         if t.stress_weight > 0 and hasattr(batch, "stress") and "stress" in pred:
-            loss = loss + t.stress_weight * ((pred["stress"] - batch.stress) ** 2).mean()
+            loss = loss + t.stress_weight * ((voigt(pred["stress"]) - voigt(batch.stress)) ** 2).mean()
         return loss
 
     def evaluate_batch(self, model: Potential, batch: Batch) -> list[float]:
