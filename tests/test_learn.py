@@ -28,6 +28,7 @@ from nnp.config import ConfigError
 from nnp.learn import learn_config_from_dict
 from nnp.learn.calibration import deviation_calibration, max_devi_f
 from nnp.learn.labelling import label_frames, make_labeller, read_labelled
+from nnp.learn.loop import _stable_summary
 from nnp.learn.selection import classify, classify_frames, farthest_point_sampling
 
 TESTS = Path(__file__).parent
@@ -113,6 +114,7 @@ def test_loop_end_to_end(finished):
         candidates = ase.io.read(it / "candidates.extxyz", ":")
         assert row["new_labels"] == len(labelled) == len(candidates) - row["label_failures"] > 0
         assert row["frames"] == row["accurate"] + row["candidate"] + row["failed"] == 2 * (200 // 10 + 1)
+        assert row["volume_ratio"] is None  # NVT: the box never changes
         # the selection respects the trust window, and picks distinct frames
         assert all(LO <= c.info["max_devi_f"] < HI for c in candidates)
         assert len({(c.info["step"], round(c.positions[0, 0], 8)) for c in candidates}) == len(candidates)
@@ -346,6 +348,9 @@ def test_exploration_frames_carry_the_box_lammps_has(finished, tmp_path):
                                np.sort(start.get_all_distances(mic=True).ravel()), atol=1e-6)
     volumes = np.array([f.get_volume() for f in frames])
     assert volumes[0] == pytest.approx(start.get_volume(), rel=1e-9) and np.ptp(volumes) > 1e-4 * volumes[0]
+    assert result.volume_ratio == pytest.approx(volumes[-1] / start.get_volume(), rel=1e-12)
+    summary = _stable_summary([{**result.__dict__}, {"time_ps": 0.01, "failed": True, "volume_ratio": 2.0}])
+    assert summary["volume_ratio"] == [result.volume_ratio, 2.0]  # the loop's row: how far the barostats went
     shape = start.cell.cellpar()
     for frame in frames:
         np.testing.assert_allclose(frame.cell.cellpar()[3:], shape[3:], atol=1e-6)  # angles

@@ -37,6 +37,7 @@ class ReplicaResult:
     failed: bool  # stopped early (deviation >= hi, a close contact, or an explosion)
     reason: str
     cpu_seconds: float
+    volume_ratio: float | None = None  # NPT: the last frame's box volume over the start's (None under NVT)
 
 
 def _deck(members: Sequence[str], species: list[str], out_freq: int, devi_file: Path, dynamics: list[str]) -> list[str]:
@@ -144,8 +145,10 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
     finally:
         lmp.close()
     write_frames(frames_path, frames)
+    volume_ratio = frames[-1].get_volume() / frames[0].get_volume() if pressure_bar is not None else None
     result = ReplicaResult(frames=len(frames), steps=steps_done, time_ps=stable_step * timestep_fs / 1000.0,
-                           failed=failed, reason=reason, cpu_seconds=time.process_time() - started)
+                           failed=failed, reason=reason, cpu_seconds=time.process_time() - started,
+                           volume_ratio=volume_ratio)
     write_text(result_path, json.dumps(asdict(result)))
     return result
 

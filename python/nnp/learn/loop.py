@@ -190,15 +190,19 @@ def _stable_summary(replicas: list[dict]) -> dict:
     from ..md.survival import summarize
 
     km = summarize([r["time_ps"] for r in replicas], [r["failed"] for r in replicas])
+    ratios = [r["volume_ratio"] for r in replicas if r.get("volume_ratio") is not None]
     return {"replicas": len(replicas), "replicas_stable": sum(not r["failed"] for r in replicas),
-            "mean_stable_ps": float(np.mean([r["time_ps"] for r in replicas])), "km_median_ps": km["median_ps"]}
+            "mean_stable_ps": float(np.mean([r["time_ps"] for r in replicas])), "km_median_ps": km["median_ps"],
+            # NPT replicas: how far the barostat took the box (last volume / start volume, lowest and highest)
+            "volume_ratio": [min(ratios), max(ratios)] if ratios else None}
 
 
 def format_row(row: dict) -> str:
-    f = row["fractions"]
+    f, volume = row["fractions"], row.get("volume_ratio")
     return (f"iteration {row['iteration']}: {row['labels']} labels (+{row['new_labels']}, {row['label_failures']} "
             f"failed) | accurate {f['accurate']:.1%} candidate {f['candidate']:.1%} failed {f['failed']:.1%} | "
             f"{row['replicas_stable']}/{row['replicas']} replicas stable, mean {row['mean_stable_ps']:.3g} ps | "
+            + (f"volume x {volume[0]:.3g}-{volume[1]:.3g} | " if volume else "")
             + (f"deviation x {row['calibration']['scale']:.3g} | " if row.get("calibration") else "") +
             f"CPU s: train {row['cpu_seconds']['train']:.0f}, MD {row['cpu_seconds']['explore']:.0f}, "
             f"label {row['cpu_seconds']['label']:.0f}")
