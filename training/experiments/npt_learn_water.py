@@ -16,9 +16,10 @@ Reads a finished (or partly finished) loop back and reports, per iteration:
   through all of them with the density where it crosses the barostat's pressure: a rough picture of where xTB water
   itself would sit (the frames are the model's, not equilibrated xTB states), to compare with where the model's NPT
   runs go;
-* with ``--npt-ps``: member 0 of the first and (once the loop has finished) of the final ensemble each run NPT alone (the loop's temperature,
-  pressure, barostat and timestep) for that long from the start structure, its density every 50 steps: where the
-  model's own water settles, before and after the loop's labels.
+* with ``--npt-ps``: member 0 of the first and (once the loop has finished) of the final ensemble each run NPT alone
+  (the loop's temperature, barostat and timestep; the loop's pressure or ``--npt-bar``) for that long from the start
+  structure, its density every 50 steps: where the model's own water settles, before and after the loop's labels.
+  The JSON keeps the last call's runs; each run is also kept in the loop folder (``npt-<first|final>-<ps>ps[-<bar>bar].json``).
 """
 
 from __future__ import annotations
@@ -58,10 +59,8 @@ def replica_densities(frames_path: Path) -> dict:
 def npt_density(model: str, start, temperature: float, pressure: float, explore: dict, ps: float,
                 seed: int = 12345) -> dict:
     """Density (g/cm³) every 50 steps of an NPT run of ``model`` from ``start`` (LAMMPS, pair_style nnp)."""
-    import tempfile
-
     from nnp.evaluator import load_evaluator
-    from nnp.lammps import make_lammps, nnp_lines, npt_lines, system_lines, write_lammps_data
+    from nnp.lammps import load_atoms, make_lammps, nnp_lines, npt_lines
 
     species = [s for s in load_evaluator(model).species if s in set(start.get_chemical_symbols())]
     steps = int(round(ps * 1000 / explore["timestep_fs"]))
@@ -69,10 +68,7 @@ def npt_density(model: str, start, temperature: float, pressure: float, explore:
     lmp = make_lammps()
     rho = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "start.data"
-            write_lammps_data(start, data, species)
-            lmp.commands_list(system_lines(data, "p p p"))
+        load_atoms(lmp, start, species)
         lmp.commands_list([*nnp_lines(model, species), "neighbor 1.0 bin",
                            *npt_lines(temperature, pressure, seed, explore["timestep_fs"], explore["thermostat_fs"],
                                       explore["barostat_fs"], explore["barostat"]), "thermo 0", "run 0 post no"])
@@ -101,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, required=True, help="test frames with xTB stress labels")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--npt-ps", type=float, default=0.0, help="NPT run of the first and final member 0 (ps)")
+    parser.add_argument("--npt-bar", type=float, default=None, help="their pressure (default: the loop's)")
     args = parser.parse_args(argv)
 
     import ase.io
@@ -158,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = [("first", iterations[0]["models"][0])]
         if "final_models" in summary:  # the loop has finished
             runs.append(("final", summary["final_models"][0]))
+        bar = pressure if args.npt_bar is None else args.npt_bar
         for name, model in runs:
-            cache = args.loop / f"npt-{name}-{args.npt_ps:g}ps.json"  # each run kept: a second call reads it back
-            if cache.exists() and json.loads(cache.read_text())["model"] == model:
+            cache = args.loop / (f"npt-{name}-{args.npt_ps:g}ps" + ("" if bar == pressure else f"-{bar:g}bar") + ".json")
+            if cache.exists() and json.loads(cache.read_text())["model"] == model:  # each run kept: read back
                 npt[name] = json.loads(cache.read_text())
             else:
-                npt[name] = npt_density(model, start, temperature, pressure, config["explore"], args.npt_ps)
+                npt[name] = {**npt_density(model, start, temperature, bar, config["explore"], args.npt_ps), "bar": bar}
                 cache.write_text(json.dumps(npt[name]))
-            print(f"NPT {args.npt_ps:g} ps, {name} member 0: density {npt[name]['mean_second_half']:.3f} "
+            print(f"NPT {args.npt_ps:g} ps at {bar:g} bar, {name} member 0: density {npt[name]['mean_second_half']:.3f} "
                   f"± {npt[name]['std_second_half']:.3f} g/cm³ over the second half")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"loop": str(args.loop), "temperature_K": temperature, "pressure_bar": pressure,

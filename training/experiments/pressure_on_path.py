@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -33,16 +32,13 @@ def pressures_on_path(model: str, start, temperature: float, equilibrate: int, f
     from nnp.calculator import NNPCalculator
     from nnp.data.generate.xtb import xtb_calculator
     from nnp.evaluator import load_evaluator
-    from nnp.lammps import current_atoms, make_lammps, nnp_lines, nvt_lines, system_lines, write_lammps_data
+    from nnp.lammps import current_atoms, load_atoms, make_lammps, nnp_lines, nvt_lines
 
     species = [s for s in load_evaluator(model).species if s in set(start.get_chemical_symbols())]
     lmp = make_lammps()
     path = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "start.data"
-            write_lammps_data(start, data, species)
-            lmp.commands_list(system_lines(data, "p p p"))
+        load_atoms(lmp, start, species)
         lmp.commands_list([*nnp_lines(model, species), "neighbor 1.0 bin", *nvt_lines(temperature, seed, 0.5, 100.0),
                            "thermo 0", f"run {equilibrate} post no"])
         for _ in range(frames):

@@ -16,6 +16,20 @@ def write_lammps_data(atoms: Atoms, path: Path, species: Sequence[str]) -> None:
                  units="metal")
 
 
+def load_atoms(lmp, atoms: Atoms, species: Sequence[str], **system: str) -> None:
+    """Make ``atoms`` the system of a fresh LAMMPS instance ``lmp``: written as a data file (one type per element of
+    ``species``, in that order) in a temporary folder and read with :func:`nnp.lammps.system_lines`, whose keywords
+    ``system`` passes on (the boundary defaults to the structure's periodicity)."""
+    import tempfile
+
+    from .deck import boundary, system_lines
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "start.data"
+        write_lammps_data(atoms, data, species)
+        lmp.commands_list(system_lines(data, **{"boundary": boundary(atoms), **system}))
+
+
 def read_lammps_data(path: str | Path, type_symbols: Sequence[str] | None = None) -> Atoms:
     """The structure of a LAMMPS data file (any atom style ASE knows; positions in Å, as in metal and real units).
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,7 +74,7 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
     ``tri``: ``nnp.lammps.npt_lines``); None: NVT. A replica whose result.json exists is not run
     again (resume): its result is read back.
     """
-    from ..lammps import boundary, current_atoms, make_lammps, npt_lines, nvt_lines, system_lines, write_lammps_data
+    from ..lammps import current_atoms, load_atoms, make_lammps, npt_lines, nvt_lines
 
     output_dir = Path(output_dir)
     result_path = output_dir / "result.json"
@@ -99,10 +98,7 @@ def run_replica(members: Sequence[str], model_species: Sequence[str], start: Ato
     steps_done, stable_step, failed, reason = 0, 0, False, "ran every step below the upper trust level"
     lmp = make_lammps()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "start.data"
-            write_lammps_data(atoms, data, species)
-            lmp.commands_list(system_lines(data, boundary(atoms)))
+        load_atoms(lmp, atoms, species)
         if pressure_bar is not None:
             _check_tilts(lmp)
         dynamics = (nvt_lines(temperature, seed, timestep_fs, thermostat_fs) if pressure_bar is None else
