@@ -11,7 +11,8 @@ Reads a finished (or partly finished) loop back and reports, per iteration:
 * the exploring ensemble's member 0 against GFN2-xTB on the frames that iteration labelled (stress from tblite):
   force and pressure errors where the exploration went, next to the same errors on the fixed test frames (TIP3P
   configurations at 0.997 g/cm³);
-* GFN2-xTB's pressure against density on every labelled frame (initial ones included): the virial pressure plus the
+* GFN2-xTB's pressure against density on the initial and the selected frames (the calibration frames are left
+  out): the virial pressure plus the
   ideal-gas term N k_B T / V at the loop's temperature, its mean in density bins of 0.05 g/cm³, and a straight line
   through all of them with the density where it crosses the barostat's pressure: a rough picture of where xTB water
   itself would sit (the frames are the model's, not equilibrated xTB states), to compare with where the model's NPT
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     temperature, pressure = float(system["temperatures"][0]), float(system["pressures"][0])
     test = ase.io.read(args.test, index=":")
     initial = ase.io.read(args.loop / "data-000.extxyz", index=":")
-    iterations = json.loads((args.loop / "learn.json").read_text())["iterations"]
+    summary = json.loads((args.loop / "learn.json").read_text())
+    iterations = summary["iterations"]
     rows, labelled_all = [], [*initial]
     for it in iterations:
         k = it["iteration"]
@@ -150,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
           "(straight line)")
     npt = {}
     if args.npt_ps > 0:
-        summary = json.loads((args.loop / "learn.json").read_text())
         start = ase.io.read(system["structure"], index=system.get("index") or 0)
         runs = [("first", iterations[0]["models"][0])]
         if "final_models" in summary:  # the loop has finished

@@ -46,10 +46,10 @@ def pressures_on_path(model: str, start, temperature: float, equilibrate: int, f
             path.append(current_atoms(lmp, species))
     finally:
         lmp.close()
-    calc, own, reference = xtb_calculator(), [], []
+    calc, own_calc, own, reference = xtb_calculator(), NNPCalculator(model), [], []
     for frame in path:
         probe = frame.copy()
-        probe.calc = NNPCalculator(model)
+        probe.calc = own_calc
         own.append(-probe.get_stress()[:3].mean() / bar)
         probe = frame.copy()
         probe.calc = calc
