@@ -443,3 +443,17 @@ def test_npt_runs_on_the_model_virial(model_file, tmp_path):
         lmp.command(line)
     assert np.isfinite(lmp.get_thermo("press")) and lmp.get_thermo("vol") != v0
     lmp.close()
+
+
+@pytest.mark.parametrize("system", ["periodic_water", "molecule"])
+def test_quick_md_starts_from_the_models_energy(model_file, system):
+    """``nnp.md.quick_md`` loads the structure with its own periodicity (a molecule in a cell without pbc sees no
+    periodic image): after 0 steps its potential energy is the model's in Python."""
+    from nnp.md.run import quick_md
+
+    atoms = SYSTEMS[system][0]()
+    if not atoms.pbc.any():
+        atoms.center(vacuum=1.0)  # a cell smaller than the cutoff's reach: periodic images would change the energy
+    result = quick_md(model_file, atoms, steps=0)
+    assert result["natoms"] == len(atoms)
+    assert result["potential_energy"] == pytest.approx(float(python_results(model_file, atoms)["energy"]), abs=1e-8)

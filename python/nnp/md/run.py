@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import ase.io
 from ase import Atoms
 
-from ..lammps import make_lammps, nnp_lines, nvt_lines, system_lines, write_lammps_data
+from ..lammps import load_atoms, make_lammps, nnp_lines, nvt_lines
 
 
 def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int = 200, temperature: float = 300.0,
@@ -21,25 +20,22 @@ def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int =
     species = load_evaluator(model_path).species
     atoms = structure if isinstance(structure, Atoms) else ase.io.read(structure, index=0)
     present = [s for s in species if s in set(atoms.get_chemical_symbols())]
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "start.data"
-        write_lammps_data(atoms, data, present)
-        lmp = make_lammps()
-        try:
-            for line in (*system_lines(data, "p p p", atom_map="array"),
-                         *nnp_lines(resolve_file(model_path).resolve(), present),
-                         *nvt_lines(temperature, seed, timestep_fs, damping_fs=100.0 * timestep_fs),
-                         "thermo 50", "run 0"):
-                lmp.command(line)
-            tick = time.perf_counter()
-            lmp.command(f"run {steps}")
-            seconds = time.perf_counter() - tick
-            return {
-                "natoms": lmp.get_natoms(),
-                "steps": steps,
-                "steps_per_second": steps / seconds,
-                "temperature": lmp.get_thermo("temp"),
-                "potential_energy": lmp.get_thermo("pe"),
-            }
-        finally:
-            lmp.close()
+    lmp = make_lammps()
+    try:
+        load_atoms(lmp, atoms, present, atom_map="array")
+        for line in (*nnp_lines(resolve_file(model_path).resolve(), present),
+                     *nvt_lines(temperature, seed, timestep_fs, damping_fs=100.0 * timestep_fs),
+                     "thermo 50", "run 0"):
+            lmp.command(line)
+        tick = time.perf_counter()
+        lmp.command(f"run {steps}")
+        seconds = time.perf_counter() - tick
+        return {
+            "natoms": lmp.get_natoms(),
+            "steps": steps,
+            "steps_per_second": steps / seconds,
+            "temperature": lmp.get_thermo("temp"),
+            "potential_energy": lmp.get_thermo("pe"),
+        }
+    finally:
+        lmp.close()

@@ -46,25 +46,23 @@ class Trajectory:
     deviation: list = field(default_factory=list, repr=False)  # ensemble: model_devi.out rows
 
 
-def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int, tmp: Path,
+def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int,
            deviation_file: Path | None = None) -> list[str]:
     from .deviation import ensemble_arguments
-    from ..lammps import nnp_lines, nvt_lines, system_lines, write_lammps_data
+    from ..lammps import load_atoms, nnp_lines, nvt_lines
 
     present = [s for s in species if s in set(atoms.get_chemical_symbols())]
     if protocol.system == "water":
         present = ["O", "H"]
-    data = tmp / "start.data"
     if protocol.system == "molecule":
         atoms = atoms.copy()
         atoms.center(vacuum=50.0)
         atoms.pbc = False
-    write_lammps_data(atoms, data, present)
-    boundary = "p p p" if protocol.system == "water" else "f f f"  # molecule: fixed box, 50 Å vacuum
+    load_atoms(lmp, atoms, present, boundary="p p p" if protocol.system == "water" else "f f f")  # molecule: 50 Å vacuum
     style = ""
     if protocol.ensemble:
         style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
-    for line in (*system_lines(data, boundary), *nnp_lines(model, present, style), "neighbor 1.0 bin",
+    for line in (*nnp_lines(model, present, style), "neighbor 1.0 bin",
                  f"comm_modify cutoff {protocol.rdf_r_max + 2.0}",
                  *nvt_lines(protocol.temperature, seed, protocol.timestep_fs, protocol.damping_fs),
                  "variable temp equal temp",
@@ -102,8 +100,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
     deviation_dir = tempfile.TemporaryDirectory() if protocol.ensemble else None
     deviation_file = Path(deviation_dir.name) / "model_devi.out" if deviation_dir else None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            types = _setup(lmp, start, str(model), species, protocol, seed, Path(tmp), deviation_file)
+        types = _setup(lmp, start, str(model), species, protocol, seed, deviation_file)
         if protocol.system == "molecule":
             lmp.command(f"compute bd all bond/deviation {' '.join(types)}")
             lmp.command("variable dev equal c_bd")
