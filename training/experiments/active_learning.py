@@ -84,11 +84,23 @@ def child_cpu_minutes() -> float:
     return (usage.ru_utime + usage.ru_stime) / 60
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when this harness dies (Linux's PR_SET_PDEATHSIG), so that killing the
+    harness, even with SIGKILL, leaves no training or MD running on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+
+
 def run_logged(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` (one thread), its output appended to ``log``; returns its CPU minutes; a failure is an error."""
+    """Run ``cmd`` (one thread), its output appended to ``log``; returns its CPU minutes; a failure is an error.
+    The child ends with the harness (:func:`die_with_parent`)."""
     before = child_cpu_minutes()
     with open(log, "a") as out:
-        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        code = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=die_with_parent)
     if code != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {code}); see {log}")
     return child_cpu_minutes() - before
