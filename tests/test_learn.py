@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,6 +199,34 @@ def test_finished_loop_does_not_run_again(finished):
     out = run_to_end(finished / "run.yaml")
     assert "iteration 0:" not in out and "stopped: iteration budget reached (2)" in out
     assert (finished / "run" / "learn.json").read_text() == before
+
+
+def test_final_train_adds_a_production_ensemble_to_a_stopped_loop(finished, tmp_path):
+    """final_train added to a stopped loop trains one more ensemble on every label, each member warm-started from
+    the loop's last one (with a learning rate of ~0 it keeps those weights); run again it is kept; changed, it is
+    a clear error."""
+    shutil.copytree(finished / "run", tmp_path / "run")
+    values = yaml.safe_load((finished / "run.yaml").read_text())
+    values.update(output_dir=str(tmp_path / "run"), final_train=["train.epochs=2", "train.lr=1e-12"])
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(values))
+    rows = json.loads((tmp_path / "run" / "learn.json").read_text())["iterations"]
+    out = run_to_end(tmp_path / "run.yaml")
+    assert "iteration 0:" not in out and "final ensemble (train.epochs=2 train.lr=1e-12) on data-002.extxyz" in out
+    summary = json.loads((tmp_path / "run" / "learn.json").read_text())
+    assert summary["iterations"] == rows and summary["final_train"]["data"].endswith("data-002.extxyz")
+    assert summary["final_models"] == [str(tmp_path / "run" / "final" / f"member{i}" / "model.nnp.pt") for i in (0, 1)]
+    frame = ase.io.read(tmp_path / "run" / "data-002.extxyz", index=-1)
+    last = [str(tmp_path / "run" / "iter-002" / "train" / f"member{i}" / "model.nnp.pt") for i in (0, 1)]
+    np.testing.assert_allclose(members_forces(summary["final_models"], frame), members_forces(last, frame), atol=1e-6)
+    assert not np.allclose(*members_forces(summary["final_models"], frame))  # each member from its own weights
+    before = (tmp_path / "run" / "learn.json").read_text()
+    assert "final ensemble" in run_to_end(tmp_path / "run.yaml")  # resumed: nothing trained again
+    assert json.loads((tmp_path / "run" / "learn.json").read_text()) == json.loads(before)
+    values["final_train"] = ["train.epochs=3"]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(values))
+    proc = learn_process(tmp_path / "run.yaml")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "remove that folder to train the final ensemble again" in out
 
 
 def _wait_for(proc: subprocess.Popen, marker, timeout: float = 300.0) -> bool:

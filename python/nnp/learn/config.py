@@ -99,6 +99,9 @@ class LearnConfig:
     ensemble: int = 4  # members; member 0 drives the exploration
     seed: int = 0
     train: list = field(default_factory=list)  # section.key=value overrides for every member's training
+    # overrides (after train's) for one more ensemble once the loop stops: the production models, trained longer
+    # on every label and warm-started from the loop's last ensemble; empty: the loop's last ensemble is the result
+    final_train: list = field(default_factory=list)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     deviation: DeviationConfig = field(default_factory=DeviationConfig)
     select: SelectConfig = field(default_factory=SelectConfig)

@@ -9,6 +9,7 @@ Layout of ``output_dir``::
                              labelled, and the deviation's scale measured on them
     iter-000/selection.json, candidates.extxyz
     iter-000/labelled.extxyz (+ .state.json)
+    final/member<i>/         (final_train) the production ensemble: every label, trained longer
     learn.json, learn.png    one summary row per iteration and the plot of those rows
 
 Every stage writes its outputs atomically and last, so a loop killed at any point (SIGKILL included)
@@ -33,6 +34,7 @@ from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
+from ..config import ConfigError
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
@@ -60,28 +62,47 @@ def _start_data(config: LearnConfig) -> Path:
 
 
 def train_ensemble(config: LearnConfig, iteration: int, data: Path, progress: bool) -> tuple[list[str], float]:
-    """Each member finetuned (or trained) on ``data``; returns the model files and the CPU seconds."""
+    """Each member finetuned (or trained) on ``data``, warm-started from its own weights of the previous iteration;
+    returns the model files and the CPU seconds."""
+    run_dirs = [_iteration_dir(config, iteration) / "train" / f"member{i}" for i in range(config.ensemble)]
+    warm = ([_iteration_dir(config, iteration - 1) / "train" / f"member{i}" / "best.ckpt"
+             for i in range(config.ensemble)] if iteration > 0 else None)
+    return _train_members(config, run_dirs, data, warm, config.train, f"learn-iter{iteration}", progress)
+
+
+def train_final(config: LearnConfig, models: list[str], data: Path, progress: bool) -> tuple[list[str], float]:
+    """``final_train``: the production ensemble in ``final/``, each member warm-started from ``models`` (the loop's
+    last ensemble) on ``data`` (every label) with ``train`` + ``final_train``; the model files and CPU seconds."""
+    run_dirs = [config.run_dir / "final" / f"member{i}" for i in range(config.ensemble)]
+    warm = [Path(model).parent / "best.ckpt" for model in models]
+    return _train_members(config, run_dirs, data, warm, [*config.train, *config.final_train], "learn-final",
+                          progress)
+
+
+def _train_members(config: LearnConfig, run_dirs: list[Path], data: Path, warm: list[Path] | None,
+                   overrides: list[str], name: str, progress: bool) -> tuple[list[str], float]:
+    """Member ``i`` (seed ``seed + i``) in ``run_dirs[i]``: finetuned from ``warm[i]``, or without ``warm`` from
+    the loop's start (a bundled model or checkpoint finetuned, a training config from scratch). A member whose run
+    finished is kept (resume)."""
     from ..config import load_config
     from ..pretrained import checkpoint_for
     from ..train.finetune import finetune_config
     from ..train.trainer import run_training
 
     files, cpu = [], 0.0
-    for member in range(config.ensemble):
-        run_dir = _iteration_dir(config, iteration) / "train" / f"member{member}"
+    for member, run_dir in enumerate(run_dirs):
         files.append(str(run_dir / "model.nnp.pt"))
         if (run_dir / "results.json").exists() and (run_dir / "model.nnp.pt").exists():
             continue
         started = time.process_time()
-        overrides = [*config.train, f"train.seed={config.seed + member}", f"output_dir={run_dir}"]
-        name = f"learn-iter{iteration}-member{member}"
-        if iteration > 0:  # warm start: each member from its own previous weights
-            previous = _iteration_dir(config, iteration - 1) / "train" / f"member{member}" / "best.ckpt"
-            run = finetune_config(previous, str(data), overrides, name=name)
+        member_overrides = [*overrides, f"train.seed={config.seed + member}", f"output_dir={run_dir}"]
+        member_name = f"{name}-member{member}"
+        if warm is not None:
+            run = finetune_config(warm[member], str(data), member_overrides, name=member_name)
         elif config.from_scratch:
-            run = load_config(config.start, [f"data.path={data}", f"name={name}", *overrides])
+            run = load_config(config.start, [f"data.path={data}", f"name={member_name}", *member_overrides])
         else:
-            run = finetune_config(checkpoint_for(config.start), str(data), overrides, name=name)
+            run = finetune_config(checkpoint_for(config.start), str(data), member_overrides, name=member_name)
         run_training(run, progress=progress)
         cpu += time.process_time() - started
     return files, cpu
@@ -313,5 +334,17 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
         iteration += 1
     summary["final_models"] = rows[-1]["models"]
     summary["stopped_by"] = rows[-1]["stop"]
+    if config.final_train:  # also when a stopped loop is run again with final_train added
+        before = summary.get("final_train", {}).get("overrides")
+        if before is not None and before != config.final_train and (config.run_dir / "final").exists():
+            raise ConfigError(f"{config.run_dir / 'final'} was trained with final_train {before}, the config now "
+                              f"says {config.final_train}: remove that folder to train the final ensemble again")
+        newest = [_data_path(config, k) for k in (len(rows), len(rows) - 1) if _data_path(config, k).exists()]
+        data = newest[0]  # every label: the data the last ensemble was trained on
+        summary["final_models"], cpu = train_final(config, rows[-1]["models"], data, progress)
+        summary["final_train"] = {"overrides": config.final_train, "data": str(data),
+                                  "cpu_seconds": summary.get("final_train", {}).get("cpu_seconds", 0.0) + cpu}
+        log(f"final ensemble ({' '.join(config.final_train)}) on {data.name}: {' '.join(summary['final_models'])} "
+            f"| CPU s: train {summary['final_train']['cpu_seconds']:.0f}")
     _atomic_json(summary_path, summary)
     return summary
