@@ -17,9 +17,9 @@ Reads a finished (or partly finished) loop back and reports, per iteration:
   through all of them with the density where it crosses the barostat's pressure: a rough picture of where xTB water
   itself would sit (the frames are the model's, not equilibrated xTB states), to compare with where the model's NPT
   runs go;
-* with ``--npt-ps``: member 0 of the first and (once the loop has finished) of the final ensemble each run NPT alone
-  (the loop's temperature, barostat and timestep; the loop's pressure or ``--npt-bar``) for that long from the start
-  structure, its density every 50 steps: where the model's own water settles, before and after the loop's labels.
+* with ``--npt-ps``: member 0 of the first and (once the loop has finished) of the final ensemble (``--npt-models``)
+  each run NPT alone (the loop's temperature, barostat and timestep; the loop's first pressure or ``--npt-bar``) for
+  that long from the start structure, its density every 50 steps: where the model's own water settles, before and after the loop's labels.
   The JSON keeps the last call's runs; each run is also kept in the loop folder (``npt-<first|final>-<ps>ps[-<bar>bar].json``).
 """
 
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=Path, required=True, help="test frames with xTB stress labels")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--npt-ps", type=float, default=0.0, help="NPT run of the first and final member 0 (ps)")
-    parser.add_argument("--npt-bar", type=float, default=None, help="their pressure (default: the loop's)")
+    parser.add_argument("--npt-bar", type=float, default=None, help="their pressure (default: the loop's first)")
+    parser.add_argument("--npt-models", nargs="+", choices=("first", "final"), default=["first", "final"],
+                        help="which member 0 runs NPT (default: both)")
     args = parser.parse_args(argv)
 
     import ase.io
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     npt = {}
     if args.npt_ps > 0:
         start = ase.io.read(system["structure"], index=system.get("index") or 0)
-        runs = [("first", iterations[0]["models"][0])]
-        if "final_models" in summary:  # the loop has finished
+        runs = [("first", iterations[0]["models"][0])] if "first" in args.npt_models else []
+        if "final_models" in summary and "final" in args.npt_models:  # the loop has finished
             runs.append(("final", summary["final_models"][0]))
         bar = pressure if args.npt_bar is None else args.npt_bar
         for name, model in runs:
