@@ -19,8 +19,9 @@ Reads a finished (or partly finished) loop back and reports, per iteration:
   runs go;
 * with ``--npt-ps``: member 0 of the first and (once the loop has finished) of the final ensemble (``--npt-models``)
   each run NPT alone (the loop's temperature, barostat and timestep; the loop's first pressure or ``--npt-bar``) for
-  that long from the start structure, its density every 50 steps: where the model's own water settles, before and after the loop's labels.
-  The JSON keeps the last call's runs; each run is also kept in the loop folder (``npt-<first|final>-<ps>ps[-<bar>bar].json``).
+  that long from the start structure, its density every 50 steps: where the model's own water settles, before and
+  after the loop's labels. The JSON keeps the last call's runs; each run is also kept in the loop folder
+  (``npt-<first|final>-<ps>ps[-<bar>bar].json``).
 """
 
 from __future__ import annotations
