@@ -30,11 +30,11 @@ from typing import Any
 import ase.io
 import numpy as np
 
+from ..config import ConfigError
 from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
-from ..config import ConfigError
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller

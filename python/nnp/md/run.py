@@ -13,7 +13,8 @@ from ..lammps import load_atoms, make_lammps, nnp_lines, nvt_lines
 
 def quick_md(model_path: str | Path, structure: str | Path | Atoms, steps: int = 200, temperature: float = 300.0,
              timestep_fs: float = 0.5, seed: int = 12345) -> dict:
-    """NVT (Nosé–Hoover) MD of ``structure`` with the model; returns speed and final thermodynamics."""
+    """NVT (Nosé–Hoover) MD of ``structure`` with the model; returns speed and final thermodynamics. The boundary
+    follows the structure's periodicity (a molecule without pbc: open, ``f f f``)."""
     from ..evaluator import load_evaluator
     from ..pretrained import resolve_file
 
