@@ -60,6 +60,7 @@ def test_evaluate_reports_stress_errors_when_every_frame_has_a_stress(tmp_path, 
                  "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "S MAE" in out and "meV/Å³" in out
+    assert "\nstressed.extxyz " in out  # the file's whole name labels the row
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["forces_mae"] < 1e-7 and metrics["energy_per_atom_mae"] < 1e-7  # extxyz keeps 8 decimals
     assert metrics["stress_mae"] == pytest.approx(4.5e-3 / 6, rel=1e-6)

@@ -355,7 +355,7 @@ def cmd_evaluate(args) -> int:
 
     frames = load_structures(args.data, args.format, args.max_frames)
     metrics = evaluate_model_file(args.model, frames, progress=True)
-    print(format_metrics_table({Path(args.data).name[:8]: metrics}))
+    print(format_metrics_table({Path(args.data).name: metrics}))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(metrics, indent=2))
     return 0

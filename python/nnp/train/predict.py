@@ -95,8 +95,9 @@ def format_metrics_table(rows: Dict[str, Dict[str, float]]) -> str:
                ("F MAE", "meV/Å", "forces_mae"), ("F RMSE", "meV/Å", "forces_rmse")]
     if any("stress_mae" in m for m in rows.values()):
         columns += [("S MAE", "meV/Å³", "stress_mae"), ("P MAE", "meV/Å³", "pressure_mae")]
-    lines = [f"{'split':<8}" + "".join(f"{name:>12}" for name, _, _ in columns),
-             f"{'':<8}" + "".join(f"{unit:>12}" for _, unit, _ in columns)]
+    width = max([8, *(len(split) + 1 for split in rows)])  # the split's name whole (a file name from nnp evaluate)
+    lines = [f"{'split':<{width}}" + "".join(f"{name:>12}" for name, _, _ in columns),
+             f"{'':<{width}}" + "".join(f"{unit:>12}" for _, unit, _ in columns)]
     for split, m in rows.items():
-        lines.append(f"{split:<8}" + "".join(f"{m.get(key, float('nan')) * 1000:>12.2f}" for _, _, key in columns))
+        lines.append(f"{split:<{width}}" + "".join(f"{m.get(key, float('nan')) * 1000:>12.2f}" for _, _, key in columns))
     return "\n".join(lines)
