@@ -17,13 +17,13 @@ from nnp.config import load_config
 from nnp.learn import learn_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "training").glob("*/*.yaml"))
+RECIPES = sorted([*(ROOT / "training").glob("*/*.yaml"), *(ROOT / "examples").glob("*/*.yaml")])
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recipes_are_valid_configs(recipe):
-    """Training recipes as `nnp train` reads them, `nnp learn` configs (an `explore` section) as `nnp learn` does;
-    unknown keys and bad values are errors either way."""
+    """Training recipes (training/, examples/) as `nnp train` reads them, `nnp learn` configs (an `explore` section)
+    as `nnp learn` does; unknown keys and bad values are errors either way."""
     raw = yaml.safe_load(recipe.read_text())
     if "explore" in raw:
         config = learn_config_from_dict(raw)
