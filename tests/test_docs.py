@@ -1,7 +1,7 @@
 """What the documentation tells users to type works: every ``from nnp... import ...`` line in a code block of
-docs/ and README.md names something that exists, and every ``nnp`` command in a code block of docs/, README.md,
-RESULTS.md and examples/ parses with today's ``nnp`` (the Python API and the CLI are as documented, and RESULTS's
-commands still run)."""
+docs/ and README.md names something that exists, and every ``nnp`` command and every command of a script under
+training/, benchmarks/ or scripts/ in a code block of docs/, README.md, RESULTS.md and examples/ parses with today's
+arguments (the Python API and the CLI are as documented, and RESULTS's commands still run)."""
 
 import argparse
 import contextlib
