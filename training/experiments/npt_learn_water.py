@@ -32,18 +32,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ase.units import _amu, bar
 
-AMU_PER_A3_TO_G_PER_CM3 = 1.66053907  # 1 amu/Å³ in g/cm³
+G_PER_CM3_PER_AMU_PER_A3 = _amu * 1e3 / 1e-24  # 1 amu/Å³ in g/cm³ (ASE's CODATA amu in kg; 1 Å³ = 1e-24 cm³)
 
 
 def density(atoms) -> float:
     """g/cm³."""
-    return float(atoms.get_masses().sum() / atoms.get_volume() * AMU_PER_A3_TO_G_PER_CM3)
+    return float(atoms.get_masses().sum() / atoms.get_volume() * G_PER_CM3_PER_AMU_PER_A3)
 
 
 def total_pressure_bar(atoms, temperature: float) -> float:
     """Virial pressure of the frame's stress label plus the ideal-gas term at ``temperature`` (bar)."""
-    from ase.units import bar, kB
+    from ase.units import kB
 
     virial = -float(np.mean(atoms.get_stress()[:3]))
     return (virial + len(atoms) * kB * temperature / atoms.get_volume()) / bar
@@ -75,9 +76,9 @@ def npt_density(model: str, start, temperature: float, pressure: float, explore:
                            *npt_lines(temperature, pressure, seed, explore["timestep_fs"], explore["thermostat_fs"],
                                       explore["barostat_fs"], explore["barostat"]), "thermo 0", "run 0 post no"])
         for _ in range(steps // 50):
-            rho.append(mass / lmp.get_thermo("vol") * AMU_PER_A3_TO_G_PER_CM3)
+            rho.append(mass / lmp.get_thermo("vol") * G_PER_CM3_PER_AMU_PER_A3)
             lmp.command("run 50 post no")
-        rho.append(mass / lmp.get_thermo("vol") * AMU_PER_A3_TO_G_PER_CM3)
+        rho.append(mass / lmp.get_thermo("vol") * G_PER_CM3_PER_AMU_PER_A3)
     finally:
         lmp.close()
     rho = np.array(rho)
@@ -89,7 +90,7 @@ def errors(model: str, frames: list) -> dict:
     from nnp.train.evaluate import evaluate_model_file
 
     m = evaluate_model_file(model, frames)
-    return {"force_mae_meV_A": 1000 * m["forces_mae"], "pressure_mae_kbar": m["pressure_mae"] * 1602.1766,
+    return {"force_mae_meV_A": 1000 * m["forces_mae"], "pressure_mae_kbar": m["pressure_mae"] / bar / 1000,
             "frames": len(frames)}
 
 

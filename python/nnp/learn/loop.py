@@ -335,15 +335,18 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     summary["final_models"] = rows[-1]["models"]
     summary["stopped_by"] = rows[-1]["stop"]
     if config.final_train:  # also when a stopped loop is run again with final_train added
-        before = summary.get("final_train", {}).get("overrides")
-        if before is not None and before != config.final_train and (config.run_dir / "final").exists():
-            raise ConfigError(f"{config.run_dir / 'final'} was trained with final_train {before}, the config now "
-                              f"says {config.final_train}: remove that folder to train the final ensemble again")
-        newest = [_data_path(config, k) for k in (len(rows), len(rows) - 1) if _data_path(config, k).exists()]
-        data = newest[0]  # every label: the data the last ensemble was trained on
+        before = summary.get("final_train", {})
+        if before.get("overrides", config.final_train) != config.final_train and (config.run_dir / "final").exists():
+            raise ConfigError(f"{config.run_dir / 'final'} was trained with final_train {before['overrides']}, the "
+                              f"config now says {config.final_train}: remove that folder to train the final ensemble "
+                              "again")
+        # every label: the data the last ensemble was trained on (data-<k+1> when iteration k's labels were merged)
+        data = _data_path(config, len(rows))
+        if not data.exists():
+            data = _data_path(config, len(rows) - 1)
         summary["final_models"], cpu = train_final(config, rows[-1]["models"], data, progress)
         summary["final_train"] = {"overrides": config.final_train, "data": str(data),
-                                  "cpu_seconds": summary.get("final_train", {}).get("cpu_seconds", 0.0) + cpu}
+                                  "cpu_seconds": before.get("cpu_seconds", 0.0) + cpu}
         log(f"final ensemble ({' '.join(config.final_train)}) on {data.name}: {' '.join(summary['final_models'])} "
             f"| CPU s: train {summary['final_train']['cpu_seconds']:.0f}")
     _atomic_json(summary_path, summary)

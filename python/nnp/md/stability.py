@@ -58,7 +58,7 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
         atoms = atoms.copy()
         atoms.center(vacuum=50.0)
         atoms.pbc = False
-    load_atoms(lmp, atoms, present, boundary="p p p" if protocol.system == "water" else "f f f")  # molecule: 50 Å vacuum
+    load_atoms(lmp, atoms, present, boundary="p p p" if protocol.system == "water" else "f f f")  # 50 Å vacuum
     style = ""
     if protocol.ensemble:
         style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)

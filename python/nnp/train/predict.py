@@ -99,5 +99,6 @@ def format_metrics_table(rows: Dict[str, Dict[str, float]]) -> str:
     lines = [f"{'split':<{width}}" + "".join(f"{name:>12}" for name, _, _ in columns),
              f"{'':<{width}}" + "".join(f"{unit:>12}" for _, unit, _ in columns)]
     for split, m in rows.items():
-        lines.append(f"{split:<{width}}" + "".join(f"{m.get(key, float('nan')) * 1000:>12.2f}" for _, _, key in columns))
+        values = "".join(f"{m.get(key, float('nan')) * 1000:>12.2f}" for _, _, key in columns)
+        lines.append(f"{split:<{width}}" + values)
     return "\n".join(lines)
