@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include "atom.h"
+#include "comm.h"
 #include "error.h"
 #include "force.h"
 #include "update.h"
@@ -24,6 +25,7 @@ FixNVTMDsim::FixNVTMDsim(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, narg, arg
   size_vector = 0;
   global_freq = 1;
   extvector = 0;
+  restart_global = 1;
 }
 
 int FixNVTMDsim::setmask() { return INITIAL_INTEGRATE | FINAL_INTEGRATE; }
@@ -106,4 +108,21 @@ void FixNVTMDsim::final_integrate() {
 
 double FixNVTMDsim::compute_vector(int n) {
   return (n + 1 < static_cast<int>(zeta.size())) ? zeta[n + 1] : 0.0;
+}
+
+// Restart record: [n, zeta_1 .. zeta_n] as doubles (zeta_0 is unused), preceded by its size in bytes.
+void FixNVTMDsim::write_restart(FILE *fp) {
+  if (comm->me != 0) return;
+  std::vector<double> list(1, zeta.empty() ? 0.0 : static_cast<double>(zeta.size() - 1));
+  if (!zeta.empty()) list.insert(list.end(), zeta.begin() + 1, zeta.end());
+  const int size = static_cast<int>(list.size() * sizeof(double));
+  fwrite(&size, sizeof(int), 1, fp);
+  fwrite(list.data(), sizeof(double), list.size(), fp);
+}
+
+void FixNVTMDsim::restart(char *buf) {
+  const auto *list = reinterpret_cast<double *>(buf);
+  const auto n = static_cast<size_t>(list[0]);
+  zeta.assign(1, 0.0);
+  zeta.insert(zeta.end(), list + 1, list + 1 + n);
 }

@@ -7,6 +7,7 @@
 //   v   = (v' + a_new dt/2) / (1 + zeta dt/2)                          (after them)
 // with, per molecule of N atoms, KE0 = 3/2 N kT and Q = 3 N kT tau^2 (3N degrees of freedom).
 // Replicas of a molecule in one box are thus thermostatted independently, each exactly as a single run.
+// write_restart stores every zeta; a fix with the same ID defined after read_restart continues with them.
 #ifndef LMP_FIX_NVT_MDSIM_H
 #define LMP_FIX_NVT_MDSIM_H
 
@@ -26,6 +27,8 @@ class FixNVTMDsim : public Fix {
   void final_integrate() override;
   void reset_dt() override;
   double compute_vector(int) override;  // zeta of molecule i+1 (1/time)
+  void write_restart(FILE *) override;
+  void restart(char *) override;
 
  private:
   double t_target, tau, dtv;

@@ -1,5 +1,7 @@
 """Replica-batched MDsim stability in one LAMMPS run: exactness against single runs and against MDsim's integrator."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -204,3 +206,51 @@ def test_an_exploding_replica_does_not_stop_the_run(tmp_path, aspirin):
     run = run_replicas(path, [aspirin[0], aspirin[1]], [1, 2], protocol, aspirin)
     assert all(o.collapsed for o in run.outcomes)
     assert any("left the box" in o.reason for o in run.outcomes), [o.reason for o in run.outcomes]
+
+
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+import nnp.md.replicas as replicas
+from nnp.data.readers import bundled_dataset, read_structures
+from nnp.md.protocol import molecule_protocol
+
+save = replicas.save_checkpoint
+def save_then_die(lmp, folder, fingerprint, step, *rest):  # SIGKILL right after the checkpoint at step 100
+    save(lmp, folder, fingerprint, step, *rest)
+    if step >= 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+replicas.save_checkpoint = save_then_die
+aspirin = read_structures(bundled_dataset("aspirin_xtb_test_small"))
+protocol = molecule_protocol(time_ps=0.06, check_every=10, bond_tolerance=2.0)
+replicas.run_replicas(sys.argv[1], [aspirin[0], aspirin[0], aspirin[5], aspirin[0]], [11, 12, 13, 14], protocol,
+                      aspirin, record_every=10, checkpoint=sys.argv[2], checkpoint_ps=0.025)
+"""
+
+
+def test_a_killed_replica_run_continues_from_its_checkpoint(tmp_path, aspirin):
+    """SIGKILL after the checkpoint at step 100 of 120 (replicas collapse at 90-110); called again, the run continues from it (restart file with
+    every replica's Nosé–Hoover zeta, outcomes, frames) and ends as the uninterrupted run."""
+    import subprocess
+    import sys
+
+    model = aspirin_model(tmp_path / "m.nnp.pt")
+    protocol = molecule_protocol(time_ps=0.06, check_every=10, bond_tolerance=2.0)
+    starts, seeds = [aspirin[0], aspirin[0], aspirin[5], aspirin[0]], [11, 12, 13, 14]
+    whole = run_replicas(model, starts, seeds, protocol, aspirin, record_every=10)
+    folder = tmp_path / "checkpoint"
+    child = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT, str(model), str(folder)], timeout=300)
+    assert child.returncode == -9  # killed, not finished
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 100 and sorted(p.name for p in folder.iterdir()) == [
+        "frames-100.npz", "replicas-100.restart", "state.json"]  # the checkpoint at step 50 was replaced
+    early = {o["index"]: o["steps"] for o in state["outcomes"]}
+    assert early and len(early) < 4, early  # a replica had collapsed before the kill, another had not
+    resumed = run_replicas(model, starts, seeds, protocol, aspirin, record_every=10, checkpoint=folder,
+                           checkpoint_ps=0.025)
+    assert resumed.resumed_from_step == 100
+    assert [(o.steps, o.collapsed) for o in resumed.outcomes] == [(o.steps, o.collapsed) for o in whole.outcomes]
+    assert sorted(resumed.positions) == sorted(whole.positions)
+    for step, frame in whole.positions.items():
+        np.testing.assert_allclose(resumed.positions[step], frame, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="checkpoint of another replica run"):
+        run_replicas(model, starts, [1, 2, 3, 4], protocol, aspirin, checkpoint=folder)

@@ -21,6 +21,13 @@ Per replica, as MDsim (Fu et al. 2023, ``simulate.py``, ``mdsim/md/integrator.py
 A collapsed replica is deleted (``delete_atoms``, IDs kept) and the others go on; the run ends when all
 have collapsed or after ``protocol.time_ps``; replicas still stable then are censored at that time.
 
+With a ``checkpoint`` folder the run saves its state there every ``checkpoint_ps`` of MD (a LAMMPS restart with
+positions, velocities and every replica's thermostat variable; the outcomes and recorded frames so far; a
+fingerprint of the model file, starts, seeds, reference and protocol), and a later call with the same arguments
+continues from it instead of starting over; a checkpoint of another run is an error. The continued trajectory
+is the uninterrupted one to round-off (forces are recomputed from the restored positions, which can sum in
+another order): chaotic MD amplifies that, so a resumed run is a valid continuation, not a bitwise replay.
+
 Differences from MDsim kept (also in docs/stability.md):
 
 * the collapse check runs every ``protocol.check_every`` steps (20 = 10 fs) on the live trajectory;
@@ -34,8 +41,11 @@ Differences from MDsim kept (also in docs/stability.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -52,6 +62,7 @@ from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
 from .protocol import Protocol
 
 MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
+CHECKPOINT_PS = 1.0  # MD time between two checkpoints of a run with a checkpoint folder
 
 
 @dataclass
@@ -72,6 +83,7 @@ class ReplicaRun:
     steps: int  # MD steps of the run (of the longest-lived replica)
     md_wall_s: float = 0.0  # inside LAMMPS's `run` commands (MD only: no setup, no collapse checks)
     positions: dict = field(default_factory=dict, repr=False)  # step -> (replicas, atoms, 3), NaN once removed
+    resumed_from_step: int = 0  # the checkpoint's step this call continued from (0: it started the run)
 
 
 def start_velocities(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
@@ -113,12 +125,69 @@ def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, veloci
     path.write_text("\n".join(lines) + "\n")
 
 
+def run_fingerprint(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int], protocol: Protocol,
+                    reference: Sequence[Atoms], margin: float, record_every: int) -> str:
+    """SHA-256 of everything a replica run's trajectories depend on: a checkpoint continues only its own run."""
+    digest = hashlib.sha256(Path(resolve_file(model)).read_bytes())
+    digest.update(json.dumps([asdict(protocol), [int(s) for s in seeds], margin, record_every]).encode())
+    for atoms in (*starts, None, *reference):  # None separates the starts from the reference
+        if atoms is not None:
+            digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename: a reader sees the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(lmp, folder: Path, fingerprint: str, step: int, outcomes: dict, record: dict,
+                    wall_s: float, md_wall_s: float) -> None:
+    """The run's state at ``step`` in ``folder``: restart and frames under new names, then ``state.json``
+    (atomically) names them, then the previous ones go; a kill at any point leaves one whole checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    restart, frames = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
+    _write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
+    steps = sorted(record)
+    _write_atomic(frames, lambda tmp: np.savez(open(tmp, "wb"), steps=np.array(steps, dtype=np.int64),
+                                               positions=np.array([record[k] for k in steps])))
+    state = {"fingerprint": fingerprint, "step": step, "restart": restart.name, "frames": frames.name,
+             "wall_s": wall_s, "md_wall_s": md_wall_s, "outcomes": [asdict(o) for o in outcomes.values()]}
+    _write_atomic(folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
+    for old in (*folder.glob("replicas-*.restart"), *folder.glob("frames-*.npz")):
+        if old.name not in (restart.name, frames.name):
+            old.unlink()
+
+
+def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
+    """``state.json`` of ``folder`` with its outcomes and frames read back, or None when there is none."""
+    path = folder / "state.json"
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(f"{folder} holds the checkpoint of another replica run (its model file, start frames, "
+                         "seeds, reference or protocol differ from this one's): remove that folder to start this "
+                         "run afresh, or give this run another output folder")
+    with np.load(folder / state["frames"]) as frames:
+        state["record"] = {int(k): x for k, x in zip(frames["steps"], frames["positions"])}
+    state["outcomes"] = {o["index"]: ReplicaOutcome(**o) for o in state["outcomes"]}
+    state["restart"] = folder / state["restart"]
+    return state
+
+
 def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int], protocol: Protocol,
                  reference: Sequence[Atoms], margin: float = 10.0, record_every: int = 0,
-                 progress: bool = False) -> ReplicaRun:
+                 progress: bool = False, checkpoint: str | Path | None = None,
+                 checkpoint_ps: float = CHECKPOINT_PS) -> ReplicaRun:
     """Run ``len(starts)`` replicas in one LAMMPS instance, one MPI rank (see the module docstring).
 
     ``record_every``: keep every replica's positions (relative to its cell centre) every that many steps.
+    ``checkpoint``: a folder to save the run's state in every ``checkpoint_ps`` and to continue from.
     """
     from tqdm.auto import tqdm
 
@@ -147,16 +216,26 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     dt_ps = protocol.timestep_fs / 1000.0
     total_steps = int(round(protocol.time_ps / dt_ps))
     padding = max(radius, 20.0)  # around the lattice: room for an intact molecule to drift
+    folder = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = run_fingerprint(model, starts, seeds, protocol, reference, margin, record_every) if folder else ""
+    resumed = load_checkpoint(folder, fingerprint) if folder else None
+    checkpoint_steps = max(1, int(round(checkpoint_ps / dt_ps)))
 
     lmp = make_lammps()
-    outcomes: dict[int, ReplicaOutcome] = {}
-    record: dict[int, np.ndarray] = {}
-    start_wall, md_wall = time.perf_counter(), 0.0
+    outcomes: dict[int, ReplicaOutcome] = resumed["outcomes"] if resumed else {}
+    record: dict[int, np.ndarray] = resumed["record"] if resumed else {}
+    start_wall = time.perf_counter() - (resumed["wall_s"] if resumed else 0.0)
+    md_wall = resumed["md_wall_s"] if resumed else 0.0
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "replicas.data"
-            _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
-            for line in (*system_lines(data, "f f f", atom_style="molecular", atom_map="array sort 0 0.0"),
+            if resumed:  # positions, velocities, step, box and each replica's zeta (fix nvt/mdsim's restart)
+                system = system_lines(resumed["restart"], "f f f", atom_style="molecular",
+                                      atom_map="array sort 0 0.0", restart=True)
+            else:
+                _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
+                system = system_lines(data, "f f f", atom_style="molecular", atom_map="array sort 0 0.0")
+            for line in (*system,
                          *nnp_lines(resolve_file(model).resolve(), species), "neighbor 1.0 bin",
                          "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
                          f"timestep {dt_ps}",
@@ -165,9 +244,10 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                          "thermo_modify lost ignore",  # atoms of an exploding replica leave the box, the run goes on
                          "run 0 post no"):
                 lmp.command(line)
-        step, pre = 0, "no"
-        alive = set(range(len(starts)))
-        bar = tqdm(total=total_steps, desc="replica MD steps", unit="step", disable=not progress)
+        step, pre = (resumed["step"], "no") if resumed else (0, "no")
+        saved = step
+        alive = set(range(len(starts))) - set(outcomes)
+        bar = tqdm(total=total_steps, initial=step, desc="replica MD steps", unit="step", disable=not progress)
 
         def positions_and_ke() -> tuple[np.ndarray, np.ndarray]:
             n = lmp.extract_global("nlocal")
@@ -185,7 +265,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                 frame[k, : len(starts[k])] = x[offsets[k]:offsets[k + 1]] - centres[k]
             record[step] = frame
 
-        if record_every:
+        if record_every and not resumed:  # a resumed run has its frames up to the checkpoint's step
             store(positions_and_ke()[0])
         while step < total_steps and alive:
             n = min(protocol.check_every, total_steps - step)
@@ -217,13 +297,17 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                     lmp.command("delete_atoms group gone compress no")
                     lmp.command("group gone delete")
                     pre = "yes"
+            if folder and alive and step < total_steps and step - saved >= checkpoint_steps:
+                save_checkpoint(lmp, folder, fingerprint, step, outcomes, record, time.perf_counter() - start_wall,
+                                md_wall)
+                saved = step
         bar.close()
         for k in alive:
             outcomes[k] = ReplicaOutcome(k, int(seeds[k]), step, step * dt_ps, False, "stable for the full run")
     finally:
         lmp.close()
     return ReplicaRun([outcomes[k] for k in range(len(starts))], spacing, time.perf_counter() - start_wall,
-                      step, md_wall, record)
+                      step, md_wall, record, resumed["step"] if resumed else 0)
 
 
 def stable_frames(run: ReplicaRun, starts: Sequence[Atoms]) -> list[Atoms]:
@@ -243,7 +327,8 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
                           reference: Sequence[Atoms], seed: int = 0, progress: bool = False) -> dict:
     """Replicas of ``starts`` (seed ``seed + 1000 k + 1`` for replica k); write stability.json, survival.png
     and h_r.png (the distance distribution of the stable frames, every ``protocol.sample_every`` steps,
-    against ``reference``; its error ``h_r_mae`` as MDsim's)."""
+    against ``reference``; its error ``h_r_mae`` as MDsim's). The run checkpoints in ``output_dir/checkpoint``
+    (removed once stability.json is written): called again after an interruption, it continues there."""
     from ..plotting import plot_kaplan_meier, plot_overlay
     from .observables import distance_histogram, h_r_mae
     from .survival import kaplan_meier, summarize
@@ -251,8 +336,9 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seeds = [seed + 1000 * k + 1 for k in range(len(starts))]
+    checkpoint = output_dir / "checkpoint"
     run = run_replicas(model, starts, seeds, protocol, reference, record_every=protocol.sample_every,
-                       progress=progress)
+                       progress=progress, checkpoint=checkpoint)
     durations = [o.stable_ps for o in run.outcomes]
     collapsed = [o.collapsed for o in run.outcomes]
     summary = {
@@ -261,6 +347,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
                      "runner": "replicas in one LAMMPS run"},
         "replica_spacing_A": run.spacing,
         "wall_s": run.wall_s,
+        "resumed_from_step": run.resumed_from_step,
         "md_steps_per_s": run.steps / run.md_wall_s if run.md_wall_s > 0 else None,
         "trajectories": [{"index": o.index, "seed": o.seed, "stable_ps": o.stable_ps, "collapsed": o.collapsed,
                           "reason": o.reason} for o in run.outcomes],
@@ -278,6 +365,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
         summary["plots"].append(str(plot_overlay(r, {name: h, "reference": h_ref}, "r (Å)", "h(r)",
                                                  output_dir / "h_r.png")))
     (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return summary
 
 
