@@ -252,5 +252,5 @@ def test_a_killed_replica_run_continues_from_its_checkpoint(tmp_path, aspirin):
     assert sorted(resumed.positions) == sorted(whole.positions)
     for step, frame in whole.positions.items():
         np.testing.assert_allclose(resumed.positions[step], frame, rtol=0, atol=1e-8)
-    with pytest.raises(ValueError, match="checkpoint of another replica run"):
+    with pytest.raises(ValueError, match="checkpoint of another stability run"):
         run_replicas(model, starts, [1, 2, 3, 4], protocol, aspirin, checkpoint=folder)

@@ -170,3 +170,48 @@ def test_only_an_exploding_system_counts_as_a_collapse(tmp_path):
         lmp.command("fix bad all nosuchfix")
     assert not is_explosion(typo.value)
     lmp.close()
+
+
+KILL_AFTER_FIRST_TRAJECTORY = """
+import os, signal, sys
+import nnp.md.stability as stability
+from nnp.data.readers import bundled_dataset, read_structures
+from nnp.md.protocol import water_protocol
+
+save = stability.save_trajectory
+def save_then_die(*args):
+    save(*args)
+    os.kill(os.getpid(), signal.SIGKILL)
+stability.save_trajectory = save_then_die
+frames = read_structures(bundled_dataset())
+protocol = water_protocol(time_ps=0.05, rdf_window_ps=0.001, timestep_fs=0.25)
+stability.run_stability(sys.argv[1], frames[-3:], protocol, sys.argv[2], reference=frames, progress=False)
+"""
+
+
+def test_a_killed_water_run_reruns_only_the_unfinished_trajectories(tmp_path):
+    """SIGKILL once the first of three trajectories is saved; the same call again runs the other two and gives
+    the uninterrupted run's summary (window RDF errors, stable parts' RDF), then removes its checkpoint."""
+    import subprocess
+    import sys
+
+    from nnp.data.readers import bundled_dataset, read_structures
+
+    frames = read_structures(bundled_dataset())
+    soft = scrambled_model(tmp_path, scale=0.05)
+    protocol = water_protocol(time_ps=0.05, rdf_window_ps=0.001, timestep_fs=0.25)
+    whole = run_stability(soft, frames[-3:], protocol, tmp_path / "whole", reference=frames, progress=False)
+    out = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_TRAJECTORY, str(soft), str(out)], timeout=300)
+    assert child.returncode == -9
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["trajectory-0.json", "trajectory-0.npz"]
+    resumed = run_stability(soft, frames[-3:], protocol, out, reference=frames, progress=False)
+    assert resumed["resumed_trajectories"] == 1 and whole["resumed_trajectories"] == 0
+    assert resumed["trajectories"] == whole["trajectories"]
+    for key in ("rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-12)
+    assert not (out / "checkpoint").exists() and (out / "stability.json").exists()
+    # killed again, the checkpoint it leaves (seed 0) does not continue a run with another seed
+    subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_TRAJECTORY, str(soft), str(out)], timeout=300)
+    with pytest.raises(ValueError, match="checkpoint of another stability run"):
+        run_stability(soft, frames[-3:], protocol, out, reference=frames, seed=5, progress=False)

@@ -41,10 +41,8 @@ Differences from MDsim kept (also in docs/stability.md):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -58,6 +56,7 @@ from ase import Atoms, units
 from ase.data import atomic_masses
 
 from ..pretrained import resolve_file
+from .checkpoint import check_fingerprint, run_fingerprint, savez_atomic, write_atomic
 from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
 from .protocol import Protocol
 
@@ -125,39 +124,18 @@ def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, veloci
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_fingerprint(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int], protocol: Protocol,
-                    reference: Sequence[Atoms], margin: float, record_every: int) -> str:
-    """SHA-256 of everything a replica run's trajectories depend on: a checkpoint continues only its own run."""
-    digest = hashlib.sha256(Path(resolve_file(model)).read_bytes())
-    digest.update(json.dumps([asdict(protocol), [int(s) for s in seeds], margin, record_every]).encode())
-    for atoms in (*starts, None, *reference):  # None separates the starts from the reference
-        if atoms is not None:
-            digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
-            digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(lmp, folder: Path, fingerprint: str, step: int, outcomes: dict, record: dict,
                     wall_s: float, md_wall_s: float) -> None:
     """The run's state at ``step`` in ``folder``: restart and frames under new names, then ``state.json``
     (atomically) names them, then the previous ones go; a kill at any point leaves one whole checkpoint."""
     folder.mkdir(parents=True, exist_ok=True)
     restart, frames = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
-    _write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
+    write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
     steps = sorted(record)
-    _write_atomic(frames, lambda tmp: np.savez(open(tmp, "wb"), steps=np.array(steps, dtype=np.int64),
-                                               positions=np.array([record[k] for k in steps])))
+    savez_atomic(frames, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
     state = {"fingerprint": fingerprint, "step": step, "restart": restart.name, "frames": frames.name,
              "wall_s": wall_s, "md_wall_s": md_wall_s, "outcomes": [asdict(o) for o in outcomes.values()]}
-    _write_atomic(folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
+    write_atomic(folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
     for old in (*folder.glob("replicas-*.restart"), *folder.glob("frames-*.npz")):
         if old.name not in (restart.name, frames.name):
             old.unlink()
@@ -169,10 +147,7 @@ def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
     if not path.exists():
         return None
     state = json.loads(path.read_text())
-    if state.get("fingerprint") != fingerprint:
-        raise ValueError(f"{folder} holds the checkpoint of another replica run (its model file, start frames, "
-                         "seeds, reference or protocol differ from this one's): remove that folder to start this "
-                         "run afresh, or give this run another output folder")
+    check_fingerprint(folder, state.get("fingerprint"), fingerprint)
     with np.load(folder / state["frames"]) as frames:
         state["record"] = {int(k): x for k, x in zip(frames["steps"], frames["positions"])}
     state["outcomes"] = {o["index"]: ReplicaOutcome(**o) for o in state["outcomes"]}
@@ -217,7 +192,9 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
     total_steps = int(round(protocol.time_ps / dt_ps))
     padding = max(radius, 20.0)  # around the lattice: room for an intact molecule to drift
     folder = Path(checkpoint) if checkpoint is not None else None
-    fingerprint = run_fingerprint(model, starts, seeds, protocol, reference, margin, record_every) if folder else ""
+    fingerprint = run_fingerprint(model, {"runner": "replicas", "protocol": asdict(protocol), "margin": margin,
+                                          "seeds": [int(s) for s in seeds], "record_every": record_every},
+                                  starts, reference) if folder else ""
     resumed = load_checkpoint(folder, fingerprint) if folder else None
     checkpoint_steps = max(1, int(round(checkpoint_ps / dt_ps)))
 

@@ -8,15 +8,18 @@
   averaged over the window, checked after each window);
 * both stop when the temperature leaves (0.1 K, 1e5 K).
 
-Independent trajectories run in separate processes (LAMMPS instances) in parallel.
+Independent trajectories run in separate processes (LAMMPS instances) in parallel. Each finished trajectory is
+kept in ``output_dir/checkpoint`` until ``stability.json`` is written: the same call after an interruption runs
+only the trajectories that had not finished (an unfinished one starts again from its beginning).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from .checkpoint import check_fingerprint, run_fingerprint, savez_atomic, write_atomic
 from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
@@ -179,6 +183,51 @@ def _run_one(args) -> Trajectory:
     return run_trajectory(*args)
 
 
+RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift")
+
+
+def save_trajectory(folder: Path, fingerprint: str, traj: Trajectory, protocol: Protocol) -> None:
+    """A finished trajectory in ``folder``: its arrays (frames, window RDFs, deviation rows), then its JSON,
+    whose presence marks it done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    if traj.frames:
+        first = traj.frames[0]
+        arrays.update(numbers=first.numbers, pbc=first.pbc, positions=np.array([f.positions for f in traj.frames]),
+                      cells=np.array([f.cell.array for f in traj.frames]))
+        if "unwrapped" in first.info:
+            arrays["unwrapped"] = np.array([f.info["unwrapped"] for f in traj.frames])
+    if traj.window_rdfs:
+        arrays["window_rdfs"] = np.array([[w[pair] for pair in protocol.pairs] for w in traj.window_rdfs])
+    if traj.deviation:
+        arrays["deviation"] = np.array(traj.deviation)
+    name = f"trajectory-{traj.index}"
+    savez_atomic(folder / f"{name}.npz", **arrays)
+    record = {"fingerprint": fingerprint, **{key: getattr(traj, key) for key in RECORD_FIELDS}}
+    write_atomic(folder / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(record)))
+
+
+def load_trajectories(folder: Path, fingerprint: str, protocol: Protocol) -> dict[int, Trajectory]:
+    """The finished trajectories :func:`save_trajectory` left in ``folder``, by index."""
+    done = {}
+    for path in sorted(folder.glob("trajectory-*.json")):
+        record = json.loads(path.read_text())
+        check_fingerprint(folder, record.pop("fingerprint", None), fingerprint)
+        traj = Trajectory(**record)
+        with np.load(path.with_suffix(".npz")) as arrays:
+            for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
+                atoms = Atoms(numbers=arrays["numbers"], positions=x, cell=arrays["cells"][k], pbc=arrays["pbc"])
+                if "unwrapped" in arrays:
+                    atoms.info["unwrapped"] = arrays["unwrapped"][k]
+                traj.frames.append(atoms)
+            if "window_rdfs" in arrays:
+                traj.window_rdfs = [dict(zip(protocol.pairs, w)) for w in arrays["window_rdfs"]]
+            if "deviation" in arrays:
+                traj.deviation = arrays["deviation"].tolist()
+        done[traj.index] = traj
+    return done
+
+
 def reference_rdf_table(frames: Sequence[Atoms], protocol: Protocol) -> dict:
     return {pair: rdf(frames, pair, protocol.rdf_r_max, protocol.rdf_bins)[1] for pair in protocol.pairs}
 
@@ -201,15 +250,31 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)
     ref_rdfs = reference_rdf_table(reference, protocol) if protocol.system == "water" else None
-    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs) for k, start in enumerate(starts)]
-    if workers > 1:
+    checkpoint = output_dir / "checkpoint"
+    fingerprint = run_fingerprint(model, {"runner": "trajectories", "protocol": asdict(protocol), "seed": seed},
+                                  starts, reference)
+    done = load_trajectories(checkpoint, fingerprint, protocol)
+    resumed = len(done)
+    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs) for k, start in enumerate(starts)
+            if k not in done]
+    bar = tqdm(total=len(starts), initial=len(done), desc="trajectories", disable=not progress)
+    if workers > 1 and len(jobs) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads,)) as pool:
-            trajectories = list(tqdm(pool.map(_run_one, jobs), total=len(jobs), desc="trajectories",
-                                     disable=not progress))
+            for future in as_completed([pool.submit(_run_one, job) for job in jobs]):
+                traj = future.result()
+                save_trajectory(checkpoint, fingerprint, traj, protocol)
+                done[traj.index] = traj
+                bar.update()
     else:
-        trajectories = [run_trajectory(*job) for job in tqdm(jobs, desc="trajectories", disable=not progress)]
+        for job in jobs:
+            traj = run_trajectory(*job)
+            save_trajectory(checkpoint, fingerprint, traj, protocol)
+            done[traj.index] = traj
+            bar.update()
+    bar.close()
+    trajectories = [done[k] for k in range(len(starts))]
 
     times = np.array([t.time_ps for t in trajectories])
     summary = {
@@ -224,6 +289,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "max_time_ps": float(times.max()),
         "stable_fraction": float(np.mean([not t.collapsed for t in trajectories])),
         "kaplan_meier": summarize(times.tolist(), [t.collapsed for t in trajectories]),
+        "resumed_trajectories": resumed,  # read back from an interrupted run's checkpoint, not run by this call
     }
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
@@ -254,6 +320,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
             summary["oxygen_diffusivity_A2_per_ps"] = diffusivity(unwrapped, dt_ps)
     summary["plots"] = [str(p) for p in plots]
     (output_dir / "stability.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return summary
 
 
