@@ -34,7 +34,8 @@ log-rank test compares its stable times with those of the random baselines of th
 (``random``, ``random_long`` and ``random_cpu`` for ``active``, ``random_scratch``, ``random_scratch_long`` and
 ``random_scratch_cpu`` for ``active_scratch``: ``logrank_p_vs_random``, ``logrank_p_vs_random_long``,
 ``logrank_p_vs_random_cpu``). Every stage leaves files that a second call
-reads back (``nnp learn`` resumes itself), so a killed run continues where it stopped. Writes
+reads back (``nnp learn`` resumes itself, ``nnp stability`` continues from its checkpoint), so a killed run
+continues where it stopped. Writes
 ``results/active_learning.json`` (a list ``targets``, one row per target and method) and survival curves
 beside it (``active_learning-<target>.png``). ``--merge A.json B.json ... --results R.json`` makes one file of
 invocations run apart (a loop, then its random baseline; or two targets), with the log-rank tests made afresh.

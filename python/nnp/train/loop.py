@@ -14,7 +14,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -186,8 +186,9 @@ class Trainer:
             self.frozen = frozen
         return self.step_model
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training split: mean loss, and where the time went (waiting for data or not)."""
+    def train_epoch(self, stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        """One pass over the training split: mean loss, and where the time went (waiting for data or not).
+        ``stop``: asked after every step (rank 0's answer counts); True ends the pass there (a time limit)."""
         step_model = self._prepare_epoch()
         self.model.train()
         self.sampler.set_epoch(self.epoch)
@@ -195,7 +196,7 @@ class Trainer:
         device = self.dist.device
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}", disable=not self.progress, leave=False)
         start = waited = time.perf_counter()
-        waiting = 0.0
+        waiting, steps = 0.0, 0
         for batch in bar:
             waiting += time.perf_counter() - waited
             batch = batch.to(device, non_blocking=True)
@@ -211,10 +212,14 @@ class Trainer:
             count += batch.num_graphs
             atoms += batch.num_nodes
             bar.set_postfix(loss=f"{total / count:.4g}")
+            steps += 1
+            if stop is not None and self.dist.agree(stop()):
+                break
             waited = time.perf_counter()
         seconds = time.perf_counter() - start
         total, count, atoms = self.dist.sum([total, float(count), float(atoms)])
-        return {"train_loss": total / max(count, 1.0), "train_seconds": seconds,
+        return {"train_loss": total / max(count, 1.0), "epoch_fraction": steps / max(len(self.loader), 1),
+                "train_seconds": seconds,
                 "data_wait_fraction": waiting / max(seconds, 1e-12), "atoms_per_second": atoms / max(seconds, 1e-12)}
 
     def evaluate(self, model: nn.Module, dataset: GraphDataset, max_frames: int | None = None) -> dict[str, float]:
@@ -249,9 +254,14 @@ class Trainer:
         desc = self.task.name + (f" (stops within {self.t.time_limit_minutes:g} min)" if limit else "") + (
             f" (stops within {self.t.cpu_limit_minutes:g} CPU min)" if cpu_limit else "")
         epoch_bar = tqdm(total=self.t.epochs, initial=self.epoch, desc=desc, disable=not self.progress)
+
+        def past_a_limit() -> bool:  # checked after every step too: an epoch longer than the limit stops inside
+            return ((limit is not None and time.monotonic() - start_time > limit)
+                    or (cpu_limit is not None and time.process_time() - start_cpu > cpu_limit))
+
         while self.epoch < stop_epoch:
             tick, cpu_tick = time.monotonic(), time.process_time()
-            epoch = self.train_epoch()
+            epoch = self.train_epoch(past_a_limit if limit or cpu_limit else None)
             val_set = self.data.splits["val"] if len(self.data.splits["val"]) else self.data.splits["train"]
             val_metrics = self.evaluate(self.refit(), val_set)
             val_loss = val_metrics["loss"]
