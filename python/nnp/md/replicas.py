@@ -56,7 +56,8 @@ from ase import Atoms, units
 from ase.data import atomic_masses
 
 from ..pretrained import resolve_file
-from .checkpoint import check_fingerprint, run_fingerprint, savez_atomic, write_atomic
+from ..data.atomic import write_atomic, write_npz, write_text
+from .checkpoint import check_fingerprint, run_fingerprint
 from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
 from .protocol import Protocol
 
@@ -132,10 +133,10 @@ def save_checkpoint(lmp, folder: Path, fingerprint: str, step: int, outcomes: di
     restart, frames = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
     write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
     steps = sorted(record)
-    savez_atomic(frames, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
+    write_npz(frames, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
     state = {"fingerprint": fingerprint, "step": step, "restart": restart.name, "frames": frames.name,
              "wall_s": wall_s, "md_wall_s": md_wall_s, "outcomes": [asdict(o) for o in outcomes.values()]}
-    write_atomic(folder / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
+    write_text(folder / "state.json", json.dumps(state, indent=1))
     for old in (*folder.glob("replicas-*.restart"), *folder.glob("frames-*.npz")):
         if old.name not in (restart.name, frames.name):
             old.unlink()

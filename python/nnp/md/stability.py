@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .checkpoint import check_fingerprint, run_fingerprint, savez_atomic, write_atomic
+from ..data.atomic import write_npz, write_text
+from .checkpoint import check_fingerprint, run_fingerprint
 from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
@@ -202,9 +203,9 @@ def save_trajectory(folder: Path, fingerprint: str, traj: Trajectory, protocol: 
     if traj.deviation:
         arrays["deviation"] = np.array(traj.deviation)
     name = f"trajectory-{traj.index}"
-    savez_atomic(folder / f"{name}.npz", **arrays)
+    write_npz(folder / f"{name}.npz", **arrays)
     record = {"fingerprint": fingerprint, **{key: getattr(traj, key) for key in RECORD_FIELDS}}
-    write_atomic(folder / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(record)))
+    write_text(folder / f"{name}.json", json.dumps(record))
 
 
 def load_trajectories(folder: Path, fingerprint: str, protocol: Protocol) -> dict[int, Trajectory]:

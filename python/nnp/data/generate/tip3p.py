@@ -12,7 +12,6 @@ frames are stored in eV and Å. Nosé–Hoover NVT.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from ... import __version__
 from ...lammps import by_id, make_lammps, system_lines
 from ...units import EV_PER_KCAL_PER_MOL
+from ..atomic import write_atomic
 from .resumable import ResumableTrajectory
 
 WATER_MASS_G = 18.01528 / 6.02214076e23
@@ -218,9 +218,7 @@ def generate_tip3p(output: str | Path, n_frames: int = 200, n_molecules: int = 6
                 atoms = _frame(lmp, symbols, cell, not positions_only)
                 atoms.info.update({"frame": state["frames"], "step": step, "time_fs": step * timestep_fs,
                                    "temperature": float(lmp.get_thermo("temp"))})
-                tmp_restart = restart.with_name(restart.name + ".tmp")
-                lmp.command(f"write_restart {tmp_restart}")
-                os.replace(tmp_restart, restart)
+                write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
                 state = {"frames": state["frames"] + 1, "step": step}
                 out.append(atoms, state)  # frame first, then the state file (atomically)
                 bar.update(1)
