@@ -215,3 +215,49 @@ def test_a_killed_water_run_reruns_only_the_unfinished_trajectories(tmp_path):
     subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_TRAJECTORY, str(soft), str(out)], timeout=300)
     with pytest.raises(ValueError, match="checkpoint of another stability run"):
         run_stability(soft, frames[-3:], protocol, out, reference=frames, seed=5, progress=False)
+
+
+KILL_INSIDE_A_TRAJECTORY = """
+import os, signal, sys
+import nnp.md.stability as stability
+from nnp.data.readers import bundled_dataset, read_structures
+from nnp.md.protocol import water_protocol
+
+save = stability.save_partial
+def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the state at step 100 is saved
+    save(lmp, checkpoint, traj, protocol)
+    if traj.steps >= 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+stability.save_partial = save_then_die
+frames = read_structures(bundled_dataset())
+protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6)
+stability.run_stability(sys.argv[1], frames[-1:], protocol, sys.argv[2], reference=frames, progress=False,
+                        checkpoint_ps=0.0125)
+"""
+
+
+def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_path):
+    """120 steps in 10-step RDF windows, the state saved every 50 steps (restart with fix nvt's thermostat,
+    frames, window RDFs and errors); SIGKILL after the save at step 100, the same call again continues there and
+    ends with the uninterrupted run's windows, frames and RDF errors."""
+    import subprocess
+    import sys
+
+    from nnp.data.readers import bundled_dataset, read_structures
+
+    frames = read_structures(bundled_dataset())
+    model = scrambled_model(tmp_path, scale=0.05)
+    protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6)
+    whole = run_stability(model, frames[-1:], protocol, tmp_path / "whole", reference=frames, progress=False)
+    out = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILL_INSIDE_A_TRAJECTORY, str(model), str(out)], timeout=300)
+    assert child.returncode == -9
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "partial-0-100.npz", "partial-0-100.restart", "partial-0.json"]  # the state at step 50 was replaced
+    resumed = run_stability(model, frames[-1:], protocol, out, reference=frames, progress=False,
+                            checkpoint_ps=0.0125)
+    row = whole["trajectories"][0]
+    assert not row["collapsed"] and len(row["window_rdf_errors"]) == 12
+    assert resumed["trajectories"] == whole["trajectories"]  # every window's RDF errors, to the last bit
+    for key in ("rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH"):
+        assert resumed[key] == whole[key]

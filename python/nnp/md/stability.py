@@ -9,8 +9,9 @@
 * both stop when the temperature leaves (0.1 K, 1e5 K).
 
 Independent trajectories run in separate processes (LAMMPS instances) in parallel. Each finished trajectory is
-kept in ``output_dir/checkpoint`` until ``stability.json`` is written: the same call after an interruption runs
-only the trajectories that had not finished (an unfinished one starts again from its beginning).
+kept in ``output_dir/checkpoint`` until ``stability.json`` is written, and a running water trajectory saves its
+state there every ``checkpoint_ps`` (at the end of an RDF window): the same call after an interruption runs only
+the trajectories that had not finished, a water one from its last saved state, any other from its beginning.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..data.atomic import write_npz, write_text
+from ..data.atomic import write_atomic, write_npz, write_text
 from .checkpoint import check_fingerprint, run_fingerprint
 from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
@@ -52,9 +53,11 @@ class Trajectory:
 
 
 def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int,
-           deviation_file: Path | None = None) -> list[str]:
+           deviation_file: Path | None = None, restart: Path | None = None) -> list[str]:
+    """The system (``atoms``, or the state in ``restart``: positions, velocities, step and ``fix nvt``'s
+    thermostat), the model, the thermostat and the temperature halts; the element of each atom type."""
     from .deviation import ensemble_arguments
-    from ..lammps import load_atoms, nnp_lines, nvt_lines
+    from ..lammps import load_atoms, nnp_lines, nvt_lines, system_lines
 
     present = [s for s in species if s in set(atoms.get_chemical_symbols())]
     if protocol.system == "water":
@@ -63,13 +66,20 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
         atoms = atoms.copy()
         atoms.center(vacuum=50.0)
         atoms.pbc = False
-    load_atoms(lmp, atoms, present, boundary="p p p" if protocol.system == "water" else "f f f")  # 50 Å vacuum
+    boundary = "p p p" if protocol.system == "water" else "f f f"  # molecules: 50 Å of vacuum
+    if restart:
+        lmp.commands_list(system_lines(restart, boundary, restart=True))
+    else:
+        load_atoms(lmp, atoms, present, boundary=boundary)
     style = ""
     if protocol.ensemble:
         style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
+    thermostat = nvt_lines(protocol.temperature, seed, protocol.timestep_fs, protocol.damping_fs)
+    if restart:  # the restart has the velocities: no new ones
+        thermostat = [line for line in thermostat if not line.startswith("velocity ")]
     for line in (*nnp_lines(model, present, style), "neighbor 1.0 bin",
                  f"comm_modify cutoff {protocol.rdf_r_max + 2.0}",
-                 *nvt_lines(protocol.temperature, seed, protocol.timestep_fs, protocol.damping_fs),
+                 *thermostat,
                  "variable temp equal temp",
                  f"fix hot all halt {protocol.check_every} v_temp > {protocol.t_max} error continue",
                  f"fix cold all halt {protocol.check_every} v_temp < {protocol.t_min} error continue",
@@ -92,20 +102,38 @@ def _snapshot(lmp, symbols: list[str], unwrap: bool) -> Atoms:
     return atoms
 
 
+@dataclass
+class TrajectoryCheckpoint:
+    """Where a water trajectory saves its state every ``every_steps`` (at the end of an RDF window), and the run's
+    fingerprint, which a saved state must carry to be continued."""
+    folder: Path
+    fingerprint: str
+    every_steps: int
+
+
 def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, seed: int,
-                   reference_rdfs: dict | None = None) -> Trajectory:
-    """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``."""
+                   reference_rdfs: dict | None = None, checkpoint: TrajectoryCheckpoint | None = None) -> Trajectory:
+    """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``.
+
+    ``checkpoint`` (water without an ensemble): save the state there and continue from a state saved before.
+    Molecules do not: ``compute bond/deviation`` takes its bonds from the positions it first sees."""
     from ..evaluator import load_evaluator
     from ..lammps import make_lammps
 
     species = load_evaluator(model).species
     total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
+    if protocol.system != "water" or protocol.ensemble:
+        checkpoint = None
+    resumed = load_partial(checkpoint, index, protocol) if checkpoint else None
     lmp = make_lammps()
-    traj = Trajectory(index=index, steps=0, time_ps=0.0, collapsed=False, reason="stable for the full run")
+    traj = resumed[0] if resumed else Trajectory(index=index, steps=0, time_ps=0.0, collapsed=False,
+                                                 reason="stable for the full run")
+    saved = traj.steps
     deviation_dir = tempfile.TemporaryDirectory() if protocol.ensemble else None
     deviation_file = Path(deviation_dir.name) / "model_devi.out" if deviation_dir else None
     try:
-        types = _setup(lmp, start, str(model), species, protocol, seed, deviation_file)
+        types = _setup(lmp, start, str(model), species, protocol, seed, deviation_file,
+                       restart=resumed[1] if resumed else None)
         if protocol.system == "molecule":
             lmp.command(f"compute bd all bond/deviation {' '.join(types)}")
             lmp.command("variable dev equal c_bd")
@@ -153,6 +181,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                     traj.collapsed, traj.reason = True, "halted (temperature out of range)"
                 break
             traj.frames.append(_snapshot(lmp, types, unwrap=protocol.system == "water"))
+            if checkpoint and traj.steps < total_steps and traj.steps - saved >= checkpoint.every_steps:
+                save_partial(lmp, checkpoint, traj, protocol)
+                saved = traj.steps
         traj.time_ps = traj.steps * protocol.timestep_fs / 1000.0
         if protocol.nve_ps > 0 and not traj.collapsed:
             traj.nve_drift = _nve_drift(lmp, protocol)
@@ -184,13 +215,11 @@ def _run_one(args) -> Trajectory:
     return run_trajectory(*args)
 
 
+CHECKPOINT_PS = 1.0  # default MD time between two saved states of a running water trajectory
 RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift")
 
 
-def save_trajectory(folder: Path, fingerprint: str, traj: Trajectory, protocol: Protocol) -> None:
-    """A finished trajectory in ``folder``: its arrays (frames, window RDFs, deviation rows), then its JSON,
-    whose presence marks it done."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _arrays(traj: Trajectory, protocol: Protocol) -> dict[str, np.ndarray]:
     arrays = {}
     if traj.frames:
         first = traj.frames[0]
@@ -202,10 +231,34 @@ def save_trajectory(folder: Path, fingerprint: str, traj: Trajectory, protocol: 
         arrays["window_rdfs"] = np.array([[w[pair] for pair in protocol.pairs] for w in traj.window_rdfs])
     if traj.deviation:
         arrays["deviation"] = np.array(traj.deviation)
+    return arrays
+
+
+def _read(record: dict, arrays_path: Path, protocol: Protocol) -> Trajectory:
+    traj = Trajectory(**{key: record[key] for key in RECORD_FIELDS})
+    with np.load(arrays_path) as arrays:
+        for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
+            atoms = Atoms(numbers=arrays["numbers"], positions=x, cell=arrays["cells"][k], pbc=arrays["pbc"])
+            if "unwrapped" in arrays:
+                atoms.info["unwrapped"] = arrays["unwrapped"][k]
+            traj.frames.append(atoms)
+        if "window_rdfs" in arrays:
+            traj.window_rdfs = [dict(zip(protocol.pairs, w)) for w in arrays["window_rdfs"]]
+        if "deviation" in arrays:
+            traj.deviation = arrays["deviation"].tolist()
+    return traj
+
+
+def save_trajectory(folder: Path, fingerprint: str, traj: Trajectory, protocol: Protocol) -> None:
+    """A finished trajectory in ``folder``: its arrays (frames, window RDFs, deviation rows), then its JSON,
+    whose presence marks it done; its partial state, if any, goes."""
+    folder.mkdir(parents=True, exist_ok=True)
     name = f"trajectory-{traj.index}"
-    write_npz(folder / f"{name}.npz", **arrays)
+    write_npz(folder / f"{name}.npz", **_arrays(traj, protocol))
     record = {"fingerprint": fingerprint, **{key: getattr(traj, key) for key in RECORD_FIELDS}}
     write_text(folder / f"{name}.json", json.dumps(record))
+    for partial in folder.glob(f"partial-{traj.index}[.-]*"):
+        partial.unlink()
 
 
 def load_trajectories(folder: Path, fingerprint: str, protocol: Protocol) -> dict[int, Trajectory]:
@@ -213,20 +266,35 @@ def load_trajectories(folder: Path, fingerprint: str, protocol: Protocol) -> dic
     done = {}
     for path in sorted(folder.glob("trajectory-*.json")):
         record = json.loads(path.read_text())
-        check_fingerprint(folder, record.pop("fingerprint", None), fingerprint)
-        traj = Trajectory(**record)
-        with np.load(path.with_suffix(".npz")) as arrays:
-            for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
-                atoms = Atoms(numbers=arrays["numbers"], positions=x, cell=arrays["cells"][k], pbc=arrays["pbc"])
-                if "unwrapped" in arrays:
-                    atoms.info["unwrapped"] = arrays["unwrapped"][k]
-                traj.frames.append(atoms)
-            if "window_rdfs" in arrays:
-                traj.window_rdfs = [dict(zip(protocol.pairs, w)) for w in arrays["window_rdfs"]]
-            if "deviation" in arrays:
-                traj.deviation = arrays["deviation"].tolist()
-        done[traj.index] = traj
+        check_fingerprint(folder, record.get("fingerprint"), fingerprint)
+        done[record["index"]] = _read(record, path.with_suffix(".npz"), protocol)
     return done
+
+
+def save_partial(lmp, checkpoint: TrajectoryCheckpoint, traj: Trajectory, protocol: Protocol) -> None:
+    """A running trajectory's state at the end of a window: restart and arrays under names with the step, then
+    ``partial-<index>.json`` (atomically) names them, then the previous ones go."""
+    folder, stem = checkpoint.folder, f"partial-{traj.index}-{traj.steps}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"{stem}.restart", lambda tmp: lmp.command(f"write_restart {tmp}"))
+    write_npz(folder / f"{stem}.npz", **_arrays(traj, protocol))
+    record = {"fingerprint": checkpoint.fingerprint, "stem": stem,
+              **{key: getattr(traj, key) for key in RECORD_FIELDS}}
+    write_text(folder / f"partial-{traj.index}.json", json.dumps(record))
+    for old in folder.glob(f"partial-{traj.index}-*"):
+        if not old.name.startswith(stem + "."):
+            old.unlink()
+
+
+def load_partial(checkpoint: TrajectoryCheckpoint, index: int, protocol: Protocol) -> tuple[Trajectory, Path] | None:
+    """The trajectory so far and its restart file, from :func:`save_partial`; None when there is none."""
+    path = checkpoint.folder / f"partial-{index}.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    check_fingerprint(checkpoint.folder, record.get("fingerprint"), checkpoint.fingerprint)
+    stem = checkpoint.folder / record["stem"]
+    return _read(record, stem.with_suffix(".npz"), protocol), stem.with_suffix(".restart")
 
 
 def reference_rdf_table(frames: Sequence[Atoms], protocol: Protocol) -> dict:
@@ -235,7 +303,7 @@ def reference_rdf_table(frames: Sequence[Atoms], protocol: Protocol) -> dict:
 
 def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol, output_dir: str | Path,
                   reference: Sequence[Atoms] | None = None, seed: int = 0, workers: int = 1,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, checkpoint_ps: float = CHECKPOINT_PS) -> dict:
     """Run ``len(starts)`` trajectories; write ``stability.json`` and plots; return the summary."""
     from tqdm.auto import tqdm
 
@@ -256,8 +324,10 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
                                   starts, reference)
     done = load_trajectories(checkpoint, fingerprint, protocol)
     resumed = len(done)
-    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs) for k, start in enumerate(starts)
-            if k not in done]
+    every = max(1, int(round(checkpoint_ps * 1000.0 / protocol.timestep_fs)))
+    within = TrajectoryCheckpoint(checkpoint, fingerprint, every)
+    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs, within)
+            for k, start in enumerate(starts) if k not in done]
     bar = tqdm(total=len(starts), initial=len(done), desc="trajectories", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
