@@ -14,6 +14,8 @@ from ase import Atoms
 
 from ..pretrained import resolve_file
 
+CHECKPOINT_PS = 1.0  # default MD time between two saved states of a running stability run
+
 
 def run_fingerprint(model: str | Path, params: dict, *frame_sets: Sequence[Atoms]) -> str:
     """SHA-256 of the model file's bytes, ``params`` (JSON) and the elements and positions of every frame set."""

@@ -55,14 +55,13 @@ import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_masses
 
-from ..pretrained import resolve_file
 from ..data.atomic import write_atomic, write_npz, write_text
-from .checkpoint import check_fingerprint, run_fingerprint
+from ..pretrained import resolve_file
+from .checkpoint import CHECKPOINT_PS, check_fingerprint, run_fingerprint
 from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
 from .protocol import Protocol
 
 MDSIM_TTIME = 20.0  # MDsim's configs/simulate/*.yml: Nosé–Hoover ttime, in units of the timestep
-CHECKPOINT_PS = 1.0  # MD time between two checkpoints of a run with a checkpoint folder
 
 
 @dataclass

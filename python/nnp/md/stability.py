@@ -30,7 +30,7 @@ import numpy as np
 from ase import Atoms
 
 from ..data.atomic import write_atomic, write_npz, write_text
-from .checkpoint import check_fingerprint, run_fingerprint
+from .checkpoint import CHECKPOINT_PS, check_fingerprint, run_fingerprint
 from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
@@ -215,7 +215,6 @@ def _run_one(args) -> Trajectory:
     return run_trajectory(*args)
 
 
-CHECKPOINT_PS = 1.0  # default MD time between two saved states of a running water trajectory
 RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift")
 
 
