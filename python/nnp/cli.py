@@ -552,6 +552,8 @@ def cmd_stability(args) -> int:
                          deviation_threshold=args.deviation_threshold)
     protocol = (water_protocol if water else molecule_protocol)(**overrides)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
+    if (Path(output) / "checkpoint").is_dir():
+        print(f"continuing the interrupted run saved in {output}/checkpoint (remove that folder to start over)")
     count = args.replicas or args.trajectories
     if count < 1:
         raise UserError(f"--replicas/--trajectories must be >= 1, got {count}")
