@@ -229,6 +229,66 @@ def test_final_train_adds_a_production_ensemble_to_a_stopped_loop(finished, tmp_
     assert proc.returncode != 0 and "remove that folder to train the final ensemble again" in out
 
 
+def _rerun_copy(finished: Path, tmp_path: Path, **changes) -> tuple[Path, dict]:
+    """The finished loop copied to ``tmp_path/run``, its config with ``changes`` (section: {key: value})."""
+    shutil.copytree(finished / "run", tmp_path / "run")
+    values = yaml.safe_load((finished / "run.yaml").read_text())
+    values["output_dir"] = str(tmp_path / "run")
+    for section, update in changes.items():
+        values[section] = {**values[section], **update} if isinstance(update, dict) else update
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(values))
+    return tmp_path / "run.yaml", values
+
+
+def test_a_budget_stop_lifted_by_the_config_goes_on_with_the_last_ensemble(finished, tmp_path):
+    """Stopped by its iteration budget (2); run again with 3, the loop goes on from iteration 2, whose ensemble
+    (trained on every label when the loop stopped) is used as it is, not trained again."""
+    config, _ = _rerun_copy(finished, tmp_path, stop={"max_iterations": 3})
+    run = tmp_path / "run"
+    before = json.loads((run / "learn.json").read_text())["iterations"]
+    model = run / "iter-002" / "train" / "member0" / "model.nnp.pt"
+    trained = model.read_bytes()
+    out = run_to_end(config)
+    assert "iteration 1's stop (iteration budget reached (2)) does not hold under the new config" in out
+    assert "iteration 2:" in out and "iteration 0:" not in out
+    rows = json.loads((run / "learn.json").read_text())["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and rows[0] == before[0]
+    assert rows[1]["stop"] is None and rows[1]["stop_lifted"] == before[1]["stop"]
+    assert rows[2]["labels"] == rows[1]["labels"] + rows[2]["new_labels"] and rows[2]["stop"]
+    assert model.read_bytes() == trained and rows[2]["settings"]["stop"]["max_iterations"] == 3
+
+
+def test_a_no_candidates_stop_runs_its_iteration_again_when_hi_is_raised(tmp_path):
+    """hi below every deviation: every replica fails at step 0 and the loop stops (no candidates), as its message
+    says; raised, as the message advises, the same iteration explores again with the ensemble it has."""
+    config = write_setup(tmp_path, "low")
+    values = yaml.safe_load(config.read_text())
+    values["deviation"].update(lo=1e-6, hi=2e-6)
+    config.write_text(yaml.safe_dump(values))
+    out = run_to_end(config)
+    assert "stopped: no candidates" in out and "and run nnp learn again" in out
+    run = tmp_path / "low"
+    model = run / "iter-000" / "train" / "member0" / "model.nnp.pt"
+    trained = model.read_bytes()
+    values["deviation"].update(lo=LO, hi=HI)
+    config.write_text(yaml.safe_dump(values))
+    out = run_to_end(config)
+    assert "deviation.hi: 2e-06 -> 2.0" in out and "running it again from its exploration" in out
+    rows = json.loads((run / "learn.json").read_text())["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1] and rows[0]["new_labels"] > 0
+    assert rows[0]["settings"]["deviation"]["hi"] == HI
+    assert model.read_bytes() == trained
+    assert all(LO <= c.info["max_devi_f"] < HI for c in ase.io.read(run / "iter-000" / "candidates.extxyz", ":"))
+
+
+def test_what_a_started_loop_is_made_of_cannot_change(finished, tmp_path):
+    config, _ = _rerun_copy(finished, tmp_path, seed=5)
+    proc = learn_process(config)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "started with other seed (seed: 0 -> 5)" in out
+    assert "cannot change in a started loop" in out
+
+
 def _wait_for(proc: subprocess.Popen, marker, timeout: float = 300.0) -> bool:
     """Until marker() is true (then True) or the process ends (False)."""
     deadline = time.time() + timeout

@@ -35,6 +35,7 @@ from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
+from .changes import LOOP_SECTIONS, check_changes, config_changes, describe
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
@@ -207,6 +208,46 @@ def _merge(config: LearnConfig, iteration: int) -> Path:
     return target
 
 
+def _reopen(config: LearnConfig, summary: dict, before: dict, log) -> None:
+    """A stopped loop run again with other exploration, trust levels, selection or stopping rule: the stop is
+    looked at again. An iteration that labelled frames had them merged and an ensemble trained on them
+    (``iter-<k+1>/train``): the loop goes on from there unless a budget still stops it. An iteration that labelled
+    nothing (no candidates, converged) runs again with its ensemble kept, from its exploration when ``explore``
+    or ``deviation.hi`` changed (the replicas stopped at the old hi), else from its selection. A ``final/``
+    ensemble of the old stop is kept as ``final-stopped-at-iter-<k>/``."""
+    rows, now = summary["iterations"], config.to_dict()
+    row = rows[-1]
+    ran_with = row.get("settings") or {k: before.get(k) for k in LOOP_SECTIONS}
+    if all(ran_with[k] == now[k] for k in LOOP_SECTIONS):
+        return
+    k = row["iteration"]
+    if row["new_labels"]:
+        if row["labels"] >= config.stop.max_labels or k + 1 >= config.stop.max_iterations:
+            return
+        row["stop_lifted"], row["stop"] = row["stop"], None
+        log(f"iteration {k}'s stop ({row['stop_lifted']}) does not hold under the new config: going on from "
+            f"iteration {k + 1}")
+    else:
+        it_dir = _iteration_dir(config, k)
+        again_from = "selection"
+        if ran_with["explore"] != now["explore"] or ran_with["deviation"]["hi"] != now["deviation"]["hi"]:
+            shutil.rmtree(it_dir / "explore", ignore_errors=True)
+            again_from = "exploration"
+        for name in ("calibration.json", "calibration-labelled.extxyz", "selection.json", "candidates.extxyz",
+                     "labelled.extxyz", "labelled.extxyz.state.json"):
+            (it_dir / name).unlink(missing_ok=True)
+        _data_path(config, k + 1).unlink(missing_ok=True)  # = data-<k>: nothing was labelled
+        rows.pop()
+        log(f"iteration {k} stopped the loop ({row['stop']}) and labelled nothing: running it again from its "
+            f"{again_from} under the new config, with its ensemble")
+    final = config.run_dir / "final"
+    if final.exists():
+        final.rename(config.run_dir / f"final-stopped-at-iter-{k:03d}")
+        summary.pop("final_train", None)
+    summary.pop("final_models", None)
+    summary.pop("stopped_by", None)
+
+
 def _stable_summary(replicas: list[dict]) -> dict:
     from ..md.survival import summarize
 
@@ -267,10 +308,20 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     from ..evaluator import load_evaluator
 
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_json(config.run_dir / "learn-config.json", config.to_dict())
+    recorded = config.run_dir / "learn-config.json"
+    now = config.to_dict()
     summary_path = config.run_dir / "learn.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"iterations": []}
     rows = summary["iterations"]
+    if recorded.exists():  # a rerun: what changed, and whether a stop still holds
+        before = json.loads(recorded.read_text())
+        changes = config_changes(before, now)
+        check_changes(changes, str(config.run_dir))
+        if changes:
+            log(f"config changed since the last run ({describe(changes)}): the stages still to run use the new values")
+        if rows and rows[-1]["stop"]:
+            _reopen(config, summary, before, log)
+    _atomic_json(recorded, now)
     make_calculator = make_labeller(config.labeller.calculator, config.labeller.kwargs)
     initial = _read_xyz(_start_data(config))
     labels = len(initial)
@@ -290,7 +341,8 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
         selection = select(config, iteration, replicas, labels, driver.cutoff, calibration.get("scale", 1.0))
         f = selection["fractions"]
         row = {"iteration": iteration, "fractions": f, **{k: selection[k] for k in ("frames", ACCURATE, CANDIDATE, FAILED)},
-               **_stable_summary(replicas), "models": members, "stop": None, "calibration": calibration or None}
+               **_stable_summary(replicas), "models": members, "stop": None, "calibration": calibration or None,
+               "settings": {k: now[k] for k in LOOP_SECTIONS}}
         state = {"labelled": 0, "failed": 0, "cpu_seconds": 0.0}
         if f[CANDIDATE] + f[FAILED] < config.stop.candidate_fraction:
             row["stop"] = (f"converged: candidates + failed {f[CANDIDATE] + f[FAILED]:.1%} of the explored frames "
@@ -311,12 +363,14 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                 row["stop"] = (f"no candidates: the deviation at every replica's start structure (step 0, the "
                                f"structure you gave) is already at or above hi = {config.deviation.hi:g} eV/Å, so hi "
                                "cannot tell unphysical frames apart for this ensemble: start from more labelled "
-                               "frames (or a pretrained model), or raise deviation.hi")
+                               "frames (or a pretrained model), or raise deviation.hi and run nnp learn again (the "
+                               "loop then goes on from this iteration's exploration)")
             elif selection[CANDIDATE] == 0:  # the replicas jumped past the window: nothing to label
                 row["stop"] = (f"no candidates: no explored frame lies between lo and hi ({selection[ACCURATE]} "
                                f"accurate, {selection[FAILED]} at or above hi = {config.deviation.hi:g} eV/Å); the "
                                "ensemble is too far from the data to explore with: start from more labelled frames, "
-                               "raise deviation.hi or sample more often (explore.out_freq)")
+                               "or raise deviation.hi or sample more often (explore.out_freq) and run nnp learn "
+                               "again (the loop then goes on from this iteration's exploration)")
             elif state["labelled"] == 0:
                 row["stop"] = "no candidate could be labelled"
         new_labels = state["labelled"] + calibration.get("labelled", 0)
