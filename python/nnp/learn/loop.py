@@ -321,6 +321,7 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
             log(f"config changed since the last run ({describe(changes)}): the stages still to run use the new values")
         if rows and rows[-1]["stop"]:
             _reopen(config, summary, before, log)
+            _atomic_json(summary_path, summary)  # after _reopen's files went: a kill now resumes from here
     _atomic_json(recorded, now)
     make_calculator = make_labeller(config.labeller.calculator, config.labeller.kwargs)
     initial = _read_xyz(_start_data(config))
