@@ -369,6 +369,14 @@ def test_active_learning_experiment_end_to_end(tmp_path, monkeypatch):
     both = tmp_path / "both.json"  # the end and iteration 0 of the same loop merge side by side
     run_script(["active_learning.py", "--merge", str(results), str(early), "--results", str(both)], monkeypatch)
     assert {r["iteration"] for r in json.loads(both.read_text())["targets"] if r["method"] == "active_scratch"} == {0, None}
+    # another stability protocol: its own folder beside the first run, which is neither read back nor overwritten
+    more = [*argv[:argv.index("--replicas") + 1], "3", *argv[argv.index("--replicas") + 2:]]
+    more[more.index("--results") + 1] = str(tmp_path / "three.json")
+    run_script([*more, "--methods", "active", "random"], monkeypatch)
+    three = {r["method"]: r for r in json.loads((tmp_path / "three.json").read_text())["targets"]}
+    assert three["active"]["replicas"] == 3 and three["random"]["replicas"] == 3
+    assert (tmp_path / "runs" / "ethanol" / "stability-active-3x0.02ps" / "stability.json").exists()
+    assert {p: p.stat().st_mtime for p in stamps} == stamps
 
 
 def test_active_learning_merge(tmp_path, monkeypatch):

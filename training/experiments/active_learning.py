@@ -45,6 +45,8 @@ stability; the loop need not have ended, only written iteration K's row to learn
 of iteration K (trained on the labels it had then, K + 1 trainings), and random baselines with that many labels
 (``_long``: K + 1 training budgets; ``_cpu``: member 0's CPU up to then). Its rows carry ``iteration`` (None: the
 loop's end), its stability runs write ``stability-<method>-it<K>``, its plots ``<results stem>-<target>-it<K>.png``.
+A stability folder that holds a run of another ``--replicas``, ``--time-ps`` or ``--temperature`` is left alone:
+the new run goes to the same name with ``-<replicas>x<time>ps`` added.
 """
 
 from __future__ import annotations
@@ -255,8 +257,15 @@ def time_ps(files: dict, args) -> float:
 
 def stability(target: str, method: str, model: str, files: dict, args) -> dict:
     """``nnp stability`` of the driving model: ``--replicas`` trajectories of the target's protocol (molecules as
-    replicas in one LAMMPS run, water one LAMMPS run per trajectory); its summary."""
+    replicas in one LAMMPS run, water one LAMMPS run per trajectory); its summary. In ``stability-<method>[-it<K>]``,
+    or, when that folder holds a run of another length, count or temperature, in the same name with
+    ``-<replicas>x<time>ps`` added: a run is never read back for a protocol it was not made with."""
     out = args.output / target / f"stability-{method}{loop_state(args.at_iteration)}"
+    if (out / "stability.json").exists():
+        done = json.loads((out / "stability.json").read_text())
+        made_with = (len(done["trajectories"]), done["protocol"]["time_ps"], done["protocol"]["temperature"])
+        if made_with != (args.replicas, time_ps(files, args), temperature(files, args)):
+            out = out.with_name(f"{out.name}-{args.replicas}x{time_ps(files, args):g}ps")
     result = out / "stability.json"
     if not result.exists():
         run_logged([NNP, "stability", "--model", model, "--system", files["system"], "--reference", str(files["test"]),
