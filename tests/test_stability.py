@@ -230,16 +230,18 @@ def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the s
         os.kill(os.getpid(), signal.SIGKILL)
 stability.save_partial = save_then_die
 frames = read_structures(bundled_dataset())
-protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6)
+ensemble = dict(ensemble=tuple(sys.argv[3:]), deviation_every=10) if sys.argv[3:] else {}
+protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6, **ensemble)
 stability.run_stability(sys.argv[1], frames[-1:], protocol, sys.argv[2], reference=frames, progress=False,
                         checkpoint_ps=0.0125)
 """
 
 
-def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_path):
+@pytest.mark.parametrize("with_ensemble", [False, True])
+def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_path, with_ensemble):
     """120 steps in 10-step RDF windows, the state saved every 50 steps (restart with fix nvt's thermostat,
-    frames, window RDFs and errors); SIGKILL after the save at step 100, the same call again continues there and
-    ends with the uninterrupted run's windows, frames and RDF errors."""
+    frames, window RDFs and errors, the ensemble's deviation rows); SIGKILL after the save at step 100, the same
+    call again continues there and ends with the uninterrupted run's windows, RDF errors and deviation record."""
     import subprocess
     import sys
 
@@ -247,10 +249,13 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
 
     frames = read_structures(bundled_dataset())
     model = scrambled_model(tmp_path, scale=0.05)
-    protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6)
+    members = [str(export_model(small_model(cutoff=3.0, layers=2, seed=1), tmp_path / "m2.nnp.pt"))] if with_ensemble else []
+    ensemble = dict(ensemble=tuple(members), deviation_every=10) if members else {}
+    protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6, **ensemble)
     whole = run_stability(model, frames[-1:], protocol, tmp_path / "whole", reference=frames, progress=False)
     out = tmp_path / "killed"
-    child = subprocess.run([sys.executable, "-c", KILL_INSIDE_A_TRAJECTORY, str(model), str(out)], timeout=300)
+    child = subprocess.run([sys.executable, "-c", KILL_INSIDE_A_TRAJECTORY, str(model), str(out), *members],
+                           timeout=300)
     assert child.returncode == -9
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
         "partial-0-100.npz", "partial-0-100.restart", "partial-0.json"]  # the state at step 50 was replaced
@@ -261,3 +266,8 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
     assert resumed["trajectories"] == whole["trajectories"]  # every window's RDF errors, to the last bit
     for key in ("rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH"):
         assert resumed[key] == whole[key]
+    if with_ensemble:  # the deviation trace: rows before the kill and after it, none twice, as uninterrupted
+        before, after = (np.load(d / "deviation.npz") for d in (tmp_path / "whole", out))
+        assert sorted(before.files) == sorted(after.files) and len(before["trajectory_0"]) == 120 // 10 + 1
+        for key in before.files:
+            np.testing.assert_array_equal(after[key], before[key])

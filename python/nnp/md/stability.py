@@ -115,14 +115,14 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                    reference_rdfs: dict | None = None, checkpoint: TrajectoryCheckpoint | None = None) -> Trajectory:
     """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``.
 
-    ``checkpoint`` (water without an ensemble): save the state there and continue from a state saved before.
-    Molecules do not: ``compute bond/deviation`` takes its bonds from the positions it first sees."""
+    ``checkpoint`` (water): save the state there and continue from a state saved before. Molecules do not:
+    ``compute bond/deviation`` takes its bonds from the positions it first sees."""
     from ..evaluator import load_evaluator
     from ..lammps import make_lammps
 
     species = load_evaluator(model).species
     total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
-    if protocol.system != "water" or protocol.ensemble:
+    if protocol.system != "water":
         checkpoint = None
     resumed = load_partial(checkpoint, index, protocol) if checkpoint else None
     lmp = make_lammps()
@@ -131,6 +131,14 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
     saved = traj.steps
     deviation_dir = tempfile.TemporaryDirectory() if protocol.ensemble else None
     deviation_file = Path(deviation_dir.name) / "model_devi.out" if deviation_dir else None
+    earlier = list(traj.deviation)  # a resumed trajectory's rows from before its saved state
+
+    def deviation_rows() -> list:
+        from .deviation import read_model_devi
+
+        rows = read_model_devi(deviation_file).tolist()  # flushed row by row: complete at any time
+        return earlier + [row for row in rows if not earlier or row[0] > earlier[-1][0]]  # setup repeats a step
+
     try:
         types = _setup(lmp, start, str(model), species, protocol, seed, deviation_file,
                        restart=resumed[1] if resumed else None)
@@ -182,6 +190,8 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                 break
             traj.frames.append(_snapshot(lmp, types, unwrap=protocol.system == "water"))
             if checkpoint and traj.steps < total_steps and traj.steps - saved >= checkpoint.every_steps:
+                if deviation_file:
+                    traj.deviation = deviation_rows()
                 save_partial(lmp, checkpoint, traj, protocol)
                 saved = traj.steps
         traj.time_ps = traj.steps * protocol.timestep_fs / 1000.0
@@ -190,9 +200,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
     finally:
         lmp.close()
         if deviation_dir:
-            from .deviation import read_model_devi
-
-            traj.deviation = read_model_devi(deviation_file).tolist()
+            traj.deviation = deviation_rows()
             deviation_dir.cleanup()
     return traj
 
