@@ -126,18 +126,22 @@ def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, veloci
 
 def save_checkpoint(lmp, folder: Path, fingerprint: str, step: int, outcomes: dict, record: dict,
                     wall_s: float, md_wall_s: float) -> None:
-    """The run's state at ``step`` in ``folder``: restart and frames under new names, then ``state.json``
-    (atomically) names them, then the previous ones go; a kill at any point leaves one whole checkpoint."""
+    """The run's state at ``step`` in ``folder``: a restart, and the frames recorded since the last checkpoint as
+    one more chunk, under new names; then ``state.json`` (atomically) names them; then the previous restart goes.
+    A kill at any point leaves one whole checkpoint, and each frame is written once."""
     folder.mkdir(parents=True, exist_ok=True)
-    restart, frames = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
+    path = folder / "state.json"
+    previous = json.loads(path.read_text()) if path.exists() else {"step": -1, "frames": []}
+    restart, chunk = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
     write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
-    steps = sorted(record)
-    write_npz(frames, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
-    state = {"fingerprint": fingerprint, "step": step, "restart": restart.name, "frames": frames.name,
-             "wall_s": wall_s, "md_wall_s": md_wall_s, "outcomes": [asdict(o) for o in outcomes.values()]}
-    write_text(folder / "state.json", json.dumps(state, indent=1))
+    steps = [k for k in sorted(record) if k > previous["step"]]
+    write_npz(chunk, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
+    state = {"fingerprint": fingerprint, "step": step, "restart": restart.name,
+             "frames": [*previous["frames"], chunk.name], "wall_s": wall_s, "md_wall_s": md_wall_s,
+             "outcomes": [asdict(o) for o in outcomes.values()]}
+    write_text(path, json.dumps(state, indent=1))
     for old in (*folder.glob("replicas-*.restart"), *folder.glob("frames-*.npz")):
-        if old.name not in (restart.name, frames.name):
+        if old.name != restart.name and old.name not in state["frames"]:
             old.unlink()
 
 
@@ -148,8 +152,10 @@ def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
         return None
     state = json.loads(path.read_text())
     check_fingerprint(folder, state.get("fingerprint"), fingerprint)
-    with np.load(folder / state["frames"]) as frames:
-        state["record"] = {int(k): x for k, x in zip(frames["steps"], frames["positions"])}
+    state["record"] = {}
+    for name in state["frames"]:
+        with np.load(folder / name) as frames:
+            state["record"].update({int(k): x for k, x in zip(frames["steps"], frames["positions"])})
     state["outcomes"] = {o["index"]: ReplicaOutcome(**o) for o in state["outcomes"]}
     state["restart"] = folder / state["restart"]
     return state
