@@ -242,8 +242,8 @@ def test_a_killed_replica_run_continues_from_its_checkpoint(tmp_path, aspirin):
     assert child.returncode == -9  # killed, not finished
     state = json.loads((folder / "state.json").read_text())
     assert state["step"] == 100 and sorted(p.name for p in folder.iterdir()) == [
-        "frames-100.npz", "frames-50.npz", "replicas-100.restart", "state.json"]  # step 50's restart went
-    with np.load(folder / "frames-100.npz") as chunk:  # each frame is written once: steps 60-100 here
+        "replicas-100.npz", "replicas-100.restart", "replicas-50.npz", "state.json"]  # step 50's restart went
+    with np.load(folder / "replicas-100.npz") as chunk:  # each frame is written once: steps 60-100 here
         assert chunk["steps"].tolist() == [60, 70, 80, 90, 100]
     early = {o["index"]: o["steps"] for o in state["outcomes"]}
     assert early and len(early) < 4, early  # a replica had collapsed before the kill, another had not

@@ -258,7 +258,9 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
                            timeout=300)
     assert child.returncode == -9
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
-        "partial-0-100.npz", "partial-0-100.restart", "partial-0.json"]  # the state at step 50 was replaced
+        "partial-0-100.npz", "partial-0-100.restart", "partial-0-50.npz", "partial-0.json"]  # step 50's restart went
+    with np.load(out / "checkpoint" / "partial-0-100.npz") as chunk:  # each window is written once: 60-100 here
+        assert len(chunk["window_rdfs"]) == 5
     resumed = run_stability(model, frames[-1:], protocol, out, reference=frames, progress=False,
                             checkpoint_ps=0.0125)
     row = whole["trajectories"][0]

@@ -137,6 +137,25 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "pr
              "finetune": FinetuneConfig}
 
 
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
+    out = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def config_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (before, now) for every setting that differs between two configs (as dicts). Keys only one
+    side has (a setting added to nnp since the other was recorded) are not compared."""
+    old, new = flat(before), flat(now)
+    return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
 def build_dataclass(cls, values: dict[str, Any], where: str):
     """``cls(**values)`` for a config section; a non-mapping, an unknown or a missing key is a ConfigError."""
     if not isinstance(values, dict):

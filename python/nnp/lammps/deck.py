@@ -35,19 +35,21 @@ def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "") -
     return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
 
 
-def _start_lines(temperature: float, seed: int, timestep_fs: float) -> list[str]:
-    """Timestep, and velocities from ``seed`` at ``temperature`` (no net momentum or rotation)."""
-    return [f"timestep {timestep_fs / 1000.0}",
-            f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian"]
+def _start_lines(temperature: float, seed: int | None, timestep_fs: float) -> list[str]:
+    """Timestep, and velocities from ``seed`` at ``temperature`` (no net momentum or rotation); ``seed`` None keeps
+    the velocities the system has (read from a restart)."""
+    velocities = [] if seed is None else [f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian"]
+    return [f"timestep {timestep_fs / 1000.0}", *velocities]
 
 
-def nvt_lines(temperature: float, seed: int, timestep_fs: float, damping_fs: float = 100.0) -> list[str]:
-    """Velocities from ``seed`` (no net momentum or rotation), timestep, Nosé–Hoover NVT."""
+def nvt_lines(temperature: float, seed: int | None, timestep_fs: float, damping_fs: float = 100.0) -> list[str]:
+    """Velocities from ``seed`` (no net momentum or rotation; None: keep the system's), timestep, Nosé–Hoover
+    NVT."""
     return [*_start_lines(temperature, seed, timestep_fs),
             f"fix nvt all nvt temp {temperature} {temperature} {damping_fs / 1000.0}"]
 
 
-def npt_lines(temperature: float, pressure_bar: float, seed: int, timestep_fs: float, damping_fs: float = 100.0,
+def npt_lines(temperature: float, pressure_bar: float, seed: int | None, timestep_fs: float, damping_fs: float = 100.0,
               barostat_fs: float = 1000.0, coupling: str = "iso") -> list[str]:
     """As :func:`nvt_lines`, with a Nosé–Hoover barostat at ``pressure_bar`` (metal units' pressure) on a box
     periodic in all three directions. ``coupling``: ``iso`` dilates the box uniformly (a triclinic box keeps its

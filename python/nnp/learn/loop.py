@@ -30,12 +30,12 @@ from typing import Any
 import ase.io
 import numpy as np
 
-from ..config import ConfigError
+from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
 from ..data.readers import read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
-from .changes import LOOP_SECTIONS, check_changes, config_changes, describe
+from .changes import LOOP_SECTIONS, check_changes
 from .config import LearnConfig
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
@@ -315,10 +315,11 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     rows = summary["iterations"]
     if recorded.exists():  # a rerun: what changed, and whether a stop still holds
         before = json.loads(recorded.read_text())
-        changes = config_changes(before, now)
+        changes = {k: v for k, v in config_changes(before, now).items() if k != "output_dir"}  # the folder may move
         check_changes(changes, str(config.run_dir))
         if changes:
-            log(f"config changed since the last run ({describe(changes)}): the stages still to run use the new values")
+            log(f"config changed since the last run ({describe_changes(changes)}): the stages still to run use the "
+                "new values")
         if rows and rows[-1]["stop"]:
             _reopen(config, summary, before, log)
             _atomic_json(summary_path, summary)  # after _reopen's files went: a kill now resumes from here

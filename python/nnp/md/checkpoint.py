@@ -1,6 +1,7 @@
-"""Checkpoints of long MD runs (``nnp stability``): a fingerprint of what a run's trajectories depend on, so that
-a run continues from its own checkpoint and never from another run's (the files themselves are written with
-:mod:`nnp.data.atomic`)."""
+"""Checkpoints of long MD runs (``nnp stability``): a LAMMPS restart, what the run recorded since its last save as
+one more chunk of arrays, and a JSON record naming them with a fingerprint of what the run depends on, so that a
+run continues from its own checkpoint and never from another run's. Every file is written atomically and the
+record last: a kill at any point leaves one whole checkpoint, and each recorded value is written once."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
+from ..data.atomic import write_atomic, write_npz, write_text
 from ..pretrained import resolve_file
 
 CHECKPOINT_PS = 1.0  # default MD time between two saved states of a running stability run
@@ -36,3 +38,34 @@ def check_fingerprint(folder: Path, found: str | None, fingerprint: str) -> None
         raise ValueError(f"{folder} holds the checkpoint of another stability run (its model file, start frames, "
                          "seeds, reference or protocol differ from this one's): remove that folder to start this "
                          "run afresh, or give this run another output folder")
+
+
+def previous_state(path: Path) -> dict:
+    """The record of the last save at ``path``; {} when there is none (or it predates chunks)."""
+    state = json.loads(path.read_text()) if path.exists() else {}
+    return state if "chunks" in state else {}
+
+
+def save_state(lmp, path: Path, prefix: str, step: int, arrays: dict[str, np.ndarray], record: dict) -> None:
+    """``<prefix>-<step>.restart`` (LAMMPS) and ``<prefix>-<step>.npz`` (``arrays``: what was recorded since the
+    previous save) beside ``path``; then ``record`` at ``path``, with the restart and every chunk so far named;
+    then the other ``<prefix>-*`` files (the previous restart) go."""
+    folder, stem = path.parent, f"{prefix}-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"{stem}.restart", lambda tmp: lmp.command(f"write_restart {tmp}"))
+    write_npz(folder / f"{stem}.npz", **arrays)
+    record = {**record, "restart": f"{stem}.restart",
+              "chunks": [*previous_state(path).get("chunks", []), f"{stem}.npz"]}
+    write_text(path, json.dumps(record))
+    for old in folder.glob(f"{prefix}-*"):
+        if old.name != record["restart"] and old.name not in record["chunks"]:
+            old.unlink()
+
+
+def load_state(path: Path, fingerprint: str) -> dict | None:
+    """The record :func:`save_state` left at ``path`` (None when there is none), checked to be this run's."""
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    check_fingerprint(path.parent, state.get("fingerprint"), fingerprint)
+    return state

@@ -22,8 +22,8 @@ A collapsed replica is deleted (``delete_atoms``, IDs kept) and the others go on
 have collapsed or after ``protocol.time_ps``; replicas still stable then are censored at that time.
 
 With a ``checkpoint`` folder the run saves its state there every ``checkpoint_ps`` of MD (a LAMMPS restart with
-positions, velocities and every replica's thermostat variable; the outcomes and recorded frames so far; a
-fingerprint of the model file, starts, seeds, reference and protocol), and a later call with the same arguments
+positions, velocities and every replica's thermostat variable; the outcomes so far; the frames recorded since the
+last checkpoint; a fingerprint of the model file, starts, seeds, reference and protocol), and a later call with the same arguments
 continues from it instead of starting over; a checkpoint of another run is an error. The continued trajectory
 is the uninterrupted one to round-off (forces are recomputed from the restored positions, which can sum in
 another order): chaotic MD amplifies that, so a resumed run is a valid continuation, not a bitwise replay.
@@ -55,9 +55,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.data import atomic_masses
 
-from ..data.atomic import write_atomic, write_npz, write_text
 from ..pretrained import resolve_file
-from .checkpoint import CHECKPOINT_PS, check_fingerprint, run_fingerprint
+from .checkpoint import CHECKPOINT_PS, load_state, previous_state, run_fingerprint, save_state
 from .criteria import mdsim_bonds, mean_bond_lengths, molecule_collapse
 from .protocol import Protocol
 
@@ -126,34 +125,24 @@ def _write_data(path: Path, starts: Sequence[Atoms], centres: np.ndarray, veloci
 
 def save_checkpoint(lmp, folder: Path, fingerprint: str, step: int, outcomes: dict, record: dict,
                     wall_s: float, md_wall_s: float) -> None:
-    """The run's state at ``step`` in ``folder``: a restart, and the frames recorded since the last checkpoint as
-    one more chunk, under new names; then ``state.json`` (atomically) names them; then the previous restart goes.
-    A kill at any point leaves one whole checkpoint, and each frame is written once."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The run's state at ``step`` (:func:`nnp.md.checkpoint.save_state`): the restart, the frames recorded since
+    the last checkpoint, and ``state.json`` with the outcomes so far."""
     path = folder / "state.json"
-    previous = json.loads(path.read_text()) if path.exists() else {"step": -1, "frames": []}
-    restart, chunk = folder / f"replicas-{step}.restart", folder / f"frames-{step}.npz"
-    write_atomic(restart, lambda tmp: lmp.command(f"write_restart {tmp}"))
-    steps = [k for k in sorted(record) if k > previous["step"]]
-    write_npz(chunk, steps=np.array(steps, dtype=np.int64), positions=np.array([record[k] for k in steps]))
-    state = {"fingerprint": fingerprint, "step": step, "restart": restart.name,
-             "frames": [*previous["frames"], chunk.name], "wall_s": wall_s, "md_wall_s": md_wall_s,
-             "outcomes": [asdict(o) for o in outcomes.values()]}
-    write_text(path, json.dumps(state, indent=1))
-    for old in (*folder.glob("replicas-*.restart"), *folder.glob("frames-*.npz")):
-        if old.name != restart.name and old.name not in state["frames"]:
-            old.unlink()
+    since = previous_state(path).get("step", -1)
+    steps = [k for k in sorted(record) if k > since]
+    save_state(lmp, path, "replicas", step,
+               {"steps": np.array(steps, dtype=np.int64), "positions": np.array([record[k] for k in steps])},
+               {"fingerprint": fingerprint, "step": step, "wall_s": wall_s, "md_wall_s": md_wall_s,
+                "outcomes": [asdict(o) for o in outcomes.values()]})
 
 
 def load_checkpoint(folder: Path, fingerprint: str) -> dict | None:
     """``state.json`` of ``folder`` with its outcomes and frames read back, or None when there is none."""
-    path = folder / "state.json"
-    if not path.exists():
+    state = load_state(folder / "state.json", fingerprint)
+    if state is None:
         return None
-    state = json.loads(path.read_text())
-    check_fingerprint(folder, state.get("fingerprint"), fingerprint)
     state["record"] = {}
-    for name in state["frames"]:
+    for name in state["chunks"]:
         with np.load(folder / name) as frames:
             state["record"].update({int(k): x for k, x in zip(frames["steps"], frames["positions"])})
     state["outcomes"] = {o["index"]: ReplicaOutcome(**o) for o in state["outcomes"]}

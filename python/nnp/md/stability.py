@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..data.atomic import write_atomic, write_npz, write_text
-from .checkpoint import CHECKPOINT_PS, check_fingerprint, run_fingerprint
+from ..data.atomic import write_npz, write_text
+from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
 from .criteria import is_explosion, temperature_in_range
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
@@ -74,12 +74,10 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
     style = ""
     if protocol.ensemble:
         style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
-    thermostat = nvt_lines(protocol.temperature, seed, protocol.timestep_fs, protocol.damping_fs)
-    if restart:  # the restart has the velocities: no new ones
-        thermostat = [line for line in thermostat if not line.startswith("velocity ")]
     for line in (*nnp_lines(model, present, style), "neighbor 1.0 bin",
                  f"comm_modify cutoff {protocol.rdf_r_max + 2.0}",
-                 *thermostat,
+                 *nvt_lines(protocol.temperature, None if restart else seed, protocol.timestep_fs,
+                            protocol.damping_fs),  # a restart has its velocities
                  "variable temp equal temp",
                  f"fix hot all halt {protocol.check_every} v_temp > {protocol.t_max} error continue",
                  f"fix cold all halt {protocol.check_every} v_temp < {protocol.t_min} error continue",
@@ -226,33 +224,39 @@ def _run_one(args) -> Trajectory:
 RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift")
 
 
-def _arrays(traj: Trajectory, protocol: Protocol) -> dict[str, np.ndarray]:
+def _arrays(traj: Trajectory, protocol: Protocol, since: Sequence[int] = (0, 0, 0)) -> dict[str, np.ndarray]:
+    """The trajectory's frames, window RDFs and deviation rows from the counts ``since`` on, as arrays."""
+    frames, windows, deviation = traj.frames[since[0]:], traj.window_rdfs[since[1]:], traj.deviation[since[2]:]
     arrays = {}
-    if traj.frames:
-        first = traj.frames[0]
-        arrays.update(numbers=first.numbers, pbc=first.pbc, positions=np.array([f.positions for f in traj.frames]),
-                      cells=np.array([f.cell.array for f in traj.frames]))
-        if "unwrapped" in first.info:
-            arrays["unwrapped"] = np.array([f.info["unwrapped"] for f in traj.frames])
-    if traj.window_rdfs:
-        arrays["window_rdfs"] = np.array([[w[pair] for pair in protocol.pairs] for w in traj.window_rdfs])
-    if traj.deviation:
-        arrays["deviation"] = np.array(traj.deviation)
+    if frames:
+        arrays.update(numbers=frames[0].numbers, pbc=frames[0].pbc, positions=np.array([f.positions for f in frames]),
+                      cells=np.array([f.cell.array for f in frames]))
+        if "unwrapped" in frames[0].info:
+            arrays["unwrapped"] = np.array([f.info["unwrapped"] for f in frames])
+    if windows:
+        arrays["window_rdfs"] = np.array([[w[pair] for pair in protocol.pairs] for w in windows])
+    if deviation:
+        arrays["deviation"] = np.array(deviation)
     return arrays
 
 
-def _read(record: dict, arrays_path: Path, protocol: Protocol) -> Trajectory:
+def _counts(traj: Trajectory) -> list[int]:
+    return [len(traj.frames), len(traj.window_rdfs), len(traj.deviation)]
+
+
+def _read(record: dict, array_files: Sequence[Path], protocol: Protocol) -> Trajectory:
     traj = Trajectory(**{key: record[key] for key in RECORD_FIELDS})
-    with np.load(arrays_path) as arrays:
-        for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
-            atoms = Atoms(numbers=arrays["numbers"], positions=x, cell=arrays["cells"][k], pbc=arrays["pbc"])
-            if "unwrapped" in arrays:
-                atoms.info["unwrapped"] = arrays["unwrapped"][k]
-            traj.frames.append(atoms)
-        if "window_rdfs" in arrays:
-            traj.window_rdfs = [dict(zip(protocol.pairs, w)) for w in arrays["window_rdfs"]]
-        if "deviation" in arrays:
-            traj.deviation = arrays["deviation"].tolist()
+    for path in array_files:
+        with np.load(path) as arrays:
+            for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
+                atoms = Atoms(numbers=arrays["numbers"], positions=x, cell=arrays["cells"][k], pbc=arrays["pbc"])
+                if "unwrapped" in arrays:
+                    atoms.info["unwrapped"] = arrays["unwrapped"][k]
+                traj.frames.append(atoms)
+            if "window_rdfs" in arrays:
+                traj.window_rdfs += [dict(zip(protocol.pairs, w)) for w in arrays["window_rdfs"]]
+            if "deviation" in arrays:
+                traj.deviation += arrays["deviation"].tolist()
     return traj
 
 
@@ -274,34 +278,29 @@ def load_trajectories(folder: Path, fingerprint: str, protocol: Protocol) -> dic
     for path in sorted(folder.glob("trajectory-*.json")):
         record = json.loads(path.read_text())
         check_fingerprint(folder, record.get("fingerprint"), fingerprint)
-        done[record["index"]] = _read(record, path.with_suffix(".npz"), protocol)
+        done[record["index"]] = _read(record, [path.with_suffix(".npz")], protocol)
     return done
 
 
 def save_partial(lmp, checkpoint: TrajectoryCheckpoint, traj: Trajectory, protocol: Protocol) -> None:
-    """A running trajectory's state at the end of a window: restart and arrays under names with the step, then
-    ``partial-<index>.json`` (atomically) names them, then the previous ones go."""
-    folder, stem = checkpoint.folder, f"partial-{traj.index}-{traj.steps}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / f"{stem}.restart", lambda tmp: lmp.command(f"write_restart {tmp}"))
-    write_npz(folder / f"{stem}.npz", **_arrays(traj, protocol))
-    record = {"fingerprint": checkpoint.fingerprint, "stem": stem,
-              **{key: getattr(traj, key) for key in RECORD_FIELDS}}
-    write_text(folder / f"partial-{traj.index}.json", json.dumps(record))
-    for old in folder.glob(f"partial-{traj.index}-*"):
-        if not old.name.startswith(stem + "."):
-            old.unlink()
+    """A running trajectory's state at the end of a window (:func:`nnp.md.checkpoint.save_state`): the restart,
+    the frames, windows and deviation rows recorded since the last save, and ``partial-<index>.json``."""
+    path = checkpoint.folder / f"partial-{traj.index}.json"
+    since = previous_state(path).get("counts", [0, 0, 0])
+    save_state(lmp, path, f"partial-{traj.index}", traj.steps, _arrays(traj, protocol, since),
+               {"fingerprint": checkpoint.fingerprint, "counts": _counts(traj),
+                **{key: getattr(traj, key) for key in RECORD_FIELDS}})
 
 
 def load_partial(checkpoint: TrajectoryCheckpoint, index: int, protocol: Protocol) -> tuple[Trajectory, Path] | None:
     """The trajectory so far and its restart file, from :func:`save_partial`; None when there is none."""
-    path = checkpoint.folder / f"partial-{index}.json"
-    if not path.exists():
+    record = load_state(checkpoint.folder / f"partial-{index}.json", checkpoint.fingerprint)
+    if record is None:
         return None
-    record = json.loads(path.read_text())
-    check_fingerprint(checkpoint.folder, record.get("fingerprint"), checkpoint.fingerprint)
-    stem = checkpoint.folder / record["stem"]
-    return _read(record, stem.with_suffix(".npz"), protocol), stem.with_suffix(".restart")
+    if "chunks" not in record:  # saved by nnp before chunks: one file with everything, named by its stem
+        record.update(chunks=[record["stem"] + ".npz"], restart=record["stem"] + ".restart")
+    traj = _read(record, [checkpoint.folder / chunk for chunk in record["chunks"]], protocol)
+    return traj, checkpoint.folder / record["restart"]
 
 
 def reference_rdf_table(frames: Sequence[Atoms], protocol: Protocol) -> dict:
@@ -336,21 +335,21 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs, within)
             for k, start in enumerate(starts) if k not in done]
     bar = tqdm(total=len(starts), initial=len(done), desc="trajectories", disable=not progress)
+
+    def keep(traj: Trajectory) -> None:  # saved as soon as it ends: a later interruption does not lose it
+        save_trajectory(checkpoint, fingerprint, traj, protocol)
+        done[traj.index] = traj
+        bar.update()
+
     if workers > 1 and len(jobs) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads,)) as pool:
             for future in as_completed([pool.submit(_run_one, job) for job in jobs]):
-                traj = future.result()
-                save_trajectory(checkpoint, fingerprint, traj, protocol)
-                done[traj.index] = traj
-                bar.update()
+                keep(future.result())
     else:
         for job in jobs:
-            traj = run_trajectory(*job)
-            save_trajectory(checkpoint, fingerprint, traj, protocol)
-            done[traj.index] = traj
-            bar.update()
+            keep(run_trajectory(*job))
     bar.close()
     trajectories = [done[k] for k in range(len(starts))]
 

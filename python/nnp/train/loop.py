@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
-from ..config import RunConfig
+from ..config import RunConfig, config_changes
 from ..errors import UserError
 from .checkpoint import load_checkpoint, save_atomic
 from .data import GraphDataset, TrainingData
@@ -55,26 +55,15 @@ RESUMABLE_CHANGES = {"name", "output_dir", "train.epochs", "train.time_limit_min
                      "train.early_stopping_patience", "train.num_workers", "train.device"}
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resumable(saved: dict | None, current: dict, run_dir: Path) -> None:
     """A ``last.ckpt`` is resumed only by the settings that made it (a run under a changed recipe would
     silently continue the old run's weights and optimiser state)."""
     if saved is None:
         return
-    old, new = (_flat(json.loads(json.dumps(c, default=str))) for c in (saved, current))
-    # keys only one side has (a setting added to nnp since) are not compared
-    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k] and k not in RESUMABLE_CHANGES)
+    changes = config_changes(*(json.loads(json.dumps(c, default=str)) for c in (saved, current)))
+    changed = [k for k in changes if k not in RESUMABLE_CHANGES]
     if changed:
-        shown = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:4])
+        shown = ", ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in changed[:4])
         raise UserError(f"{run_dir} holds a run made with other settings ({shown}{', ...' if len(changed) > 4 else ''}); "
                         f"resume it with its own settings, or train into another output_dir (or delete {run_dir})")
 
