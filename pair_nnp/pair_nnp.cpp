@@ -317,8 +317,12 @@ double PairNNP::init_one(int i, int j) {
 // ---------------------------------------------------------------------------------------------------
 // The graph: nodes, candidate pairs (neighbour list with skin) -- rebuilt with the neighbour list.
 
+// Neighbor::ago is 0 on the first force call after every build of the list. ncalls alone does not show a build:
+// every run's setup, each minimize and each rerun snapshot set it back to 0 after building, so a graph built in
+// the last setup looked current although atoms had been wrapped, sorted or replaced since (rerun gave wrong
+// energies for some snapshots).
 bool PairNNP::graph_is_stale() const {
-  return neighbor->ncalls != graph_built_at || atom->nlocal + atom->nghost != graph_nall;
+  return neighbor->ago == 0 || neighbor->ncalls != graph_built_at || atom->nlocal + atom->nghost != graph_nall;
 }
 
 void PairNNP::map_ghosts_to_owners(int nall) {

@@ -62,7 +62,7 @@ class PairNNP : public Pair {
   GraphMode mode = GraphMode::OWNERS;
   bool warned_direct = false;
 
-  // The graph, rebuilt when LAMMPS rebuilds its neighbour list (neighbor->ncalls changes).
+  // The graph, rebuilt whenever LAMMPS has rebuilt its neighbour list (graph_is_stale).
   bigint graph_built_at = -1;
   int graph_nall = -1;
   int num_nodes = 0, num_local_nodes = 0;
