@@ -317,12 +317,14 @@ double PairNNP::init_one(int i, int j) {
 // ---------------------------------------------------------------------------------------------------
 // The graph: nodes, candidate pairs (neighbour list with skin) -- rebuilt with the neighbour list.
 
-// Neighbor::ago is 0 on the first force call after every build of the list. ncalls alone does not show a build:
-// every run's setup, each minimize and each rerun snapshot set it back to 0 after building, so a graph built in
-// the last setup looked current although atoms had been wrapped, sorted or replaced since (rerun gave wrong
-// energies for some snapshots).
+// Stale after any build of the neighbour list, and when atom types changed without one. Neighbor::ago is 0 on
+// the force calls after a build; ncalls alone does not show one: every run's setup and each rerun snapshot set it
+// back to 0 after building (rerun reused a graph of atoms since wrapped or replaced). Types: fix atom/swap swaps
+// them and asks for the energy without rebuilding the list (with the old species every swap cost nothing).
 bool PairNNP::graph_is_stale() const {
-  return neighbor->ago == 0 || neighbor->ncalls != graph_built_at || atom->nlocal + atom->nghost != graph_nall;
+  const int nall = atom->nlocal + atom->nghost;
+  return neighbor->ago == 0 || neighbor->ncalls != graph_built_at || nall != graph_nall ||
+         !std::equal(graph_types.begin(), graph_types.end(), atom->type);
 }
 
 void PairNNP::map_ghosts_to_owners(int nall) {
@@ -406,6 +408,7 @@ void PairNNP::build_graph() {
   pair_nodes_dev = upload(pair_nodes, {2, num_pairs});
   graph_built_at = neighbor->ncalls;
   graph_nall = nall;
+  graph_types.assign(atom->type, atom->type + nall);
 }
 
 // Copy a device tensor to the host as float64, through a reused (pinned, for CUDA) staging buffer.

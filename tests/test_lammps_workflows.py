@@ -116,3 +116,21 @@ def test_minimize_finds_the_minimum_ase_finds(tmp_path):
     np.testing.assert_allclose(lammps_atoms(lmp, elements).get_all_distances(), relaxed.get_all_distances(),
                                atol=1e-3)
     lmp.close()
+
+
+def test_atom_swap_monte_carlo_sees_the_swapped_types(model_file, tmp_path):
+    """``fix atom/swap`` swaps two atoms' types and asks for the energy without rebuilding the neighbour list.
+    At 1 K with the atoms held still only swaps that lower the energy may be accepted: the energy after every
+    step is at most the one before, some swaps are refused, and the end state is the model's."""
+    lmp, _ = run_lammps(water_box(seed=10), model_file, tmp_path, ["H", "O"])
+    energies = tmp_path / "mc.txt"
+    for line in ("variable e equal pe", "fix mc all atom/swap 1 1 29494 1.0 types 1 2",
+                 f"fix print all print 1 '${{e}}' file {energies} screen no", "run 30"):
+        lmp.command(line)
+    attempts, accepted = (lmp.numpy.extract_fix("mc", 0, 1, k) for k in (0, 1))
+    energy = read_column(energies)
+    assert attempts == 30 and 0 < accepted < attempts
+    assert np.diff(energy).max() <= 1e-9 and energy[-1] < energy[0]
+    assert lammps_results(lmp)["energy"] == pytest.approx(
+        float(python_results(model_file, lammps_atoms(lmp, ["H", "O"]))["energy"]), abs=1e-9)
+    lmp.close()
