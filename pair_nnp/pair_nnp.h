@@ -107,6 +107,7 @@ class PairNNP : public Pair {
   void warn_on_mass_mismatch();
   void choose_graph_mode();
   bool graph_is_stale() const;
+  void check_no_excluded_pairs() const;
   void build_graph();
   void map_ghosts_to_owners(int nall);
   std::vector<int64_t> candidate_pairs(std::vector<int64_t> &pair_nodes) const;

@@ -1,5 +1,5 @@
-"""pair_style nnp under the LAMMPS commands users put around `run`: rerun, restart files, minimize, and new
-positions set from a Python driver between runs."""
+"""pair_style nnp under the LAMMPS commands and inputs users put around `run`: rerun, restart files, minimize,
+Monte Carlo type swaps, positions set from a Python driver between runs, and bonded data files."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from ase.optimize import BFGS
 from helpers import small_model, water_box
 from lammps_helpers import lammps_atoms, lammps_results, python_results, run_deck, run_lammps
 from nnp.calculator import NNPCalculator
+from nnp.data.generate.tip3p import box_length, initial_water, write_data_file
 from nnp.export import export_model
 from nnp.lammps import make_lammps, nnp_lines, system_lines, write_lammps_data
 from nnp.lammps.state import by_id
@@ -134,3 +135,49 @@ def test_atom_swap_monte_carlo_sees_the_swapped_types(model_file, tmp_path):
     assert lammps_results(lmp)["energy"] == pytest.approx(
         float(python_results(model_file, lammps_atoms(lmp, ["H", "O"]))["energy"]), abs=1e-9)
     lmp.close()
+
+
+def bonded_water_lines(tmp_path, special: str, pair: list[str]) -> list[str]:
+    """8 water molecules from a TIP3P data file (atom_style full, O-H bonds, H-O-H angles; O type 1, H type 2)."""
+    data = tmp_path / "bonded.data"
+    write_data_file(initial_water(8, box_length(8, 0.997), seed=0), data)
+    return ["units metal", "atom_style full", "atom_modify map yes", f"read_data {data}", "bond_style zero",
+            "bond_coeff 1", "angle_style zero", "angle_coeff 1", special] + pair + ["run 0"]
+
+
+def test_bonded_pairs_left_out_by_special_bonds_are_an_error(model_file, tmp_path):
+    """LAMMPS's default special_bonds (weight 0) takes bonded pairs out of the neighbour list: an error naming the
+    fix. With weight 1 the model sees every pair: the energy of the same atoms without bonds."""
+    pair = ["pair_style nnp", f"pair_coeff * * {model_file} O H"]
+    lmp = make_lammps()
+    with pytest.raises(Exception, match=r"special_bonds leaves 1-2 bonded pairs.*special_bonds lj/coul 1.0 1.0 1.0"):
+        for line in bonded_water_lines(tmp_path, "special_bonds lj/coul 0.0 0.0 0.0", pair):
+            lmp.command(line)
+    lmp.close()
+    lmp = make_lammps()
+    for line in bonded_water_lines(tmp_path, "special_bonds lj/coul 1.0 1.0 1.0", pair):
+        lmp.command(line)
+    held = lammps_atoms(lmp, ["O", "H"])
+    assert lmp.get_thermo("pe") == pytest.approx(float(python_results(model_file, held)["energy"]), abs=1e-9)
+    lmp.close()
+
+
+def test_hybrid_keeps_bonded_pairs_for_the_model_and_excludes_them_for_lj(model_file, tmp_path):
+    """The documented hybrid recipe: a tiny non-zero global weight and the classical style's own weight 0. The
+    total is the model's energy of all pairs plus lj/cut with its bonded pairs excluded."""
+    def energy(special: str, pair: list[str]) -> float:
+        lmp = make_lammps()
+        for line in bonded_water_lines(tmp_path, special, pair):
+            lmp.command(line)
+        value = lmp.get_thermo("pe")
+        lmp.close()
+        return value
+
+    lj = ["pair_style lj/cut 3.0", "pair_coeff * * 0.01 1.0"]
+    nnp = ["pair_style nnp", f"pair_coeff * * {model_file} O H"]
+    hybrid = ["pair_style hybrid/overlay nnp lj/cut 3.0", f"pair_coeff * * nnp {model_file} O H",
+              "pair_coeff * * lj/cut 0.01 1.0", "pair_modify pair lj/cut special lj/coul 0.0 0.0 0.0"]
+    lj_excluded, lj_all = energy("special_bonds lj/coul 0.0 0.0 0.0", lj), energy("special_bonds lj/coul 1 1 1", lj)
+    assert abs(lj_all - lj_excluded) > 1e-3  # the exclusions matter for lj/cut here
+    total = energy("special_bonds lj/coul 1e-10 1e-10 1e-10", hybrid)
+    assert total == pytest.approx(energy("special_bonds lj/coul 1 1 1", nnp) + lj_excluded, abs=1e-9)
