@@ -301,6 +301,12 @@ void PairNNP::init_style() {
                               "the virial is zero");
     warned_direct = true;
   }
+  if ((neighbor->nex_type || neighbor->nex_group || neighbor->nex_mol) && !warned_exclusions && comm->me == 0) {
+    error->warning(FLERR, "pair_style nnp: neigh_modify exclude takes pairs out of the model's graph, which "
+                          "changes the energies and forces of every atom within the model's reach of them, not "
+                          "only of the excluded pairs");
+    warned_exclusions = true;
+  }
   warn_on_mass_mismatch();
   choose_graph_mode();
   ghostneigh = mode == GraphMode::DEEP_SHELL ? 1 : 0;

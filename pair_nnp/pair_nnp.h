@@ -61,6 +61,7 @@ class PairNNP : public Pair {
   double energy_factor = 1.0;          // model eV -> LAMMPS energy units
   GraphMode mode = GraphMode::OWNERS;
   bool warned_direct = false;
+  bool warned_exclusions = false;
 
   // The graph, rebuilt whenever LAMMPS has rebuilt its neighbour list (graph_is_stale).
   bigint graph_built_at = -1;

@@ -33,6 +33,8 @@ SYSTEMS = {
     "small_box": (lambda: Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.2, 0.9, 0.1]], cell=np.eye(3) * 2.2,
                                 pbc=True), "p p p"),
     "molecule": (lambda: water_cluster(12), "s s s"),
+    "slab": (lambda: water_box(seed=13), "p p f"),  # a surface: periodic in x and y only
+    "wire": (lambda: water_box(seed=14), "f s p"),
 }
 
 

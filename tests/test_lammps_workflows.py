@@ -181,3 +181,15 @@ def test_hybrid_keeps_bonded_pairs_for_the_model_and_excludes_them_for_lj(model_
     assert abs(lj_all - lj_excluded) > 1e-3  # the exclusions matter for lj/cut here
     total = energy("special_bonds lj/coul 1e-10 1e-10 1e-10", hybrid)
     assert total == pytest.approx(energy("special_bonds lj/coul 1 1 1", nnp) + lj_excluded, abs=1e-9)
+
+
+def test_neighbour_exclusions_warn(model_file, tmp_path):
+    """``neigh_modify exclude`` is the user's choice, but for a many-body model it changes more than the excluded
+    pairs: a warning says so."""
+    data = tmp_path / "water.data"
+    write_lammps_data(water_box(seed=3), data, ["H", "O"])
+    deck = "\n".join(system_lines(data) + nnp_lines(model_file, ["H", "O"])
+                     + ["neigh_modify exclude type 2 2", "run 0"]) + "\n"
+    done = run_deck(deck, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "neigh_modify exclude takes pairs out of the model's graph" in done.stdout + done.stderr
