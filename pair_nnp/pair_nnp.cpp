@@ -383,7 +383,7 @@ std::vector<int64_t> PairNNP::candidate_pairs(std::vector<int64_t> &pair_nodes) 
 // neighbour list, so the model would not see an atom's bonded neighbours: an error, not a silently wrong energy.
 void PairNNP::check_no_excluded_pairs() const {
   int missing = 0;  // the bond order (1-2, 1-3, 1-4) of a left-out pair between two atoms of the model
-  if (atom->molecular == Atom::MOLECULAR && atom->nspecial) {
+  if (atom->molecular && atom->nspecial) {  // per-atom special lists (molecule templates keep none)
     for (int i = 0; i < atom->nlocal && !missing; i++) {
       if (type_species[atom->type[i]] < 0) continue;
       const int *count = atom->nspecial[i];  // cumulative: 1-2, 1-2 + 1-3, 1-2 + 1-3 + 1-4
