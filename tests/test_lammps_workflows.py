@@ -3,11 +3,12 @@ Monte Carlo type swaps, positions set from a Python driver between runs, and bon
 
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import molecule
 from ase.optimize import BFGS
 
 from helpers import small_model, water_box
-from lammps_helpers import lammps_atoms, lammps_results, python_results, run_deck, run_lammps
+from lammps_helpers import final_thermo, lammps_atoms, lammps_results, python_results, run_deck, run_lammps
 from nnp.calculator import NNPCalculator
 from nnp.data.generate.tip3p import box_length, initial_water, write_data_file
 from nnp.export import export_model
@@ -193,3 +194,28 @@ def test_neighbour_exclusions_warn(model_file, tmp_path):
     done = run_deck(deck, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "neigh_modify exclude takes pairs out of the model's graph" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.mpi)])
+def test_two_models_under_hybrid_each_see_their_own_atoms(model_file, tmp_path, ranks):
+    """``pair_style hybrid nnp nnp``: two model files on two sets of atom types (two interpenetrating water
+    boxes, types 1-2 and 3-4, no interaction between them): the energy is each model's on its own box, on one
+    rank and with halo exchange on two (each instance exchanges its own node features)."""
+    second = export_model(small_model(cutoff=3.0, layers=2, seed=5), tmp_path / "second.nnp.pt")
+    first_box = water_box(seed=10)
+    second_box = first_box.copy()
+    second_box.positions += [0.5, 1.2, 0.7]
+    stand_in = {"H": "Li", "O": "Be"}  # types 3 and 4 in the data file, mapped back to H and O by pair_coeff
+    both = Atoms(first_box.get_chemical_symbols() + [stand_in[s] for s in second_box.get_chemical_symbols()],
+                 positions=np.vstack([first_box.positions, second_box.positions]), cell=first_box.cell, pbc=True)
+    data = tmp_path / "two.data"
+    write_lammps_data(both, data, ["H", "O", "Li", "Be"])
+    deck = "\n".join(system_lines(data) + [
+        "mass 3 1.008", "mass 4 15.999", "pair_style hybrid nnp nnp",
+        f"pair_coeff * * nnp 1 {model_file} H O NULL NULL", f"pair_coeff * * nnp 2 {second} NULL NULL H O",
+        "pair_coeff 1*2 3*4 none", "thermo_style custom step pe", "thermo_modify format float %20.15g",
+        "run 0"]) + "\n"
+    done = run_deck(deck, tmp_path, ranks)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    expected = float(python_results(model_file, first_box)["energy"]) + float(python_results(second, second_box)["energy"])
+    assert final_thermo(done.stdout, "PotEng") == pytest.approx(expected, abs=1e-9)
