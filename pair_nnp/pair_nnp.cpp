@@ -381,28 +381,24 @@ std::vector<int64_t> PairNNP::candidate_pairs(std::vector<int64_t> &pair_nodes) 
 
 // special_bonds weight 0 (LAMMPS's default for bonded systems: lj/coul 0 0 0) takes bonded pairs out of the
 // neighbour list, so the model would not see an atom's bonded neighbours: an error, not a silently wrong energy.
+// Each rank checks its own atoms (error->one stops every rank): build_graph may run on some ranks only.
 void PairNNP::check_no_excluded_pairs() const {
-  int missing = 0;  // the bond order (1-2, 1-3, 1-4) of a left-out pair between two atoms of the model
-  if (atom->molecular && atom->nspecial) {  // per-atom special lists (molecule templates keep none)
-    for (int i = 0; i < atom->nlocal && !missing; i++) {
-      if (type_species[atom->type[i]] < 0) continue;
-      const int *count = atom->nspecial[i];  // cumulative: 1-2, 1-2 + 1-3, 1-2 + 1-3 + 1-4
-      for (int k = 0; k < count[2] && !missing; k++) {
-        const int order = k < count[0] ? 1 : (k < count[1] ? 2 : 3);
-        if (neighbor->special_flag[order] != 0) continue;
-        const int j = atom->map(atom->special[i][k]);
-        if (j < 0 || type_species[atom->type[j]] >= 0) missing = order + 1;
-      }
+  if (!atom->molecular || !atom->nspecial) return;  // per-atom special lists (molecule templates keep none)
+  for (int i = 0; i < atom->nlocal; i++) {
+    if (type_species[atom->type[i]] < 0) continue;
+    const int *count = atom->nspecial[i];  // cumulative: 1-2, 1-2 + 1-3, 1-2 + 1-3 + 1-4
+    for (int k = 0; k < count[2]; k++) {
+      const int order = k < count[0] ? 1 : (k < count[1] ? 2 : 3);
+      if (neighbor->special_flag[order] != 0) continue;
+      const int j = atom->map(atom->special[i][k]);
+      if (j >= 0 && type_species[atom->type[j]] < 0) continue;  // a partner outside the model (NULL type)
+      error->one(FLERR, "pair_style nnp: special_bonds leaves 1-" + std::to_string(order + 1) +
+                            " bonded pairs out of the neighbour list (weight 0), so the model would not see them; "
+                            "add 'special_bonds lj/coul 1.0 1.0 1.0' (under pair_style hybrid: a non-zero weight "
+                            "such as 'special_bonds lj/coul 1e-10 1e-10 1e-10' keeps the pairs, and 'pair_modify "
+                            "pair <style> special lj/coul 0.0 0.0 0.0' gives another style its exclusions)");
     }
   }
-  int any = 0;
-  MPI_Allreduce(&missing, &any, 1, MPI_INT, MPI_MAX, world);
-  if (any)
-    error->all(FLERR, "pair_style nnp: special_bonds leaves 1-" + std::to_string(any) +
-                          " bonded pairs out of the neighbour list (weight 0), so the model would not see them; "
-                          "add 'special_bonds lj/coul 1.0 1.0 1.0' (under pair_style hybrid: a non-zero weight such as "
-                          "'special_bonds lj/coul 1e-10 1e-10 1e-10' keeps the pairs, and 'pair_modify pair <style> "
-                          "special lj/coul 0.0 0.0 0.0' gives another style its exclusions)");
 }
 
 void PairNNP::build_graph() {

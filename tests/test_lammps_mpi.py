@@ -49,6 +49,10 @@ CASES = {
     # 2.6 Å (2 ranks) / 1.3 Å (4 ranks) subdomains against a 3 Å cutoff: ghosts arrive over several swaps
     "thin": (lambda: water_box(n_side=2, spacing=2.6, seed=9), "2 1 1", "4 1 1", "run 0"),
     "delete_and_change_box": (lambda: water_box(n_side=3, seed=10), "2 1 1", "1 2 2", MD_THEN_EDIT),
+    # recursive-bisection subdomains (comm_style tiled): ghosts come from irregular neighbours, not swaps
+    "tiled": (lambda: water_box(n_side=3, seed=12), "2 1 1", "2 2 1",
+              "comm_style tiled\nbalance 1.0 rcb\nvelocity all create 300 4 loop geom\nfix nve all nve\n"
+              "timestep 0.0005\nrun 5"),
 }
 
 
