@@ -219,3 +219,12 @@ def test_two_models_under_hybrid_each_see_their_own_atoms(model_file, tmp_path, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     expected = float(python_results(model_file, first_box)["energy"]) + float(python_results(second, second_box)["energy"])
     assert final_thermo(done.stdout, "PotEng") == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.mpi
+def test_bonded_pairs_error_stops_every_rank(model_file, tmp_path):
+    """On two ranks the special_bonds error stops the run (each rank checks its own atoms), no rank waits."""
+    deck = "\n".join(bonded_water_lines(tmp_path, "", ["pair_style nnp", f"pair_coeff * * {model_file} O H"])) + "\n"
+    done = run_deck(deck, tmp_path, ranks=2, timeout=120)
+    assert done.returncode != 0
+    assert "special_bonds leaves 1-2 bonded pairs" in done.stdout + done.stderr
