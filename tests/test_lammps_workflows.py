@@ -228,3 +228,22 @@ def test_bonded_pairs_error_stops_every_rank(model_file, tmp_path):
     done = run_deck(deck, tmp_path, ranks=2, timeout=120)
     assert done.returncode != 0
     assert "special_bonds leaves 1-2 bonded pairs" in done.stdout + done.stderr
+
+
+def test_rerun_with_an_ensemble_writes_the_runs_deviation(model_file, tmp_path):
+    """The model deviation of an existing trajectory (DP-GEN's ``dp model-devi``): ``rerun`` of the dump with
+    ``pair_style nnp ensemble`` writes the same model_devi.out rows as the run that wrote the dump."""
+    members = [export_model(small_model(cutoff=3.0, layers=3, seed=s), tmp_path / f"m{s}.nnp.pt") for s in (1, 2)]
+    data = tmp_path / "water.data"
+    write_lammps_data(water_box(seed=4), data, ["H", "O"])
+    ensemble = f"ensemble {members[0]} {members[1]} out_freq 10 out_file"
+    deck = "\n".join(system_lines(data) + nnp_lines(model_file, ["H", "O"], f"{ensemble} run_devi.out") + [
+        "velocity all create 600 1", "timestep 0.0005", "fix nve all nve",
+        "dump d all custom 10 traj.dump id type x y z", "dump_modify d format float %.17g", "run 100",
+        "unfix nve", "undump d"] + nnp_lines(model_file, ["H", "O"], f"{ensemble} rerun_devi.out")
+        + ["rerun traj.dump dump x y z"]) + "\n"
+    done = run_deck(deck, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran, reran = (np.loadtxt(tmp_path / name) for name in ("run_devi.out", "rerun_devi.out"))
+    assert ran.shape == reran.shape == (11, 8)
+    np.testing.assert_allclose(reran, ran, rtol=0, atol=1e-9)
