@@ -26,10 +26,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from nnp.calculator import NNPCalculator
 from nnp.config import ConfigError
+from nnp.data.errors import DatasetError
+from nnp.data.readers import read_structures
 from nnp.learn import learn_config_from_dict
 from nnp.learn.calibration import deviation_calibration, max_devi_f
 from nnp.learn.labelling import label_frames, make_labeller, read_labelled
-from nnp.learn.loop import _stable_summary
+from nnp.learn.loop import _stable_summary, _start_data
 from nnp.learn.selection import classify, classify_frames, farthest_point_sampling
 
 TESTS = Path(__file__).parent
@@ -472,8 +474,30 @@ def test_bad_config_and_labeller_are_clear_errors():
     with pytest.raises(ConfigError, match="explore.barostat must be one of iso, aniso, tri, not 'npt'"):
         learn_config_from_dict({**base, "explore": {"systems": [{"structure": "s.xyz", "pressures": [1.0]}],
                                                     "barostat": "npt"}})
+    with pytest.raises(ConfigError, match="initial_data_keys names the file's keys of energy, forces and stress, not "
+                                          r"\['energies'\]"):
+        learn_config_from_dict({**base, "initial_data_keys": {"energies": "REF_energy"}})
     with pytest.raises(ValueError, match="cannot be imported"):
         make_labeller("no_such_module:Calc")
+
+
+def test_initial_data_with_labels_under_other_names(tmp_path):
+    """``initial_data_keys`` reads a MACE-style file (REF_energy, REF_forces); data-000 holds the labels under
+    ASE's names, as every later data file does."""
+    from test_readers import labelled_frames, mace_style_extxyz
+
+    frames = labelled_frames(stress=True)
+    source = mace_style_extxyz(tmp_path / "mace.extxyz", frames)
+    base = {"output_dir": str(tmp_path / "loop"), "start": "organic-xtb", "initial_data": str(source),
+            "explore": {"systems": [{"structure": "s.xyz"}]}}
+    (tmp_path / "loop").mkdir()
+    with pytest.raises(DatasetError, match="info 'REF_energy', per-atom 'REF_forces'"):
+        _start_data(learn_config_from_dict(base))
+    data = _start_data(learn_config_from_dict({**base, "initial_data_keys": {"energy": "REF_energy",
+                                                                             "forces": "REF_forces"}}))
+    back = read_structures(data)
+    assert [b.get_potential_energy() for b in back] == pytest.approx([a.get_potential_energy() for a in frames])
+    np.testing.assert_allclose(back[2].get_forces(), frames[2].get_forces(), atol=1e-9)
 
 
 def test_a_window_nothing_falls_into_stops_the_loop_with_the_reason(tmp_path):

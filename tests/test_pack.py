@@ -24,7 +24,7 @@ from nnp.data.errors import DatasetError
 from nnp.data.info import dataset_info
 from nnp.data.pack import (PackedDataset, PackError, frame_key, is_pack, iter_structures, pack_dataset,
                            subset_statistics)
-from nnp.data.readers import bundled_dataset, read_structures, write_extxyz
+from nnp.data.readers import LabelKeys, bundled_dataset, read_structures, write_extxyz
 
 CUTOFF = 3.0
 
@@ -355,3 +355,34 @@ def test_dataloader_workers_read_the_right_frames(pack, sources):
     assert len(got) == len(frames)
     for a, b in zip(got, frames):
         assert_same_atoms(a, b)
+
+
+def test_labels_under_other_keys_are_packed_and_trained_from(tmp_path):
+    """``nnp data pack --energy-key REF_energy --forces-key REF_forces``: the pack holds the labels (the same as an
+    extxyz with ASE's names), records the keys, and refuses to resume with others; a training config reads the
+    file directly with data.energy_key / data.forces_key."""
+    from test_readers import mace_style_extxyz
+
+    from nnp.config import DataConfig, RunConfig
+    from nnp.train.data import prepare_data
+
+    frames = water_frames(4)
+    for atoms in frames:  # a stress label too (MACE's 9 numbers)
+        atoms.calc.results["stress"] = np.linspace(-0.01, 0.01, 6)
+    source = mace_style_extxyz(tmp_path / "mace.extxyz", frames)
+    out = tmp_path / "mace.pack"
+    cli = [sys.executable, "-m", "nnp.cli", "data", "pack", str(source), "--output", str(out), "--no-progress"]
+    done = subprocess.run(cli + ["--energy-key", "REF_energy", "--forces-key", "REF_forces", "--stress-key",
+                                 "REF_stress"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    packed = PackedDataset(out)
+    for k, atoms in enumerate(frames):
+        assert packed.atoms(k).get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(packed.atoms(k).get_forces(), atoms.get_forces(), atol=1e-9)
+        np.testing.assert_allclose(packed.atoms(k).get_stress(), atoms.get_stress(), atol=1e-9)
+    with pytest.raises(PackError, match="was packed with options"):
+        pack_dataset([source], out, progress=False, keys=LabelKeys(energy="REF_energy", forces="REF_forces"))
+    config = RunConfig(data=DataConfig(path=str(source), energy_key="REF_energy", forces_key="REF_forces",
+                                       val_fraction=0.25, test_fraction=0.25))
+    data = prepare_data(config, progress=False)
+    assert sum(len(split) for split in data.splits.values()) == 4 and data.species == ["H", "O"]

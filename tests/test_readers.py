@@ -10,7 +10,7 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from nnp.data.errors import DatasetError
-from nnp.data.readers import bundled_dataset, read_structures, write_extxyz, write_md17_npz
+from nnp.data.readers import LabelKeys, bundled_dataset, read_structures, write_extxyz, write_md17_npz
 
 KCAL = units.kcal / units.mol
 
@@ -223,3 +223,47 @@ def test_lammps_data_files_as_structures(tmp_path):
     assert read_lammps_data(tmp_path / "heavy.data", ["O", "H"]).get_chemical_symbols() == water.get_chemical_symbols()
     with pytest.raises(ValueError, match="type 1 has the mass of O .* type_symbols names it H"):
         read_lammps_data(tmp_path / "water.data", ["H", "O"])  # the pair_coeff order swapped
+
+
+def mace_style_extxyz(path, frames):
+    """frames written the way MACE datasets are: REF_energy and a 9-number REF_stress in the comment line, a
+    REF_forces column, no ASE labels."""
+    lines = []
+    for atoms in frames:
+        cell = " ".join(f"{v:.10f}" for v in atoms.cell.array.ravel())
+        stress = " ".join(f"{v:.10f}" for v in atoms.get_stress(voigt=False).ravel())
+        lines += [str(len(atoms)), f'Lattice="{cell}" Properties=species:S:1:pos:R:3:REF_forces:R:3 '
+                  f'REF_energy={atoms.get_potential_energy():.10f} REF_stress="{stress}" pbc="T T T"']
+        for symbol, position, force in zip(atoms.get_chemical_symbols(), atoms.positions, atoms.get_forces()):
+            lines.append(f"{symbol} " + " ".join(f"{v:.10f}" for v in (*position, *force)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+MACE_KEYS = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
+
+
+def test_labels_under_other_keys(tmp_path):
+    """MACE's REF_energy / REF_forces / REF_stress (and an ASE database with the energy among its key-value pairs and
+    the forces in its data) read with LabelKeys; without them, the error names the keys the frame holds."""
+    frames = labelled_frames(stress=True)
+    path = mace_style_extxyz(tmp_path / "mace.extxyz", frames)
+    with pytest.raises(DatasetError, match=r"frame 0: no energy or forces label.*info 'REF_energy', per-atom "
+                                           r"'REF_forces'.*--energy-key"):
+        read_structures(path)
+    with ase.db.connect(tmp_path / "custom.db") as db:
+        for atoms in frames:
+            db.write(Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True),
+                     dft_energy=atoms.get_potential_energy(), data={"dft_forces": atoms.get_forces()})
+    read_back = {"extxyz": read_structures(path, keys=MACE_KEYS),
+                 "db": read_structures(tmp_path / "custom.db", keys=LabelKeys(energy="dft_energy", forces="dft_forces"))}
+    for kind, back in read_back.items():
+        for a, b in zip(frames, back):
+            assert b.get_potential_energy() == pytest.approx(a.get_potential_energy(), abs=1e-9)
+            np.testing.assert_allclose(b.get_forces(), a.get_forces(), atol=1e-9)
+            if kind == "extxyz":
+                np.testing.assert_allclose(b.get_stress(), a.get_stress(), atol=1e-9)
+            assert "REF_forces" not in b.arrays  # the label, not a second copy
+    write_md17_npz(tmp_path / "m.npz", [frames[0]])
+    with pytest.raises(DatasetError, match="MD17 files have fixed keys"):
+        read_structures(tmp_path / "m.npz", keys=MACE_KEYS)

@@ -61,11 +61,25 @@ def _add_models(sub) -> None:
     c.set_defaults(func=cmd_models_card)
 
 
+def _add_label_keys(p) -> None:
+    """--energy-key/--forces-key/--stress-key: labels stored under other names than ASE's (MACE: REF_energy ...)."""
+    p.add_argument("--energy-key", default="energy", help="info key of the energy (default: ASE's; MACE: REF_energy)")
+    p.add_argument("--forces-key", default="forces", help="per-atom array of the forces (MACE: REF_forces)")
+    p.add_argument("--stress-key", default="stress", help="info key of the stress (MACE: REF_stress)")
+
+
+def _label_keys(args):
+    from .data.readers import LabelKeys
+
+    return LabelKeys(args.energy_key, args.forces_key, args.stress_key)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="energy/force errors of a model file on a dataset")
     p.add_argument("--model", required=True, help="exported model file (.nnp.pt)")
     p.add_argument("--data", required=True, help="dataset file (extxyz, ASE db, MD17/rMD17 .npz) or bundled:NAME")
     p.add_argument("--format", default=None, help="ASE format name when the suffix is ambiguous")
+    _add_label_keys(p)
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
@@ -139,6 +153,7 @@ def _add_data(sub) -> None:
     k.add_argument("inputs", nargs="+", metavar="INPUT", help="extxyz, ASE db, MD17/rMD17 .npz or any ASE format")
     k.add_argument("--output", required=True, help="pack directory to write (conventionally *.pack)")
     k.add_argument("--format", default=None, help="input format (default: from each file's suffix)")
+    _add_label_keys(k)
     k.add_argument("--cutoff", type=float, default=5.0, help="Å, for the neighbour statistics (default 5.0)")
     k.add_argument("--positions-only", action="store_true", help="accept unlabelled frames (pretraining data)")
     k.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -356,7 +371,7 @@ def cmd_evaluate(args) -> int:
     from .train.evaluate import evaluate_model_file
     from .train.predict import format_metrics_table
 
-    frames = load_structures(args.data, args.format, args.max_frames)
+    frames = load_structures(args.data, args.format, args.max_frames, keys=_label_keys(args))
     metrics = evaluate_model_file(args.model, frames, progress=True)
     print(format_metrics_table({Path(args.data).name: metrics}))
     if args.json_out:
@@ -444,7 +459,7 @@ def cmd_data_pack(args) -> int:
     from .data.pack import PackedDataset, pack_dataset
 
     path = pack_dataset(args.inputs, args.output, format=args.format, require_labels=not args.positions_only,
-                        cutoff=args.cutoff, progress=not args.no_progress)
+                        cutoff=args.cutoff, progress=not args.no_progress, keys=_label_keys(args))
     meta = PackedDataset(path).metadata
     print(f"wrote {path}: {meta['n_frames']} frames, {meta['n_atoms']} atoms, elements {' '.join(meta['elements'])}")
     return 0

@@ -46,6 +46,16 @@ class ModelConfig:
 class DataConfig:
     path: str = "bundled:water_tip3p_small"
     format: str | None = None
+    # where an extxyz/ASE-db file keeps its labels when not under ASE's names (MACE: REF_energy, REF_forces, REF_stress)
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
+
+    @property
+    def label_keys(self):
+        from .data.readers import LabelKeys
+
+        return LabelKeys(self.energy_key, self.forces_key, self.stress_key)
     max_frames: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1

@@ -12,11 +12,11 @@ from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from .graph import atoms_to_graph
-from .readers import bundled_dataset, read_structures
+from .readers import LabelKeys, bundled_dataset, read_structures
 
 
 def load_structures(path: str, format: str | None = None, max_frames: int | None = None,
-                    require_labels: bool = True) -> list[Atoms]:
+                    require_labels: bool = True, keys: LabelKeys | None = None) -> list[Atoms]:
     """Read a dataset; ``bundled:NAME`` names a dataset shipped inside the package; a pack directory
     (``nnp data pack``) is read frame by frame into memory."""
     from .pack import PackedDataset, is_pack
@@ -26,7 +26,7 @@ def load_structures(path: str, format: str | None = None, max_frames: int | None
         return [pack.atoms(k) for k in range(min(len(pack), max_frames or len(pack)))]
     if path.startswith("bundled:"):
         path = str(bundled_dataset(path.split(":", 1)[1]))
-    frames = read_structures(path, format=format, require_labels=require_labels)
+    frames = read_structures(path, format=format, require_labels=require_labels, keys=keys)
     return frames[:max_frames] if max_frames else frames
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,33 @@ BUNDLED = Path(__file__).resolve().parent / "bundled"
 Index = str | int | slice | Sequence[int]
 
 
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where a file keeps its labels, for files whose keys are not ASE's (MACE's ``REF_energy``, ``REF_forces``,
+    ``REF_stress``; ``dft_energy``, ...): the energy and stress under these ``info`` keys (the extxyz comment
+    line), the forces under this per-atom ``arrays`` key (an extxyz column). The defaults are ASE's own names,
+    which ASE already turns into labels."""
+    energy: str = "energy"
+    forces: str = "forces"
+    stress: str = "stress"
+
+    @property
+    def default(self) -> bool:
+        return self == LabelKeys()
+
+    def relabel(self, atoms: Atoms, results: dict) -> dict:
+        """``results`` with every label whose key is not ASE's taken from ``atoms.info`` / ``atoms.arrays``."""
+        results = dict(results)
+        for label, key in (("energy", self.energy), ("stress", self.stress)):
+            if key != label:
+                results[label] = atoms.info.get(key)
+        if self.forces != "forces":
+            results["forces"] = atoms.arrays.get(self.forces)
+        if results.get("stress") is not None and np.size(results["stress"]) == 9:  # a 9-number extxyz value
+            results["stress"] = np.reshape(results["stress"], (3, 3))
+        return results
+
+
 def bundled_dataset(name: str = "water_tip3p_small") -> Path:
     """Path of a dataset shipped inside the package (``python/nnp/data/bundled/<name>.extxyz``)."""
     path = BUNDLED / f"{name}.extxyz"
@@ -39,7 +67,7 @@ def bundled_dataset(name: str = "water_tip3p_small") -> Path:
 
 
 def read_structures(path: str | Path, index: Index = ":", format: str | None = None,
-                    require_labels: bool = True) -> list[Atoms]:
+                    require_labels: bool = True, keys: LabelKeys | None = None) -> list[Atoms]:
     """Read and validate the frames ``index`` of a dataset file; labels in eV, eV/Å, eV/Å^3.
 
     ``format`` None picks the reader from the suffix: ``.npz`` MD17 (keys ``R, z, E, F``) or revised
@@ -47,30 +75,33 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
     data file (one unlabelled structure, elements from its Masses), anything else ``ase.io.read``
     (extxyz, ...). ``format`` may also be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``
     or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
-    ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining).
+    ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining). ``keys``: where
+    an extxyz or ASE-database file keeps its labels when not under ASE's names (:class:`LabelKeys`).
     """
     path = _check_file(path)
     kind = _kind(path, format)
+    keys = _check_keys(path, kind, keys)
     if kind == "npz":
         with NpzFrames(path) as source:
             indices = _selection(path, index, len(source))
             frames = [source.frame(k) for k in indices]
     else:
-        every = [atoms for _, atoms in _iter_frames(path, kind, format)]
+        every = [atoms for _, atoms in _iter_frames(path, kind, format, keys)]
         indices = _selection(path, index, len(every))
         frames = [every[k] for k in indices]
     for k, atoms in zip(indices, frames):
-        validate_frame(atoms, path, k, require_labels)
+        validate_frame(atoms, path, k, require_labels, keys)
     return frames
 
 
 def iter_structures(path: str | Path, format: str | None = None, require_labels: bool = True,
-                    start: int = 0) -> Iterator[tuple[int, Atoms]]:
+                    start: int = 0, keys: LabelKeys | None = None) -> Iterator[tuple[int, Atoms]]:
     """Stream ``(frame number, Atoms)`` for every frame of a dataset file, validated like
     :func:`read_structures`; memory does not grow with the file. ``start`` skips the first frames
     (they are still parsed for text formats, not validated)."""
     path = _check_file(path)
     kind = _kind(path, format)
+    keys = _check_keys(path, kind, keys)
     if kind == "npz":
         with NpzFrames(path) as source:
             if len(source) == 0:
@@ -80,9 +111,9 @@ def iter_structures(path: str | Path, format: str | None = None, require_labels:
                 validate_frame(atoms, path, k, require_labels)
                 yield k, atoms
         return
-    for k, atoms in _iter_frames(path, kind, format):
+    for k, atoms in _iter_frames(path, kind, format, keys):
         if k >= start:
-            validate_frame(atoms, path, k, require_labels)
+            validate_frame(atoms, path, k, require_labels, keys)
             yield k, atoms
 
 
@@ -113,23 +144,33 @@ def _kind(path: Path, format: str | None) -> str:
     return "ase"
 
 
-def _iter_frames(path: Path, kind: str, format: str | None) -> Iterator[tuple[int, Atoms]]:
+def _check_keys(path: Path, kind: str, keys: LabelKeys | None) -> LabelKeys:
+    """``keys`` (ASE's names when None); other names only for the formats that have named labels."""
+    keys = keys or LabelKeys()
+    if not keys.default and kind in ("npz", "lammps-data"):
+        raise DatasetError(f"{path}: label keys ({keys}) apply to extxyz and other ASE formats and ASE databases; "
+                           "MD17 files have fixed keys and a LAMMPS data file has no labels: drop the key options")
+    return keys
+
+
+def _iter_frames(path: Path, kind: str, format: str | None, keys: LabelKeys) -> Iterator[tuple[int, Atoms]]:
     """``(frame number, Atoms)`` of the ASE-side readers: database, LAMMPS data file (one structure, elements
     from its Masses: nnp.lammps.read_lammps_data), anything ``ase.io`` reads."""
     if kind == "db":
-        return _iter_ase_db(path)
+        return _iter_ase_db(path, keys)
     if kind == "lammps-data":
         from ..lammps.data_file import read_lammps_data
 
         return iter([(0, read_lammps_data(path))])
-    return _iter_ase(path, format)
+    return _iter_ase(path, format, keys)
 
 
 def _no_frames(path: Path) -> DatasetError:
     return DatasetError(f"{path}: holds no frames; write or download the file again")
 
 
-def validate_frame(atoms: Atoms, path: str | Path, frame: int, require_labels: bool = True) -> None:
+def validate_frame(atoms: Atoms, path: str | Path, frame: int, require_labels: bool = True,
+                   keys: LabelKeys | None = None) -> None:
     """Raise :class:`DatasetError` unless the frame has atoms, known elements, finite positions and
     labels of the right shape (energy and forces present when ``require_labels``)."""
     where = f"{path}: frame {frame}"
@@ -152,7 +193,7 @@ def validate_frame(atoms: Atoms, path: str | Path, frame: int, require_labels: b
             raise DatasetError(
                 f"{where}: no {' or '.join(missing)} label; training needs both (extxyz: energy=... in the "
                 "comment line and a forces column). Pass require_labels=False for positions-only "
-                "(pretraining) data"
+                f"(pretraining) data{_key_hint(atoms, keys or LabelKeys())}"
             )
     if results.get("energy") is not None:
         energy = np.asarray(results["energy"], dtype=float)
@@ -174,6 +215,18 @@ def validate_frame(atoms: Atoms, path: str | Path, frame: int, require_labels: b
             raise DatasetError(f"{where}: stress has shape {stress.shape}, expected (6,) Voigt or (3, 3)")
         if not np.all(np.isfinite(stress)):
             raise DatasetError(f"{where}: stress contains NaN or infinity; remove the frame or its stress")
+
+
+def _key_hint(atoms: Atoms, keys: LabelKeys) -> str:
+    """Advice when the frame holds what looks like its labels under other names (MACE's REF_energy, ...)."""
+    energy = [k for k in atoms.info if "energy" in k.lower() and np.size(atoms.info[k]) == 1]
+    forces = [k for k in atoms.arrays if "force" in k.lower()]
+    if not energy and not forces:
+        return ""
+    found = ", ".join(f"info {k!r}" for k in energy) + (", " if energy and forces else "") + ", ".join(
+        f"per-atom {k!r}" for k in forces)
+    return (f". The frame holds {found}, read with keys {keys}: name them with --energy-key/--forces-key/"
+            "--stress-key (nnp data pack, nnp evaluate) or data.energy_key/forces_key/stress_key in a config")
 
 
 def write_extxyz(path: str | Path, atoms_list: Atoms | Sequence[Atoms]) -> Path:
@@ -240,7 +293,7 @@ def _selection(path: Path, index: Index, n: int) -> list[int]:
     return selected
 
 
-def _iter_ase(path: Path, format: str | None) -> Iterator[tuple[int, Atoms]]:
+def _iter_ase(path: Path, format: str | None, keys: LabelKeys) -> Iterator[tuple[int, Atoms]]:
     """Frames of anything ``ase.io`` reads, one at a time (``ase.io.iread``), labels kept."""
     import ase.io
 
@@ -260,20 +313,24 @@ def _iter_ase(path: Path, format: str | None) -> Iterator[tuple[int, Atoms]]:
                 f"{err}); the file may be truncated or in another format: write it again or pass format=... "
                 "(an ASE format name)"
             ) from None
-        yield k, _plain_copy(atoms)
+        yield k, _plain_copy(atoms, keys)
         k += 1
     if k == 0:
         raise _no_frames(path)
 
 
-def _plain_copy(atoms: Atoms) -> Atoms:
-    """The structure with only its labels, as a plain single-point calculator."""
-    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+def _plain_copy(atoms: Atoms, keys: LabelKeys) -> Atoms:
+    """The structure with only its labels (found under ``keys``), as a plain single-point calculator. Per-atom
+    arrays named like forces that were not used stay with it (the advice of :func:`validate_frame` names them)."""
+    results = keys.relabel(atoms, atoms.calc.results if atoms.calc is not None else {})
     clean = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc, info=dict(atoms.info))
+    for name, values in atoms.arrays.items():
+        if name not in ("numbers", "positions", keys.forces) and "force" in name.lower():
+            clean.arrays[name] = values
     return _labelled(clean, results.get("energy"), results.get("forces"), results.get("stress"))
 
 
-def _iter_ase_db(path: Path) -> Iterator[tuple[int, Atoms]]:
+def _iter_ase_db(path: Path, keys: LabelKeys) -> Iterator[tuple[int, Atoms]]:
     """Rows of an ASE SQLite database, one at a time, as labelled structures."""
     import ase.db
 
@@ -294,6 +351,10 @@ def _iter_ase_db(path: Path) -> Iterator[tuple[int, Atoms]]:
         results = atoms.calc.results if atoms.calc is not None else {}
         atoms.calc = None
         atoms.info.update(row.key_value_pairs)
+        for name, values in row.get("data", {}).items():  # per-atom arrays stored with the row (forces)
+            if np.shape(values)[:1] == (len(atoms),):
+                atoms.arrays[name] = np.asarray(values)
+        results = keys.relabel(atoms, results)
         yield k, _labelled(atoms, results.get("energy"), results.get("forces"), results.get("stress"))
         k += 1
         try:

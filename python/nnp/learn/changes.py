@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import ConfigError, describe_changes
 
-FIXED = ("start", "initial_data", "ensemble", "seed", "labeller")
+FIXED = ("start", "initial_data", "initial_data_keys", "ensemble", "seed", "labeller")
 # the sections a stop depends on: a stopped iteration is looked at again when one of them changed
 LOOP_SECTIONS = ("explore", "deviation", "select", "stop")
 

@@ -96,6 +96,8 @@ class LearnConfig:
     output_dir: str
     start: str  # bundled model name | *.ckpt (finetuned from) | *.yaml training config (from scratch)
     initial_data: str
+    # its labels under other names than ASE's, e.g. {energy: REF_energy, forces: REF_forces} (MACE's files)
+    initial_data_keys: dict = field(default_factory=dict)
     ensemble: int = 4  # members; member 0 drives the exploration
     seed: int = 0
     train: list = field(default_factory=list)  # section.key=value overrides for every member's training
@@ -151,6 +153,9 @@ def load_learn_config(path: str | Path) -> LearnConfig:
 
 def _check(config: LearnConfig, source: str) -> None:
     problems = []
+    if set(config.initial_data_keys) - {"energy", "forces", "stress"}:
+        problems.append(f"initial_data_keys names the file's keys of energy, forces and stress, not "
+                        f"{sorted(set(config.initial_data_keys) - {'energy', 'forces', 'stress'})}")
     if config.ensemble < 2:
         problems.append(f"ensemble must be >= 2 (the deviation needs two members), not {config.ensemble}")
     if not config.explore.systems:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
-from ..data.readers import read_structures
+from ..data.readers import LabelKeys, read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
 from .changes import LOOP_SECTIONS, check_changes
@@ -58,7 +58,8 @@ def _start_data(config: LearnConfig) -> Path:
     """data-000: the initial frames, validated, copied once."""
     path = _data_path(config, 0)
     if not path.exists():
-        write_frames(path, read_structures(config.initial_data))  # labels required; a clear error otherwise
+        keys = LabelKeys(**config.initial_data_keys)
+        write_frames(path, read_structures(config.initial_data, keys=keys))  # labels required; a clear error otherwise
     return path
 
 

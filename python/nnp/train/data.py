@@ -31,7 +31,7 @@ from ..data.dataset import dataset_species, split_indices
 from ..data.graph import atoms_to_graph
 from ..data.molecules import find_molecules
 from ..data.pack import FrameSummary, PackedDataset, is_pack, subset_statistics, summary_table
-from ..data.readers import bundled_dataset, read_structures
+from ..data.readers import LabelKeys, bundled_dataset, read_structures
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 NEIGHBOR_SAMPLE = 1000  # frames whose neighbour lists estimate the average neighbour count of a pack
@@ -61,7 +61,8 @@ class InMemoryFrames:
         return self.frames[k]
 
 
-def open_frames(path: str, format: str | None = None, require_labels: bool = True) -> Frames:
+def open_frames(path: str, format: str | None = None, require_labels: bool = True,
+                keys: LabelKeys | None = None) -> Frames:
     """A pack opens lazily (nothing is read); any other file is read and validated whole."""
     if path.startswith("bundled:"):
         path = str(bundled_dataset(path.split(":", 1)[1]))
@@ -73,7 +74,7 @@ def open_frames(path: str, format: str | None = None, require_labels: bool = Tru
             raise DatasetError(f"{path}: the pack holds positions only (packed with --positions-only); "
                                "training needs energies and forces: pack a labelled dataset")
         return pack
-    return InMemoryFrames(read_structures(path, format=format, require_labels=require_labels))
+    return InMemoryFrames(read_structures(path, format=format, require_labels=require_labels, keys=keys))
 
 
 @dataclass
@@ -161,7 +162,7 @@ def prepare_data(config: RunConfig, progress: bool = True, labelled: bool = True
     ``with_molecules`` gives every graph its covalent molecule ids (masked pretraining).
     """
     d = config.data
-    frames = open_frames(d.path, d.format, require_labels=labelled)
+    frames = open_frames(d.path, d.format, require_labels=labelled, keys=d.label_keys)
     n = len(frames) if not d.max_frames else min(d.max_frames, len(frames))
     replay = replay_frames(config) if labelled else []
     if replay:  # after the dataset's own frames; only ever in the training split

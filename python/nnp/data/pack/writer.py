@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from ..errors import DatasetError
-from ..readers import _check_file, iter_structures
+from ..readers import LabelKeys, _check_file, iter_structures
 from ..records import RecordError, encode_arrays
 from .codec import encode_frame
 from .layout import (ACCUM_KEY, DATA_FILE, MAP_SIZE, MARKER_FILE, PACK_FORMAT_VERSION, PACK_MAGIC, STATE_KEY, PackError,
@@ -49,7 +50,7 @@ class _Batch:
 
 def pack_dataset(inputs: Sequence[str | Path], output: str | Path, *, format: str | None = None,
                  require_labels: bool = True, cutoff: float = 5.0, progress: bool = True,
-                 commit_every: int = 1000) -> Path:
+                 commit_every: int = 1000, keys: LabelKeys | None = None) -> Path:
     """Stream every frame of ``inputs`` into the pack ``output`` (a directory); returns its path.
 
     Resumable: re-running with the same inputs and options after an interruption continues after
@@ -64,6 +65,8 @@ def pack_dataset(inputs: Sequence[str | Path], output: str | Path, *, format: st
     given = [Path(p) for p in inputs]
     sources = [_source_entry(_check_file(p)) for p in given]
     options = {"format": format, "require_labels": bool(require_labels), "cutoff": float(cutoff)}
+    if keys is not None and not keys.default:  # recorded only when given, so packs of ASE's names keep their options
+        options["label_keys"] = dataclasses.asdict(keys)
     if output.exists() and not is_pack(output):
         raise PackError(f"{output}: exists and is not an nnp pack; choose another --output or remove it")
     output.mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,9 @@ def _stream_frames(env: lmdb.Environment, output: Path, given: list[Path], state
         for path, source in zip(given, state["sources"]):
             if source["done"]:
                 continue
-            frames = iter_structures(path, options["format"], options["require_labels"], start=source["frames"])
+            keys = LabelKeys(**options.get("label_keys", {}))
+            frames = iter_structures(path, options["format"], options["require_labels"], start=source["frames"],
+                                     keys=keys)
             for k, atoms in frames:
                 row = _summarize(path, k, atoms, options["cutoff"])
                 batch.records.append(encode_frame(atoms))
