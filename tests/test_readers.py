@@ -1,5 +1,6 @@
 """Readers round-trip small files written in each public format; malformed files give clear errors."""
 
+import importlib.util
 import sqlite3
 
 import ase.db
@@ -267,3 +268,53 @@ def test_labels_under_other_keys(tmp_path):
     write_md17_npz(tmp_path / "m.npz", [frames[0]])
     with pytest.raises(DatasetError, match="MD17 files have fixed keys"):
         read_structures(tmp_path / "m.npz", keys=MACE_KEYS)
+
+
+def test_ani1x_and_spice_hdf5(tmp_path):
+    """Small files in the two HDF5 layouts (written with h5py as the released files are): ANI-1x (Å, Hartree,
+    Hartree/Å, a group per formula, a second level of theory with a missing value) and SPICE (bohr, Hartree, the
+    gradient, SMILES with a charge), read in eV, Å and eV/Å."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(3)
+    positions = rng.normal(size=(2, 3, 3)) + 2.0                 # Å
+    energies, forces = np.array([-76.4, -76.3]), rng.normal(size=(2, 3, 3)) * 0.01   # Hartree, Hartree/Å
+    with h5py.File(tmp_path / "ani1x.h5", "w") as f:
+        for formula in ("H2O1", "H2O1b", "H2O1c/rxn0001"):  # Transition1x nests a group per reaction
+            g = f.create_group(formula)
+            g["atomic_numbers"] = np.array([8, 1, 1], dtype=np.uint8)
+            g["coordinates"] = positions
+            g["wb97x_dz.energy"], g["wb97x_dz.forces"] = energies, forces
+            g["ccsd(t)_cbs.energy"] = np.array([-76.2, np.nan])
+    frames = read_structures(tmp_path / "ani1x.h5")
+    assert [a.info["group"] for a in frames] == ["H2O1"] * 2 + ["H2O1b"] * 2 + ["H2O1c/rxn0001"] * 2
+    assert frames[1].info["conformation"] == 1
+    assert frames[1].get_chemical_symbols() == ["O", "H", "H"]
+    np.testing.assert_allclose(frames[1].positions, positions[1])
+    assert frames[1].get_potential_energy() == pytest.approx(energies[1] * units.Hartree)
+    np.testing.assert_allclose(frames[1].get_forces(), forces[1] * units.Hartree)
+    with pytest.raises(DatasetError, match=r"ani1x.h5: frame 1: energy is NaN"):
+        read_structures(tmp_path / "ani1x.h5", keys=LabelKeys(energy="ccsd(t)_cbs.energy"))
+
+    gradient = rng.normal(size=(2, 3, 3)) * 0.01                 # Hartree/bohr
+    with h5py.File(tmp_path / "spice.hdf5", "w") as f:
+        for name, smiles in (("water", "[H]O[H]"), ("hydroxide", "[H][O-]")):
+            g = f.create_group(name)
+            g["atomic_numbers"] = np.array([8, 1, 1] if name == "water" else [8, 1], dtype=np.int16)
+            n = len(g["atomic_numbers"])
+            g["conformations"] = (positions[:, :n] / units.Bohr).astype(np.float32)
+            g["dft_total_energy"], g["dft_total_gradient"] = energies, gradient[:, :n]
+            g["smiles"] = np.array([smiles.encode()])
+            g["subset"] = np.array([b"test"])
+    frames = read_structures(tmp_path / "spice.hdf5")  # groups in HDF5's (alphabetical) order
+    assert [a.info["group"] for a in frames] == ["hydroxide"] * 2 + ["water"] * 2
+    if importlib.util.find_spec("rdkit"):
+        assert [a.info["charge"] for a in frames] == [-1, -1, 0, 0]
+    water = frames[2]
+    np.testing.assert_allclose(water.positions, positions[0], atol=1e-5)   # stored as float32 bohr
+    assert water.get_potential_energy() == pytest.approx(energies[0] * units.Hartree)
+    np.testing.assert_allclose(water.get_forces(), -gradient[0] * units.Hartree / units.Bohr)
+
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_group("nothing")
+    with pytest.raises(DatasetError, match="holds no conformations"):
+        read_structures(tmp_path / "empty.h5")

@@ -1,4 +1,5 @@
-"""Dataset readers: extxyz and anything ASE reads, ASE databases, MD17 and revised MD17 ``.npz``.
+"""Dataset readers: extxyz and anything ASE reads, ASE databases, MD17 and revised MD17 ``.npz``, ANI-1x and
+SPICE HDF5.
 
 Every reader returns ``ase.Atoms`` whose labels (energy in eV, forces in eV/Å, stress in eV/Å^3,
 ASE convention) sit in a ``SinglePointCalculator``; units are converted here, at the edge. Every
@@ -72,9 +73,9 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
 
     ``format`` None picks the reader from the suffix: ``.npz`` MD17 (keys ``R, z, E, F``) or revised
     MD17 (keys ``coords, nuclear_charges, energies, forces``), ``.db`` ASE database, ``.data`` a LAMMPS
-    data file (one unlabelled structure, elements from its Masses), anything else ``ase.io.read``
-    (extxyz, ...). ``format`` may also be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``
-    or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
+    data file (one unlabelled structure, elements from its Masses), ``.h5``/``.hdf5`` ANI-1x or SPICE
+    conformations (:mod:`nnp.data.hdf5`), anything else ``ase.io.read`` (extxyz, ...). ``format`` may also
+    be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``, ``"hdf5"`` or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
     ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining). ``keys``: where
     an extxyz or ASE-database file keeps its labels when not under ASE's names (:class:`LabelKeys`).
     """
@@ -141,6 +142,8 @@ def _kind(path: Path, format: str | None) -> str:
         return "db"
     if kind == "lammps-data" or suffix == ".data":
         return "lammps-data"
+    if kind in ("hdf5", "ani1x", "spice") or suffix in (".h5", ".hdf5"):
+        return "hdf5"
     return "ase"
 
 
@@ -158,6 +161,11 @@ def _iter_frames(path: Path, kind: str, format: str | None, keys: LabelKeys) -> 
     from its Masses: nnp.lammps.read_lammps_data), anything ``ase.io`` reads."""
     if kind == "db":
         return _iter_ase_db(path, keys)
+    if kind == "hdf5":  # ANI-1x / SPICE layouts; keys name the label datasets
+        from .hdf5 import iter_hdf5
+
+        return iter_hdf5(path, None if keys.energy == "energy" else keys.energy,
+                         None if keys.forces == "forces" else keys.forces)
     if kind == "lammps-data":
         from ..lammps.data_file import read_lammps_data
 
