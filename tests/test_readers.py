@@ -294,6 +294,10 @@ def test_ani1x_and_spice_hdf5(tmp_path):
     np.testing.assert_allclose(frames[1].get_forces(), forces[1] * units.Hartree)
     with pytest.raises(DatasetError, match=r"ani1x.h5: frame 1: energy is NaN"):
         read_structures(tmp_path / "ani1x.h5", keys=LabelKeys(energy="ccsd(t)_cbs.energy"))
+    with pytest.raises(DatasetError, match=r"ani1x.h5: frame 0: no energy label"):
+        read_structures(tmp_path / "ani1x.h5", keys=LabelKeys(energy="wb97x_tz.energy"))
+    assert len(read_structures(tmp_path / "ani1x.h5", keys=LabelKeys(energy="wb97x_tz.energy"),
+                               require_labels=False)) == 6
 
     gradient = rng.normal(size=(2, 3, 3)) * 0.01                 # Hartree/bohr
     with h5py.File(tmp_path / "spice.hdf5", "w") as f:

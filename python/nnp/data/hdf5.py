@@ -82,8 +82,8 @@ def _group_frames(path: Path, name: str, group, energy_key: str | None, forces_k
     if positions.ndim != 3 or positions.shape[1:] != (len(numbers), 3):
         raise DatasetError(f"{where}: positions have shape {positions.shape}, expected (conformations, "
                            f"{len(numbers)}, 3)")
-    energies = _labels(group, energy_key, where, (len(positions),)) * HARTREE
-    forces = _labels(group, forces_key, where, positions.shape) * force_factor
+    energies = _labels(group, energy_key, where, (len(positions),), HARTREE)
+    forces = _labels(group, forces_key, where, positions.shape, force_factor)
     from .readers import _labelled
 
     return [_labelled(Atoms(numbers, positions=positions[m], info=dict(info, conformation=m)),
@@ -91,14 +91,15 @@ def _group_frames(path: Path, name: str, group, energy_key: str | None, forces_k
             for m in range(len(positions))]
 
 
-def _labels(group, key: str, where: str, shape: tuple) -> np.ndarray | None:
-    """The dataset ``key`` of the group as floats of ``shape``; None when the group has no such dataset."""
+def _labels(group, key: str, where: str, shape: tuple, factor: float) -> np.ndarray | None:
+    """The dataset ``key`` of the group as floats of ``shape`` times ``factor`` (to eV, eV/Å); None when the
+    group has no such dataset (the frames are then unlabelled, which validation reports where labels are needed)."""
     if key not in group:
         return None
     values = np.asarray(group[key][()], dtype=float)
     if values.shape != shape:
         raise DatasetError(f"{where}: {key} has shape {values.shape}, expected {shape}")
-    return values
+    return values * factor
 
 
 def _smiles_charge(group) -> int | None:

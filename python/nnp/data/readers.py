@@ -36,7 +36,8 @@ class LabelKeys:
     """Where a file keeps its labels, for files whose keys are not ASE's (MACE's ``REF_energy``, ``REF_forces``,
     ``REF_stress``; ``dft_energy``, ...): the energy and stress under these ``info`` keys (the extxyz comment
     line), the forces under this per-atom ``arrays`` key (an extxyz column). The defaults are ASE's own names,
-    which ASE already turns into labels."""
+    which ASE already turns into labels. For ANI-1x/SPICE HDF5 files they name label datasets
+    (``ccsd(t)_cbs.energy``); the defaults there mean the layout's own (:mod:`nnp.data.hdf5`)."""
     energy: str = "energy"
     forces: str = "forces"
     stress: str = "stress"
@@ -75,9 +76,10 @@ def read_structures(path: str | Path, index: Index = ":", format: str | None = N
     MD17 (keys ``coords, nuclear_charges, energies, forces``), ``.db`` ASE database, ``.data`` a LAMMPS
     data file (one unlabelled structure, elements from its Masses), ``.h5``/``.hdf5`` ANI-1x or SPICE
     conformations (:mod:`nnp.data.hdf5`), anything else ``ase.io.read`` (extxyz, ...). ``format`` may also
-    be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``, ``"hdf5"`` or any ASE format name. With ``require_labels`` every frame must carry energy and forces;
-    ``require_labels=False`` accepts unlabelled frames (positions only, e.g. for pretraining). ``keys``: where
-    an extxyz or ASE-database file keeps its labels when not under ASE's names (:class:`LabelKeys`).
+    be ``"npz"``, ``"md17"``, ``"rmd17"``, ``"db"``, ``"lammps-data"``, ``"hdf5"`` or any ASE format name.
+    With ``require_labels`` every frame must carry energy and forces; ``require_labels=False`` accepts
+    unlabelled frames (positions only, e.g. for pretraining). ``keys``: where the file keeps its labels when
+    not under ASE's names (:class:`LabelKeys`; for HDF5, the names of the label datasets).
     """
     path = _check_file(path)
     kind = _kind(path, format)
@@ -151,8 +153,9 @@ def _check_keys(path: Path, kind: str, keys: LabelKeys | None) -> LabelKeys:
     """``keys`` (ASE's names when None); other names only for the formats that have named labels."""
     keys = keys or LabelKeys()
     if not keys.default and kind in ("npz", "lammps-data"):
-        raise DatasetError(f"{path}: label keys ({keys}) apply to extxyz and other ASE formats and ASE databases; "
-                           "MD17 files have fixed keys and a LAMMPS data file has no labels: drop the key options")
+        raise DatasetError(f"{path}: label keys ({keys}) apply to extxyz and other ASE formats, ASE databases and "
+                           "HDF5 files; MD17 files have fixed keys and a LAMMPS data file has no labels: drop the key "
+                           "options")
     return keys
 
 
