@@ -77,7 +77,8 @@ def _label_keys(args):
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="energy/force errors of a model file on a dataset")
     p.add_argument("--model", required=True, help="exported model file (.nnp.pt)")
-    p.add_argument("--data", required=True, help="dataset file (extxyz, ASE db, MD17/rMD17 .npz, ANI-1x/SPICE .h5) or bundled:NAME")
+    p.add_argument("--data", required=True,
+                   help="dataset file (extxyz, ASE db, MD17/rMD17 .npz, ANI-1x/SPICE .h5) or bundled:NAME")
     p.add_argument("--format", default=None, help="ASE format name when the suffix is ambiguous")
     _add_label_keys(p)
     p.add_argument("--max-frames", type=int, default=None)
@@ -150,7 +151,8 @@ def _add_data(sub) -> None:
         description="Stream every frame of the inputs into one packed dataset (an LMDB directory) with its "
                     "statistics (reference energies, force RMS, neighbours per atom). Resumable: re-run the same "
                     "command after an interruption. See docs/dataset_format.md.")
-    k.add_argument("inputs", nargs="+", metavar="INPUT", help="extxyz, ASE db, MD17/rMD17 .npz, ANI-1x/SPICE .h5 or any ASE format")
+    k.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="extxyz, ASE db, MD17/rMD17 .npz, ANI-1x/SPICE .h5 or any ASE format")
     k.add_argument("--output", required=True, help="pack directory to write (conventionally *.pack)")
     k.add_argument("--format", default=None, help="input format (default: from each file's suffix)")
     _add_label_keys(k)

@@ -50,16 +50,16 @@ class DataConfig:
     energy_key: str = "energy"
     forces_key: str = "forces"
     stress_key: str = "stress"
+    max_frames: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
 
     @property
     def label_keys(self):
         from .data.readers import LabelKeys
 
         return LabelKeys(self.energy_key, self.forces_key, self.stress_key)
-    max_frames: int | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 0
 
 
 @dataclass
