@@ -328,8 +328,8 @@ double PairNNP::init_one(int i, int j) {
 // back to 0 after building (rerun reused a graph of atoms since wrapped or replaced). Types: fix atom/swap swaps
 // them and asks for the energy without rebuilding the list (with the old species every swap cost nothing).
 bool PairNNP::graph_is_stale() const {
-  const int nall = atom->nlocal + atom->nghost;
-  return neighbor->ago == 0 || neighbor->ncalls != graph_built_at || nall != graph_nall ||
+  const size_t nall = atom->nlocal + atom->nghost;
+  return neighbor->ago == 0 || neighbor->ncalls != graph_built_at || nall != graph_types.size() ||
          !std::equal(graph_types.begin(), graph_types.end(), atom->type);
 }
 
@@ -436,7 +436,6 @@ void PairNNP::build_graph() {
   pair_atoms_dev = upload(pairs, {2, num_pairs});
   pair_nodes_dev = upload(pair_nodes, {2, num_pairs});
   graph_built_at = neighbor->ncalls;
-  graph_nall = nall;
   graph_types.assign(atom->type, atom->type + nall);
 }
 

@@ -65,7 +65,6 @@ class PairNNP : public Pair {
 
   // The graph, rebuilt whenever LAMMPS has rebuilt its neighbour list (graph_is_stale).
   bigint graph_built_at = -1;
-  int graph_nall = -1;
   std::vector<int> graph_types;       // atom->type of every atom (ghosts too) when it was built
   int num_nodes = 0, num_local_nodes = 0;
   std::vector<int> node_atom;          // node -> LAMMPS atom index

@@ -23,6 +23,7 @@ import numpy as np
 from ase import Atoms, units
 
 from .errors import DatasetError
+from .readers import _labelled
 
 HARTREE = units.Hartree  # eV
 BOHR = units.Bohr        # Å
@@ -84,8 +85,6 @@ def _group_frames(path: Path, name: str, group, energy_key: str | None, forces_k
                            f"{len(numbers)}, 3)")
     energies = _labels(group, energy_key, where, (len(positions),), HARTREE)
     forces = _labels(group, forces_key, where, positions.shape, force_factor)
-    from .readers import _labelled
-
     return [_labelled(Atoms(numbers, positions=positions[m], info=dict(info, conformation=m)),
                       None if energies is None else float(energies[m]), None if forces is None else forces[m])
             for m in range(len(positions))]

@@ -153,9 +153,9 @@ def load_learn_config(path: str | Path) -> LearnConfig:
 
 def _check(config: LearnConfig, source: str) -> None:
     problems = []
-    if set(config.initial_data_keys) - {"energy", "forces", "stress"}:
-        problems.append(f"initial_data_keys names the file's keys of energy, forces and stress, not "
-                        f"{sorted(set(config.initial_data_keys) - {'energy', 'forces', 'stress'})}")
+    unknown_labels = sorted(set(config.initial_data_keys) - {"energy", "forces", "stress"})
+    if unknown_labels:
+        problems.append(f"initial_data_keys names the file's keys of energy, forces and stress, not {unknown_labels}")
     if config.ensemble < 2:
         problems.append(f"ensemble must be >= 2 (the deviation needs two members), not {config.ensemble}")
     if not config.explore.systems:
