@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <map>
 
 #include <mpi.h>
@@ -29,20 +31,24 @@ const std::map<std::string, double> COVALENT_RADIUS = {
 
 ComputeBondDeviation::ComputeBondDeviation(LAMMPS *lmp, int narg, char **arg) : Compute(lmp, narg, arg) {
   const int ntypes = atom->ntypes;
-  int nelements = narg - 3;
-  if (nelements >= 2 && strcmp(arg[narg - 2], "scale") == 0) {
-    scale = utils::numeric(FLERR, arg[narg - 1], false, lmp);
-    nelements -= 2;
-  }
-  if (nelements != ntypes)
+  if (narg < 3 + ntypes)
     error->all(FLERR, "compute bond/deviation needs one element per atom type (" + std::to_string(ntypes) +
-                          "), optionally followed by 'scale s'");
+                          "), optionally followed by 'scale s' and 'reference FILE'");
   type_radius.assign(ntypes + 1, 0.0);
   for (int t = 1; t <= ntypes; t++) {
     auto it = COVALENT_RADIUS.find(arg[2 + t]);
     if (it == COVALENT_RADIUS.end())
       error->all(FLERR, std::string("compute bond/deviation: no covalent radius for element ") + arg[2 + t]);
     type_radius[t] = it->second;
+  }
+  for (int iarg = 3 + ntypes; iarg < narg; iarg += 2) {
+    const std::string keyword = arg[iarg];
+    if (keyword != "scale" && keyword != "reference")
+      error->all(FLERR, "compute bond/deviation: '" + keyword + "' is neither a keyword (scale, reference) nor " +
+                            "an element: give one element per atom type (" + std::to_string(ntypes) + ")");
+    if (iarg + 1 >= narg) error->all(FLERR, "compute bond/deviation: '" + keyword + "' needs a value");
+    if (keyword == "scale") scale = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+    else reference_file = arg[iarg + 1];
   }
   scalar_flag = 1;
   extscalar = 0;
@@ -51,6 +57,42 @@ ComputeBondDeviation::ComputeBondDeviation(LAMMPS *lmp, int narg, char **arg) : 
 void ComputeBondDeviation::init() {
   if (atom->map_style == Atom::MAP_NONE)
     error->all(FLERR, "compute bond/deviation requires an atom map: add 'atom_modify map yes' before the box is created");
+  if (!have_reference && !reference_file.empty()) read_bonds();
+}
+
+// The reference file: rank 0 reads and checks it, every rank gets the bonds.
+void ComputeBondDeviation::read_bonds() {
+  std::vector<double> values;  // tag_i, tag_j, d_ref per bond
+  std::string problem;
+  if (comm->me == 0) {
+    std::ifstream in(reference_file);
+    if (!in) problem = "cannot open " + reference_file;
+    std::string line;
+    for (int number = 1; problem.empty() && std::getline(in, line); number++) {
+      line = line.substr(0, line.find('#'));
+      std::istringstream fields(line);
+      double i, j, d;
+      std::string extra;
+      if (!(fields >> i)) continue;  // blank or comment
+      if (!(fields >> j >> d) || (fields >> extra) || i != std::floor(i) || j != std::floor(j) || i < 1 ||
+          j < 1 || i > atom->natoms || j > atom->natoms || i == j || !(d > 0.0))
+        problem = reference_file + " line " + std::to_string(number) + ": expected 'tag_i tag_j d_ref' with two " +
+                  "different atom IDs of this box (1.." + std::to_string(atom->natoms) + ") and a length > 0";
+      else values.insert(values.end(), {i, j, d});
+    }
+  }
+  int count = problem.empty() ? static_cast<int>(values.size()) : -1;
+  MPI_Bcast(&count, 1, MPI_INT, 0, world);
+  if (count < 0) error->all(FLERR, "compute bond/deviation reference: " + problem);  // rank 0 prints it
+  values.resize(count);
+  MPI_Bcast(values.data(), count, MPI_DOUBLE, 0, world);
+  bonds.clear();
+  for (int b = 0; b < count; b += 3)
+    bonds.push_back({static_cast<tagint>(values[b]), static_cast<tagint>(values[b + 1]), values[b + 2]});
+  have_reference = true;
+  if (comm->me == 0)
+    utils::logmesg(lmp, "compute bond/deviation: " + std::to_string(bonds.size()) + " reference bonds from " +
+                            reference_file + "\n");
 }
 
 // All atoms of the group are gathered once; bonds are found by an O(N^2) scan (molecules, small boxes).

@@ -273,3 +273,83 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
         assert sorted(before.files) == sorted(after.files) and len(before["trajectory_0"]) == 120 // 10 + 1
         for key in before.files:
             np.testing.assert_array_equal(after[key], before[key])
+
+
+KILL_A_MOLECULE_INSIDE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[3])
+import nnp.md.stability as stability
+from helpers import water_box
+from nnp.md.protocol import molecule_protocol
+
+save = stability.save_partial
+def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the state at step 100 is saved
+    save(lmp, checkpoint, traj, protocol)
+    if traj.steps >= 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+stability.save_partial = save_then_die
+start = water_box(n_side=1, seed=0)[:3]
+start.pbc = False
+protocol = molecule_protocol(time_ps=0.1, temperature=20.0, check_every=5, sample_every=10, bond_tolerance=0.3)
+stability.run_stability(sys.argv[1], [start], protocol, sys.argv[2], progress=False, checkpoint_ps=0.025)
+"""
+
+
+def test_a_molecule_trajectory_killed_inside_continues_with_its_start_frames_bonds(tmp_path):
+    """A soft model lets a water molecule come apart slowly at 20 K: bond deviation 0.3 Å at step 135. The state is
+    saved every 50 steps; SIGKILL after the save at step 100, the same call continues there and collapses at the
+    uninterrupted run's step, measured against the start frame's bonds (not those of the restored step 100)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    start = water_box(n_side=1, seed=0)[:3]
+    start.pbc = False
+    model = scrambled_model(tmp_path, scale=0.05)
+    protocol = molecule_protocol(time_ps=0.1, temperature=20.0, check_every=5, sample_every=10, bond_tolerance=0.3)
+    whole = run_stability(model, [start], protocol, tmp_path / "whole", progress=False, checkpoint_ps=0.025)
+    row = whole["trajectories"][0]
+    assert row["collapsed"] and 0.05 < row["time_ps"] < 0.1, row  # the collapse comes after the kill
+    out = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILL_A_MOLECULE_INSIDE, str(model), str(out),
+                            str(Path(__file__).parent)], timeout=300)
+    assert child.returncode == -9
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "partial-0-100.npz", "partial-0-100.restart", "partial-0-50.npz", "partial-0.json"]
+    resumed = run_stability(model, [start], protocol, out, progress=False, checkpoint_ps=0.025)
+    assert resumed["trajectories"] == whole["trajectories"]
+    assert resumed["h_r_mae"] == pytest.approx(whole["h_r_mae"], rel=1e-9)  # the frames before and after the kill
+
+
+def test_bond_deviation_reference_file(tmp_path):
+    """``reference FILE`` gives the compute its bonds (IDs and lengths) instead of the first positions it sees;
+    a file that does not fit the box is an error naming the line."""
+    from nnp.md.criteria import write_bond_reference
+
+    lmp = tip3p_lammps(tmp_path)
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    from ase import Atoms
+
+    boxlo, boxhi, *_ = lmp.extract_box()
+    atoms = Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
+                  cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+    stretched = atoms.copy()
+    stretched.positions[1] += 0.1 * atoms.get_distance(0, 1, mic=True, vector=True)  # O-H of molecule 0 + 10 %
+    write_bond_reference(stretched, tmp_path / "bonds.txt")
+    lmp.command(f"compute bd all bond/deviation O H reference {tmp_path / 'bonds.txt'}")
+    lmp.command("variable dev equal c_bd")  # evaluating the variable after a run invokes the compute
+    lmp.command("run 0")
+    deviation = lmp.extract_variable("dev")
+    assert deviation == pytest.approx(max_bond_deviation(atoms, reference_bonds(stretched)), abs=1e-12)
+    assert deviation == pytest.approx(0.1 * atoms.get_distance(0, 1, mic=True), abs=1e-12)  # the stretched bond
+    for text, problem in [("1 2\n", "line 1"), ("# ok\n1 1 0.9\n", "line 2"), (f"1 {n + 1} 0.9\n", "line 1"),
+                          ("1 2 -1\n", "line 1")]:
+        (tmp_path / "bad.txt").write_text(text)
+        lmp.command(f"compute bad{len(text)} all bond/deviation O H reference {tmp_path / 'bad.txt'}")
+        with pytest.raises(Exception, match=problem):
+            lmp.command("run 0")  # the file is read at the run's setup
+        lmp.command(f"uncompute bad{len(text)}")
+    with pytest.raises(Exception, match="neither a keyword"):
+        lmp.command("compute typo all bond/deviation O H refrence bonds.txt")
+    lmp.close()

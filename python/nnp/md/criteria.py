@@ -5,7 +5,7 @@
 * the temperature leaving the protocol's range;
 * molecules: MDsim's bond rule (nnp.chemistry) on the start frame and the largest deviation of those
   bonds from their mean length over the reference data (``compute bond/deviation`` does nnp's rule
-  inside LAMMPS for ``nnp stability``);
+  inside LAMMPS for ``nnp stability``, with the start frame's bonds from :func:`write_bond_reference`);
 * water: the RDF error of a window against the reference (nnp.md.observables.rdf_mae);
 * any structure: two atoms closer than half their covalent radii (nnp.chemistry.contact_limit), which an
   ensemble's deviation need not see (members trained on the same few frames can agree on atoms run into
@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
 from ..chemistry import contact_limit, mdsim_bond_length_limit, radii
+from ..data.molecules import reference_bonds
 from ..data.neighbors import pair_distances
 from .protocol import Protocol
 
@@ -84,3 +86,13 @@ def close_contact(atoms: Atoms) -> str | None:
     symbols = atoms.get_chemical_symbols()
     return (f"atoms {i[k]} ({symbols[i[k]]}) and {j[k]} ({symbols[j[k]]}) {d[k]:.2f} Å apart, under half their "
             f"covalent radii ({float(contact_limit(r[i[k]], r[j[k]])):.2f} Å)")
+
+
+def write_bond_reference(atoms: Atoms, path: Path) -> None:
+    """The bonds of ``atoms`` (nnp's rule) and their lengths there, as ``compute bond/deviation ... reference
+    path`` reads them (``tag_i tag_j d_ref``, atom IDs 1..N in the structure's order): a trajectory continued
+    from a restart keeps the bonds of its start frame."""
+    i, j, length = reference_bonds(atoms)
+    lines = [f"{a + 1} {b + 1} {d!r}" for a, b, d in zip(i.tolist(), j.tolist(), length.tolist())]
+    path.write_text("# tag_i tag_j d_ref (Å): bonds of the start frame, nnp's rule (nnp.chemistry)\n"
+                    + "".join(line + "\n" for line in lines))

@@ -9,9 +9,9 @@
 * both stop when the temperature leaves (0.1 K, 1e5 K).
 
 Independent trajectories run in separate processes (LAMMPS instances) in parallel. Each finished trajectory is
-kept in ``output_dir/checkpoint`` until ``stability.json`` is written, and a running water trajectory saves its
-state there every ``checkpoint_ps`` (at the end of an RDF window): the same call after an interruption runs only
-the trajectories that had not finished, a water one from its last saved state, any other from its beginning.
+kept in ``output_dir/checkpoint`` until ``stability.json`` is written, and a running trajectory saves its state
+there every ``checkpoint_ps`` (water: at the end of an RDF window): the same call after an interruption runs only
+the trajectories that had not finished, each from its last saved state.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ase import Atoms
 
 from ..data.atomic import write_npz, write_text
 from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
-from .criteria import is_explosion, temperature_in_range
+from .criteria import is_explosion, temperature_in_range, write_bond_reference
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol
 from .report import record_deviation
@@ -113,22 +113,20 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                    reference_rdfs: dict | None = None, checkpoint: TrajectoryCheckpoint | None = None) -> Trajectory:
     """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``.
 
-    ``checkpoint`` (water): save the state there and continue from a state saved before. Molecules do not:
-    ``compute bond/deviation`` takes its bonds from the positions it first sees."""
+    ``checkpoint``: save the state there and continue from a state saved before (a molecule keeps its start
+    frame's bonds: ``compute bond/deviation`` reads them from a file)."""
     from ..evaluator import load_evaluator
     from ..lammps import make_lammps
 
     species = load_evaluator(model).species
     total_steps = int(round(protocol.time_ps * 1000.0 / protocol.timestep_fs))
-    if protocol.system != "water":
-        checkpoint = None
     resumed = load_partial(checkpoint, index, protocol) if checkpoint else None
     lmp = make_lammps()
     traj = resumed[0] if resumed else Trajectory(index=index, steps=0, time_ps=0.0, collapsed=False,
                                                  reason="stable for the full run")
     saved = traj.steps
-    deviation_dir = tempfile.TemporaryDirectory() if protocol.ensemble else None
-    deviation_file = Path(deviation_dir.name) / "model_devi.out" if deviation_dir else None
+    work = tempfile.TemporaryDirectory()  # the bond reference, the ensemble's model_devi.out
+    deviation_file = Path(work.name) / "model_devi.out" if protocol.ensemble else None
     earlier = list(traj.deviation)  # a resumed trajectory's rows from before its saved state
 
     def deviation_rows() -> list:
@@ -141,7 +139,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
         types = _setup(lmp, start, str(model), species, protocol, seed, deviation_file,
                        restart=resumed[1] if resumed else None)
         if protocol.system == "molecule":
-            lmp.command(f"compute bd all bond/deviation {' '.join(types)}")
+            bonds = Path(work.name) / "bonds.txt"
+            write_bond_reference(start, bonds)
+            lmp.command(f"compute bd all bond/deviation {' '.join(types)} reference {bonds}")
             lmp.command("variable dev equal c_bd")
             lmp.command(f"fix broken all halt {protocol.check_every} v_dev > {protocol.bond_tolerance} error continue")
             chunk = protocol.sample_every
@@ -197,9 +197,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             traj.nve_drift = _nve_drift(lmp, protocol)
     finally:
         lmp.close()
-        if deviation_dir:
+        if deviation_file:
             traj.deviation = deviation_rows()
-            deviation_dir.cleanup()
+        work.cleanup()
     return traj
 
 
