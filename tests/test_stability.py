@@ -217,11 +217,9 @@ def test_a_killed_water_run_reruns_only_the_unfinished_trajectories(tmp_path):
         run_stability(soft, frames[-3:], protocol, out, reference=frames, seed=5, progress=False)
 
 
-KILL_INSIDE_A_TRAJECTORY = """
+DIE_AFTER_THE_SAVE_AT_STEP_100 = """
 import os, signal, sys
 import nnp.md.stability as stability
-from nnp.data.readers import bundled_dataset, read_structures
-from nnp.md.protocol import water_protocol
 
 save = stability.save_partial
 def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the state at step 100 is saved
@@ -229,6 +227,12 @@ def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the s
     if traj.steps >= 100:
         os.kill(os.getpid(), signal.SIGKILL)
 stability.save_partial = save_then_die
+"""
+
+KILL_INSIDE_A_TRAJECTORY = DIE_AFTER_THE_SAVE_AT_STEP_100 + """
+from nnp.data.readers import bundled_dataset, read_structures
+from nnp.md.protocol import water_protocol
+
 frames = read_structures(bundled_dataset())
 ensemble = dict(ensemble=tuple(sys.argv[3:]), deviation_every=10) if sys.argv[3:] else {}
 protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6, **ensemble)
@@ -275,19 +279,11 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
             np.testing.assert_array_equal(after[key], before[key])
 
 
-KILL_A_MOLECULE_INSIDE = """
-import os, signal, sys
+KILL_A_MOLECULE_INSIDE = DIE_AFTER_THE_SAVE_AT_STEP_100 + """
 sys.path.insert(0, sys.argv[3])
-import nnp.md.stability as stability
 from helpers import water_box
 from nnp.md.protocol import molecule_protocol
 
-save = stability.save_partial
-def save_then_die(lmp, checkpoint, traj, protocol):  # SIGKILL right after the state at step 100 is saved
-    save(lmp, checkpoint, traj, protocol)
-    if traj.steps >= 100:
-        os.kill(os.getpid(), signal.SIGKILL)
-stability.save_partial = save_then_die
 start = water_box(n_side=1, seed=0)[:3]
 start.pbc = False
 protocol = molecule_protocol(time_ps=0.1, temperature=20.0, check_every=5, sample_every=10, bond_tolerance=0.3)
