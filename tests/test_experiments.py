@@ -491,3 +491,18 @@ def test_active_learning_experiment_on_a_periodic_liquid(tmp_path, monkeypatch):
     stability = json.loads((tmp_path / "runs" / "water" / "stability-active" / "stability.json").read_text())
     assert stability["protocol"]["system"] == "water" and stability["protocol"]["temperature"] == 300.0
     assert rows["active"]["stable_ps"] == [t["time_ps"] for t in stability["trajectories"]]
+    # the same again with the MD in float32 files: loops and baselines read back, new stability runs only
+    run_script(["active_learning.py", "--targets", "water", "--methods", "active", "random", "--data", str(data),
+                "--output", str(tmp_path / "runs"), "--results", str(results), "--labeller", "emt_labeller:SlowEMT",
+                "--initial", "4", "--ensemble", "2", "--train-minutes", "0.01", "--explore-ps", "0.01",
+                "--explore-replicas", "1", "--per-iteration", "2", "--max-labels", "6", "--max-iterations", "2",
+                "--lo", "0.0", "--hi", "1000", "--replicas", "2", "--time-ps", "0.02", "--md-file", "float32"],
+               monkeypatch)
+    from nnp.export import load_exported
+
+    again = {r["method"]: r for r in json.loads(results.read_text())["targets"]}
+    for method, row in again.items():
+        md = tmp_path / "runs" / "water" / f"stability-{method}-float32" / "model-float32.nnp.pt"
+        assert row["md_model"] == str(md) and rows[method]["md_model"] == rows[method]["model"]
+        assert load_exported(md)[1]["dtype"] == "float32" and load_exported(row["model"])[1]["dtype"] == "float64"
+        assert row["test_force_mae_meV_A"] == rows[method]["test_force_mae_meV_A"]  # of the trained file

@@ -171,9 +171,8 @@ def _add_stability(sub) -> None:
                        description="Run independent NVT trajectories with pair_style nnp until collapse or the "
                                    "time limit. aspirin/molecule: 500 K, 0.5 fs, bond deviation > 0.5 Å; water: "
                                    "300 K, 1 fs, RDF error > 3.0 over 1 ps windows. The run checkpoints in "
-                                   "OUTPUT/checkpoint (molecular replicas and water trajectories every ps, other "
-                                   "trajectories as each ends): the same command again continues an interrupted "
-                                   "run.")
+                                   "OUTPUT/checkpoint (every ps of MD): the same command again continues an "
+                                   "interrupted run.")
     p.add_argument("--model", required=True, help="exported model file")
     p.add_argument("--system", required=True, choices=["aspirin", "molecule", "water"])
     p.add_argument("--reference", default=None,
