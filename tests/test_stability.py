@@ -349,3 +349,56 @@ def test_bond_deviation_reference_file(tmp_path):
     with pytest.raises(Exception, match="neither a keyword"):
         lmp.command("compute typo all bond/deviation O H refrence bonds.txt")
     lmp.close()
+
+
+def ammonia_in_water(seed: int):
+    """A periodic box that is not water: 8 water molecules, one of whose O is an N (elements O, N, H)."""
+    atoms = water_box(n_side=2, seed=seed)
+    atoms.symbols[3] = "N"
+    return atoms
+
+
+def test_a_periodic_box_that_is_not_water_gets_the_rdf_criterion_over_its_element_pairs(tmp_path):
+    """``periodic``: the RDF criterion over every pair of the reference's elements. Started from the reference
+    itself at 1 K with 1e-4 fs steps (the atoms barely move), every pair's window error is ~0: LAMMPS's RDF
+    columns are matched to the right element pairs (a swapped pair would differ at once)."""
+    from nnp.md.protocol import element_pairs, periodic_protocol, stability_system
+
+    frames = [ammonia_in_water(seed) for seed in range(3)]
+    assert stability_system(frames[0]) == "periodic" and stability_system(water_box()) == "water"
+    assert element_pairs(frames) == (("O", "O"), ("O", "N"), ("O", "H"), ("N", "N"), ("N", "H"), ("H", "H"))
+    assert element_pairs([water_box()]) == water_protocol(time_ps=1.0).pairs  # water's pairs are H2O's
+    model = export_model(small_model(species=("H", "N", "O"), cutoff=3.0, layers=2), tmp_path / "hno.nnp.pt")
+    still = periodic_protocol(time_ps=2e-6, timestep_fs=1e-4, rdf_window_ps=1e-6, temperature=1.0)
+    summary = run_stability(model, frames[:1], still, tmp_path / "still", reference=frames[:1], progress=False)
+    windows = summary["trajectories"][0]["window_rdf_errors"]
+    assert len(windows) == 2 and set(windows[0]) == {"O-O", "O-N", "O-H", "N-N", "N-H", "H-H"}
+    assert all(error < 1e-6 for w in windows for error in w.values()), windows
+    assert {k for k in summary if k.startswith("rdf_mae_")} == {"rdf_mae_OO", "rdf_mae_ON", "rdf_mae_OH",
+                                                               "rdf_mae_NN", "rdf_mae_NH", "rdf_mae_HH"}
+    # against other frames the same run has errors: the criterion sees structure
+    moved = run_stability(model, frames[:1], still, tmp_path / "other", reference=frames[1:], progress=False)
+    assert max(moved["trajectories"][0]["window_rdf_errors"][0].values()) > 0.1
+
+
+def test_stability_refuses_a_system_its_protocol_does_not_fit(tmp_path, capsys):
+    """A periodic box never runs as a molecule in vacuum (nor water's protocol on a box that is not water): the
+    command names the protocol that fits; ``periodic`` needs a reference; the Python API checks the same."""
+    from nnp.cli import main
+    from nnp.data.atomic import write_frames
+    from nnp.md.protocol import periodic_protocol
+
+    reference = tmp_path / "box.extxyz"
+    write_frames(reference, [ammonia_in_water(0)])
+    model = export_model(small_model(species=("H", "N", "O"), cutoff=3.0, layers=2), tmp_path / "hno.nnp.pt")
+    for system in ("molecule", "water", "aspirin"):
+        code = main(["stability", "--model", str(model), "--system", system, "--reference", str(reference),
+                     "--trajectories", "1", "--time", "0.001ps", "--output", str(tmp_path / system)])
+        assert code == 2 and "give --system periodic" in capsys.readouterr().err
+        assert not (tmp_path / system / "stability.json").exists()
+    assert main(["stability", "--model", str(model), "--system", "periodic", "--trajectories", "1"]) == 2
+    assert "--system periodic needs --reference" in capsys.readouterr().err
+    molecule = water_box(n_side=1)[:3]
+    molecule.pbc = False
+    with pytest.raises(ValueError, match="give --system molecule"):
+        run_stability(model, [molecule], periodic_protocol(time_ps=0.001), tmp_path / "mol", progress=False)

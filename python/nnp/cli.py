@@ -170,15 +170,18 @@ def _add_stability(sub) -> None:
     p = sub.add_parser("stability", help="MD stability of a model in LAMMPS (MDsim protocols)",
                        description="Run independent NVT trajectories with pair_style nnp until collapse or the "
                                    "time limit. aspirin/molecule: 500 K, 0.5 fs, bond deviation > 0.5 Å; water: "
-                                   "300 K, 1 fs, RDF error > 3.0 over 1 ps windows. The run checkpoints in "
+                                   "300 K, 1 fs, RDF error > 3.0 over 1 ps windows; periodic (any other periodic "
+                                   "box): water's criterion over every pair of the reference's elements. The run checkpoints in "
                                    "OUTPUT/checkpoint (every ps of MD): the same command again continues an "
                                    "interrupted run.")
     p.add_argument("--model", required=True, help="exported model file")
-    p.add_argument("--system", required=True, choices=["aspirin", "molecule", "water"])
+    p.add_argument("--system", required=True, choices=["aspirin", "molecule", "water", "periodic"])
     p.add_argument("--reference", default=None,
-                   help="frames to start from and compare with (default: bundled aspirin-xtb test set / TIP3P water)")
+                   help="frames to start from and compare with (default: bundled aspirin-xtb test set / TIP3P water; "
+                        "periodic: required)")
     p.add_argument("--trajectories", type=int, default=4)
-    p.add_argument("--time", default=None, help="length per trajectory, e.g. 300ps (default: 300ps molecule, 500ps water)")
+    p.add_argument("--time", default=None,
+                   help="length per trajectory, e.g. 300ps (default: 300ps molecule, 500ps water and periodic)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--timestep-fs", type=float, default=None)
     p.add_argument("--workers", type=int, default=1, help="trajectories run in parallel (separate LAMMPS processes)")
@@ -187,7 +190,7 @@ def _add_stability(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replicas", type=int, default=0, metavar="N",
                    help="N trajectories with a Kaplan-Meier summary; molecules: as N replicas in ONE LAMMPS run "
-                        "(per-replica MDsim Nose-Hoover thermostat and collapse detection); water: one LAMMPS run "
+                        "(per-replica MDsim Nose-Hoover thermostat and collapse detection); periodic boxes: one LAMMPS run "
                         "each (as --trajectories N); replaces --trajectories")
     p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
                    help="another model's stability.json: log-rank test against it and both survival curves")
@@ -552,13 +555,16 @@ def cmd_stability(args) -> int:
 
     from .data.dataset import load_structures
     from .errors import UserError
-    from .md.protocol import molecule_protocol, water_protocol
+    from .md.protocol import PROTOCOLS, check_system, element_pairs
     from .md.report import format_stability_table
     from .md.stability import run_stability
 
-    water = args.system == "water"
-    default_reference = "bundled:water_tip3p_small" if water else "bundled:aspirin_xtb_test_small"
-    reference = load_structures(args.reference or default_reference, require_labels=False)
+    system = "molecule" if args.system == "aspirin" else args.system
+    default_reference = {"water": "bundled:water_tip3p_small", "molecule": "bundled:aspirin_xtb_test_small"}
+    if args.reference is None and system not in default_reference:
+        raise UserError(f"--system {system} needs --reference: frames of the system to start from and compare with")
+    reference = load_structures(args.reference or default_reference[system], require_labels=False)
+    check_system(system, reference)
     overrides = {k: v for k, v in (("temperature", args.temperature), ("timestep_fs", args.timestep_fs),
                                    ("nve_ps", args.nve_ps)) if v}
     if args.time:
@@ -566,22 +572,24 @@ def cmd_stability(args) -> int:
     if args.ensemble:
         overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
                          deviation_threshold=args.deviation_threshold)
-    protocol = (water_protocol if water else molecule_protocol)(**overrides)
+    if system == "periodic":
+        overrides["pairs"] = element_pairs(reference)
+    protocol = PROTOCOLS[system](**overrides)
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
     if (Path(output) / "checkpoint").is_dir():
         print(f"continuing the interrupted run saved in {output}/checkpoint (remove that folder to start over)")
     count = args.replicas or args.trajectories
     if count < 1:
         raise UserError(f"--replicas/--trajectories must be >= 1, got {count}")
-    if args.replicas and not water:
+    if args.replicas and system == "molecule":
         return _replica_stability(args, reference, protocol, output)
-    # --trajectories, or water's --replicas N: N trajectories, one LAMMPS run each
+    # --trajectories, or a periodic box's --replicas N: N trajectories, one LAMMPS run each
     picks = np.linspace(0, len(reference) - 1, count).round().astype(int)
     summary = run_stability(args.model, [reference[k] for k in picks], protocol, output, reference=reference,
                             seed=args.seed, workers=args.workers)
     print(format_stability_table(summary))
     _compare_to(args, summary, output)
-    for key in ("h_r_mae", "rdf_mae_OO", "rdf_mae_OH", "rdf_mae_HH", "oxygen_diffusivity_A2_per_ps"):
+    for key in ("h_r_mae", *(k for k in summary if k.startswith("rdf_mae_")), "oxygen_diffusivity_A2_per_ps"):
         if key in summary:
             print(f"{key}: {summary[key]:.4g}")
     print(f"wrote {output}/stability.json and plots")

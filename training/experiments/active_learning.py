@@ -79,7 +79,7 @@ BUDGETS = ("", "_long", "_cpu")  # a baseline's training: one budget, the loop m
 # the log-rank test: each loop against the one-budget baseline of its start (BUDGETS' suffixes added for the others)
 BASELINE = {loop: baseline for baseline, loop in LOOP.items() if not baseline.endswith(BUDGETS[1:])}
 
-STABILITY_PS = {"molecule": 20.0, "water": 10.0}  # the issue's stability length per kind of target
+STABILITY_PS = {"molecule": 20.0, "water": 10.0, "periodic": 10.0}  # the issue's stability length per kind of target
 MD_FILES = {"trained": None, "float32": ".nnp.pt", "float32-pt2": ".nnp.pt2"}  # --md-file: suffix of the MD export
 
 

@@ -1,18 +1,23 @@
 """The stability protocols: what a run is (system, temperature, timestep, length) and when it has collapsed.
 
 MDsim's (Fu et al. 2023): molecules at 500 K, 0.5 fs, bond deviation > 0.5 Å; water at 300 K, 1 fs, RDF
-error > 3.0 over a 1 ps window; both stop when the temperature leaves (0.1 K, 1e5 K). The criteria
-themselves are in ``criteria``; the runners in ``stability`` and ``replicas``.
+error > 3.0 over a 1 ps window; both stop when the temperature leaves (0.1 K, 1e5 K). Any other periodic
+system (a liquid, a crystal, an interface) gets water's criterion over every pair of its elements
+(``periodic``; water's three pairs are exactly those of H2O). The criteria themselves are in ``criteria``;
+the runners in ``stability`` and ``replicas``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
+
+PERIODIC_SYSTEMS = ("water", "periodic")  # the RDF criterion, in a periodic box
 
 
 @dataclass
 class Protocol:
-    system: str  # "molecule" or "water"
+    system: str  # "molecule", "water" or "periodic"
     temperature: float
     timestep_fs: float
     time_ps: float
@@ -27,10 +32,15 @@ class Protocol:
     sample_every: int = 100  # steps between stored frames (observables)
     damping_fs: float = 100.0  # Nosé–Hoover time constant
     nve_ps: float = 0.0  # > 0: after a stable NVT run, this long in NVE to measure the energy drift
-    pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))
+    pairs: tuple = (("O", "O"), ("O", "H"), ("H", "H"))  # element pairs of the RDF criterion (periodic systems)
     ensemble: tuple = ()  # extra model files: record the model deviation (pair_style nnp ensemble)
     deviation_every: int = 10  # steps between deviation samples (out_freq)
     deviation_threshold: float = 0.15  # eV/Å: the trust level whose first crossing is reported
+
+    @property
+    def periodic(self) -> bool:
+        """A periodic box judged by the RDF criterion (water, or any other periodic system)."""
+        return self.system in PERIODIC_SYSTEMS
 
 
 def molecule_protocol(**overrides) -> Protocol:
@@ -41,17 +51,49 @@ def water_protocol(**overrides) -> Protocol:
     return Protocol(**{"system": "water", "temperature": 300.0, "timestep_fs": 1.0, "time_ps": 500.0, **overrides})
 
 
-PROTOCOLS = {"molecule": molecule_protocol, "water": water_protocol}
+def periodic_protocol(pairs: Sequence[tuple[str, str]] = (), **overrides) -> Protocol:
+    """Water's criterion and defaults for any periodic box: the RDF of each element pair in ``pairs`` against the
+    reference's (none given: every pair of the reference's elements, :func:`element_pairs`, chosen by the run)."""
+    return Protocol(**{"system": "periodic", "temperature": 300.0, "timestep_fs": 1.0, "time_ps": 500.0,
+                       "pairs": tuple(tuple(p) for p in pairs), **overrides})
+
+
+PROTOCOLS = {"molecule": molecule_protocol, "water": water_protocol, "periodic": periodic_protocol}
+
+
+def element_pairs(frames) -> tuple[tuple[str, str], ...]:
+    """Every pair of the elements in ``frames``, heaviest first (H2O: O-O, O-H, H-H)."""
+    from ase.data import atomic_numbers
+
+    elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()}, key=lambda s: -atomic_numbers[s])
+    return tuple((a, b) for k, a in enumerate(elements) for b in elements[k:])
 
 
 def stability_system(atoms) -> str:
-    """The protocol that fits a structure: ``molecule`` (no periodic box: bond criterion) or ``water`` (a
-    periodic box of H and O: RDF criterion). Other periodic systems have no protocol yet: an error."""
+    """The protocol that fits a structure: ``molecule`` (no periodic box: bond criterion), ``water`` (a
+    periodic box of H and O: RDF criterion) or ``periodic`` (any other periodic box: the RDF criterion over
+    its element pairs). A box periodic in some directions only (a slab, a wire) has no protocol: an error."""
     from ..errors import UserError
 
     if not atoms.pbc.any():
         return "molecule"
+    if not atoms.pbc.all():
+        raise UserError(f"no stability protocol for {atoms.get_chemical_formula()} periodic in some directions only "
+                        f"(pbc {atoms.pbc.tolist()}): nnp stability knows molecules (no periodic direction) and "
+                        "periodic boxes (all three)")
     if set(atoms.get_chemical_symbols()) <= {"H", "O"}:
         return "water"
-    raise UserError(f"no stability protocol for a periodic {atoms.get_chemical_formula()}: nnp stability knows "
-                    "molecules (no periodic box, bond criterion) and water (RDF criterion)")
+    return "periodic"
+
+
+def check_system(system: str, frames) -> None:
+    """Every frame fits the protocol ``system`` (``molecule``, ``water`` or ``periodic``): a periodic box never
+    runs as a molecule in vacuum, nor a molecule as a box; a clear error names the first frame that does not."""
+    from ..errors import UserError
+
+    for k, atoms in enumerate(frames):
+        fits = stability_system(atoms)  # a partly periodic box is an error there
+        if fits != system and not (system == "periodic" and fits == "water"):
+            raise UserError(f"frame {k} ({atoms.get_chemical_formula()}, pbc {atoms.pbc.tolist()}) is not a "
+                            f"{system} system: give --system {fits} (molecule: no periodic box; water: a periodic "
+                            "box of H and O; periodic: any other periodic box)")

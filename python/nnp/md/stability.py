@@ -5,12 +5,13 @@
   by ``compute bond/deviation`` + ``fix halt``);
 * water: Nosé–Hoover NVT at 300 K, 1 fs, up to 500 ps; collapses when, over a 1 ps window, the largest
   of the O–O, O–H, H–H RDF errors against the reference exceeds 3.0 (RDF from LAMMPS's ``compute rdf``
-  averaged over the window, checked after each window);
+  averaged over the window, checked after each window); any other periodic box the same over every pair of
+  its elements (``periodic``);
 * both stop when the temperature leaves (0.1 K, 1e5 K).
 
 Independent trajectories run in separate processes (LAMMPS instances) in parallel. Each finished trajectory is
 kept in ``output_dir/checkpoint`` until ``stability.json`` is written, and a running trajectory saves its state
-there every ``checkpoint_ps`` (water: at the end of an RDF window): the same call after an interruption runs only
+there every ``checkpoint_ps`` (periodic: at the end of an RDF window): the same call after an interruption runs only
 the trajectories that had not finished, each from its last saved state.
 """
 
@@ -21,7 +22,7 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,7 @@ from ..data.atomic import write_npz, write_text
 from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
 from .criteria import is_explosion, temperature_in_range, write_bond_reference
 from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
-from .protocol import Protocol
+from .protocol import Protocol, check_system, element_pairs
 from .report import record_deviation
 from .survival import summarize
 
@@ -46,8 +47,8 @@ class Trajectory:
     collapsed: bool
     reason: str
     frames: list = field(default_factory=list, repr=False)  # sampled Atoms of the stable part
-    window_errors: list = field(default_factory=list)  # water: RDF error of every window
-    window_rdfs: list = field(default_factory=list, repr=False)  # water: {pair: g(r)} of every passed window
+    window_errors: list = field(default_factory=list)  # periodic: RDF error of every window
+    window_rdfs: list = field(default_factory=list, repr=False)  # periodic: {pair: g(r)} of every passed window
     nve_drift: float | None = None  # eV/atom/ps, |E_end - E_start| over the NVE segment
     deviation: list = field(default_factory=list, repr=False)  # ensemble: model_devi.out rows
 
@@ -66,7 +67,7 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
         atoms = atoms.copy()
         atoms.center(vacuum=50.0)
         atoms.pbc = False
-    boundary = "p p p" if protocol.system == "water" else "f f f"  # molecules: 50 Å of vacuum
+    boundary = "p p p" if protocol.periodic else "f f f"  # molecules: 50 Å of vacuum
     if restart:
         lmp.commands_list(system_lines(restart, boundary, restart=True))
     else:
@@ -102,8 +103,8 @@ def _snapshot(lmp, symbols: list[str], unwrap: bool) -> Atoms:
 
 @dataclass
 class TrajectoryCheckpoint:
-    """Where a water trajectory saves its state every ``every_steps`` (at the end of an RDF window), and the run's
-    fingerprint, which a saved state must carry to be continued."""
+    """Where a running trajectory saves its state every ``every_steps`` (periodic: at the end of an RDF window), and
+    the run's fingerprint, which a saved state must carry to be continued."""
     folder: Path
     fingerprint: str
     every_steps: int
@@ -172,7 +173,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                     traj.collapsed, traj.reason = True, "bond deviation > %.2f Å" % protocol.bond_tolerance
             if not traj.collapsed and not temperature_in_range(temperature, protocol):
                 traj.collapsed, traj.reason = True, f"temperature {temperature:.3g} K out of range"
-            if protocol.system == "water" and not traj.collapsed and not halted:
+            if protocol.periodic and not traj.collapsed and not halted:
                 window = {pair: fix_rdf_column(lmp, "rdf", protocol.rdf_bins, 1 + 2 * k)
                           for k, pair in enumerate(protocol.pairs)}
                 errors = {f"{a}-{b}": rdf_mae(window[a, b], reference_rdfs[a, b], protocol.rdf_r_max)
@@ -186,7 +187,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                 if halted and not traj.collapsed:
                     traj.collapsed, traj.reason = True, "halted (temperature out of range)"
                 break
-            traj.frames.append(_snapshot(lmp, types, unwrap=protocol.system == "water"))
+            traj.frames.append(_snapshot(lmp, types, unwrap=protocol.periodic))
             if checkpoint and traj.steps < total_steps and traj.steps - saved >= checkpoint.every_steps:
                 if deviation_file:
                     traj.deviation = deviation_rows()
@@ -324,7 +325,14 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)
-    ref_rdfs = reference_rdf_table(reference, protocol) if protocol.system == "water" else None
+    check_system(protocol.system, starts)  # never a periodic box in vacuum, nor a molecule in a box
+    if protocol.system == "periodic" and not protocol.pairs:  # every pair of the reference's elements
+        protocol = replace(protocol, pairs=element_pairs(reference))
+    missing = {e for pair in protocol.pairs for e in pair} - {e for a in starts for e in a.get_chemical_symbols()}
+    if protocol.periodic and missing:
+        raise ValueError(f"the RDF pairs {protocol.pairs} name elements no start frame has ({sorted(missing)}): "
+                         "start from frames with every element of the reference")
+    ref_rdfs = reference_rdf_table(reference, protocol) if protocol.periodic else None
     checkpoint = output_dir / "checkpoint"
     fingerprint = run_fingerprint(model, {"runner": "trajectories", "protocol": asdict(protocol), "seed": seed},
                                   starts, reference)
@@ -359,7 +367,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "protocol": asdict(protocol),
         "trajectories": [{"index": t.index, "time_ps": t.time_ps, "stable_ps": t.time_ps, "collapsed": t.collapsed,
                           "reason": t.reason, "nve_drift_eV_per_atom_ps": t.nve_drift,
-                          **({"window_rdf_errors": t.window_errors} if protocol.system == "water" else {})}
+                          **({"window_rdf_errors": t.window_errors} if protocol.periodic else {})}
                          for t in trajectories],
         "median_time_ps": float(np.median(times)),
         "min_time_ps": float(times.min()),
@@ -379,7 +387,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         summary["h_r_mae"] = h_r_mae(h, h_ref)
         plots.append(plot_overlay(r, {name: h, "reference": h_ref}, "r (Å)", "h(r)", output_dir / "h_r.png"))
     windows = [w for t in trajectories for w in t.window_rdfs]
-    if windows and protocol.system == "water":
+    if windows and protocol.periodic:
         # the stable part's RDF: the mean of the windows that passed (each LAMMPS's average of ~100 samples),
         # not of the one snapshot per window kept in frames (too few for 500 bins on a short run)
         r = rdf_bin_centres(protocol.rdf_r_max, protocol.rdf_bins)
@@ -391,7 +399,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
                                   "r (Å)", "g(r)", output_dir / "rdf.png"))
         longest = max(trajectories, key=lambda t: len(t.frames))
         dt_ps = protocol.rdf_window_ps
-        if longest.time_ps >= 100.0 and len(longest.frames) > 10:
+        if protocol.system == "water" and longest.time_ps >= 100.0 and len(longest.frames) > 10:
             oxygen = np.array([a.get_chemical_symbols() for a in longest.frames[:1]][0]) == "O"
             unwrapped = np.array([f.info["unwrapped"][oxygen] for f in longest.frames])
             summary["oxygen_diffusivity_A2_per_ps"] = diffusivity(unwrapped, dt_ps)
