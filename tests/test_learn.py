@@ -219,7 +219,8 @@ def test_final_train_adds_a_production_ensemble_to_a_stopped_loop(finished, tmp_
     assert summary["final_models"] == [str(tmp_path / "run" / "final" / f"member{i}" / "model.nnp.pt") for i in (0, 1)]
     frame = ase.io.read(tmp_path / "run" / "data-002.extxyz", index=-1)
     last = [str(tmp_path / "run" / "iter-002" / "train" / f"member{i}" / "model.nnp.pt") for i in (0, 1)]
-    np.testing.assert_allclose(members_forces(summary["final_models"], frame), members_forces(last, frame), atol=1e-6)
+    # float32 training: the EMA of unchanged weights moves them by rounding (~2e-7), the forces by ~1e-6 eV/Å
+    np.testing.assert_allclose(members_forces(summary["final_models"], frame), members_forces(last, frame), atol=1e-5)
     assert not np.allclose(*members_forces(summary["final_models"], frame))  # each member from its own weights
     before = (tmp_path / "run" / "learn.json").read_text()
     assert "final ensemble" in run_to_end(tmp_path / "run.yaml")  # resumed: nothing trained again
