@@ -34,8 +34,8 @@ def small_model(species=("H", "O"), cutoff=3.0, layers=3, hidden=16, seed=0, kin
     torch.manual_seed(seed)
     config = ModelConfig(kind=kind, cutoff=cutoff, hidden=hidden, layers=layers, num_rbf=8, emb_trip=8,
                          emb_rbf=8, emb_cbf=8, emb_bil_trip=8, num_spherical=4, num_radial=4)
-    model = build_potential(config, list(species), avg_num_neighbors=8.0,
-                            reference_energies=torch.tensor([-13.6, -430.0, -380.0, -1030.0][: len(species)]), scale=0.5)
+    references = torch.tensor([-13.6, -430.0, -380.0, -1030.0][: len(species)])  # eV per atom, any 1-4 elements
+    model = build_potential(config, list(species), avg_num_neighbors=8.0, reference_energies=references, scale=0.5)
     if kind == "gemnet_t":
         model = model.double().eval()
         fit_scale_factors(model.backbone, lambda: model.backbone(*graph_inputs(model, water_box(seed=seed))))

@@ -171,9 +171,9 @@ def _add_stability(sub) -> None:
                        description="Run independent NVT trajectories with pair_style nnp until collapse or the "
                                    "time limit. aspirin/molecule: 500 K, 0.5 fs, bond deviation > 0.5 Å; water: "
                                    "300 K, 1 fs, RDF error > 3.0 over 1 ps windows; periodic (any other periodic "
-                                   "box): water's criterion over every pair of the reference's elements. The run checkpoints in "
-                                   "OUTPUT/checkpoint (every ps of MD): the same command again continues an "
-                                   "interrupted run.")
+                                   "box): water's criterion over every pair of the reference's elements. The run "
+                                   "checkpoints in OUTPUT/checkpoint (every ps of MD): the same command again "
+                                   "continues an interrupted run.")
     p.add_argument("--model", required=True, help="exported model file")
     p.add_argument("--system", required=True, choices=["aspirin", "molecule", "water", "periodic"])
     p.add_argument("--reference", default=None,
@@ -190,8 +190,8 @@ def _add_stability(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replicas", type=int, default=0, metavar="N",
                    help="N trajectories with a Kaplan-Meier summary; molecules: as N replicas in ONE LAMMPS run "
-                        "(per-replica MDsim Nose-Hoover thermostat and collapse detection); periodic boxes: one LAMMPS run "
-                        "each (as --trajectories N); replaces --trajectories")
+                        "(per-replica MDsim Nose-Hoover thermostat and collapse detection); periodic boxes: one "
+                        "LAMMPS run each (as --trajectories N); replaces --trajectories")
     p.add_argument("--compare", default=None, metavar="STABILITY_JSON",
                    help="another model's stability.json: log-rank test against it and both survival curves")
     p.add_argument("--output", default=None, help="directory for stability.json and plots")

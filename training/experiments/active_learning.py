@@ -453,8 +453,8 @@ def main() -> int:
                         help="stability time per replica (default: molecules 20, water 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--md-file", choices=list(MD_FILES), default="trained",
-                        help="the stability MD's model file: the trained one, or its checkpoint in float32 (TorchScript "
-                             "or compiled .nnp.pt2)")
+                        help="the stability MD's model file: the trained one, or its checkpoint in float32 "
+                             "(TorchScript or compiled .nnp.pt2)")
     parser.add_argument("--at-iteration", type=int, default=None,
                         help="measure the loop's state after its K-th training (a loop still running too, once it has "
                              "written row K), and random baselines with as many labels, instead of its end "
