@@ -50,7 +50,7 @@ the new run goes to the same name with ``-<replicas>x<time>ps`` added.
 
 ``--md-file float32`` or ``float32-pt2`` runs the stability MD with each driving model exported again from its
 ``best.ckpt`` (the checkpoint of the trained file) in float32, as TorchScript or compiled (``.nnp.pt2``): the
-same weights, the MD precision docs/pair_style.md recommends on CPUs, 2–3.5x faster on the water box. Test
+same weights, the MD precision docs/pair_style.md recommends on CPUs; 2.3x and 6.7x faster on the water box. Test
 errors stay those of the trained (float64) file; the stability folders get ``-<md-file>`` added.
 """
 
