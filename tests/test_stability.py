@@ -10,7 +10,7 @@ from helpers import small_model, water_box
 from nnp.data.generate.tip3p import box_length, initial_water, setup_lines, write_data_file
 from nnp.data.molecules import reference_bonds
 from nnp.export import export_model
-from nnp.lammps import make_lammps
+from nnp.lammps import current_atoms, make_lammps
 from nnp.md.observables import max_bond_deviation, rdf, rdf_mae
 from nnp.md.protocol import molecule_protocol, water_protocol
 from nnp.md.stability import run_stability, run_trajectory
@@ -46,15 +46,9 @@ def test_bond_deviation_compute_equals_python_and_does_not_halt_classical_water(
         fix nvt all nvt temp 300 300 50
         timestep 0.5
     """)
-    n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
 
     def snapshot():
-        from ase import Atoms
-
-        boxlo, boxhi, *_ = lmp.extract_box()
-        return Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
-                     cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+        return current_atoms(lmp, ["O", "H"])  # the TIP3P data file's types: 1 O, 2 H
 
     bonds = reference_bonds(snapshot())
     assert len(bonds[0]) == 128
@@ -81,13 +75,7 @@ def test_lammps_rdf_equals_python_rdf_and_self_error_is_zero(tmp_path):
     from nnp.md.stability import fix_rdf_column
 
     table = np.stack([fix_rdf_column(lmp, "rdf", 120, c) for c in range(7)], axis=1)
-    n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
-    from ase import Atoms
-
-    boxlo, boxhi, *_ = lmp.extract_box()
-    atoms = Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
-                  cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+    atoms = current_atoms(lmp, ["O", "H"])
     lmp.close()
     for k, pair in enumerate([("O", "O"), ("O", "H"), ("H", "H")]):
         r, g = rdf([atoms], pair, 6.0, 120)
@@ -324,12 +312,7 @@ def test_bond_deviation_reference_file(tmp_path):
 
     lmp = tip3p_lammps(tmp_path)
     n = lmp.get_natoms()
-    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
-    from ase import Atoms
-
-    boxlo, boxhi, *_ = lmp.extract_box()
-    atoms = Atoms("OHH" * (n // 3), positions=np.array(lmp.numpy.extract_atom("x")[:n][order]),
-                  cell=np.diag(np.array(boxhi) - np.array(boxlo)), pbc=True)
+    atoms = current_atoms(lmp, ["O", "H"])
     stretched = atoms.copy()
     stretched.positions[1] += 0.1 * atoms.get_distance(0, 1, mic=True, vector=True)  # O-H of molecule 0 + 10 %
     write_bond_reference(stretched, tmp_path / "bonds.txt")

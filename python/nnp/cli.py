@@ -555,7 +555,7 @@ def cmd_stability(args) -> int:
 
     from .data.dataset import load_structures
     from .errors import UserError
-    from .md.protocol import PROTOCOLS, check_system, element_pairs
+    from .md.protocol import PROTOCOLS, check_system
     from .md.report import format_stability_table
     from .md.stability import run_stability
 
@@ -572,9 +572,7 @@ def cmd_stability(args) -> int:
     if args.ensemble:
         overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
                          deviation_threshold=args.deviation_threshold)
-    if system == "periodic":
-        overrides["pairs"] = element_pairs(reference)
-    protocol = PROTOCOLS[system](**overrides)
+    protocol = PROTOCOLS[system](**overrides)  # periodic: run_stability takes the reference's element pairs
     output = args.output or f"stability/{Path(args.model).stem}-{args.system}"
     if (Path(output) / "checkpoint").is_dir():
         print(f"continuing the interrupted run saved in {output}/checkpoint (remove that folder to start over)")

@@ -326,13 +326,15 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)
     check_system(protocol.system, starts)  # never a periodic box in vacuum, nor a molecule in a box
-    if protocol.system == "periodic" and not protocol.pairs:  # every pair of the reference's elements
-        protocol = replace(protocol, pairs=element_pairs(reference))
-    missing = {e for pair in protocol.pairs for e in pair} - {e for a in starts for e in a.get_chemical_symbols()}
-    if protocol.periodic and missing:
-        raise ValueError(f"the RDF pairs {protocol.pairs} name elements no start frame has ({sorted(missing)}): "
-                         "start from frames with every element of the reference")
-    ref_rdfs = reference_rdf_table(reference, protocol) if protocol.periodic else None
+    ref_rdfs = None
+    if protocol.periodic:
+        if not protocol.pairs:  # every pair of the reference's elements
+            protocol = replace(protocol, pairs=element_pairs(reference))
+        missing = {e for pair in protocol.pairs for e in pair} - {e for a in starts for e in a.get_chemical_symbols()}
+        if missing:
+            raise ValueError(f"the RDF pairs {protocol.pairs} name elements no start frame has ({sorted(missing)}): "
+                             "start from frames with every element of the reference")
+        ref_rdfs = reference_rdf_table(reference, protocol)
     checkpoint = output_dir / "checkpoint"
     fingerprint = run_fingerprint(model, {"runner": "trajectories", "protocol": asdict(protocol), "seed": seed},
                                   starts, reference)
