@@ -300,8 +300,11 @@ def test_a_molecule_trajectory_killed_inside_continues_with_its_start_frames_bon
     assert child.returncode == -9
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
         "partial-0-100.npz", "partial-0-100.restart", "partial-0-50.npz", "partial-0.json"]
+    before_kill = json.loads((out / "checkpoint" / "partial-0.json").read_text())["md_wall_s"]
     resumed = run_stability(model, [start], protocol, out, progress=False, checkpoint_ps=0.025)
     assert resumed["trajectories"] == whole["trajectories"]
+    assert 0 < before_kill < resumed["md_wall_s"]  # the MD time before the kill is counted too
+    assert resumed["md_steps_per_s"] == pytest.approx(135 / resumed["md_wall_s"])
     assert resumed["h_r_mae"] == pytest.approx(whole["h_r_mae"], rel=1e-9)  # the frames before and after the kill
 
 

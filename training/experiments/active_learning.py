@@ -503,7 +503,7 @@ def main() -> int:
                    "model": run["model"], "cpu_minutes": run["cpu_minutes"],
                    "train_minutes_budget": run["train_minutes_budget"], "budget": run.get("budget"),
                    "member0_cpu_minutes": run.get("member0_cpu_minutes"),
-                   "md_wall_s": result.get("wall_s"), "md_model": result["model"], "stopped_by": run.get("stopped_by"),
+                   "md_wall_s": result.get("md_wall_s"), "md_model": result["model"], "stopped_by": run.get("stopped_by"),
                    # the final ensemble's deviation against member 0's real error on the test trajectory
                    "calibration": (deviation_calibration(run["members"], read_structures(str(files["test"])), args.lo)
                                    if "members" in run else None)}

@@ -320,6 +320,7 @@ def run_replica_stability(model: str | Path, starts: Sequence[Atoms], protocol: 
         "replica_spacing_A": run.spacing,
         "wall_s": run.wall_s,
         "resumed_from_step": run.resumed_from_step,
+        "md_wall_s": run.md_wall_s,
         "md_steps_per_s": run.steps / run.md_wall_s if run.md_wall_s > 0 else None,
         "trajectories": [{"index": o.index, "seed": o.seed, "stable_ps": o.stable_ps, "collapsed": o.collapsed,
                           "reason": o.reason} for o in run.outcomes],

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -51,6 +52,7 @@ class Trajectory:
     window_rdfs: list = field(default_factory=list, repr=False)  # periodic: {pair: g(r)} of every passed window
     nve_drift: float | None = None  # eV/atom/ps, |E_end - E_start| over the NVE segment
     deviation: list = field(default_factory=list, repr=False)  # ensemble: model_devi.out rows
+    md_wall_s: float = 0.0  # inside LAMMPS's `run` commands (MD only, over every resumed part; no setup, no NVE)
 
 
 def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol, seed: int,
@@ -155,6 +157,7 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
         lmp.command("run 0 post no")
         while traj.steps < total_steps:
             n = min(chunk, total_steps - traj.steps)
+            tick = time.perf_counter()
             try:
                 lmp.command(f"run {n} post no")
             except Exception as err:
@@ -163,7 +166,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                                        f"error that is not a collapse: {str(err).splitlines()[0]}") from err
                 traj.steps = int(lmp.get_thermo("step"))
                 traj.collapsed, traj.reason = True, "LAMMPS stopped: " + str(err).splitlines()[0][:120]
+                traj.md_wall_s += time.perf_counter() - tick
                 break
+            traj.md_wall_s += time.perf_counter() - tick
             now = int(lmp.get_thermo("step"))
             halted = now - traj.steps < n
             traj.steps = now
@@ -222,7 +227,7 @@ def _run_one(args) -> Trajectory:
     return run_trajectory(*args)
 
 
-RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift")
+RECORD_FIELDS = ("index", "steps", "time_ps", "collapsed", "reason", "window_errors", "nve_drift", "md_wall_s")
 
 
 def _arrays(traj: Trajectory, protocol: Protocol, since: Sequence[int] = (0, 0, 0)) -> dict[str, np.ndarray]:
@@ -246,7 +251,7 @@ def _counts(traj: Trajectory) -> list[int]:
 
 
 def _read(record: dict, array_files: Sequence[Path], protocol: Protocol) -> Trajectory:
-    traj = Trajectory(**{key: record[key] for key in RECORD_FIELDS})
+    traj = Trajectory(**{key: record[key] for key in RECORD_FIELDS if key in record})  # older records: no md_wall_s
     for path in array_files:
         with np.load(path) as arrays:
             for k, x in enumerate(arrays["positions"] if "positions" in arrays else []):
@@ -377,6 +382,10 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "stable_fraction": float(np.mean([not t.collapsed for t in trajectories])),
         "kaplan_meier": summarize(times.tolist(), [t.collapsed for t in trajectories]),
         "resumed_trajectories": resumed,  # read back from an interrupted run's checkpoint, not run by this call
+        # summed over trajectories (with workers in parallel, more than the elapsed time)
+        "md_wall_s": float(sum(t.md_wall_s for t in trajectories)),
+        "md_steps_per_s": (sum(t.steps for t in trajectories) / sum(t.md_wall_s for t in trajectories)
+                           if any(t.md_wall_s > 0 for t in trajectories) else None),
     }
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
