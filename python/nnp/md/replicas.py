@@ -12,7 +12,7 @@ Per replica, as MDsim (Fu et al. 2023, ``simulate.py``, ``mdsim/md/integrator.py
 
 * thermostat: its own Nosé–Hoover variable (``fix nvt/mdsim``, one per molecule ID) with MDsim's integrator
   and mass ``Q = 3 N kT tau^2``, ``tau = ttime * dt`` (``ttime = 20``: 10 fs at 0.5 fs), 500 K, 0.5 fs;
-* start velocities: ASE's ``MaxwellBoltzmannDistribution`` at the target temperature from ``seed``;
+* start velocities: ASE's ``thermalize_momenta`` (Maxwell–Boltzmann) at the target temperature from ``seed``;
 * collapse: max over bonds ``|d - d_ref| > 0.5 Å``, with bonds found in the start frame as MDsim does
   (ASE ``NeighborList(natural_cutoffs(atoms))``, whose 0.3 Å skin per atom makes the criterion
   ``d < r_cov,i + r_cov,j + 0.6 Å``) and ``d_ref`` the mean length of each bond over the reference dataset;
@@ -46,7 +46,6 @@ import math
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -86,12 +85,11 @@ class ReplicaRun:
 
 def start_velocities(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
     """Maxwell–Boltzmann velocities (ASE, as MDsim) without net momentum and rotation; Å/ps."""
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
     atoms = atoms.copy()
-    with warnings.catch_warnings():  # ASE 3.29 suggests thermalize_momenta; MDsim calls this one
-        warnings.simplefilter("ignore", DeprecationWarning)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    # MDsim calls MaxwellBoltzmannDistribution, which ASE 3.29 deprecates and implements as this (the same numbers)
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     ZeroRotation(atoms)
     return atoms.get_velocities() * 1000.0 * units.fs  # ASE velocity unit -> Å/ps

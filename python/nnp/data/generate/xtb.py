@@ -151,7 +151,7 @@ def sample_md(
     """
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
     listed = segments_digest(segments) if compact_parameters else [(s.label, s.temperature, s.frames) for s in segments]
     parameters = {"name": name, "segments": listed, **(extra_parameters or {}),
@@ -188,7 +188,7 @@ def sample_md(
             atoms.positions = np.array(state["positions"])
             atoms.set_velocities(np.array(state["velocities"]))
         else:
-            MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
+            thermalize_momenta(atoms, segment.temperature, rng=rng)
             Stationary(atoms)
             with np.errstate(invalid="ignore", divide="ignore"):  # linear molecules have a zero moment
                 ZeroRotation(atoms)
@@ -203,7 +203,7 @@ def sample_md(
             if broken:  # start the frames from the starting structure instead, with fresh velocities
                 state["failed_equilibrations"] += 1
                 atoms.positions = start.positions
-                MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
+                thermalize_momenta(atoms, segment.temperature, rng=rng)
         good = (atoms.positions.copy(), atoms.get_velocities().copy())
         failures = 0  # in a row: a molecule that keeps breaking apart is given up after max_failures
         while state["segment_frames"] < segment.frames:
@@ -222,7 +222,7 @@ def sample_md(
             if failed:  # restart from the last good frame with fresh velocities
                 failures += 1
                 atoms.positions, _ = good
-                MaxwellBoltzmannDistribution(atoms, temperature_K=segment.temperature, rng=rng)
+                thermalize_momenta(atoms, segment.temperature, rng=rng)
                 continue
             if state["frames"] % check_every == 0:
                 error = finite_difference_error(atoms, forces, rng)
