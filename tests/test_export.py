@@ -50,7 +50,7 @@ def test_ghost_atoms_do_not_count_but_send_messages(model, tmp_path):
     graph = atoms_to_graph(atoms, model.species, model.cutoff, torch.float64, with_labels=False)
     full = model(graph.species, graph.edge_index, edge_vectors(graph), graph.num_nodes)
     part = model(graph.species, graph.edge_index, edge_vectors(graph), 10)
-    assert float(part["energy"]) == pytest.approx(float(full["atom_energy"][:10].sum()), abs=1e-12)
+    assert part["energy"].item() == pytest.approx(full["atom_energy"][:10].sum().item(), abs=1e-12)
     assert torch.allclose(part["atom_energy"], full["atom_energy"])
     assert part["forces"][10:].abs().sum() > 0  # ghosts feel the local energy
 
