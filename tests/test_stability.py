@@ -118,6 +118,31 @@ def test_water_rdf_criterion_keeps_every_window_error(tmp_path):
     for pair in ("O-O", "O-H", "H-H"):
         passed = np.mean([w[pair] for w in windows[:-1]])
         assert 0 < summary[f"rdf_mae_{pair.replace('-', '')}"] <= passed + 1e-9
+    assert set(row["closest_A"]) == {"O-O", "O-H", "H-H"}  # of the frames sampled before the collapse
+
+
+def test_closest_distances_by_element_pair_over_frames_and_periodic_images():
+    """nnp.md.observables.closest_distances equals the smallest minimum-image distance of each element pair over
+    the frames; an H pair closest across the box's face counts, a pair farther than r_max is left out."""
+    from nnp.md.observables import closest_distances
+
+    frames = [water_box(seed=k) for k in range(3)]
+    frames[1].positions[2] = frames[1].positions[5] + [0.0, 0.0, 6.2 - 0.4]  # H 2 0.4 Å from H 5 through the face
+    frames[1].wrap()
+    expected = {}
+    for atoms in frames:
+        d = atoms.get_all_distances(mic=True)
+        symbols = atoms.get_chemical_symbols()
+        for a in range(len(atoms)):
+            for b in range(a + 1, len(atoms)):
+                key = "-".join(sorted((symbols[a], symbols[b]), key=lambda e: e != "O"))
+                expected[key] = min(d[a, b], expected.get(key, np.inf))
+    got = closest_distances(frames)
+    assert got.keys() == expected.keys() == {"O-O", "O-H", "H-H"}
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-12)
+    assert got["H-H"] == pytest.approx(0.4, abs=1e-9)
+    assert closest_distances(frames, r_max=0.3) == {}
 
 
 def test_stable_molecule_reports_nve_drift(tmp_path):

@@ -53,6 +53,21 @@ def h_r_mae(h: np.ndarray, h_ref: np.ndarray, r_max: float = 10.0) -> float:
     return float(np.abs(np.asarray(h) - np.asarray(h_ref)).mean() * r_max)
 
 
+def closest_distances(frames: Sequence[Atoms], r_max: float = 4.0) -> dict[str, float]:
+    """The smallest distance (Å) of each element pair over ``frames``, periodic images included, heavier element
+    first (water: ``{"O-O": 2.4, "O-H": 0.9, "H-H": 1.4}``); pairs never closer than ``r_max`` are left out.
+    Where a collapse comes from: hydrogens run into each other show as H-H far under water's 1.5 Å."""
+    closest: dict[str, float] = {}
+    for atoms in frames:
+        i, j, d = pair_distances(atoms, r_max)
+        z, symbols = atoms.numbers, atoms.get_chemical_symbols()
+        heavier = (z[i] > z[j]) | ((z[i] == z[j]) & (i < j))  # each pair once (a self-image never: i == j)
+        for a, b, r in zip(i[heavier].tolist(), j[heavier].tolist(), d[heavier].tolist()):
+            key = f"{symbols[a]}-{symbols[b]}"
+            closest[key] = min(r, closest.get(key, r))
+    return closest
+
+
 def max_bond_deviation(atoms: Atoms, bonds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
     """max_bonds |d - d_ref| (Å), minimum-image distances when periodic."""
     i, j, lengths = bonds

@@ -34,7 +34,7 @@ from ase import Atoms
 from ..data.atomic import write_npz, write_text
 from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
 from .criteria import is_explosion, temperature_in_range, write_bond_reference
-from .observables import diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
+from .observables import closest_distances, diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol, check_system, element_pairs
 from .report import record_deviation
 from .survival import summarize
@@ -374,6 +374,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "protocol": asdict(protocol),
         "trajectories": [{"index": t.index, "time_ps": t.time_ps, "stable_ps": t.time_ps, "collapsed": t.collapsed,
                           "reason": t.reason, "nve_drift_eV_per_atom_ps": t.nve_drift,
+                          "closest_A": closest_distances(t.frames),  # of its sampled frames, by element pair
                           **({"window_rdf_errors": t.window_errors} if protocol.periodic else {})}
                          for t in trajectories],
         "median_time_ps": float(np.median(times)),
