@@ -506,3 +506,44 @@ def test_active_learning_experiment_on_a_periodic_liquid(tmp_path, monkeypatch):
         assert row["md_model"] == str(md) and rows[method]["md_model"] == rows[method]["model"]
         assert load_exported(md)[1]["dtype"] == "float32" and load_exported(row["model"])[1]["dtype"] == "float64"
         assert row["test_force_mae_meV_A"] == rows[method]["test_force_mae_meV_A"]  # of the trained file
+
+
+def test_water_hot_runs_each_model_once_and_compares_them(tmp_path, monkeypatch):
+    """training/experiments/water_hot.py: nnp stability at the given temperature for each model (skipped where its
+    stability.json exists), one JSON with stable times, closest distances and the log-rank p, one plot."""
+    from helpers import small_model
+
+    from nnp.data.atomic import write_frames
+    from nnp.data.readers import bundled_dataset, read_structures
+    from nnp.export import export_model
+
+    def soft(seed: int, path: Path) -> Path:  # nearly no forces: at 1 K the atoms hardly move in 10 fs
+        model = small_model(cutoff=3.0, layers=2, seed=seed)
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                p.mul_(0.05)
+        return export_model(model, path)
+
+    a, b = soft(0, tmp_path / "a.nnp.pt"), soft(1, tmp_path / "b.nnp.pt")
+    reference = tmp_path / "box.extxyz"  # one frame, started from at 1 K: its RDF stays the reference's
+    write_frames(reference, read_structures(bundled_dataset())[:1])
+    results, out = tmp_path / "hot.json", tmp_path / "runs"
+    argv = ["water_hot.py", "--model", f"a={a}", "--model", f"b={b}", "--compare", "a", "b", "--temperature", "1",
+            "--replicas", "2", "--time-ps", "0.01", "--reference", str(reference), "--output", str(out),
+            "--results", str(results)]
+    run_script(argv, monkeypatch)
+    doc = json.loads(results.read_text())
+    assert [r["label"] for r in doc["models"]] == ["a", "b"]
+    for r in doc["models"]:
+        stability = json.loads((out / r["label"] / "stability.json").read_text())
+        assert stability["protocol"]["temperature"] == 1.0 and r["replicas"] == 2 == r["replicas_stable"]
+        assert r["stable_ps"] == [t["stable_ps"] for t in stability["trajectories"]]
+        assert all(set(c) == {"O-O", "O-H", "H-H"} for c in r["closest_A"])
+    assert 0.0 <= doc["comparisons"][0]["logrank_p"] <= 1.0 and Path(doc["plot"]).exists()
+    written = (out / "a" / "stability.json").stat().st_mtime_ns
+    run_script(argv, monkeypatch)  # read back, not run again
+    assert (out / "a" / "stability.json").stat().st_mtime_ns == written
+    monkeypatch.setattr(sys, "argv", [*argv[:5], "--compare", "a", "c"])
+    with pytest.raises(SystemExit) as refused:
+        runpy.run_path(str(ROOT / "training" / "experiments" / "water_hot.py"), run_name="__main__")
+    assert refused.value.code == 2

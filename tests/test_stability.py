@@ -413,3 +413,17 @@ def test_stability_refuses_a_system_its_protocol_does_not_fit(tmp_path, capsys):
     molecule.pbc = False
     with pytest.raises(ValueError, match="give --system molecule"):
         run_stability(model, [molecule], periodic_protocol(time_ps=0.001), tmp_path / "mol", progress=False)
+
+
+def test_periodic_runs_are_whole_rdf_windows():
+    """A periodic run shorter than one RDF window is one window of its length (LAMMPS's average of a window is
+    only there at the window's end); a longer run that is not a whole number of windows is an error naming two
+    lengths that are; molecules have no windows."""
+    from nnp.errors import UserError
+    from nnp.md.protocol import fit_windows
+
+    assert fit_windows(water_protocol(time_ps=0.25)).rdf_window_ps == 0.25
+    assert fit_windows(water_protocol(time_ps=3.0)).rdf_window_ps == 1.0
+    with pytest.raises(UserError, match="not a whole number of its 1 ps RDF windows: run 2 or 3 ps"):
+        fit_windows(water_protocol(time_ps=2.5))
+    assert fit_windows(molecule_protocol(time_ps=2.5)) == molecule_protocol(time_ps=2.5)

@@ -86,6 +86,28 @@ def stability_system(atoms) -> str:
     return "periodic"
 
 
+def fit_windows(protocol: Protocol) -> Protocol:
+    """The RDF criterion judges whole windows (LAMMPS averages each over its length): a periodic run shorter than
+    one window is one window of its length; any other length must be a whole number of windows (an error names
+    the lengths that are). Molecules: unchanged."""
+    from dataclasses import replace
+
+    from ..errors import UserError
+
+    if not protocol.periodic:
+        return protocol
+    if protocol.time_ps < protocol.rdf_window_ps:
+        return replace(protocol, rdf_window_ps=protocol.time_ps)
+    steps = round(protocol.time_ps * 1000.0 / protocol.timestep_fs)
+    window = round(protocol.rdf_window_ps * 1000.0 / protocol.timestep_fs)
+    if steps % window:
+        below = steps // window * protocol.rdf_window_ps
+        raise UserError(f"a {protocol.system} run of {protocol.time_ps:g} ps is not a whole number of its "
+                        f"{protocol.rdf_window_ps:g} ps RDF windows: run {below:g} or "
+                        f"{below + protocol.rdf_window_ps:g} ps")
+    return protocol
+
+
 def check_system(system: str, frames) -> None:
     """Every frame fits the protocol ``system`` (``molecule``, ``water`` or ``periodic``): a periodic box never
     runs as a molecule in vacuum, nor a molecule as a box; a clear error names the first frame that does not."""

@@ -35,7 +35,7 @@ from ..data.atomic import write_npz, write_text
 from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
 from .criteria import is_explosion, temperature_in_range, write_bond_reference
 from .observables import closest_distances, diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
-from .protocol import Protocol, check_system, element_pairs
+from .protocol import Protocol, check_system, element_pairs, fit_windows
 from .report import record_deviation
 from .survival import summarize
 
@@ -152,7 +152,8 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
             chunk = int(round(protocol.rdf_window_ps * 1000.0 / protocol.timestep_fs))
             pair_args = " ".join(f"{types.index(a) + 1} {types.index(b) + 1}" for a, b in protocol.pairs)
             lmp.command(f"compute rdf all rdf {protocol.rdf_bins} {pair_args} cutoff {protocol.rdf_r_max}")
-            every = max(1, chunk // 100)
+            # ~100 samples per window; LAMMPS wants the window a multiple of the sampling interval
+            every = max(d for d in range(1, max(1, chunk // 100) + 1) if chunk % d == 0)
             lmp.command(f"fix rdf all ave/time {every} {chunk // every} {chunk} c_rdf[*] mode vector")
         lmp.command("run 0 post no")
         while traj.steps < total_steps:
@@ -331,6 +332,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     output_dir.mkdir(parents=True, exist_ok=True)
     reference = list(reference or starts)
     check_system(protocol.system, starts)  # never a periodic box in vacuum, nor a molecule in a box
+    protocol = fit_windows(protocol)  # whole RDF windows only
     ref_rdfs = None
     if protocol.periodic:
         if not protocol.pairs:  # every pair of the reference's elements
