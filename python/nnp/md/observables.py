@@ -57,15 +57,28 @@ def closest_distances(frames: Sequence[Atoms], r_max: float = 4.0) -> dict[str, 
     """The smallest distance (Å) of each element pair over ``frames``, periodic images included, heavier element
     first (water: ``{"O-O": 2.4, "O-H": 0.9, "H-H": 1.4}``); pairs never closer than ``r_max`` are left out.
     Where a collapse comes from: hydrogens run into each other show as H-H far under water's 1.5 Å."""
+    from ase.data import chemical_symbols
+
     closest: dict[str, float] = {}
     for atoms in frames:
         i, j, d = pair_distances(atoms, r_max)
-        z, symbols = atoms.numbers, atoms.get_chemical_symbols()
+        z = atoms.numbers
         heavier = (z[i] > z[j]) | ((z[i] == z[j]) & (i < j))  # each pair once (a self-image never: i == j)
-        for a, b, r in zip(i[heavier].tolist(), j[heavier].tolist(), d[heavier].tolist()):
-            key = f"{symbols[a]}-{symbols[b]}"
+        pairs, d = np.stack([z[i][heavier], z[j][heavier]], axis=1), d[heavier]
+        for (a, b), r in zip(*_min_per_row(pairs, d)):
+            key = f"{chemical_symbols[a]}-{chemical_symbols[b]}"
             closest[key] = min(r, closest.get(key, r))
     return closest
+
+
+def _min_per_row(keys: np.ndarray, values: np.ndarray) -> tuple[list, list]:
+    """The distinct rows of ``keys`` and the smallest of ``values`` for each."""
+    if not len(values):
+        return [], []
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    smallest = np.full(len(unique), np.inf)
+    np.minimum.at(smallest, inverse.ravel(), values)
+    return unique.tolist(), smallest.tolist()
 
 
 def max_bond_deviation(atoms: Atoms, bonds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:

