@@ -1,6 +1,7 @@
 """Stability protocols in LAMMPS: the bond-deviation compute, fix halt, the RDF criterion."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -248,7 +249,8 @@ from nnp.md.protocol import water_protocol
 
 frames = read_structures(bundled_dataset())
 ensemble = dict(ensemble=tuple(sys.argv[3:]), deviation_every=10) if sys.argv[3:] else {}
-protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6, **ensemble)
+protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6,
+                          contact_tolerance=None, **ensemble)
 stability.run_stability(sys.argv[1], frames[-1:], protocol, sys.argv[2], reference=frames, progress=False,
                         checkpoint_ps=0.0125)
 """
@@ -268,7 +270,8 @@ def test_a_water_trajectory_killed_inside_continues_from_its_saved_state(tmp_pat
     model = scrambled_model(tmp_path, scale=0.05)
     members = [str(export_model(small_model(cutoff=3.0, layers=2, seed=1), tmp_path / "m2.nnp.pt"))] if with_ensemble else []
     ensemble = dict(ensemble=tuple(members), deviation_every=10) if members else {}
-    protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6, **ensemble)
+    protocol = water_protocol(time_ps=0.03, rdf_window_ps=0.0025, timestep_fs=0.25, rdf_threshold=1e6,
+                          contact_tolerance=None, **ensemble)
     whole = run_stability(model, frames[-1:], protocol, tmp_path / "whole", reference=frames, progress=False)
     out = tmp_path / "killed"
     child = subprocess.run([sys.executable, "-c", KILL_INSIDE_A_TRAJECTORY, str(model), str(out), *members],
@@ -427,3 +430,49 @@ def test_periodic_runs_are_whole_rdf_windows():
     with pytest.raises(UserError, match="not a whole number of its 1 ps RDF windows: run 2 or 3 ps"):
         fit_windows(water_protocol(time_ps=2.5))
     assert fit_windows(molecule_protocol(time_ps=2.5)) == molecule_protocol(time_ps=2.5)
+
+
+def test_two_hydrogens_run_into_each_other_collapse_a_window_whose_rdf_error_is_small(tmp_path, capsys):
+    """nnp's closest-approach rule: one water's hydrogen put 0.3 Å from another's, under a nearly force-free
+    model at 1 K (it stays there), moves one H-H bin of 500: the RDF error stays far under 3 (MDsim's criterion
+    calls it stable), the rule calls the first window collapsed. ``contact_tolerance=None`` (the CLI's
+    ``--contact-tolerance off``) is MDsim's criterion alone."""
+    from nnp.cli import main
+    from nnp.data.readers import bundled_dataset, read_structures
+    from nnp.md.criteria import reference_closest
+
+    frames = read_structures(bundled_dataset())
+    fused = frames[-1].copy()
+    hydrogens = np.flatnonzero(fused.numbers == 1)
+    a, b = hydrogens[0], hydrogens[-1]  # first and last molecule
+    fused.positions[b] = fused.positions[a] + [0.3, 0.0, 0.0]
+    soft = scrambled_model(tmp_path, scale=0.05)
+    protocol = water_protocol(time_ps=0.02, rdf_window_ps=0.01, timestep_fs=0.5, temperature=1.0)
+    closest = reference_closest(frames, protocol)
+    assert set(closest) == {("O", "O"), ("O", "H"), ("H", "H")} and 1.2 < closest["H", "H"] < 1.7
+    assert reference_closest(frames, water_protocol(time_ps=1.0, pairs=(("H", "O"),))) == {("H", "O"): closest["O", "H"]}
+    assert reference_closest(frames, water_protocol(time_ps=1.0, contact_tolerance=None)) == {}
+
+    summary = run_stability(soft, [fused], protocol, tmp_path / "rule", reference=frames, progress=False)
+    row = summary["trajectories"][0]
+    assert row["collapsed"] and row["stable_ps"] == pytest.approx(0.01), row
+    assert row["reason"].startswith("H-H pair at 0.3") and row["reason"].endswith(  # the bin's centre, 0.306
+        f" Å, more than 0.5 Å under its closest distance in the reference ({closest['H', 'H']:.2f} Å)"), row["reason"]
+    assert max(row["window_rdf_errors"][0].values()) < protocol.rdf_threshold  # the RDF criterion alone passes it
+    assert summary["reference_closest_A"]["H-H"] == pytest.approx(closest["H", "H"])
+
+    off = run_stability(soft, [fused], replace(protocol, contact_tolerance=None), tmp_path / "off", reference=frames,
+                        progress=False)["trajectories"][0]
+    assert not off["collapsed"] and off["stable_ps"] == pytest.approx(0.02)
+    assert off["closest_A"]["H-H"] < 0.35  # it stayed there
+
+    # the command line: a distance, or off; anything else is refused by name
+    model_file = str(soft)
+    for value, expected in (("off", None), ("0.8", 0.8)):
+        out = tmp_path / f"cli-{value}"
+        assert main(["stability", "--model", model_file, "--system", "water", "--trajectories", "1", "--time",
+                     "0.002ps", "--contact-tolerance", value, "--output", str(out)]) == 0
+        assert json.loads((out / "stability.json").read_text())["protocol"]["contact_tolerance"] == expected
+    with pytest.raises(SystemExit):
+        main(["stability", "--model", model_file, "--system", "water", "--contact-tolerance", "near"])
+    assert "'near' is not a distance in Å (or 'off')" in capsys.readouterr().err

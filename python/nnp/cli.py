@@ -171,7 +171,9 @@ def _add_stability(sub) -> None:
                        description="Run independent NVT trajectories with pair_style nnp until collapse or the "
                                    "time limit. aspirin/molecule: 500 K, 0.5 fs, bond deviation > 0.5 Å; water: "
                                    "300 K, 1 fs, RDF error > 3.0 over 1 ps windows; periodic (any other periodic "
-                                   "box): water's criterion over every pair of the reference's elements. The run "
+                                   "box): water's criterion over every pair of the reference's elements, and (both) "
+                                   "a window with two atoms more than --contact-tolerance closer than that pair's "
+                                   "closest distance in the reference has collapsed too. The run "
                                    "checkpoints in OUTPUT/checkpoint (every ps of MD): the same command again "
                                    "continues an interrupted run.")
     p.add_argument("--model", required=True, help="exported model file")
@@ -187,6 +189,10 @@ def _add_stability(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="trajectories run in parallel (separate LAMMPS processes)")
     p.add_argument("--nve-ps", type=float, default=0.0,
                    help="after a stable run, this many ps of NVE to report the energy drift")
+    p.add_argument("--contact-tolerance", type=_contact_tolerance, default=0.5, metavar="ANGSTROM|off",
+                   help="water and periodic boxes: a 1 ps window collapses when two atoms come closer than their "
+                        "element pair's closest distance in the reference by more than this (default 0.5 Å); "
+                        "'off': MDsim's RDF criterion alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replicas", type=int, default=0, metavar="N",
                    help="N trajectories with a Kaplan-Meier summary; molecules: as N replicas in ONE LAMMPS run "
@@ -201,6 +207,18 @@ def _add_stability(sub) -> None:
     p.add_argument("--deviation-every", type=int, default=10, help="steps between deviation samples (out_freq)")
     p.add_argument("--deviation-threshold", type=float, default=0.15, help="trust level in eV/Å (default 0.15)")
     p.set_defaults(func=cmd_stability)
+
+
+def _contact_tolerance(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a distance in Å (or 'off')")
+    return value
 
 
 def _add_stability_compare(sub) -> None:
@@ -569,6 +587,8 @@ def cmd_stability(args) -> int:
                                    ("nve_ps", args.nve_ps)) if v}
     if args.time:
         overrides["time_ps"] = parse_time_ps(args.time)
+    if system != "molecule":
+        overrides["contact_tolerance"] = args.contact_tolerance
     if args.ensemble:
         overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
                          deviation_threshold=args.deviation_threshold)

@@ -6,7 +6,8 @@
 * molecules: MDsim's bond rule (nnp.chemistry) on the start frame and the largest deviation of those
   bonds from their mean length over the reference data (``compute bond/deviation`` does nnp's rule
   inside LAMMPS for ``nnp stability``, with the start frame's bonds from :func:`write_bond_reference`);
-* water: the RDF error of a window against the reference (nnp.md.observables.rdf_mae);
+* water and other periodic boxes: the RDF error of a window against the reference (nnp.md.observables.rdf_mae),
+  and nnp's closest-approach rule on the same window (:func:`window_contact`);
 * any structure: two atoms closer than half their covalent radii (nnp.chemistry.contact_limit), which an
   ensemble's deviation need not see (members trained on the same few frames can agree on atoms run into
   each other: RESULTS §14.4).
@@ -24,6 +25,7 @@ from ase import Atoms
 from ..chemistry import contact_limit, mdsim_bond_length_limit, radii
 from ..data.molecules import reference_bonds
 from ..data.neighbors import pair_distances
+from .observables import closest_distances, rdf_bin_centres
 from .protocol import Protocol
 
 # LAMMPS errors that an exploding system ends in (the model's non-finite output, atoms flying out of the
@@ -86,6 +88,33 @@ def close_contact(atoms: Atoms) -> str | None:
     symbols = atoms.get_chemical_symbols()
     return (f"atoms {i[k]} ({symbols[i[k]]}) and {j[k]} ({symbols[j[k]]}) {d[k]:.2f} Å apart, under half their "
             f"covalent radii ({float(contact_limit(r[i[k]], r[j[k]])):.2f} Å)")
+
+
+def reference_closest(reference: Sequence[Atoms], protocol: Protocol) -> dict[tuple[str, str], float]:
+    """The closest distance (Å) of each of the protocol's RDF pairs over the reference frames, periodic images
+    included: what :func:`window_contact` compares with. Pairs never within the RDF range are left out (no rule for
+    them), and so is every pair when the rule is off (``contact_tolerance`` None)."""
+    if protocol.contact_tolerance is None:
+        return {}
+    closest = closest_distances(reference, protocol.rdf_r_max)  # keys "heavier-lighter"
+    found = {(a, b): closest.get(f"{a}-{b}", closest.get(f"{b}-{a}")) for a, b in protocol.pairs}
+    return {pair: d for pair, d in found.items() if d is not None}
+
+
+def window_contact(window: dict, closest: dict[tuple[str, str], float], protocol: Protocol) -> str | None:
+    """Why an RDF window has collapsed by the closest-approach rule, or None: a pair of elements met closer than
+    ``protocol.contact_tolerance`` under its closest distance in the reference (``closest``,
+    :func:`reference_closest`). ``window`` is ``{pair: g(r)}`` averaged by LAMMPS over the window's samples (~100),
+    so g(r) > 0 in a bin means some sample had a pair at that distance (to half a bin, 0.006 Å by default)."""
+    for pair, d_ref in closest.items():
+        g = np.asarray(window[pair])
+        r = rdf_bin_centres(protocol.rdf_r_max, len(g))
+        limit = d_ref - protocol.contact_tolerance
+        under = np.flatnonzero((g > 0) & (r < limit))
+        if len(under):
+            return (f"{pair[0]}-{pair[1]} pair at {r[under[0]]:.2f} Å, more than {protocol.contact_tolerance:g} Å "
+                    f"under its closest distance in the reference ({d_ref:.2f} Å)")
+    return None
 
 
 def write_bond_reference(atoms: Atoms, path: Path) -> None:

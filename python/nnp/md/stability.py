@@ -5,8 +5,9 @@
   by ``compute bond/deviation`` + ``fix halt``);
 * water: Nosé–Hoover NVT at 300 K, 1 fs, up to 500 ps; collapses when, over a 1 ps window, the largest
   of the O–O, O–H, H–H RDF errors against the reference exceeds 3.0 (RDF from LAMMPS's ``compute rdf``
-  averaged over the window, checked after each window); any other periodic box the same over every pair of
-  its elements (``periodic``);
+  averaged over the window, checked after each window), or (nnp's addition, ``contact_tolerance``) when the
+  window's RDF shows a pair more than 0.5 Å closer than that pair ever is in the reference; any other periodic
+  box the same over every pair of its elements (``periodic``);
 * both stop when the temperature leaves (0.1 K, 1e5 K).
 
 Independent trajectories run in separate processes (LAMMPS instances) in parallel. Each finished trajectory is
@@ -33,7 +34,8 @@ from ase import Atoms
 
 from ..data.atomic import write_npz, write_text
 from .checkpoint import CHECKPOINT_PS, check_fingerprint, load_state, previous_state, run_fingerprint, save_state
-from .criteria import is_explosion, temperature_in_range, write_bond_reference
+from .criteria import (is_explosion, reference_closest, temperature_in_range, window_contact,
+                       write_bond_reference)
 from .observables import closest_distances, diffusivity, distance_histogram, h_r_mae, rdf, rdf_bin_centres, rdf_mae
 from .protocol import Protocol, check_system, element_pairs, fit_windows
 from .report import record_deviation
@@ -113,10 +115,12 @@ class TrajectoryCheckpoint:
 
 
 def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, seed: int,
-                   reference_rdfs: dict | None = None, checkpoint: TrajectoryCheckpoint | None = None) -> Trajectory:
+                   reference_rdfs: dict | None = None, checkpoint: TrajectoryCheckpoint | None = None,
+                   reference_closest: dict | None = None) -> Trajectory:
     """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``.
 
-    ``checkpoint``: save the state there and continue from a state saved before (a molecule keeps its start
+    Periodic: ``reference_rdfs`` (``{pair: g(r)}``) and ``reference_closest`` (``{pair: Å}``,
+    criteria.reference_closest) are the reference's, what each window is judged against. ``checkpoint``: save the state there and continue from a state saved before (a molecule keeps its start
     frame's bonds: ``compute bond/deviation`` reads them from a file)."""
     from ..evaluator import load_evaluator
     from ..lammps import make_lammps
@@ -185,8 +189,11 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                 errors = {f"{a}-{b}": rdf_mae(window[a, b], reference_rdfs[a, b], protocol.rdf_r_max)
                           for a, b in protocol.pairs}
                 traj.window_errors.append(errors)
+                contact = window_contact(window, reference_closest or {}, protocol)
                 if max(errors.values()) > protocol.rdf_threshold:
                     traj.collapsed, traj.reason = True, f"RDF error {max(errors.values()):.2f} > {protocol.rdf_threshold}"
+                elif contact:
+                    traj.collapsed, traj.reason = True, contact
                 else:
                     traj.window_rdfs.append(window)
             if traj.collapsed or halted:
@@ -333,7 +340,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     reference = list(reference or starts)
     check_system(protocol.system, starts)  # never a periodic box in vacuum, nor a molecule in a box
     protocol = fit_windows(protocol)  # whole RDF windows only
-    ref_rdfs = None
+    ref_rdfs, ref_closest = None, None
     if protocol.periodic:
         if not protocol.pairs:  # every pair of the reference's elements
             protocol = replace(protocol, pairs=element_pairs(reference))
@@ -341,7 +348,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         if missing:
             raise ValueError(f"the RDF pairs {protocol.pairs} name elements no start frame has ({sorted(missing)}): "
                              "start from frames with every element of the reference")
-        ref_rdfs = reference_rdf_table(reference, protocol)
+        ref_rdfs, ref_closest = reference_rdf_table(reference, protocol), reference_closest(reference, protocol)
     checkpoint = output_dir / "checkpoint"
     fingerprint = run_fingerprint(model, {"runner": "trajectories", "protocol": asdict(protocol), "seed": seed},
                                   starts, reference)
@@ -349,7 +356,7 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
     resumed = len(done)
     every = max(1, int(round(checkpoint_ps * 1000.0 / protocol.timestep_fs)))
     within = TrajectoryCheckpoint(checkpoint, fingerprint, every)
-    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs, within)
+    jobs = [(str(model), start, protocol, k, seed + 1000 * k + 1, ref_rdfs, within, ref_closest)
             for k, start in enumerate(starts) if k not in done]
     bar = tqdm(total=len(starts), initial=len(done), desc="trajectories", disable=not progress)
 
@@ -389,6 +396,8 @@ def run_stability(model: str | Path, starts: Sequence[Atoms], protocol: Protocol
         "md_wall_s": md_wall,
         "md_steps_per_s": sum(t.steps for t in trajectories) / md_wall if md_wall > 0 else None,
     }
+    if ref_closest:  # the closest-approach rule's reference distances (a window under them - tolerance collapses)
+        summary["reference_closest_A"] = {f"{a}-{b}": d for (a, b), d in ref_closest.items()}
     stable_frames = [f for t in trajectories for f in t.frames]
     name = Path(model).name
     plots = [plot_survival({name: times.tolist()}, protocol.time_ps, output_dir / "survival.png")]
