@@ -184,6 +184,40 @@ def test_hybrid_keeps_bonded_pairs_for_the_model_and_excludes_them_for_lj(model_
     assert total == pytest.approx(energy("special_bonds lj/coul 1 1 1", nnp) + lj_excluded, abs=1e-9)
 
 
+def test_zbl_overlay_adds_lammps_zbl_only_under_its_outer_distance(model_file, tmp_path):
+    """``nnp_lines(zbl=(inner, outer))``: the model plus LAMMPS's own ``pair_style zbl`` for every element pair,
+    energy and forces the sum of the two alone; with no pair under ``outer`` it is the model alone. One hydrogen
+    0.4 Å from another's puts ZBL at several eV."""
+    box = water_box(seed=5)
+    hydrogens = np.flatnonzero(box.numbers == 1)
+    close = box.copy()
+    close.positions[hydrogens[-1]] = close.positions[hydrogens[0]] + [0.4, 0.0, 0.0]
+
+    def evaluate(atoms, pair_lines):
+        data = tmp_path / "box.data"
+        write_lammps_data(atoms, data, ["H", "O"])
+        lmp = make_lammps()
+        for line in system_lines(data) + pair_lines + ["run 0"]:
+            lmp.command(line)
+        energy, forces = lmp.get_thermo("pe"), by_id(lmp, "f")
+        lmp.close()
+        return energy, forces
+
+    alone = ["pair_style zbl 0.5 0.8", "pair_coeff 1 1 1 1", "pair_coeff 1 2 1 8", "pair_coeff 2 2 8 8"]
+    assert nnp_lines(model_file, ["H", "O"], zbl=(0.5, 0.8)) == [
+        "pair_style hybrid/overlay nnp zbl 0.5 0.8", f"pair_coeff * * nnp {model_file} H O",
+        "pair_coeff 1 1 zbl 1 1", "pair_coeff 1 2 zbl 1 8", "pair_coeff 2 2 zbl 8 8"]
+    for atoms, zbl_energy in ((box, (0.0, 0.0)), (close, (3.0, 30.0))):
+        e_model, f_model = evaluate(atoms, nnp_lines(model_file, ["H", "O"]))
+        e_zbl, f_zbl = evaluate(atoms, alone)
+        e_sum, f_sum = evaluate(atoms, nnp_lines(model_file, ["H", "O"], zbl=(0.5, 0.8)))
+        assert zbl_energy[0] <= e_zbl <= zbl_energy[1]
+        assert e_sum == pytest.approx(e_model + e_zbl, abs=1e-9)
+        np.testing.assert_allclose(f_sum, f_model + f_zbl, atol=1e-9)
+    with pytest.raises(ValueError, match="0 < inner < outer"):
+        nnp_lines(model_file, ["H", "O"], zbl=(0.8, 0.5))
+
+
 def test_neighbour_exclusions_warn(model_file, tmp_path):
     """``neigh_modify exclude`` is the user's choice, but for a many-body model it changes more than the excluded
     pairs: a warning says so."""

@@ -476,3 +476,10 @@ def test_two_hydrogens_run_into_each_other_collapse_a_window_whose_rdf_error_is_
     with pytest.raises(SystemExit):
         main(["stability", "--model", model_file, "--system", "water", "--contact-tolerance", "near"])
     assert "'near' is not a distance in Å (or 'off')" in capsys.readouterr().err
+    # --zbl: the run's pair style is the model with LAMMPS's ZBL overlaid (tests/test_lammps_workflows.py)
+    out = tmp_path / "cli-zbl"
+    assert main(["stability", "--model", model_file, "--system", "water", "--trajectories", "1", "--time", "0.002ps",
+                 "--zbl", "0.5", "0.8", "--output", str(out)]) == 0
+    assert json.loads((out / "stability.json").read_text())["protocol"]["zbl"] == [0.5, 0.8]
+    assert main(["stability", "--model", model_file, "--system", "water", "--zbl", "0.8", "0.5"]) == 2
+    assert "give INNER OUTER with 0 < INNER < OUTER" in capsys.readouterr().err

@@ -193,6 +193,10 @@ def _add_stability(sub) -> None:
                    help="water and periodic boxes: a 1 ps window collapses when two atoms come closer than their "
                         "element pair's closest distance in the reference by more than this (default 0.5 Å); "
                         "'off': MDsim's RDF criterion alone")
+    p.add_argument("--zbl", type=float, nargs=2, default=None, metavar=("INNER", "OUTER"),
+                   help="overlay LAMMPS's ZBL core repulsion on the model for every element pair, switched off "
+                        "between INNER and OUTER Å (pair_style hybrid/overlay nnp zbl; OUTER under the shortest "
+                        "distance the system really has, e.g. 0.5 0.8 for water)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replicas", type=int, default=0, metavar="N",
                    help="N trajectories with a Kaplan-Meier summary; molecules: as N replicas in ONE LAMMPS run "
@@ -589,6 +593,11 @@ def cmd_stability(args) -> int:
         overrides["time_ps"] = parse_time_ps(args.time)
     if system != "molecule":
         overrides["contact_tolerance"] = args.contact_tolerance
+    if args.zbl:
+        inner, outer = args.zbl
+        if not 0.0 < inner < outer:
+            raise UserError(f"--zbl {inner:g} {outer:g}: give INNER OUTER with 0 < INNER < OUTER (Å)")
+        overrides["zbl"] = (inner, outer)
     if args.ensemble:
         overrides.update(ensemble=tuple(args.ensemble), deviation_every=args.deviation_every,
                          deviation_threshold=args.deviation_threshold)

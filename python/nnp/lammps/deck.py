@@ -29,10 +29,26 @@ def system_lines(source: str | Path, boundary: str = "p p p", atom_style: str = 
             f"{read} {source}"]
 
 
-def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "") -> list[str]:
-    """``pair_style nnp [style_args]`` and ``pair_coeff * * model elements...``."""
+def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "",
+              zbl: Sequence[float] | None = None) -> list[str]:
+    """``pair_style nnp [style_args]`` and ``pair_coeff * * model elements...`` (``species[k]`` is type k+1).
+
+    ``zbl=(inner, outer)``: the model overlaid with LAMMPS's ZBL screened nuclear repulsion for every pair of types,
+    switched off smoothly between ``inner`` and ``outer`` Å (``pair_style hybrid/overlay nnp ... zbl inner outer``):
+    a core repulsion under the distances a model was trained on, where models trained on equilibrium data have no
+    wall (RESULTS §14.4). ``outer`` must stay under the shortest distance the system really has."""
     style = f"nnp {style_args}".strip()
-    return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
+    if not zbl:
+        return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
+    from ase.data import atomic_numbers
+
+    inner, outer = zbl
+    if not 0.0 < inner < outer:
+        raise ValueError(f"zbl=({inner}, {outer}): the switching distances must satisfy 0 < inner < outer (Å)")
+    z = [atomic_numbers[s] for s in species]
+    return [f"pair_style hybrid/overlay {style} zbl {inner:g} {outer:g}",
+            f"pair_coeff * * nnp {model} {' '.join(species)}",
+            *(f"pair_coeff {i + 1} {j + 1} zbl {z[i]} {z[j]}" for i in range(len(z)) for j in range(i, len(z)))]
 
 
 def _start_lines(temperature: float, seed: int | None, timestep_fs: float) -> list[str]:

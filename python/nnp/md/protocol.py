@@ -41,6 +41,7 @@ class Protocol:
     ensemble: tuple = ()  # extra model files: record the model deviation (pair_style nnp ensemble)
     deviation_every: int = 10  # steps between deviation samples (out_freq)
     deviation_threshold: float = 0.15  # eV/Å: the trust level whose first crossing is reported
+    zbl: tuple = ()  # (inner, outer) Å: the model overlaid with LAMMPS's ZBL core repulsion (lammps.deck.nnp_lines)
 
     @property
     def periodic(self) -> bool:

@@ -206,7 +206,7 @@ def run_replicas(model: str | Path, starts: Sequence[Atoms], seeds: Sequence[int
                 _write_data(data, starts, centres, velocities, species, spacing / 2.0 + padding)
                 system = system_lines(data, "f f f", atom_style="molecular", atom_map="array sort 0 0.0")
             for line in (*system,
-                         *nnp_lines(resolve_file(model).resolve(), species), "neighbor 1.0 bin",
+                         *nnp_lines(resolve_file(model).resolve(), species, zbl=protocol.zbl), "neighbor 1.0 bin",
                          "neigh_modify exclude molecule/inter all",  # no edge between two replicas, ever
                          f"timestep {dt_ps}",
                          f"fix nvt all nvt/mdsim {protocol.temperature} {MDSIM_TTIME * dt_ps}",

@@ -79,7 +79,7 @@ def _setup(lmp, atoms: Atoms, model: str, species: list[str], protocol: Protocol
     style = ""
     if protocol.ensemble:
         style = ensemble_arguments(protocol.ensemble, protocol.deviation_every, deviation_file)
-    for line in (*nnp_lines(model, present, style), "neighbor 1.0 bin",
+    for line in (*nnp_lines(model, present, style, protocol.zbl), "neighbor 1.0 bin",
                  f"comm_modify cutoff {protocol.rdf_r_max + 2.0}",
                  *nvt_lines(protocol.temperature, None if restart else seed, protocol.timestep_fs,
                             protocol.damping_fs),  # a restart has its velocities
