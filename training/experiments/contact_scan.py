@@ -73,6 +73,35 @@ def energies(frames: list[Atoms], calculator) -> np.ndarray:
     return np.array(out)
 
 
+def zbl_energies(frames: list[Atoms], inner: float, outer: float) -> np.ndarray:
+    """LAMMPS's ``pair_style zbl inner outer`` alone on each frame (what ``--zbl`` overlays on a model in MD)."""
+    import tempfile
+
+    from nnp.lammps import make_lammps, system_lines, write_lammps_data
+
+    species = sorted(set(frames[0].get_chemical_symbols()))
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for frame in frames:
+            data = Path(tmp) / "frame.data"
+            write_lammps_data(frame, data, species)
+            lmp = make_lammps()
+            lines = nnp_zbl_coeffs(species, inner, outer)
+            for line in system_lines(data) + lines + ["run 0"]:
+                lmp.command(line)
+            out.append(lmp.get_thermo("pe"))
+            lmp.close()
+    return np.array(out)
+
+
+def nnp_zbl_coeffs(species: list[str], inner: float, outer: float) -> list[str]:
+    """``pair_style zbl`` and its coefficients, from the lines ``nnp_lines(zbl=...)`` writes (without the model)."""
+    from nnp.lammps import nnp_lines
+
+    lines = nnp_lines("unused", species, zbl=(inner, outer))
+    return [f"pair_style zbl {inner:g} {outer:g}"] + [line.replace(" zbl ", " ") for line in lines[2:]]
+
+
 def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: float, path: Path) -> Path:
     """Every curve, whole (left) and up to 4 eV (right: where the models' walls differ)."""
     import matplotlib
@@ -84,7 +113,7 @@ def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: floa
     for ax, top in zip(axes, (None, 4.0)):
         for label, energy in curves.items():
             ax.plot(distances, energy, label=label, lw=2.5 if label == "GFN2-xTB" else 1.5,
-                    color="black" if label == "GFN2-xTB" else None)
+                    color="black" if label == "GFN2-xTB" else None, ls="--" if label.startswith("ZBL") else "-")
         ax.set(xlabel="H-H distance (Å), rigid approach of a second water", ylabel=f"E - E({d_max:g} Å) (eV)")
         if top:
             ax.set_ylim(-0.5, top)
@@ -106,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-max", type=float, default=2.0)
     parser.add_argument("--points", type=int, default=37)
     parser.add_argument("--no-xtb", action="store_true", help="models only (no GFN2-xTB reference curve)")
+    parser.add_argument("--zbl", type=float, nargs=2, metavar=("INNER", "OUTER"),
+                        help="also LAMMPS's ZBL repulsion alone, as nnp stability --zbl overlays it")
     parser.add_argument("--results", type=Path, default=Path("results/contact_scan_water.json"))
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.model):
@@ -129,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         e = energies(frames, xtb_calculator())
         curves["GFN2-xTB"] = (e - e[0]).tolist()
         print("GFN2-xTB: " + ", ".join(f"{d:.2f} Å {v:+.2f} eV" for d, v in list(zip(distances, curves["GFN2-xTB"]))[-6:]))
+    if args.zbl:
+        e = zbl_energies(frames, *args.zbl)
+        label = f"ZBL {args.zbl[0]:g}-{args.zbl[1]:g} Å (alone)"
+        curves[label] = (e - e[0]).tolist()
+        print(f"{label}: " + ", ".join(f"{d:.2f} Å {v:+.2f} eV" for d, v in list(zip(distances, curves[label]))[-6:]))
     plot = plot_scan(distances, curves, args.d_max, args.results.with_suffix(".png"))
     doc = {"command": " ".join([".venv/bin/python", *sys.argv]), "reference": str(args.reference), "frame": args.frame,
            "hydrogens": [a, b], "start_distance_A": float(atoms.get_distance(a, b, mic=True)),
