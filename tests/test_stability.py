@@ -483,3 +483,24 @@ def test_two_hydrogens_run_into_each_other_collapse_a_window_whose_rdf_error_is_
     assert json.loads((out / "stability.json").read_text())["protocol"]["zbl"] == [0.5, 0.8]
     assert main(["stability", "--model", model_file, "--system", "water", "--zbl", "0.8", "0.5"]) == 2
     assert "give INNER OUTER with 0 < INNER < OUTER" in capsys.readouterr().err
+
+
+def test_window_contact_names_every_pair_under_its_limit():
+    """The closest-approach rule on LAMMPS-shaped window RDFs: g(r) > 0 in a bin whose centre is more than the
+    tolerance under the reference's closest distance; every such element pair is named, the others not."""
+    from nnp.md.criteria import window_contact
+    from nnp.md.observables import rdf_bin_centres
+
+    protocol = water_protocol(time_ps=1.0)
+    r = rdf_bin_centres(protocol.rdf_r_max, protocol.rdf_bins)
+    closest = {("O", "O"): 2.4, ("O", "H"): 0.9, ("H", "H"): 1.4}
+
+    def window(first: dict) -> dict:  # each pair's g(r) zero under its first populated distance
+        return {pair: np.where(r >= first[pair], 1.0, 0.0) for pair in closest}
+
+    assert window_contact(window({("O", "O"): 1.95, ("O", "H"): 0.45, ("H", "H"): 0.95}), closest, protocol) is None
+    reason = window_contact(window({("O", "O"): 1.5, ("O", "H"): 0.9, ("H", "H"): 0.33}), closest, protocol)
+    assert reason.split("; ") == [
+        "O-O pair at 1.51 Å, more than 0.5 Å under its closest distance in the reference (2.40 Å)",
+        "H-H pair at 0.33 Å, more than 0.5 Å under its closest distance in the reference (1.40 Å)"]
+    assert window_contact(window({("O", "O"): 0.1, ("O", "H"): 0.1, ("H", "H"): 0.1}), {}, protocol) is None

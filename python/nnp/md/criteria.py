@@ -102,19 +102,20 @@ def reference_closest(reference: Sequence[Atoms], protocol: Protocol) -> dict[tu
 
 
 def window_contact(window: dict, closest: dict[tuple[str, str], float], protocol: Protocol) -> str | None:
-    """Why an RDF window has collapsed by the closest-approach rule, or None: a pair of elements met closer than
-    ``protocol.contact_tolerance`` under its closest distance in the reference (``closest``,
-    :func:`reference_closest`). ``window`` is ``{pair: g(r)}`` averaged by LAMMPS over the window's samples (~100),
-    so g(r) > 0 in a bin means some sample had a pair at that distance (to half a bin, 0.006 Å by default)."""
+    """Why an RDF window has collapsed by the closest-approach rule, or None: pairs of elements met closer than
+    ``protocol.contact_tolerance`` under their closest distance in the reference (``closest``,
+    :func:`reference_closest`), each such element pair named with its closest approach. ``window`` is
+    ``{pair: g(r)}`` averaged by LAMMPS over the window's samples (~100), so g(r) > 0 in a bin means some sample had
+    a pair at that distance (to half a bin, 0.006 Å by default)."""
+    found = []
     for pair, d_ref in closest.items():
         g = np.asarray(window[pair])
         r = rdf_bin_centres(protocol.rdf_r_max, len(g))
-        limit = d_ref - protocol.contact_tolerance
-        under = np.flatnonzero((g > 0) & (r < limit))
+        under = np.flatnonzero((g > 0) & (r < d_ref - protocol.contact_tolerance))
         if len(under):
-            return (f"{pair[0]}-{pair[1]} pair at {r[under[0]]:.2f} Å, more than {protocol.contact_tolerance:g} Å "
-                    f"under its closest distance in the reference ({d_ref:.2f} Å)")
-    return None
+            found.append(f"{pair[0]}-{pair[1]} pair at {r[under[0]]:.2f} Å, more than {protocol.contact_tolerance:g} Å "
+                         f"under its closest distance in the reference ({d_ref:.2f} Å)")
+    return "; ".join(found) or None
 
 
 def write_bond_reference(atoms: Atoms, path: Path) -> None:
