@@ -1,12 +1,12 @@
-"""Energy of two hydrogens pushed into each other in liquid water: models against GFN2-xTB (RESULTS §14.4).
+"""Energy of two atoms pushed into each other in liquid water: models against GFN2-xTB (RESULTS §14.4).
 
     python training/experiments/contact_scan.py \
         --model organic-xtb=organic-xtb \
         --model loop=runs/al-water/water/stability-active-float32-pt2/model-float32.nnp.pt2 \
         --results results/contact_scan_water.json
 
-In a frame of the reference box, the closest pair of hydrogens on two different molecules is brought together by
-moving the second molecule rigidly along the line between them (its own geometry and every other molecule stay put),
+In a frame of the reference box, the closest pair of ``--pair`` atoms (default two hydrogens; ``O O`` two oxygens) on
+two different molecules is brought together by moving the second molecule rigidly along the line between them (its own geometry and every other molecule stay put),
 from ``--d-max`` down to ``--d-min`` Å. Each model's energy and xTB's (the periodic box, as the labels were made),
 relative to their values at ``--d-max``, show whether a model repels the pair as xTB does or has a well that MD can fall
 into (hydrogens found 0.32-0.35 Å apart in 500 K runs). One JSON with every curve, one plot.
@@ -27,23 +27,25 @@ from nnp.calculator import NNPCalculator
 from nnp.data.readers import read_structures
 
 
-def molecule_of(atoms: Atoms, hydrogen: int) -> list[int]:
-    """The hydrogen's water: its nearest oxygen (minimum image) and that oxygen's two nearest hydrogens."""
+def molecule_of(atoms: Atoms, atom: int) -> list[int]:
+    """The atom's water: its oxygen (a hydrogen's nearest, minimum image) and that oxygen's two nearest hydrogens."""
     symbols = np.array(atoms.get_chemical_symbols())
     oxygens, hydrogens = np.flatnonzero(symbols == "O"), np.flatnonzero(symbols == "H")
-    oxygen = oxygens[np.argmin(atoms.get_distances(hydrogen, oxygens, mic=True))]
+    oxygen = atom if symbols[atom] == "O" else oxygens[np.argmin(atoms.get_distances(atom, oxygens, mic=True))]
     partners = hydrogens[np.argsort(atoms.get_distances(oxygen, hydrogens, mic=True))[:2]]
-    if hydrogen not in partners:
-        raise ValueError(f"atom {hydrogen} is not one of its nearest oxygen's two hydrogens: not an intact water")
+    if symbols[atom] == "H" and atom not in partners:
+        raise ValueError(f"atom {atom} is not one of its nearest oxygen's two hydrogens: not an intact water")
     return [int(oxygen), *map(int, partners)]
 
 
-def closest_foreign_pair(atoms: Atoms) -> tuple[int, int]:
-    """The two hydrogens closest to each other (minimum image) that belong to different molecules."""
-    hydrogens = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+def closest_foreign_pair(atoms: Atoms, pair: tuple[str, str]) -> tuple[int, int]:
+    """The closest two atoms of the elements ``pair`` (minimum image) that belong to different molecules."""
+    symbols = atoms.get_chemical_symbols()
+    firsts = [i for i, s in enumerate(symbols) if s == pair[0]]
+    seconds = [i for i, s in enumerate(symbols) if s == pair[1]]
     best = (np.inf, -1, -1)
-    for a in hydrogens:
-        others = [h for h in hydrogens if h not in molecule_of(atoms, a)]
+    for a in firsts:
+        others = [b for b in seconds if b not in molecule_of(atoms, a)]
         d = atoms.get_distances(a, others, mic=True)
         k = int(np.argmin(d))
         best = min(best, (float(d[k]), a, others[k]))
@@ -102,7 +104,7 @@ def nnp_zbl_coeffs(species: list[str], inner: float, outer: float) -> list[str]:
     return [f"pair_style zbl {inner:g} {outer:g}"] + [line.replace(" zbl ", " ") for line in lines[2:]]
 
 
-def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: float, path: Path) -> Path:
+def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: float, pair: str, path: Path) -> Path:
     """Every curve, whole (left) and up to 4 eV (right: where the models' walls differ)."""
     import matplotlib
 
@@ -114,7 +116,7 @@ def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: floa
         for label, energy in curves.items():
             ax.plot(distances, energy, label=label, lw=2.5 if label == "GFN2-xTB" else 1.5,
                     color="black" if label == "GFN2-xTB" else None, ls="--" if label.startswith("ZBL") else "-")
-        ax.set(xlabel="H-H distance (Å), rigid approach of a second water", ylabel=f"E - E({d_max:g} Å) (eV)")
+        ax.set(xlabel=f"{pair} distance (Å), rigid approach of a second water", ylabel=f"E - E({d_max:g} Å) (eV)")
         if top:
             ax.set_ylim(-0.5, top)
     axes[0].legend()
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a model file (or a bundled model's name) and its label (repeatable)")
     parser.add_argument("--reference", type=Path, default=Path("data/heldout/water_test.extxyz"))
     parser.add_argument("--frame", type=int, default=0)
+    parser.add_argument("--pair", nargs=2, default=["H", "H"], metavar=("A", "B"), help="the two elements (H H, O O, O H)")
     parser.add_argument("--d-min", type=float, default=0.2)
     parser.add_argument("--d-max", type=float, default=2.0)
     parser.add_argument("--points", type=int, default=37)
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnp.pretrained import resolve_file
 
     atoms = read_structures(args.reference)[args.frame]
-    a, b = closest_foreign_pair(atoms)
+    a, b = closest_foreign_pair(atoms, tuple(args.pair))
     distances = np.linspace(args.d_max, args.d_min, args.points)
     frames = scan_frames(atoms, a, b, distances)
     curves = {}
@@ -165,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         label = f"ZBL {args.zbl[0]:g}-{args.zbl[1]:g} Å (alone)"
         curves[label] = (e - e[0]).tolist()
         print(f"{label}: " + ", ".join(f"{d:.2f} Å {v:+.2f} eV" for d, v in list(zip(distances, curves[label]))[-6:]))
-    plot = plot_scan(distances, curves, args.d_max, args.results.with_suffix(".png"))
+    plot = plot_scan(distances, curves, args.d_max, "-".join(args.pair), args.results.with_suffix(".png"))
     doc = {"command": " ".join([".venv/bin/python", *sys.argv]), "reference": str(args.reference), "frame": args.frame,
-           "hydrogens": [a, b], "start_distance_A": float(atoms.get_distance(a, b, mic=True)),
+           "pair": args.pair, "atoms": [a, b], "start_distance_A": float(atoms.get_distance(a, b, mic=True)),
            "moved_molecule": molecule_of(atoms, b), "distances_A": distances.tolist(), "energy_eV": curves,
            "plot": str(plot), "cpu": os.uname().machine}
     args.results.parent.mkdir(parents=True, exist_ok=True)
