@@ -381,9 +381,18 @@ std::vector<int64_t> PairNNP::candidate_pairs(std::vector<int64_t> &pair_nodes) 
 
 // special_bonds weight 0 (LAMMPS's default for bonded systems: lj/coul 0 0 0) takes bonded pairs out of the
 // neighbour list, so the model would not see an atom's bonded neighbours: an error, not a silently wrong energy.
-// Each rank checks its own atoms (error->one stops every rank): build_graph may run on some ranks only.
-void PairNNP::check_no_excluded_pairs() const {
-  if (!atom->molecular || !atom->nspecial) return;  // per-atom special lists (molecule templates keep none)
+static std::string excluded_pairs_message(int order) {
+  return "pair_style nnp: special_bonds leaves 1-" + std::to_string(order) +
+         " bonded pairs out of the neighbour list (weight 0), so the model would not see them; add 'special_bonds "
+         "lj/coul 1.0 1.0 1.0' (under pair_style hybrid: a non-zero weight such as 'special_bonds lj/coul 1e-10 "
+         "1e-10 1e-10' keeps the pairs, and 'pair_modify pair <style> special lj/coul 0.0 0.0 0.0' gives another "
+         "style its exclusions)";
+}
+
+// The order (2: 1-2, 3: 1-3, 4: 1-4) of the first bonded pair of this rank's atoms that special_bonds excludes
+// while both atoms are in the model (a partner the atom map does not know counts: it may be), or 0.
+int PairNNP::excluded_pair_order() const {
+  if (!atom->molecular || !atom->nspecial) return 0;  // per-atom special lists (molecule templates keep none)
   for (int i = 0; i < atom->nlocal; i++) {
     if (type_species[atom->type[i]] < 0) continue;
     const int *count = atom->nspecial[i];  // cumulative: 1-2, 1-2 + 1-3, 1-2 + 1-3 + 1-4
@@ -392,18 +401,26 @@ void PairNNP::check_no_excluded_pairs() const {
       if (neighbor->special_flag[order] != 0) continue;
       const int j = atom->map(atom->special[i][k]);
       if (j >= 0 && type_species[atom->type[j]] < 0) continue;  // a partner outside the model (NULL type)
-      error->one(FLERR, "pair_style nnp: special_bonds leaves 1-" + std::to_string(order + 1) +
-                            " bonded pairs out of the neighbour list (weight 0), so the model would not see them; "
-                            "add 'special_bonds lj/coul 1.0 1.0 1.0' (under pair_style hybrid: a non-zero weight "
-                            "such as 'special_bonds lj/coul 1e-10 1e-10 1e-10' keeps the pairs, and 'pair_modify "
-                            "pair <style> special lj/coul 0.0 0.0 0.0' gives another style its exclusions)");
+      return order + 1;
     }
   }
+  return 0;
+}
+
+// Before a run's first force call (Verlet::setup: neighbour lists and ghosts exist), on every rank: the
+// special_bonds check made collectively, so rank 0 prints the message and every rank stops cleanly (error->one on
+// two ranks at once could lose the message when one rank's abort ends the other before its output is written).
+void PairNNP::setup() {
+  int local = excluded_pair_order(), order = 0;
+  MPI_Allreduce(&local, &order, 1, MPI_INT, MPI_MAX, world);
+  if (order) error->all(FLERR, excluded_pairs_message(order));
 }
 
 void PairNNP::build_graph() {
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
-  check_no_excluded_pairs();
+  // atoms created during a run, and runs without Verlet::setup (rerun), found here; build_graph may run on some
+  // ranks only (a rank without atoms returns early), so the error stops the run from this rank (error->one)
+  if (const int order = excluded_pair_order()) error->one(FLERR, excluded_pairs_message(order));
   // one rank: nodes are local atoms (images map to owners); several: local atoms, then ghosts
   const int natoms_graph = mode == GraphMode::OWNERS ? nlocal : nall;
   if (mode == GraphMode::OWNERS) map_ghosts_to_owners(nall);

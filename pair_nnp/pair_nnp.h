@@ -34,6 +34,7 @@ class PairNNP : public Pair {
   void settings(int, char **) override;
   void coeff(int, char **) override;
   void init_style() override;
+  void setup() override;
   double init_one(int, int) override;
   void finish() NNP_OVERRIDE_SINCE_2022;
 
@@ -107,7 +108,7 @@ class PairNNP : public Pair {
   void warn_on_mass_mismatch();
   void choose_graph_mode();
   bool graph_is_stale() const;
-  void check_no_excluded_pairs() const;
+  int excluded_pair_order() const;
   void build_graph();
   void map_ghosts_to_owners(int nall);
   std::vector<int64_t> candidate_pairs(std::vector<int64_t> &pair_nodes) const;

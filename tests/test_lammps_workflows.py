@@ -257,11 +257,15 @@ def test_two_models_under_hybrid_each_see_their_own_atoms(model_file, tmp_path, 
 
 @pytest.mark.mpi
 def test_bonded_pairs_error_stops_every_rank(model_file, tmp_path):
-    """On two ranks the special_bonds error stops the run (each rank checks its own atoms), no rank waits."""
+    """On two ranks the special_bonds error stops the run, no rank waits: checked on every rank before the first
+    force call and reduced over them, so LAMMPS's collective error (``ERROR:``, printed once by rank 0) stops it,
+    not one rank's abort racing the other's output (``ERROR on proc``: the message was lost once under load)."""
     deck = "\n".join(bonded_water_lines(tmp_path, "", ["pair_style nnp", f"pair_coeff * * {model_file} O H"])) + "\n"
     done = run_deck(deck, tmp_path, ranks=2, timeout=120)
     assert done.returncode != 0
-    assert "special_bonds leaves 1-2 bonded pairs" in done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert "ERROR: pair_style nnp: special_bonds leaves 1-2 bonded pairs" in output, output[-3000:]
+    assert "ERROR on proc" not in output
 
 
 def test_rerun_with_an_ensemble_writes_the_runs_deviation(model_file, tmp_path):
