@@ -120,8 +120,9 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
     """One trajectory in its own LAMMPS instance; stops at collapse or after ``protocol.time_ps``.
 
     Periodic: ``reference_rdfs`` (``{pair: g(r)}``) and ``reference_closest`` (``{pair: Å}``,
-    criteria.reference_closest) are the reference's, what each window is judged against. ``checkpoint``: save the state there and continue from a state saved before (a molecule keeps its start
-    frame's bonds: ``compute bond/deviation`` reads them from a file)."""
+    criteria.reference_closest) are the reference's, what each window is judged against. ``checkpoint``: save the
+    state there and continue from a state saved before (a molecule keeps its start frame's bonds: ``compute
+    bond/deviation`` reads them from a file)."""
     from ..evaluator import load_evaluator
     from ..lammps import make_lammps
 
@@ -189,11 +190,14 @@ def run_trajectory(model: str, start: Atoms, protocol: Protocol, index: int, see
                 errors = {f"{a}-{b}": rdf_mae(window[a, b], reference_rdfs[a, b], protocol.rdf_r_max)
                           for a, b in protocol.pairs}
                 traj.window_errors.append(errors)
-                contact = window_contact(window, reference_closest or {}, protocol)
+                reasons = []
                 if max(errors.values()) > protocol.rdf_threshold:
-                    traj.collapsed, traj.reason = True, f"RDF error {max(errors.values()):.2f} > {protocol.rdf_threshold}"
-                elif contact:
-                    traj.collapsed, traj.reason = True, contact
+                    reasons.append(f"RDF error {max(errors.values()):.2f} > {protocol.rdf_threshold}")
+                contact = window_contact(window, reference_closest or {}, protocol)
+                if contact:  # nnp's closest-approach rule, beside MDsim's RDF criterion
+                    reasons.append(contact)
+                if reasons:
+                    traj.collapsed, traj.reason = True, "; ".join(reasons)
                 else:
                     traj.window_rdfs.append(window)
             if traj.collapsed or halted:
