@@ -7,7 +7,8 @@
 
 Each model runs ``nnp stability --system water --replicas N --temperature T`` (MDsim's RDF criterion against the
 reference, here the 300 K test set: at 500 K a model that holds the liquid together stays far under the threshold 3.0,
-so a crossing is a collapse, not the warmer liquid's broader peaks), in ``OUTPUT/<label>``, unless that folder has
+so a crossing is a collapse, not the warmer liquid's broader peaks; and nnp's closest-approach rule; ``--zbl INNER
+OUTER``: every model with LAMMPS's ZBL repulsion overlaid), in ``OUTPUT/<label>``, unless that folder has
 its stability.json (an interrupted run is continued: the CLI checkpoints). Then one JSON: per model its stable
 trajectories, Kaplan–Meier summary, largest window RDF error per pair, closest distance per element pair (where
 stability.json has it), and the log-rank p of each ``--compare A B``; and one survival plot of all models.
@@ -34,7 +35,7 @@ def run(label: str, model: str, args: argparse.Namespace) -> dict:
         command = [str(Path(sys.executable).parent / "nnp"), "stability", "--model", model, "--system", "water",
                    "--reference", str(args.reference), "--replicas", str(args.replicas), "--time",
                    f"{args.time_ps:g}ps", "--temperature", f"{args.temperature:g}", "--seed", str(args.seed),
-                   "--output", str(out)]
+                   "--output", str(out), *(["--zbl", *map(str, args.zbl)] if args.zbl else [])]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads((out / "stability.json").read_text())
@@ -51,6 +52,8 @@ def row(label: str, summary: dict) -> dict:
             "largest_window_rdf_error": {p: max(w[p] for t in trajectories for w in t["window_rdf_errors"])
                                          for p in pairs},
             "closest_A": [t.get("closest_A") for t in trajectories],
+            "contact_tolerance_A": summary["protocol"].get("contact_tolerance"),  # None: MDsim's RDF criterion alone
+            "zbl": summary["protocol"].get("zbl") or None,
             "kaplan_meier": summarize(durations, collapsed), "md_wall_s": summary.get("md_wall_s")}
 
 
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=16)
     parser.add_argument("--time-ps", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zbl", type=float, nargs=2, metavar=("INNER", "OUTER"),
+                        help="every model with LAMMPS's ZBL repulsion overlaid (nnp stability --zbl)")
     parser.add_argument("--reference", type=Path, default=Path("data/heldout/water_test.extxyz"))
     parser.add_argument("--output", type=Path, default=Path("runs/water-500K"))
     parser.add_argument("--results", type=Path, default=Path("results/water_500K.json"))
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     plot = plot_kaplan_meier(curves, args.time_ps, args.results.with_suffix(".png"))
     doc = {"command": " ".join([".venv/bin/python", *sys.argv]), "protocol": {
         "system": "water", "temperature_K": args.temperature, "replicas": args.replicas, "time_ps": args.time_ps,
-        "seed": args.seed, "reference": str(args.reference)}, "models": rows, "comparisons": comparisons,
+        "seed": args.seed, "reference": str(args.reference), "zbl": args.zbl}, "models": rows, "comparisons": comparisons,
         "plot": str(plot), "cpu": os.uname().machine}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(doc, indent=1))
