@@ -35,8 +35,9 @@ def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "",
 
     ``zbl=(inner, outer)``: the model overlaid with LAMMPS's ZBL screened nuclear repulsion for every pair of types,
     switched off smoothly between ``inner`` and ``outer`` Å (``pair_style hybrid/overlay nnp ... zbl inner outer``):
-    a core repulsion under the distances a model was trained on, where models trained on equilibrium data have no
-    wall (RESULTS §14.4). ``outer`` must stay under the shortest distance the system really has."""
+    a floor against nuclear overlap under the distances a model was trained on (it does not replace labels near the
+    closest distances the MD reaches: RESULTS §14.8). ``outer`` must stay under the shortest distance the system
+    really has."""
     style = f"nnp {style_args}".strip()
     if not zbl:
         return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]

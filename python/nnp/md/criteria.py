@@ -10,7 +10,9 @@
   and nnp's closest-approach rule on the same window (:func:`window_contact`);
 * any structure: two atoms closer than half their covalent radii (nnp.chemistry.contact_limit), which an
   ensemble's deviation need not see (members trained on the same few frames can agree on atoms run into
-  each other: RESULTS §14.4).
+  each other: RESULTS §14.4); the exploration of ``nnp learn`` uses it. The stability protocols' closest-approach
+  rule is relative to the reference instead (0.5 Å under its closest pairs: stricter, and what MD judged against a
+  reference needs).
 """
 
 from __future__ import annotations
