@@ -121,7 +121,7 @@ def test_training_reduces_error_and_writes_artifacts(tmp_path):
     assert checkpoint["epoch"] == 15
     # the energy shift is refitted to the trained model: no mean energy error left on the training frames
     module, _ = load_exported(summary["model_file"])
-    errors = [float(module(g.species, g.edge_index, edge_vectors(g), g.num_nodes)["energy"] - g.energy.sum())
+    errors = [float(module(g.species, g.edge_index, edge_vectors(g), g.num_nodes)["energy"].detach() - g.energy.sum())
               for g in prepared.splits["train"]]
     assert abs(np.mean(errors)) < 1e-8
 
