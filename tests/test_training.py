@@ -157,7 +157,7 @@ def test_stress_labels_are_trained_and_reported_as_nnp_evaluate_reports_them(tmp
     task = EnergyForceTask(config.train, augment_rotations=False)
     val_set = prepared.splits["val"]
     batch = Batch.from_data_list([val_set.graph(k) for k in range(len(val_set))])
-    trained_on = float(task.loss(model, batch))
+    trained_on = float(task.loss(model, batch).detach())
     validated_on = task.summarize(task.evaluate_batch(model, batch))["loss"]
     assert trained_on == pytest.approx(validated_on, rel=1e-9)
     summary = run_training(config, progress=False)
