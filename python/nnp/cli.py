@@ -216,11 +216,13 @@ def _add_stability(sub) -> None:
 def _contact_tolerance(text: str) -> float | None:
     if text.strip().lower() in ("off", "none"):
         return None
+    import math
+
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if value != value or value in (float("inf"), float("-inf")):
+        value = math.nan
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a distance in Å (or 'off')")
     return value
 

@@ -80,6 +80,7 @@ def zbl_energies(frames: list[Atoms], inner: float, outer: float) -> np.ndarray:
     import tempfile
 
     from nnp.lammps import make_lammps, system_lines, write_lammps_data
+    from nnp.lammps.deck import zbl_coeff_lines
 
     species = sorted(set(frames[0].get_chemical_symbols()))
     out = []
@@ -88,20 +89,12 @@ def zbl_energies(frames: list[Atoms], inner: float, outer: float) -> np.ndarray:
             data = Path(tmp) / "frame.data"
             write_lammps_data(frame, data, species)
             lmp = make_lammps()
-            lines = nnp_zbl_coeffs(species, inner, outer)
-            for line in system_lines(data) + lines + ["run 0"]:
+            lines = [f"pair_style zbl {inner:g} {outer:g}", *zbl_coeff_lines(species), "run 0"]
+            for line in system_lines(data) + lines:
                 lmp.command(line)
             out.append(lmp.get_thermo("pe"))
             lmp.close()
     return np.array(out)
-
-
-def nnp_zbl_coeffs(species: list[str], inner: float, outer: float) -> list[str]:
-    """``pair_style zbl`` and its coefficients, from the lines ``nnp_lines(zbl=...)`` writes (without the model)."""
-    from nnp.lammps import nnp_lines
-
-    lines = nnp_lines("unused", species, zbl=(inner, outer))
-    return [f"pair_style zbl {inner:g} {outer:g}"] + [line.replace(" zbl ", " ") for line in lines[2:]]
 
 
 def plot_scan(distances: np.ndarray, curves: dict[str, list[float]], d_max: float, pair: str, path: Path) -> Path:

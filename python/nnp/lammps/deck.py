@@ -41,15 +41,21 @@ def nnp_lines(model: str | Path, species: Sequence[str], style_args: str = "",
     style = f"nnp {style_args}".strip()
     if not zbl:
         return [f"pair_style {style}", f"pair_coeff * * {model} {' '.join(species)}"]
-    from ase.data import atomic_numbers
-
     inner, outer = zbl
     if not 0.0 < inner < outer:
         raise ValueError(f"zbl=({inner}, {outer}): the switching distances must satisfy 0 < inner < outer (Å)")
-    z = [atomic_numbers[s] for s in species]
     return [f"pair_style hybrid/overlay {style} zbl {inner:g} {outer:g}",
-            f"pair_coeff * * nnp {model} {' '.join(species)}",
-            *(f"pair_coeff {i + 1} {j + 1} zbl {z[i]} {z[j]}" for i in range(len(z)) for j in range(i, len(z)))]
+            f"pair_coeff * * nnp {model} {' '.join(species)}", *zbl_coeff_lines(species, substyle="zbl")]
+
+
+def zbl_coeff_lines(species: Sequence[str], substyle: str = "") -> list[str]:
+    """``pair_coeff i j [substyle] Z_i Z_j`` for every pair of types (``species[k]`` is type k+1): LAMMPS's
+    ``pair_style zbl`` coefficients, alone or as a sub-style of ``hybrid/overlay``."""
+    from ase.data import atomic_numbers
+
+    z = [atomic_numbers[s] for s in species]
+    prefix = f"{substyle} " if substyle else ""
+    return [f"pair_coeff {i + 1} {j + 1} {prefix}{z[i]} {z[j]}" for i in range(len(z)) for j in range(i, len(z))]
 
 
 def _start_lines(temperature: float, seed: int | None, timestep_fs: float) -> list[str]:
