@@ -160,6 +160,26 @@ def _add_data(sub) -> None:
     k.add_argument("--positions-only", action="store_true", help="accept unlabelled frames (pretraining data)")
     k.add_argument("--no-progress", action="store_true", help="no progress bar")
     k.set_defaults(func=cmd_data_pack)
+    c = dsub.add_parser(
+        "contacts", help="frames with two molecules pushed into each other, labelled (teaches a model its short-range wall)",
+        description="From frames of two or more molecules (a liquid, clusters), make frames in which one molecule is "
+                    "moved rigidly toward another until two of their atoms are between their contact limit (half the "
+                    "covalent radii) and where they were; label them and their source frames with the reference "
+                    "method; keep those at most --max-energy above their source. Add the output to the training data "
+                    "(docs/stability.md). Resumable: re-run the same command.")
+    c.add_argument("input", help="frames to start from (any readable format; labels not needed)")
+    c.add_argument("--output", required=True, help="extxyz of the kept contact frames")
+    c.add_argument("--sources", type=int, default=30, help="input frames drawn at random (default 30)")
+    c.add_argument("--per-source", type=int, default=3,
+                   help="contact frames per source frame, the element pairs in turn (default 3)")
+    c.add_argument("--max-energy", type=float, default=None,
+                   help="eV above the source frame; higher contacts are dropped (default 20)")
+    c.add_argument("--labeller", default=None,
+                   help="module:Name of an ASE calculator class or factory (default GFN2-xTB through tblite)")
+    c.add_argument("--stress", action="store_true", help="label the stress too (periodic frames)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_data_contacts)
     m = dsub.add_parser("merge-cards", help="one dataset card for a diverse-xtb set generated as --shard outputs")
     m.add_argument("outputs", nargs="+", metavar="SHARD", help="the extxyz output of each shard")
     m.add_argument("--output", required=True, help="card to write (.card.json; its .card.md beside it)")
@@ -473,6 +493,27 @@ def cmd_data_generate(args) -> int:
                            **given(temperature=args.temperature, interval=args.interval))
         path = xtb.relabel_xtb(source, args.output, max_frames=args.frames, stress=args.stress)
     print(f"wrote {path} (card: {path}.card.json)")
+    return 0
+
+
+def cmd_data_contacts(args) -> int:
+    import math
+
+    from .data.readers import read_structures
+    from .errors import UserError
+    from .learn.config import DEFAULT_LABELLER
+    from .learn.contacts import DEFAULT_MAX_ENERGY, label_contacts
+    from .learn.labelling import make_labeller
+
+    max_energy = DEFAULT_MAX_ENERGY if args.max_energy is None else args.max_energy
+    if not math.isfinite(max_energy) or max_energy <= 0:
+        raise UserError(f"--max-energy is a height in eV above the source frame, > 0; not {args.max_energy}")
+    frames = read_structures(args.input, require_labels=False)
+    summary = label_contacts(frames, args.output, make_labeller(args.labeller or DEFAULT_LABELLER), args.sources,
+                             args.per_source, max_energy, args.seed, args.stress, progress=not args.no_progress)
+    print(f"{summary['kept']} of {summary['contacts']} contact frames from {summary['sources']} source frames kept "
+          f"({summary['too_high']} more than {max_energy:g} eV above their source, {summary['no_source']} without a "
+          f"labelled source; {summary['label_failures']} labels failed) -> {args.output}")
     return 0
 
 

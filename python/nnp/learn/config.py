@@ -10,6 +10,7 @@ A minimal ``learn.yaml``::
         - {structure: aspirin_start.xyz, temperatures: [500], steps: 4000, replicas: 4}
     deviation: {lo: 0.05, hi: 0.35}     # eV/Å on max_devi_f: DeePMD-kit's trust levels (calibrate: N, optional)
     select: {per_iteration: 30}
+    contacts: {sources: 4}              # optional: 4 x 3 contact frames per iteration (a short-range wall)
     stop: {candidate_fraction: 0.02, max_labels: 300, max_iterations: 10}
 
 The labeller defaults to GFN2-xTB through tblite; any ASE calculator is ``{calculator: module:Name,
@@ -75,6 +76,17 @@ class SelectConfig:
 
 
 @dataclass
+class ContactsConfig:
+    """Contact frames (``nnp data contacts``, nnp.data.contacts) made each iteration from that iteration's labelled
+    candidates: ``sources`` of them, ``per_source`` contacts each, labelled and kept up to ``max_energy`` eV above
+    their source. A short-range wall the exploration rarely reaches (RESULTS §14.9). ``sources: 0``: off."""
+
+    sources: int = 0
+    per_source: int = 3
+    max_energy: float = 20.0  # eV
+
+
+@dataclass
 class LabellerConfig:
     calculator: str = DEFAULT_LABELLER  # module:Name (class or factory returning an ASE calculator)
     kwargs: dict = field(default_factory=dict)
@@ -107,6 +119,7 @@ class LearnConfig:
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     deviation: DeviationConfig = field(default_factory=DeviationConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    contacts: ContactsConfig = field(default_factory=ContactsConfig)
     labeller: LabellerConfig = field(default_factory=LabellerConfig)
     stop: StopConfig = field(default_factory=StopConfig)
 
@@ -123,7 +136,7 @@ class LearnConfig:
 
 
 _NESTED = {"explore": ExploreConfig, "deviation": DeviationConfig, "select": SelectConfig,
-           "labeller": LabellerConfig, "stop": StopConfig}
+           "contacts": ContactsConfig, "labeller": LabellerConfig, "stop": StopConfig}
 
 
 def learn_config_from_dict(values: dict[str, Any], source: str = "<dict>") -> LearnConfig:
@@ -182,6 +195,8 @@ def _check(config: LearnConfig, source: str) -> None:
         problems.append(f"deviation.calibrate must be >= 0 (frames per iteration), not {config.deviation.calibrate}")
     if config.select.per_iteration < 1:
         problems.append("select.per_iteration must be >= 1")
+    if config.contacts.sources < 0 or config.contacts.per_source < 1 or not config.contacts.max_energy > 0:
+        problems.append("contacts needs sources >= 0 (0: off), per_source >= 1 and max_energy > 0 (eV)")
     if ":" not in config.labeller.calculator:
         problems.append(f"labeller.calculator must look like module:Name, not {config.labeller.calculator!r}")
     if config.stop.max_iterations < 1 or config.stop.max_labels < 1:

@@ -9,6 +9,8 @@ Layout of ``output_dir``::
                              labelled, and the deviation's scale measured on them
     iter-000/selection.json, candidates.extxyz
     iter-000/labelled.extxyz (+ .state.json)
+    iter-000/contacts.extxyz (contacts.sources > 0) contact frames made from the labelled candidates, labelled
+                             (contacts.labelled.extxyz: them and their sources, before the wall-height cut)
     final/member<i>/         (final_train) the production ensemble: every label, trained longer
     learn.json, learn.png    one summary row per iteration and the plot of those rows
 
@@ -32,11 +34,13 @@ import numpy as np
 
 from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
+from ..data.molecules import find_molecules
 from ..data.readers import LabelKeys, read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
 from .changes import LOOP_SECTIONS, check_changes
 from .config import LearnConfig
+from .contacts import label_contacts
 from .exploration import read_frames, run_replica
 from .labelling import label_frames, make_labeller
 from .selection import ACCURATE, CANDIDATE, FAILED, classify_frames, select_candidates
@@ -193,14 +197,29 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
     return selection
 
 
+def make_contacts(config: LearnConfig, iteration: int, labels_so_far: int, make_calculator, progress: bool,
+                  with_stress: bool) -> dict:
+    """Contact frames of the iteration's labelled candidates (``contacts``), labelled into contacts.extxyz, as many
+    sources as the label budget has room for; {} when off or out of budget."""
+    spec, it_dir = config.contacts, _iteration_dir(config, iteration)
+    candidates = _read_xyz(it_dir / "labelled.extxyz")
+    sources = min(spec.sources, max(config.stop.max_labels - labels_so_far, 0) // spec.per_source, len(candidates))
+    if sources == 0:
+        return {}
+    return label_contacts(candidates, it_dir / "contacts.extxyz", make_calculator, sources, spec.per_source,
+                          spec.max_energy, seed=2 + config.seed * 7919 + iteration, with_stress=with_stress,
+                          progress=progress)
+
+
 def _merge(config: LearnConfig, iteration: int) -> Path:
-    """data-<k+1> = data-<k> + iteration k's labels: calibration, then candidates (written once, atomically)."""
+    """data-<k+1> = data-<k> + iteration k's labels: calibration, candidates, contact frames (written once,
+    atomically)."""
     target = _data_path(config, iteration + 1)
     if not target.exists():
         tmp = target.with_name(target.name + ".tmp")
         shutil.copyfile(_data_path(config, iteration), tmp)
         with open(tmp, "a") as handle:
-            for name in ("calibration-labelled.extxyz", "labelled.extxyz"):
+            for name in ("calibration-labelled.extxyz", "labelled.extxyz", "contacts.extxyz"):
                 path = _iteration_dir(config, iteration) / name
                 if path.exists():
                     with open(path) as labels:
@@ -235,7 +254,8 @@ def _reopen(config: LearnConfig, summary: dict, before: dict, log) -> None:
             shutil.rmtree(it_dir / "explore", ignore_errors=True)
             again_from = "exploration"
         for name in ("calibration.json", "calibration-labelled.extxyz", "selection.json", "candidates.extxyz",
-                     "labelled.extxyz", "labelled.extxyz.state.json"):
+                     "labelled.extxyz", "labelled.extxyz.state.json", "contacts.extxyz", "contacts.labelled.extxyz",
+                     "contacts.labelled.extxyz.state.json"):
             (it_dir / name).unlink(missing_ok=True)
         _data_path(config, k + 1).unlink(missing_ok=True)  # = data-<k>: nothing was labelled
         rows.pop()
@@ -266,7 +286,8 @@ def format_row(row: dict) -> str:
             f"failed) | accurate {f['accurate']:.1%} candidate {f['candidate']:.1%} failed {f['failed']:.1%} | "
             f"{row['replicas_stable']}/{row['replicas']} replicas stable, mean {row['mean_stable_ps']:.3g} ps | "
             + (f"volume x {volume[0]:.3g}-{volume[1]:.3g} | " if volume else "")
-            + (f"deviation x {row['calibration']['scale']:.3g} | " if row.get("calibration") else "") +
+            + (f"deviation x {row['calibration']['scale']:.3g} | " if row.get("calibration") else "")
+            + (f"contacts {row['contacts']['kept']}/{row['contacts']['contacts']} kept | " if row.get("contacts") else "") +
             f"CPU s: train {row['cpu_seconds']['train']:.0f}, MD {row['cpu_seconds']['explore']:.0f}, "
             f"label {row['cpu_seconds']['label']:.0f}")
 
@@ -330,6 +351,10 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     labels = len(initial)
     # labels carry a stress only when the initial frames do (a data set mixes none with some)
     with_stress = all(a.calc is not None and "stress" in a.calc.results for a in initial)
+    if config.contacts.sources and not any(len(find_molecules(a)) > 1 for a in initial):
+        raise ConfigError(f"contacts.sources = {config.contacts.sources}, but no frame of {config.initial_data} has two "
+                          "molecules: a contact frame pushes one molecule into another (a liquid, a cluster); set "
+                          "contacts.sources to 0 for a single molecule")
     iteration = len(rows)
     if rows:
         labels = rows[-1]["labels"]
@@ -346,7 +371,7 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
         row = {"iteration": iteration, "fractions": f, **{k: selection[k] for k in ("frames", ACCURATE, CANDIDATE, FAILED)},
                **_stable_summary(replicas), "models": members, "stop": None, "calibration": calibration or None,
                "settings": {k: now[k] for k in LOOP_SECTIONS}}
-        state = {"labelled": 0, "failed": 0, "cpu_seconds": 0.0}
+        state, contacts = {"labelled": 0, "failed": 0, "cpu_seconds": 0.0}, {}
         if f[CANDIDATE] + f[FAILED] < config.stop.candidate_fraction:
             row["stop"] = (f"converged: candidates + failed {f[CANDIDATE] + f[FAILED]:.1%} of the explored frames "
                            f"< {config.stop.candidate_fraction:.1%}")
@@ -356,8 +381,10 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
             it_dir = _iteration_dir(config, iteration)
             state = label_frames(_read_xyz(it_dir / "candidates.extxyz"), it_dir / "labelled.extxyz",
                                  make_calculator, progress, with_stress)
+            contacts = make_contacts(config, iteration, labels + state["labelled"], make_calculator, progress,
+                                     with_stress)
             _merge(config, iteration)
-            labels += state["labelled"]
+            labels += state["labelled"] + contacts.get("kept", 0)
             if labels >= config.stop.max_labels:
                 row["stop"] = f"label budget reached ({labels} >= {config.stop.max_labels})"
             elif iteration + 1 >= config.stop.max_iterations:
@@ -376,14 +403,15 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
                                "again (the loop then goes on from this iteration's exploration)")
             elif state["labelled"] == 0:
                 row["stop"] = "no candidate could be labelled"
-        new_labels = state["labelled"] + calibration.get("labelled", 0)
+        new_labels = state["labelled"] + calibration.get("labelled", 0) + contacts.get("kept", 0)
         if row["stop"] and new_labels:  # the last labels must reach a model: one more ensemble
             row["models"], extra = train_ensemble(config, iteration + 1, _data_path(config, iteration + 1), progress)
             cpu_train += extra
-        row.update({"labels": labels, "new_labels": new_labels,
-                    "label_failures": state["failed"] + calibration.get("failed", 0),
+        row.update({"labels": labels, "new_labels": new_labels, "contacts": contacts or None,
+                    "label_failures": state["failed"] + calibration.get("failed", 0) + contacts.get("label_failures", 0),
                     "cpu_seconds": {"train": cpu_train, "explore": cpu_md, "select": selection["cpu_seconds"],
-                                    "label": state["cpu_seconds"] + calibration.get("cpu_seconds", 0.0)}})
+                                    "label": state["cpu_seconds"] + calibration.get("cpu_seconds", 0.0)
+                                    + contacts.get("label_cpu_seconds", 0.0)}})
         rows.append(row)
         _atomic_json(summary_path, summary)
         plot_learning(rows, config.run_dir / "learn.png")
