@@ -24,46 +24,26 @@ import numpy as np
 from ase import Atoms
 
 from nnp.calculator import NNPCalculator
+from nnp.data.contacts import molecule_labels, push_together
 from nnp.data.readers import read_structures
-
-
-def molecule_of(atoms: Atoms, atom: int) -> list[int]:
-    """The atom's water: its oxygen (a hydrogen's nearest, minimum image) and that oxygen's two nearest hydrogens."""
-    symbols = np.array(atoms.get_chemical_symbols())
-    oxygens, hydrogens = np.flatnonzero(symbols == "O"), np.flatnonzero(symbols == "H")
-    oxygen = atom if symbols[atom] == "O" else oxygens[np.argmin(atoms.get_distances(atom, oxygens, mic=True))]
-    partners = hydrogens[np.argsort(atoms.get_distances(oxygen, hydrogens, mic=True))[:2]]
-    if symbols[atom] == "H" and atom not in partners:
-        raise ValueError(f"atom {atom} is not one of its nearest oxygen's two hydrogens: not an intact water")
-    return [int(oxygen), *map(int, partners)]
 
 
 def closest_foreign_pair(atoms: Atoms, pair: tuple[str, str]) -> tuple[int, int]:
     """The closest two atoms of the elements ``pair`` (minimum image) that belong to different molecules."""
-    symbols = atoms.get_chemical_symbols()
-    firsts = [i for i, s in enumerate(symbols) if s == pair[0]]
-    seconds = [i for i, s in enumerate(symbols) if s == pair[1]]
+    symbols, molecule = np.array(atoms.get_chemical_symbols()), molecule_labels(atoms)
     best = (np.inf, -1, -1)
-    for a in firsts:
-        others = [b for b in seconds if b not in molecule_of(atoms, a)]
+    for a in np.flatnonzero(symbols == pair[0]):
+        others = np.flatnonzero((symbols == pair[1]) & (molecule != molecule[a]))
         d = atoms.get_distances(a, others, mic=True)
         k = int(np.argmin(d))
-        best = min(best, (float(d[k]), a, others[k]))
+        best = min(best, (float(d[k]), int(a), int(others[k])))
     return best[1], best[2]
 
 
 def scan_frames(atoms: Atoms, a: int, b: int, distances: np.ndarray) -> list[Atoms]:
     """Frames with b's molecule moved rigidly along the a-b line so that |a - b| (minimum image) is each distance."""
-    moving = molecule_of(atoms, b)
-    vector = atoms.get_distance(a, b, mic=True, vector=True)  # a -> b
-    unit, d0 = vector / np.linalg.norm(vector), np.linalg.norm(vector)
-    frames = []
-    for d in distances:
-        frame = atoms.copy()
-        frame.calc = None
-        frame.positions[moving] += (d - d0) * unit
-        frames.append(frame)
-    return frames
+    moving = np.flatnonzero(molecule_labels(atoms) == molecule_labels(atoms)[b])
+    return [push_together(atoms, a, b, d, moving) for d in distances]
 
 
 def energies(frames: list[Atoms], calculator) -> np.ndarray:
@@ -164,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     plot = plot_scan(distances, curves, args.d_max, "-".join(args.pair), args.results.with_suffix(".png"))
     doc = {"command": " ".join([".venv/bin/python", *sys.argv]), "reference": str(args.reference), "frame": args.frame,
            "pair": args.pair, "atoms": [a, b], "start_distance_A": float(atoms.get_distance(a, b, mic=True)),
-           "moved_molecule": molecule_of(atoms, b), "distances_A": distances.tolist(), "energy_eV": curves,
+           "moved_molecule": np.flatnonzero(molecule_labels(atoms) == molecule_labels(atoms)[b]).tolist(), "distances_A": distances.tolist(), "energy_eV": curves,
            "plot": str(plot), "cpu": os.uname().machine}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(doc, indent=1))
