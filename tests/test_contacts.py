@@ -137,7 +137,7 @@ def test_nnp_learn_adds_contact_frames_of_its_candidates_to_the_data(tmp_path):
         "data": {"val_fraction": 0.2, "test_fraction": 0.0}, "train": {"epochs": 4, "batch_size": 4, "lr": 0.005}}))
     config = learn_config_from_dict({
         "output_dir": str(tmp_path / "run"), "start": str(tmp_path / "scratch.yaml"),
-        "initial_data": str(tmp_path / "init.extxyz"), "ensemble": 2,
+        "initial_data": str(tmp_path / "init.extxyz"), "ensemble": 2, "train": ["train.epochs=4"],
         "explore": {"systems": [{"structure": str(tmp_path / "start.xyz"), "temperatures": [300], "steps": 100,
                                  "replicas": 1}], "timestep_fs": 0.5, "out_freq": 10},
         "deviation": {"lo": 0.0, "hi": 50.0}, "select": {"per_iteration": 3},
