@@ -163,10 +163,10 @@ def _add_data(sub) -> None:
     c = dsub.add_parser(
         "contacts", help="frames with two molecules pushed into each other, labelled (teaches a model its short-range wall)",
         description="From frames of two or more molecules (a liquid, clusters), make frames in which one molecule is "
-                    "moved rigidly toward another until two of their atoms are between their contact limit (half the "
-                    "covalent radii) and where they were; label them and their source frames with the reference "
-                    "method; keep those at most --max-energy above their source. Add the output to the training data "
-                    "(docs/stability.md). Resumable: re-run the same command.")
+                    "moved rigidly toward another until two of their atoms are closer than that element pair's "
+                    "closest distance in the frame (down to half their covalent radii); label them and their source "
+                    "frames with the reference method; keep those at most --max-energy above their source. Add the "
+                    "output to the training data (docs/datasets.md). Resumable: re-run the same command.")
     c.add_argument("input", help="frames to start from (any readable format; labels not needed)")
     c.add_argument("--output", required=True, help="extxyz of the kept contact frames")
     c.add_argument("--sources", type=int, default=30, help="input frames drawn at random (default 30)")

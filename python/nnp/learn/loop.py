@@ -200,10 +200,11 @@ def select(config: LearnConfig, iteration: int, replicas: list[dict], labels_so_
 def make_contacts(config: LearnConfig, iteration: int, labels_so_far: int, make_calculator, progress: bool,
                   with_stress: bool) -> dict:
     """Contact frames of the iteration's labelled candidates (``contacts``), labelled into contacts.extxyz, as many
-    sources as the label budget has room for; {} when off or out of budget."""
+    sources as the label budget has room for; {} when off, out of budget or without a candidate of two molecules."""
     spec, it_dir = config.contacts, _iteration_dir(config, iteration)
-    candidates = _read_xyz(it_dir / "labelled.extxyz")
-    sources = min(spec.sources, max(config.stop.max_labels - labels_so_far, 0) // spec.per_source, len(candidates))
+    candidates = _read_xyz(it_dir / "labelled.extxyz")  # contact_source: the index of a frame in this file
+    usable = sum(len(find_molecules(a)) > 1 for a in candidates)  # frames of one molecule have no contact to make
+    sources = min(spec.sources, max(config.stop.max_labels - labels_so_far, 0) // spec.per_source, usable)
     if sources == 0:
         return {}
     return label_contacts(candidates, it_dir / "contacts.extxyz", make_calculator, sources, spec.per_source,
