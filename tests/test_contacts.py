@@ -10,7 +10,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from helpers import water_box
 from nnp.chemistry import contact_limit, covalent_radius
 from nnp.cli import main
-from nnp.data.contacts import contact_candidates, keep_below, molecule_labels
+from nnp.data.contacts import contact_candidates, keep_below
+from nnp.data.molecules import molecule_labels
 from nnp.errors import UserError
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from ase import Atoms
 
 from nnp.calculator import NNPCalculator
-from nnp.data.contacts import molecule_labels, push_together
+from nnp.data.contacts import push_together
+from nnp.data.molecules import molecule_labels
 from nnp.data.readers import read_structures
 
 
@@ -42,8 +43,14 @@ def closest_foreign_pair(atoms: Atoms, pair: tuple[str, str]) -> tuple[int, int]
 
 def scan_frames(atoms: Atoms, a: int, b: int, distances: np.ndarray) -> list[Atoms]:
     """Frames with b's molecule moved rigidly along the a-b line so that |a - b| (minimum image) is each distance."""
-    moving = np.flatnonzero(molecule_labels(atoms) == molecule_labels(atoms)[b])
+    moving = moved_molecule(atoms, b)
     return [push_together(atoms, a, b, d, moving) for d in distances]
+
+
+def moved_molecule(atoms: Atoms, b: int) -> np.ndarray:
+    """The atoms of ``b``'s molecule."""
+    labels = molecule_labels(atoms)
+    return np.flatnonzero(labels == labels[b])
 
 
 def energies(frames: list[Atoms], calculator) -> np.ndarray:
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     plot = plot_scan(distances, curves, args.d_max, "-".join(args.pair), args.results.with_suffix(".png"))
     doc = {"command": " ".join([".venv/bin/python", *sys.argv]), "reference": str(args.reference), "frame": args.frame,
            "pair": args.pair, "atoms": [a, b], "start_distance_A": float(atoms.get_distance(a, b, mic=True)),
-           "moved_molecule": np.flatnonzero(molecule_labels(atoms) == molecule_labels(atoms)[b]).tolist(), "distances_A": distances.tolist(), "energy_eV": curves,
+           "moved_molecule": moved_molecule(atoms, b).tolist(), "distances_A": distances.tolist(), "energy_eV": curves,
            "plot": str(plot), "cpu": os.uname().machine}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(doc, indent=1))

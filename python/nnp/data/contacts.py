@@ -25,7 +25,7 @@ from ase import Atoms
 
 from ..chemistry import contact_limit, covalent_radius
 from ..errors import UserError
-from .molecules import find_molecules
+from .molecules import molecule_labels
 
 
 def _plain(atoms: Atoms) -> Atoms:
@@ -34,12 +34,9 @@ def _plain(atoms: Atoms) -> Atoms:
                  pbc=atoms.get_pbc())
 
 
-def molecule_labels(atoms: Atoms) -> np.ndarray:
-    """Molecule index of every atom (connected components of nnp's bond rule)."""
-    labels = np.empty(len(atoms), dtype=int)
-    for k, members in enumerate(find_molecules(atoms)):
-        labels[members] = k
-    return labels
+def has_two_molecules(atoms: Atoms) -> bool:
+    """Whether a contact frame can be made from ``atoms`` (two or more molecules by nnp's bond rule)."""
+    return len(atoms) > 0 and molecule_labels(atoms).max() > 0
 
 
 def _foreign_pairs(symbols: np.ndarray, molecule: np.ndarray) -> list[tuple[str, str]]:

@@ -21,13 +21,18 @@ def bonds(atoms: Atoms, scale: float = BOND_SCALE) -> tuple[np.ndarray, np.ndarr
     return i[bonded], j[bonded], shifts[bonded]
 
 
-def find_molecules(atoms: Atoms, scale: float = BOND_SCALE) -> list[np.ndarray]:
-    """Connected components of the bond graph, as sorted arrays of atom indices."""
+def molecule_labels(atoms: Atoms, scale: float = BOND_SCALE) -> np.ndarray:
+    """Molecule index of every atom: its connected component of the bond graph."""
     i, j, _ = bonds(atoms, scale)
     n = len(atoms)
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
-    return [np.flatnonzero(labels == k) for k in range(count)]
+    return connected_components(graph, directed=False)[1]
+
+
+def find_molecules(atoms: Atoms, scale: float = BOND_SCALE) -> list[np.ndarray]:
+    """Connected components of the bond graph, as sorted arrays of atom indices."""
+    labels = molecule_labels(atoms, scale)
+    return [np.flatnonzero(labels == k) for k in range(labels.max() + 1 if len(labels) else 0)]
 
 
 def reference_bonds(atoms: Atoms, scale: float = BOND_SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
-from ..data.molecules import find_molecules
+from ..data.contacts import has_two_molecules
 from ..data.readers import LabelKeys, read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
@@ -203,7 +203,7 @@ def make_contacts(config: LearnConfig, iteration: int, labels_so_far: int, make_
     sources as the label budget has room for; {} when off, out of budget or without a candidate of two molecules."""
     spec, it_dir = config.contacts, _iteration_dir(config, iteration)
     candidates = _read_xyz(it_dir / "labelled.extxyz")  # contact_source: the index of a frame in this file
-    usable = sum(len(find_molecules(a)) > 1 for a in candidates)  # frames of one molecule have no contact to make
+    usable = sum(map(has_two_molecules, candidates))  # frames of one molecule have no contact to make
     sources = min(spec.sources, max(config.stop.max_labels - labels_so_far, 0) // spec.per_source, usable)
     if sources == 0:
         return {}
@@ -352,7 +352,7 @@ def run_learning(config: LearnConfig, progress: bool = True, log=print) -> dict:
     labels = len(initial)
     # labels carry a stress only when the initial frames do (a data set mixes none with some)
     with_stress = all(a.calc is not None and "stress" in a.calc.results for a in initial)
-    if config.contacts.sources and not any(len(find_molecules(a)) > 1 for a in initial):
+    if config.contacts.sources and not any(map(has_two_molecules, initial)):
         raise ConfigError(f"contacts.sources = {config.contacts.sources}, but no frame of {config.initial_data} has two "
                           "molecules: a contact frame pushes one molecule into another (a liquid, a cluster); set "
                           "contacts.sources to 0 for a single molecule")
