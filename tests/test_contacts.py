@@ -44,6 +44,7 @@ def test_a_contact_moves_one_molecule_rigidly_closer_than_the_frame_ever_was(mak
                                                                                  and "H" in a.info["contact_pair"]
                                                                                  for a in contacts)
     for frame in contacts:
+        assert frame.info["config_type"] == "contact"  # what train.config_type_weights reads
         source = frames[frame.info["contact_source"]]
         molecule = molecule_labels(source)
         a, b = frame.info["contact_a"], frame.info["contact_b"]
@@ -118,7 +119,8 @@ def test_nnp_data_contacts_refuses_a_wall_height_that_is_not_one(tmp_path, capsy
 
 def test_nnp_learn_adds_contact_frames_of_its_candidates_to_the_data(tmp_path):
     """One iteration on a water trimer from scratch (xTB labels): the labelled candidates give contact frames, kept
-    up to the wall height and merged into the data after the candidates; learn.json counts them as labels."""
+    up to the wall height and merged into the data after the candidates; learn.json counts them as labels; the next
+    training gives them ``contacts.weight`` as a loss weight."""
     pytest.importorskip("tblite")
     import yaml
 
@@ -142,7 +144,7 @@ def test_nnp_learn_adds_contact_frames_of_its_candidates_to_the_data(tmp_path):
         "explore": {"systems": [{"structure": str(tmp_path / "start.xyz"), "temperatures": [300], "steps": 100,
                                  "replicas": 1}], "timestep_fs": 0.5, "out_freq": 10},
         "deviation": {"lo": 0.0, "hi": 50.0}, "select": {"per_iteration": 3},
-        "contacts": {"sources": 2, "per_source": 2, "max_energy": 5.0},
+        "contacts": {"sources": 2, "per_source": 2, "max_energy": 5.0, "weight": 0.25},
         "stop": {"max_labels": 100, "max_iterations": 1}})
     summary = run_learning(config, progress=False, log=lambda *_: None)
     row = summary["iterations"][0]
@@ -158,6 +160,17 @@ def test_nnp_learn_adds_contact_frames_of_its_candidates_to_the_data(tmp_path):
         source = candidates[contact.info["contact_source"]]  # made from the iteration's own labelled candidates
         moved = np.any(contact.positions != source.positions, axis=1)
         assert 0 < moved.sum() < len(source)
+    # the next iteration's members train on data-001 with the contacts' weight (none on the initial data)
+    from nnp.config import load_config
+    from nnp.learn.loop import contact_weight
+    from nnp.train.data import prepare_data
+
+    assert contact_weight(config, tmp_path / "init.extxyz") == []
+    override = contact_weight(config, tmp_path / "run" / "data-001.extxyz")
+    run = load_config(tmp_path / "scratch.yaml", [f"data.path={tmp_path / 'run' / 'data-001.extxyz'}", *override])
+    prepared = prepare_data(run, progress=False)
+    weights = [float(split.graph(p).weight) for split in prepared.splits.values() for p in range(len(split))]
+    assert sorted(weights) == sorted([0.25] * len(contacts) + [1.0] * (16 + len(candidates)))
 
 
 def test_nnp_learn_refuses_contacts_for_a_single_molecule(tmp_path):

@@ -294,3 +294,83 @@ def test_time_limit_counts_the_epochs_a_resumed_run_already_spent(tmp_path):
     save_atomic(checkpoint, last)
     resumed = fit(epochs=50, time_limit_minutes=30)
     assert (resumed["epochs"], resumed["stopped_by"]) == (3, "time limit")
+
+
+def _typed_strained_frames(path: Path, types: list) -> Path:
+    """Strained, rattled EMT Cu cells with energy, forces and stress, ``info["config_type"]`` from ``types``
+    (None: no type) in turn."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(12):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + rng.normal(0.0, 0.02, (3, 3))), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(), "stress": atoms.get_stress()}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        if types[k % len(types)] is not None:
+            atoms.info["config_type"] = types[k % len(types)]
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_config_type_weights_scale_each_frames_energy_force_and_stress_terms(tmp_path):
+    """train.config_type_weights: a frame's weight is that of its config_type (1 without one); the loss is linear in
+    the weights with every term of a frame (energy, forces, stress) scaled by its weight, and all-ones weights give
+    the unweighted loss exactly."""
+    from torch_geometric.data import Batch
+
+    from nnp.train.tasks import EnergyForceTask
+
+    data = _typed_strained_frames(tmp_path / "typed.extxyz", ["a", "b", None])
+    weights = {"a": 0.3, "b": 2.5}
+    config = config_from_dict(small_config(tmp_path, data, stress_weight=10.0, config_type_weights=weights))
+    prepared = prepare_data(config, progress=False)
+    frames = ase.io.read(data, ":")
+    train = prepared.splits["train"]
+    for position, k in enumerate(train.indices):
+        assert float(train.graph(position).weight) == weights.get(frames[k].info.get("config_type"), 1.0)
+    model = model_for_data(config, prepared)
+    task = EnergyForceTask(config.train, augment_rotations=False)
+    batch = Batch.from_data_list([train.graph(p) for p in range(len(train))])
+
+    def loss(weight):
+        batch.weight = torch.as_tensor(weight, dtype=torch.float64)
+        return float(task.loss(model, batch).detach())
+
+    unweighted = config_from_dict(small_config(tmp_path, data, stress_weight=10.0))
+    plain = Batch.from_data_list([prepare_data(unweighted, progress=False).splits["train"].graph(p)
+                                  for p in range(len(train))])
+    assert not hasattr(plain, "weight")
+    n = len(train)
+    assert loss(np.ones(n)) == pytest.approx(float(task.loss(model, plain).detach()), rel=1e-12)
+    alone = [loss(np.eye(n)[f]) for f in range(n)]  # each frame's own terms
+    assert min(alone) > 0
+    w = np.random.default_rng(0).uniform(0, 3, n)
+    assert loss(w) == pytest.approx(float(np.dot(w, alone)), rel=1e-10)
+    assert loss(np.ones(n)) == pytest.approx(sum(alone), rel=1e-10)
+
+
+def test_config_type_weights_errors_and_finetuning_does_not_inherit_them(tmp_path):
+    """A type no frame has (a misspelling) and a pack are errors that say so; a finetune of a checkpoint trained with
+    weights starts without them (they belong to that run's data)."""
+    from nnp.data.errors import DatasetError
+    from nnp.data.pack import pack_dataset
+    from nnp.train.finetune import finetune_config
+
+    data = _typed_strained_frames(tmp_path / "typed.extxyz", ["contact", None])
+    with pytest.raises(DatasetError, match=r"names 'contcat', which no frame .* \(types present: contact\)"):
+        prepare_data(config_from_dict(small_config(tmp_path, data, config_type_weights={"contcat": 0.5})),
+                     progress=False)
+    pack_dataset([data], tmp_path / "pack", progress=False)
+    with pytest.raises(DatasetError, match="is a pack, and train.config_type_weights works on files read into memory"):
+        prepare_data(config_from_dict(small_config(tmp_path, tmp_path / "pack", config_type_weights={"contact": 0.5})),
+                     progress=False)
+    summary = run_training(config_from_dict(small_config(tmp_path, data, epochs=1, config_type_weights={"contact": 0.5})),
+                           progress=False)
+    assert summary["epochs"] == 1
+    untyped = emt_dataset(tmp_path / "emt.extxyz", n_frames=8)
+    again = finetune_config(tmp_path / "run" / "best.ckpt", str(untyped))
+    assert again.train.config_type_weights == {}
+    prepare_data(again, progress=False)  # no contact frames, and no error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 0.0
+    # per-frame loss weight by the frame's info["config_type"] (frames without one, or of a type not named: 1);
+    # e.g. {contact: 0.3} for `nnp data contacts` frames. Training loss only: metrics stay unweighted
+    config_type_weights: dict[str, float] = field(default_factory=dict)
     grad_clip: float | None = 10.0
     early_stopping_patience: int = 30
     time_limit_minutes: float | None = None  # the run's total training time, resumed epochs included
@@ -204,6 +208,19 @@ def _number(value: Any, annotation: Any, name: str) -> Any:
     raise ConfigError(f"{name} must be a whole number, got {value!r}")
 
 
+def _weights_problems(weights: Any) -> list[str]:
+    """What is wrong with ``train.config_type_weights`` (a mapping of type name -> weight >= 0)."""
+    example = "e.g. train.config_type_weights={contact: 0.3}"
+    if not isinstance(weights, dict):
+        return [f"train.config_type_weights must be a mapping of config_type to weight ({example}), "
+                f"not {weights!r}"]
+    bad = [f"{k!r}: {v!r}" for k, v in weights.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0]
+    if bad:
+        return [f"train.config_type_weights: weights must be finite numbers >= 0, got {', '.join(bad)} ({example})"]
+    return []
+
+
 def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a nested dict (as read from YAML) into a :class:`RunConfig`."""
     values = dict(values or {})
@@ -275,6 +292,7 @@ def _check(config: RunConfig, source: str) -> None:
     for limit in ("time_limit_minutes", "cpu_limit_minutes"):
         if getattr(t, limit) is not None and not getattr(t, limit) > 0:
             problems.append(f"train.{limit} must be positive (minutes) or null for no limit")
+    problems += _weights_problems(t.config_type_weights)
     if t.ema_decay is not None and not 0 < t.ema_decay < 1:
         problems.append("train.ema_decay must be in (0, 1) or null")
     if problems:

@@ -12,7 +12,8 @@ they cost more than a given energy above their source (a wall a model needs to r
 
 Frames carry their provenance in ``atoms.info``: ``contact_source`` (index of the input frame), ``contact_role``
 (``source`` or ``contact``), and for contacts ``contact_pair`` ("O-H", the elements of ``a`` and ``b``), ``contact_a`` and ``contact_b``,
-``contact_start_A`` and ``contact_distance_A``.
+``contact_start_A`` and ``contact_distance_A``; contacts also ``config_type`` "contact", the key training's
+``train.config_type_weights`` reads (docs/training.md).
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ def contact_frame(atoms: Atoms, pair: tuple[str, str], rng: np.random.Generator,
     # of the wall is sampled most, its top (tens of eV, partly dropped by keep_below) least.
     distance = float(limit + (closest - limit) * np.sqrt(rng.random()))
     frame = push_together(atoms, a, b, distance, np.flatnonzero(molecule == molecule[b]))
-    frame.info.update(contact_role="contact", contact_pair=f"{first}-{second}", contact_a=a, contact_b=b,
+    frame.info.update(config_type=CONFIG_TYPE, contact_role="contact", contact_pair=f"{first}-{second}", contact_a=a, contact_b=b,
                       contact_start_A=start, contact_distance_A=distance)
     return frame
+
+
+CONFIG_TYPE = "contact"  # info["config_type"] of a contact frame
 
 
 def contact_candidates(frames: Sequence[Atoms], sources: int, per_source: int, seed: int = 0) -> list[Atoms]:

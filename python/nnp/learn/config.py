@@ -10,7 +10,7 @@ A minimal ``learn.yaml``::
         - {structure: aspirin_start.xyz, temperatures: [500], steps: 4000, replicas: 4}
     deviation: {lo: 0.05, hi: 0.35}     # eV/Å on max_devi_f: DeePMD-kit's trust levels (calibrate: N, optional)
     select: {per_iteration: 30}
-    contacts: {sources: 4}              # optional: 4 x 3 contact frames per iteration (a short-range wall)
+    contacts: {sources: 4}              # optional: 4 x 3 contact frames per iteration (a short-range wall), weight 1
     stop: {candidate_fraction: 0.02, max_labels: 300, max_iterations: 10}
 
 The labeller defaults to GFN2-xTB through tblite; any ASE calculator is ``{calculator: module:Name,
@@ -79,11 +79,13 @@ class SelectConfig:
 class ContactsConfig:
     """Contact frames (``nnp data contacts``, nnp.data.contacts) made each iteration from that iteration's labelled
     candidates: ``sources`` of them, ``per_source`` contacts each, labelled and kept up to ``max_energy`` eV above
-    their source. A short-range wall the exploration rarely reaches (RESULTS §14.9). ``sources: 0``: off."""
+    their source. A short-range wall the exploration rarely reaches (RESULTS §14.9). ``sources: 0``: off.
+    ``weight``: their loss weight in training (``train.config_type_weights`` of config_type "contact")."""
 
     sources: int = 0
     per_source: int = 3
     max_energy: float = 20.0  # eV
+    weight: float = 1.0
 
 
 @dataclass
@@ -197,6 +199,8 @@ def _check(config: LearnConfig, source: str) -> None:
         problems.append("select.per_iteration must be >= 1")
     if config.contacts.sources < 0 or config.contacts.per_source < 1 or not config.contacts.max_energy > 0:
         problems.append("contacts needs sources >= 0 (0: off), per_source >= 1 and max_energy > 0 (eV)")
+    if not config.contacts.weight >= 0:
+        problems.append(f"contacts.weight must be >= 0 (the contact frames' loss weight), not {config.contacts.weight}")
     if ":" not in config.labeller.calculator:
         problems.append(f"labeller.calculator must look like module:Name, not {config.labeller.calculator!r}")
     if config.stop.max_iterations < 1 or config.stop.max_labels < 1:

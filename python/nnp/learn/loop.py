@@ -34,7 +34,7 @@ import numpy as np
 
 from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
-from ..data.contacts import has_two_molecules
+from ..data.contacts import CONFIG_TYPE, has_two_molecules
 from ..data.readers import LabelKeys, read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
@@ -101,7 +101,8 @@ def _train_members(config: LearnConfig, run_dirs: list[Path], data: Path, warm: 
         if (run_dir / "results.json").exists() and (run_dir / "model.nnp.pt").exists():
             continue
         started = time.process_time()
-        member_overrides = [*overrides, f"train.seed={config.seed + member}", f"output_dir={run_dir}"]
+        member_overrides = [*contact_weight(config, data), *overrides, f"train.seed={config.seed + member}",
+                            f"output_dir={run_dir}"]
         member_name = f"{name}-member{member}"
         if warm is not None:
             run = finetune_config(warm[member], str(data), member_overrides, name=member_name)
@@ -112,6 +113,16 @@ def _train_members(config: LearnConfig, run_dirs: list[Path], data: Path, warm: 
         run_training(run, progress=progress)
         cpu += time.process_time() - started
     return files, cpu
+
+
+def contact_weight(config: LearnConfig, data: Path) -> list[str]:
+    """The override giving contact frames ``contacts.weight`` (none at weight 1, or while ``data`` has none)."""
+    from ..train.data import config_type
+
+    weight = config.contacts.weight
+    if weight == 1.0 or not any(config_type(atoms) == CONFIG_TYPE for atoms in read_structures(str(data))):
+        return []
+    return [f"train.config_type_weights={{{CONFIG_TYPE}: {weight!r}}}"]
 
 
 def explore(config: LearnConfig, iteration: int, members: list[str], species: list[str]) -> tuple[list[dict], float]:

@@ -85,15 +85,46 @@ class GraphSpec:
     cutoff: float
     dtype: torch.dtype
     bond_scale: float | None = None  # when set, graphs carry ``molecule`` (N,) ids (covalent connectivity)
+    weights: dict[str, float] | None = None  # when set, graphs carry ``weight`` (1,): see frame_weight
 
     def graph(self, atoms: Atoms) -> Data:
         graph = atoms_to_graph(atoms, self.species, self.cutoff, self.dtype)
+        if self.weights:
+            graph.weight = torch.tensor([frame_weight(atoms, self.weights)], dtype=self.dtype)
         if self.bond_scale is not None:
             labels = np.zeros(len(atoms), dtype=np.int64)
             for k, members in enumerate(find_molecules(atoms, self.bond_scale)):
                 labels[members] = k
             graph.molecule = torch.from_numpy(labels)
         return graph
+
+
+def config_type(atoms: Atoms) -> str | None:
+    """The frame's ``info["config_type"]`` (extxyz ``config_type=...``, as MACE and GAP datasets name it), as text."""
+    value = atoms.info.get("config_type")
+    return None if value is None else str(value)
+
+
+def frame_weight(atoms: Atoms, weights: dict[str, float]) -> float:
+    """The loss weight of a frame: ``weights`` of its config_type; 1 without one or for a type not named."""
+    return float(weights.get(config_type(atoms), 1.0))
+
+
+def check_weighted_types(frames: Frames, weights: dict[str, float], source: str) -> None:
+    """Every type ``weights`` names occurs in ``frames`` (a misspelt name would weigh nothing)."""
+    if not weights:
+        return
+    from ..data.errors import DatasetError
+
+    if not isinstance(frames, InMemoryFrames):
+        raise DatasetError(f"{source} is a pack, and train.config_type_weights works on files read into memory "
+                           "(extxyz and the other readers): train on the file the pack was made from")
+    present = {config_type(atoms) for atoms in frames.frames} - {None}
+    missing = sorted(set(weights) - present)
+    if missing:
+        raise DatasetError(f"train.config_type_weights names {', '.join(map(repr, missing))}, which no frame of "
+                           f"{source} has as info['config_type'] (types present: {', '.join(sorted(present)) or 'none'})"
+                           "; fix the name or drop it")
 
 
 class GraphDataset(Dataset):
@@ -176,10 +207,12 @@ def prepare_data(config: RunConfig, progress: bool = True, labelled: bool = True
     present = dataset_species(frames.frames[:n + len(replay)]) if in_memory else frames.metadata["elements"]
     species = list(species or [])
     species += [s for s in present if s not in species]
+    weights = {str(k): float(v) for k, v in config.train.config_type_weights.items()} if labelled else {}
     spec = GraphSpec(species, config.model.cutoff, DTYPES[config.train.dtype],
-                     config.pretrain.bond_scale if with_molecules else None)
+                     config.pretrain.bond_scale if with_molecules else None, weights or None)
     indices = split_indices(n, d.val_fraction, d.test_fraction, d.split_seed)
     indices["train"] = np.concatenate([indices["train"], np.arange(n, n + len(replay))])
+    check_weighted_types(frames, weights, d.path)
     splits = {name: GraphDataset(frames, ids, spec, cache=in_memory, progress=progress and name == "train")
               for name, ids in indices.items()}
     return TrainingData(species, splits, training_statistics(frames, splits["train"], species, labelled))

@@ -105,7 +105,7 @@ FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {"epochs": 1000, "batch_size": 2, "lr": 1.0e-3, "optimizer": "adamw", "scheduler": "plateau",
               "scheduler_patience": 10, "scheduler_factor": 0.5, "warmup_epochs": 0,
               "early_stopping_patience": 40, "ema_decay": 0.99, "time_limit_minutes": None, "cpu_limit_minutes": None,
-              "seed": 0},
+              "seed": 0, "config_type_weights": {}},  # per-frame weights belong to the pretraining data, not yours
     # backbone at the head's rate: 34.1 against 41.9 meV/Å (factor 0.3) validation force MAE, organic-xtb on
     # 100 aspirin frames in 2 CPU-min (RESULTS §12.5)
     "finetune": {"backbone_lr_factor": 1.0, "reinit_readout": False, "freeze_backbone_epochs": 0},

@@ -83,13 +83,18 @@ class EnergyForceTask:
         center_energy_shift(model, train, frames=REFIT_FRAMES)
 
     def loss(self, model: Potential, batch: Batch) -> Tensor:
+        """Mean squared errors; with ``train.config_type_weights`` every frame's terms (its energy, its atoms'
+        force components, its stress) are multiplied by its weight, the means still taken over all terms (as
+        MACE weighs configurations): weights of 1 give the unweighted loss."""
         t = self.t
         pred = predict_batch(model, batch, create_graph=True)
         natoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(pred["energy"].dtype)
-        loss = t.energy_weight * (((pred["energy"] - batch.energy) / natoms) ** 2).mean()
-        loss = loss + t.force_weight * ((pred["forces"] - batch.forces) ** 2).mean()
+        weight = batch.weight if hasattr(batch, "weight") else torch.ones_like(natoms)  # (frames,)
+        loss = t.energy_weight * (weight * ((pred["energy"] - batch.energy) / natoms) ** 2).mean()
+        loss = loss + t.force_weight * (weight[batch.batch, None] * (pred["forces"] - batch.forces) ** 2).mean()
         if t.stress_weight > 0 and hasattr(batch, "stress") and "stress" in pred:
-            loss = loss + t.stress_weight * ((voigt(pred["stress"]) - voigt(batch.stress)) ** 2).mean()
+            squared = (voigt(pred["stress"]) - voigt(batch.stress)) ** 2  # (frames, 6)
+            loss = loss + t.stress_weight * (weight[:, None] * squared).mean()
         return loss
 
     def evaluate_batch(self, model: Potential, batch: Batch) -> list[float]:
