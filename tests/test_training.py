@@ -317,8 +317,8 @@ def _typed_strained_frames(path: Path, types: list) -> Path:
 
 def test_config_type_weights_scale_each_frames_energy_force_and_stress_terms(tmp_path):
     """train.config_type_weights: a frame's weight is that of its config_type (1 without one); the loss is linear in
-    the weights with every term of a frame (energy, forces, stress) scaled by its weight, and all-ones weights give
-    the unweighted loss exactly."""
+    the weights with every term of a frame (energy, forces, stress) scaled by its weight, all-ones weights give the
+    unweighted loss exactly, and the validation loss is the same quantity while the metrics stay unweighted."""
     from torch_geometric.data import Batch
 
     from nnp.train.tasks import EnergyForceTask
@@ -350,6 +350,11 @@ def test_config_type_weights_scale_each_frames_energy_force_and_stress_terms(tmp
     w = np.random.default_rng(0).uniform(0, 3, n)
     assert loss(w) == pytest.approx(float(np.dot(w, alone)), rel=1e-10)
     assert loss(np.ones(n)) == pytest.approx(sum(alone), rel=1e-10)
+    # the validation loss that picks the best epoch is the training loss, weights included; the metrics are not weighted
+    trained = loss(w)  # batch.weight is now w
+    validated = task.summarize(task.evaluate_batch(model, batch))
+    assert validated["loss"] == pytest.approx(trained, rel=1e-9)
+    assert validated["forces_rmse"] == pytest.approx(task.summarize(task.evaluate_batch(model, plain))["forces_rmse"])
 
 
 def test_config_type_weights_errors_and_finetuning_does_not_inherit_them(tmp_path):

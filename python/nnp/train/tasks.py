@@ -61,7 +61,7 @@ class EnergyForceTask:
     """Supervised: weighted MSE of energy per atom, force components and (optionally) stress."""
 
     name = "energy_force"
-    num_totals = 3 * len(MetricAccumulator.NAMES)  # length of evaluate_batch's list
+    num_totals = 3 * len(MetricAccumulator.NAMES) + 3  # length of evaluate_batch's list
 
     def __init__(self, config: TrainConfig, augment_rotations: bool):
         self.t = config
@@ -83,31 +83,47 @@ class EnergyForceTask:
         center_energy_shift(model, train, frames=REFIT_FRAMES)
 
     def loss(self, model: Potential, batch: Batch) -> Tensor:
-        """Mean squared errors; with ``train.config_type_weights`` every frame's terms (its energy, its atoms'
-        force components, its stress) are multiplied by its weight, the means still taken over all terms (as
-        MACE weighs configurations): weights of 1 give the unweighted loss."""
+        """Mean squared errors of energy per atom, force components and stress (Voigt), weighted by
+        ``train.energy_weight`` etc. With ``train.config_type_weights`` every frame's terms are multiplied by its
+        weight, the means still taken over all terms (as MACE weighs configurations): weights of 1 give the
+        unweighted loss. The validation loss that picks the best epoch (:meth:`summarize`) is the same quantity."""
+        squares = self.weighted_squares(predict_batch(model, batch, create_graph=True), batch)
+        counts = [batch.num_graphs, batch.forces.numel(), 6 * batch.num_graphs]
+        return sum(w * sq / n for w, sq, n in zip(self.term_weights(batch), squares, counts))
+
+    def term_weights(self, batch: Batch | None = None) -> list[float]:
+        """Loss weights of the energy, force and stress terms (stress only where the frames have it)."""
         t = self.t
-        pred = predict_batch(model, batch, create_graph=True)
+        stress = t.stress_weight if batch is None or hasattr(batch, "stress") else 0.0
+        return [t.energy_weight, t.force_weight, stress]
+
+    @staticmethod
+    def weighted_squares(pred: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """Sums over a batch of the frame-weighted squared errors: energy per atom, force components, stress."""
         natoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(pred["energy"].dtype)
         weight = batch.weight if hasattr(batch, "weight") else torch.ones_like(natoms)  # (frames,)
-        loss = t.energy_weight * (weight * ((pred["energy"] - batch.energy) / natoms) ** 2).mean()
-        loss = loss + t.force_weight * (weight[batch.batch, None] * (pred["forces"] - batch.forces) ** 2).mean()
-        if t.stress_weight > 0 and hasattr(batch, "stress") and "stress" in pred:
-            squared = (voigt(pred["stress"]) - voigt(batch.stress)) ** 2  # (frames, 6)
-            loss = loss + t.stress_weight * (weight[:, None] * squared).mean()
-        return loss
+        energy = (weight * ((pred["energy"] - batch.energy) / natoms) ** 2).sum()
+        forces = (weight[batch.batch, None] * (pred["forces"] - batch.forces) ** 2).sum()
+        stress = energy.new_zeros(())
+        if hasattr(batch, "stress") and "stress" in pred:
+            stress = (weight[:, None] * (voigt(pred["stress"]) - voigt(batch.stress)) ** 2).sum()  # (frames, 6)
+        return [energy, forces, stress]
 
     def evaluate_batch(self, model: Potential, batch: Batch) -> list[float]:
-        """Error sums of one batch (add them up over batches and processes, then :meth:`summarize`)."""
+        """Error sums of one batch (add them up over batches and processes, then :meth:`summarize`): the metrics'
+        sums, then the loss's weighted squares."""
+        pred = predict_batch(model, batch, create_graph=False)
         acc = MetricAccumulator()
-        acc.update(predict_batch(model, batch, create_graph=False), batch)
-        return acc.totals()
+        acc.update(pred, batch)
+        return acc.totals() + [float(sq.detach()) for sq in self.weighted_squares(pred, batch)]
 
     def summarize(self, totals: list[float]) -> dict[str, float]:
-        metrics = MetricAccumulator().result(totals)
-        metrics["loss"] = (self.t.energy_weight * metrics.get("energy_per_atom_rmse", 0.0) ** 2
-                           + self.t.force_weight * metrics.get("forces_rmse", 0.0) ** 2
-                           + self.t.stress_weight * metrics.get("stress_rmse", 0.0) ** 2)
+        """Unweighted MAE/RMSE metrics, and ``loss``: the training loss over all the frames evaluated."""
+        metrics_totals, squares = totals[:-3], totals[-3:]
+        metrics = MetricAccumulator().result(metrics_totals)
+        counts = [metrics_totals[3 * MetricAccumulator.NAMES.index(name) + 2]
+                  for name in ("energy_per_atom", "forces", "stress")]
+        metrics["loss"] = sum(w * sq / n for w, sq, n in zip(self.term_weights(), squares, counts) if n)
         return metrics
 
 
