@@ -36,6 +36,12 @@ def dataset_species(frames: Sequence[Atoms]) -> list[str]:
     return sorted(symbols, key=lambda s: atomic_numbers[s])
 
 
+def config_type(atoms: Atoms) -> str | None:
+    """The frame's ``info["config_type"]`` (extxyz ``config_type=...``, as MACE and GAP datasets name it), as text."""
+    value = atoms.info.get("config_type")
+    return None if value is None else str(value)
+
+
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Random train/val/test split of ``n`` frames, reproducible for a given seed."""
     order = np.random.default_rng(seed).permutation(n)

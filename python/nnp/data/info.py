@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import load_structures
+from .dataset import config_type, load_structures
 
 
 def dataset_info(path: str) -> str:
@@ -32,6 +32,10 @@ def dataset_info(path: str) -> str:
     sizes = [len(a) for a in frames]
     lines.append(f"frames: {len(frames)}; atoms per frame: {min(sizes)}-{max(sizes)}")
     lines.append("species: " + ", ".join(f"{s} ({n})" for s, n in sorted(species.items())))
+    types = Counter(config_type(atoms) for atoms in frames)
+    if set(types) != {None}:  # what train.config_type_weights can name
+        parts = [f"{t} ({types[t]})" for t in sorted(t for t in types if t is not None)]
+        lines.append("config types: " + ", ".join(parts + ([f"untyped ({types[None]})"] if None in types else [])))
     labelled = [a for a in frames if a.calc is not None and "energy" in a.calc.results]
     if labelled:
         e = np.array([a.get_potential_energy() / len(a) for a in labelled])

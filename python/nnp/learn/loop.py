@@ -35,6 +35,7 @@ import numpy as np
 from ..config import ConfigError, config_changes, describe_changes
 from ..data.atomic import write_frames, write_text
 from ..data.contacts import CONFIG_TYPE, has_two_molecules
+from ..data.dataset import config_type
 from ..data.readers import LabelKeys, read_structures
 from ..lammps.data_file import read_lammps_data
 from .calibration import deviation_scale
@@ -117,8 +118,6 @@ def _train_members(config: LearnConfig, run_dirs: list[Path], data: Path, warm: 
 
 def contact_weight(config: LearnConfig, data: Path) -> list[str]:
     """The override giving contact frames ``contacts.weight`` (none at weight 1, or while ``data`` has none)."""
-    from ..train.data import config_type
-
     weight = config.contacts.weight
     if weight == 1.0 or not any(config_type(atoms) == CONFIG_TYPE for atoms in read_structures(str(data))):
         return []

@@ -27,7 +27,7 @@ from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..data.dataset import dataset_species, split_indices
+from ..data.dataset import config_type, dataset_species, split_indices
 from ..data.graph import atoms_to_graph
 from ..data.molecules import find_molecules
 from ..data.pack import FrameSummary, PackedDataset, is_pack, subset_statistics, summary_table
@@ -97,12 +97,6 @@ class GraphSpec:
                 labels[members] = k
             graph.molecule = torch.from_numpy(labels)
         return graph
-
-
-def config_type(atoms: Atoms) -> str | None:
-    """The frame's ``info["config_type"]`` (extxyz ``config_type=...``, as MACE and GAP datasets name it), as text."""
-    value = atoms.info.get("config_type")
-    return None if value is None else str(value)
 
 
 def frame_weight(atoms: Atoms, weights: dict[str, float]) -> float:
