@@ -358,8 +358,9 @@ def test_config_type_weights_scale_each_frames_energy_force_and_stress_terms(tmp
 
 
 def test_config_type_weights_errors_and_finetuning_does_not_inherit_them(tmp_path):
-    """A type no frame has (a misspelling) and a pack are errors that say so; a finetune of a checkpoint trained with
-    weights starts without them (they belong to that run's data)."""
+    """A type no frame has (a misspelling) is an error that says so, in a file or a pack (which keeps each frame's type
+    and gives it the same weight); a finetune of a checkpoint trained with weights starts without them (they belong
+    to that run's data)."""
     from nnp.data.errors import DatasetError
     from nnp.data.pack import pack_dataset
     from nnp.train.finetune import finetune_config
@@ -371,9 +372,20 @@ def test_config_type_weights_errors_and_finetuning_does_not_inherit_them(tmp_pat
     with pytest.raises(DatasetError, match=r"names 'contcat', which no frame .* \(types present: contact\)"):
         prepare_data(config_from_dict(small_config(tmp_path, data, config_type_weights={"contcat": 0.5})),
                      progress=False)
+    # a pack keeps each frame's type and counts them: the same weights, the same checks
     pack_dataset([data], tmp_path / "pack", progress=False)
-    with pytest.raises(DatasetError, match="is a pack, and train.config_type_weights works on files read into memory"):
-        prepare_data(config_from_dict(small_config(tmp_path, tmp_path / "pack", config_type_weights={"contact": 0.5})),
+    assert "config types: contact (6), untyped (6)" in dataset_info(str(tmp_path / "pack"))
+    weighted = {"contact": 0.5}
+    in_memory = prepare_data(config_from_dict(small_config(tmp_path, data, config_type_weights=weighted)),
+                             progress=False)
+    packed = prepare_data(config_from_dict(small_config(tmp_path, tmp_path / "pack", config_type_weights=weighted)),
+                          progress=False)
+    for name, split in in_memory.splits.items():
+        assert [float(split.graph(p).weight) for p in range(len(split))] == [
+            float(packed.splits[name].graph(p).weight) for p in range(len(split))]
+    assert {float(g.weight) for s in packed.splits.values() for g in map(s.graph, range(len(s)))} == {0.5, 1.0}
+    with pytest.raises(DatasetError, match=r"names 'contcat'.*types present: contact\).*pack the data again"):
+        prepare_data(config_from_dict(small_config(tmp_path, tmp_path / "pack", config_type_weights={"contcat": 1})),
                      progress=False)
     summary = run_training(config_from_dict(small_config(tmp_path, data, epochs=1, config_type_weights={"contact": 0.5})),
                            progress=False)

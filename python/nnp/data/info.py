@@ -33,9 +33,8 @@ def dataset_info(path: str) -> str:
     lines.append(f"frames: {len(frames)}; atoms per frame: {min(sizes)}-{max(sizes)}")
     lines.append("species: " + ", ".join(f"{s} ({n})" for s, n in sorted(species.items())))
     types = Counter(config_type(atoms) for atoms in frames)
-    if set(types) != {None}:  # what train.config_type_weights can name
-        parts = [f"{t} ({types[t]})" for t in sorted(t for t in types if t is not None)]
-        lines.append("config types: " + ", ".join(parts + ([f"untyped ({types[None]})"] if None in types else [])))
+    if set(types) != {None}:
+        lines.append(types_line({t: n for t, n in types.items() if t is not None}, types[None]))
     labelled = [a for a in frames if a.calc is not None and "energy" in a.calc.results]
     if labelled:
         e = np.array([a.get_potential_energy() / len(a) for a in labelled])
@@ -45,6 +44,12 @@ def dataset_info(path: str) -> str:
     else:
         lines.append("unlabelled (positions only)")
     return "\n".join(lines)
+
+
+def types_line(types: dict[str, int], untyped: int) -> str:
+    """Frames per config_type: the names train.config_type_weights can use."""
+    parts = [f"{t} ({types[t]})" for t in sorted(types)] + ([f"untyped ({untyped})"] if untyped else [])
+    return "config types: " + ", ".join(parts)
 
 
 def card_check(file: Path, recorded: str) -> str:
@@ -68,6 +73,9 @@ def pack_info(path: str) -> str:
              "sources: " + ", ".join(f"{s['path']} ({s['frames']} frames)" for s in meta["sources"]),
              f"frames: {meta['n_frames']}; atoms per frame: {sizes.min()}-{sizes.max()}",
              "species: " + ", ".join(f"{s} ({n})" for s, n in sorted(meta["element_counts"].items()))]
+    if meta["config_types"]:
+        typed = sum(meta["config_types"].values())
+        lines.append(types_line(meta["config_types"], meta["n_frames"] - typed))
     if meta["energy_per_atom"] is not None:
         e = meta["energy_per_atom"]
         lines.append(f"energy per atom (eV): mean {e['mean']:.5f}, std {e['std']:.5f}")

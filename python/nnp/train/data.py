@@ -110,15 +110,17 @@ def check_weighted_types(frames: Frames, weights: dict[str, float], source: str)
         return
     from ..data.errors import DatasetError
 
-    if not isinstance(frames, InMemoryFrames):
-        raise DatasetError(f"{source} is a pack, and train.config_type_weights works on files read into memory "
-                           "(extxyz and the other readers): train on the file the pack was made from")
-    present = {config_type(atoms) for atoms in frames.frames} - {None}
+    hint = "fix the name or drop it"
+    if isinstance(frames, InMemoryFrames):
+        present = {config_type(atoms) for atoms in frames.frames} - {None}
+    else:  # a pack counted them when it was packed
+        present = set(frames.metadata["config_types"])
+        hint += " (a pack made before nnp stored config types has none: pack the data again)"
     missing = sorted(set(weights) - present)
     if missing:
         raise DatasetError(f"train.config_type_weights names {', '.join(map(repr, missing))}, which no frame of "
-                           f"{source} has as info['config_type'] (types present: {', '.join(sorted(present)) or 'none'})"
-                           "; fix the name or drop it")
+                           f"{source} has as info['config_type'] (types present: "
+                           f"{', '.join(sorted(present)) or 'none'}); {hint}")
 
 
 class GraphDataset(Dataset):

@@ -5,14 +5,18 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
+from ..dataset import config_type
 from ..readers import _labelled
 from ..records import RecordError, decode_arrays, encode_arrays
 
 
 def encode_frame(atoms: Atoms) -> bytes:
-    """Record of one structure: numbers, positions, cell, pbc and whichever labels it has."""
+    """Record of one structure: numbers, positions, cell, pbc, whichever labels it has and its config_type (UTF-8)."""
     arrays = {"numbers": atoms.numbers.astype(np.uint8), "positions": atoms.positions,
               "cell": atoms.cell.array, "pbc": atoms.pbc}
+    kind = config_type(atoms)
+    if kind is not None:
+        arrays["config_type"] = np.frombuffer(kind.encode("utf-8"), dtype=np.uint8)
     results = atoms.calc.results if atoms.calc is not None else {}
     for key in ("energy", "forces", "stress"):
         if results.get(key) is not None:
@@ -37,4 +41,6 @@ def decode_frame(data: bytes) -> Atoms:
     energy = float(arrays["energy"]) if "energy" in arrays else None
     forces = arrays["forces"].copy() if "forces" in arrays else None
     stress = arrays["stress"].copy() if "stress" in arrays else None
+    if "config_type" in arrays:
+        atoms.info["config_type"] = arrays["config_type"].tobytes().decode("utf-8")
     return _labelled(atoms, energy, forces, stress)

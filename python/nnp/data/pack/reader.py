@@ -58,10 +58,11 @@ class PackedDataset:
 
     @property
     def metadata(self) -> dict:
-        """Counts, elements (by atomic number), statistics, cutoff, sources and creation time (JSON-able)."""
+        """Counts, elements (by atomic number), statistics, cutoff, sources, creation time and the frames of each
+        config_type (none recorded by packs made before nnp stored them) (JSON-able)."""
         state = self._state
         return {"format_version": state["format_version"], **state["statistics"],
-                "cutoff": state["options"]["cutoff"],
+                "cutoff": state["options"]["cutoff"], "config_types": dict(state.get("config_types", {})),
                 "sources": [{"path": s["path"], "frames": s["frames"]} for s in state["sources"]],
                 "created": state["created"]}
 

@@ -14,6 +14,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from ..dataset import config_type
 from ..errors import DatasetError
 from ..readers import LabelKeys, _check_file, iter_structures
 from ..records import RecordError, encode_arrays
@@ -152,6 +153,10 @@ def _stream_frames(env: lmdb.Environment, output: Path, given: list[Path], state
                 row = _summarize(path, k, atoms, options["cutoff"])
                 batch.records.append(encode_frame(atoms))
                 batch.rows.append(row)
+                kind = config_type(atoms)
+                if kind is not None:  # committed with the frames: what train.config_type_weights may name
+                    types = state.setdefault("config_types", {})
+                    types[kind] = types.get(kind, 0) + 1
                 acc.add(row)
                 source["frames"] = k + 1
                 state["n_frames"] += 1
