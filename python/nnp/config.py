@@ -79,7 +79,7 @@ class TrainConfig:
     force_weight: float = 10.0
     stress_weight: float = 0.0
     # per-frame loss weight by the frame's info["config_type"] (frames without one, or of a type not named: 1);
-    # e.g. {contact: 0.3} for `nnp data contacts` frames. Training loss only: metrics stay unweighted
+    # e.g. {contact: 0.3} for `nnp data contacts` frames. The training and validation loss; metrics stay unweighted
     config_type_weights: dict[str, float] = field(default_factory=dict)
     grad_clip: float | None = 10.0
     early_stopping_patience: int = 30

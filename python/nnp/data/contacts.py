@@ -28,6 +28,8 @@ from ..chemistry import contact_limit, covalent_radius
 from ..errors import UserError
 from .molecules import molecule_labels
 
+CONFIG_TYPE = "contact"  # info["config_type"] of a contact frame (what train.config_type_weights names)
+
 
 def _plain(atoms: Atoms) -> Atoms:
     """Positions, elements and cell only (no labels, no calculator)."""
@@ -82,12 +84,9 @@ def contact_frame(atoms: Atoms, pair: tuple[str, str], rng: np.random.Generator,
     # of the wall is sampled most, its top (tens of eV, partly dropped by keep_below) least.
     distance = float(limit + (closest - limit) * np.sqrt(rng.random()))
     frame = push_together(atoms, a, b, distance, np.flatnonzero(molecule == molecule[b]))
-    frame.info.update(config_type=CONFIG_TYPE, contact_role="contact", contact_pair=f"{first}-{second}", contact_a=a, contact_b=b,
-                      contact_start_A=start, contact_distance_A=distance)
+    frame.info.update(config_type=CONFIG_TYPE, contact_role="contact", contact_pair=f"{first}-{second}", contact_a=a,
+                      contact_b=b, contact_start_A=start, contact_distance_A=distance)
     return frame
-
-
-CONFIG_TYPE = "contact"  # info["config_type"] of a contact frame
 
 
 def contact_candidates(frames: Sequence[Atoms], sources: int, per_source: int, seed: int = 0) -> list[Atoms]:

@@ -89,7 +89,7 @@ class EnergyForceTask:
         unweighted loss. The validation loss that picks the best epoch (:meth:`summarize`) is the same quantity."""
         squares = self.weighted_squares(predict_batch(model, batch, create_graph=True), batch)
         counts = [batch.num_graphs, batch.forces.numel(), 6 * batch.num_graphs]
-        return sum(w * sq / n for w, sq, n in zip(self.term_weights(batch), squares, counts))
+        return sum(w * sq / n for w, sq, n in zip(self.term_weights(batch), squares, counts) if w)
 
     def term_weights(self, batch: Batch | None = None) -> list[float]:
         """Loss weights of the energy, force and stress terms (stress only where the frames have it)."""
@@ -123,7 +123,7 @@ class EnergyForceTask:
         metrics = MetricAccumulator().result(metrics_totals)
         counts = [metrics_totals[3 * MetricAccumulator.NAMES.index(name) + 2]
                   for name in ("energy_per_atom", "forces", "stress")]
-        metrics["loss"] = sum(w * sq / n for w, sq, n in zip(self.term_weights(), squares, counts) if n)
+        metrics["loss"] = sum(w * sq / n for w, sq, n in zip(self.term_weights(), squares, counts) if w and n)
         return metrics
 
 
