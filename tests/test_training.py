@@ -362,12 +362,11 @@ def test_config_type_weights_errors_and_finetuning_does_not_inherit_them(tmp_pat
     and gives it the same weight); a finetune of a checkpoint trained with weights starts without them (they belong
     to that run's data)."""
     from nnp.data.errors import DatasetError
+    from nnp.data.info import dataset_info
     from nnp.data.pack import pack_dataset
     from nnp.train.finetune import finetune_config
 
     data = _typed_strained_frames(tmp_path / "typed.extxyz", ["contact", None])
-    from nnp.data.info import dataset_info
-
     assert "config types: contact (6), untyped (6)" in dataset_info(str(data))  # what a user checks names against
     with pytest.raises(DatasetError, match=r"names 'contcat', which no frame .* \(types present: contact\)"):
         prepare_data(config_from_dict(small_config(tmp_path, data, config_type_weights={"contcat": 0.5})),
