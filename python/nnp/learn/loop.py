@@ -97,13 +97,13 @@ def _train_members(config: LearnConfig, run_dirs: list[Path], data: Path, warm: 
     from ..train.trainer import run_training
 
     files, cpu = [], 0.0
+    weighted = contact_weight(config, data)
     for member, run_dir in enumerate(run_dirs):
         files.append(str(run_dir / "model.nnp.pt"))
         if (run_dir / "results.json").exists() and (run_dir / "model.nnp.pt").exists():
             continue
         started = time.process_time()
-        member_overrides = [*contact_weight(config, data), *overrides, f"train.seed={config.seed + member}",
-                            f"output_dir={run_dir}"]
+        member_overrides = [*weighted, *overrides, f"train.seed={config.seed + member}", f"output_dir={run_dir}"]
         member_name = f"{name}-member{member}"
         if warm is not None:
             run = finetune_config(warm[member], str(data), member_overrides, name=member_name)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data.dataset import config_type, dataset_species, split_indices
 from ..data.graph import atoms_to_graph
-from ..data.molecules import find_molecules
+from ..data.molecules import molecule_labels
 from ..data.pack import FrameSummary, PackedDataset, is_pack, subset_statistics, summary_table
 from ..data.readers import LabelKeys, bundled_dataset, read_structures
 
@@ -92,10 +92,7 @@ class GraphSpec:
         if self.weights:
             graph.weight = torch.tensor([frame_weight(atoms, self.weights)], dtype=self.dtype)
         if self.bond_scale is not None:
-            labels = np.zeros(len(atoms), dtype=np.int64)
-            for k, members in enumerate(find_molecules(atoms, self.bond_scale)):
-                labels[members] = k
-            graph.molecule = torch.from_numpy(labels)
+            graph.molecule = torch.from_numpy(molecule_labels(atoms, self.bond_scale).astype(np.int64))
         return graph
 
 
